@@ -1,0 +1,73 @@
+"""The `p3m` command line: a thin Typer layer over the library.
+
+Each sub-command lives in its own module of this package and registers itself
+on `app` through `register(app)`. Command modules import heavy libraries
+(torch, mediapipe) inside the command function, so `p3m --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from p3m.errors import P3MError
+
+app = typer.Typer(
+    name="p3m",
+    help="Privacy-preserving portrait matting: matte, anonymise, train and evaluate.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+err_console = Console(stderr=True)
+
+# One module per command group; each defines `register(app)`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "p3m.cli.eval_cmd",
+    "p3m.cli.matte_cmd",
+    "p3m.cli.weights_cmd",
+    "p3m.cli.anonymize_cmd",
+    "p3m.cli.train_cmd",
+    "p3m.cli.data_cmd",
+    "p3m.cli.cp_cmd",
+)
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v, -vv)."),
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register_all() -> None:
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                continue  # command group not built yet
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Entry point of the `p3m` script: P3MError becomes one red line and exit code 2."""
+    try:
+        app()
+    except P3MError as error:
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]")
+        sys.exit(130)

@@ -1,0 +1,3 @@
+from p3m.cli import main
+
+main()

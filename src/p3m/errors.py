@@ -1,0 +1,62 @@
+"""The p3m exception hierarchy: every failure a user can cause is a `P3MError`.
+
+Messages name the file (when there is one) and the problem in one line, so the
+command line can print them as a single red line.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class P3MError(Exception):
+    """Base class of every error p3m raises on purpose."""
+
+    def __init__(self, message: str, path: str | PathLike[str] | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.problem = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class ImageReadError(P3MError):
+    """An image, alpha matte or trimap could not be read (missing, truncated, not an image, ...)."""
+
+
+class UnsupportedImageError(ImageReadError):
+    """The file is an image, but of a mode, depth or shape p3m does not handle."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """The image has more pixels than the configured cap (decompression-bomb guard)."""
+
+
+class ImageWriteError(P3MError):
+    """An output file could not be written."""
+
+
+class ShapeMismatchError(P3MError):
+    """Two arrays that must have the same size (prediction and ground truth, image and alpha) do not."""
+
+
+class CheckpointError(P3MError):
+    """A checkpoint file is unreadable, truncated, or belongs to another model variant."""
+
+
+class ModelNotFoundError(P3MError):
+    """No model or weights of that name are registered or installed."""
+
+
+class DownloadError(P3MError):
+    """A download failed or its checksum did not match."""
+
+
+class DatasetError(P3MError):
+    """A data set folder does not have the expected layout or has unmatched files."""
+
+
+class ConfigError(P3MError):
+    """A configuration file or option is invalid."""
+
+
+class MissingDependencyError(P3MError):
+    """An optional dependency is needed for this feature; the message says what to install."""

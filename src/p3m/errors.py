@@ -42,6 +42,10 @@ class CheckpointError(P3MError):
     """A checkpoint file is unreadable, truncated, or belongs to another model variant."""
 
 
+class InputSizeError(P3MError, ValueError):
+    """A tensor given to a model has the wrong shape, dtype or size (e.g. not a multiple of 32)."""
+
+
 class ModelNotFoundError(P3MError):
     """No model or weights of that name are registered or installed."""
 

@@ -36,6 +36,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "p3m.cli.train_cmd",
     "p3m.cli.data_cmd",
     "p3m.cli.cp_cmd",
+    "p3m.cli.serve_cmd",
+    "p3m.cli.export_cmd",
 )
 
 

@@ -1,0 +1,272 @@
+"""`p3m anonymize`: obfuscate faces the P3M-10k way (hair and semi-transparent pixels untouched)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+
+class Method(str, Enum):
+    blur = "blur"
+    mosaic = "mosaic"
+    mask = "mask"
+
+
+class Layout(str, Enum):
+    train = "train"
+    p3m_500_p = "P3M-500-P"
+
+
+class Landmarks(str, Enum):
+    mediapipe = "mediapipe"
+    dlib68 = "dlib68"
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def anonymize_command(
+    images: list[Path] | None = typer.Argument(
+        None, help="Single-image mode: image files (needs -o)."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (dataset mode: the set folder, e.g. P3M-10k/train).",
+    ),
+    images_dir: Path | None = typer.Option(
+        None, "--images", help="Dataset mode: folder of images."
+    ),
+    alphas_dir: Path | None = typer.Option(
+        None,
+        "--alphas",
+        help="Folder of alpha mattes matched by file stem (required in dataset mode).",
+    ),
+    alpha: list[Path] | None = typer.Option(
+        None, "--alpha", help="Single-image mode: alpha matte of each IMAGE, in order (repeat)."
+    ),
+    facemask_dir: Path | None = typer.Option(
+        None,
+        "--facemask-dir",
+        help="Hand-made face masks (same stems, white = obfuscate); they replace detection.",
+    ),
+    method: Method = typer.Option(Method.blur, "--method", help="Obfuscation (paper Table 8)."),
+    layout: Layout = typer.Option(
+        Layout.train, "--layout", help="Dataset mode: 'P3M-500-P' also writes trimap/."
+    ),
+    alpha_from: str = typer.Option(
+        "auto",
+        "--alpha-from",
+        help="Single-image mode without a matte: compute one with this model ('auto', 'selfie-cf', a P3M-Net name).",
+    ),
+    no_alpha: bool = typer.Option(
+        False,
+        "--no-alpha",
+        help="Single-image mode: do not compute a matte; hair over the face is then obfuscated too.",
+    ),
+    detectors: str = typer.Option(
+        "mediapipe",
+        "--detectors",
+        help="Comma list of detectors to union: mediapipe (short+full range), mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib.",
+    ),
+    landmarks: Landmarks = typer.Option(
+        Landmarks.mediapipe,
+        "--landmarks",
+        help="Face Mesh (Apache-2.0) or dlib's 68 points (non-commercial training data).",
+    ),
+    min_confidence: float = typer.Option(
+        0.5,
+        "--min-confidence",
+        min=0.05,
+        max=0.99,
+        help="MediaPipe detection threshold (lower = more recall).",
+    ),
+    transition_margin: int = typer.Option(
+        3,
+        "--transition-margin",
+        min=0,
+        help="Pixels by which the 0<alpha<1 area is dilated before it is removed from the mask.",
+    ),
+    strength: float = typer.Option(
+        1.0, "--strength", min=0.1, help="Multiplies blur sigma / mosaic block size."
+    ),
+    trimap_kernel: int = typer.Option(
+        25,
+        "--trimap-kernel",
+        min=1,
+        help="P3M-500-P trimap: ellipse kernel size of the dilate/erode rule.",
+    ),
+    audit: bool = typer.Option(
+        True,
+        "--audit/--no-audit",
+        help="Run the detectors again on each output and check identity.",
+    ),
+    audit_detectors: str | None = typer.Option(
+        None,
+        "--audit-detectors",
+        help="Comma list for the audit (default: every available detector; dlib-cnn costs seconds per image).",
+    ),
+    review: bool = typer.Option(
+        False, "--review", help="Write review.html: each output with its mask outline."
+    ),
+    resume: bool = typer.Option(
+        True, "--resume/--overwrite", help="Keep images whose outputs already exist."
+    ),
+) -> None:
+    """Obfuscate faces except the matte's transition area; write outputs, manifest and audit.
+
+    Dataset mode: `p3m anonymize --images DIR --alphas DIR --out DIR [--layout train|P3M-500-P]`
+    writes blurred_image/, mask/, facemask/ (and trimap/). Single-image mode:
+    `p3m anonymize IMAGE... -o OUTDIR` writes <stem>.png and <stem>.facemask.png. Images where no
+    face is found are listed in needs_annotation.txt and not written. Exit code 1 if an image
+    failed.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from p3m.errors import ConfigError
+    from p3m.privacy.dataset import (
+        AnonymizeConfig,
+        SampleFiles,
+        anonymize_samples,
+        files_by_stem,
+        match_folder,
+    )
+    from p3m.privacy.landmarks import DLIB68_LICENCE_NOTE
+
+    out_console = Console()
+    err = Console(stderr=True)
+    if out is None:
+        raise ConfigError("--out / -o is required")
+    if bool(images) == (images_dir is not None):
+        raise ConfigError(
+            "give either image files (single-image mode) or --images DIR (dataset mode)"
+        )
+    if landmarks is Landmarks.dlib68:
+        err.print(
+            f"[yellow]licence:[/yellow] {DLIB68_LICENCE_NOTE}", highlight=False, soft_wrap=True
+        )
+
+    config = AnonymizeConfig(
+        method=method.value,
+        layout=layout.value if images_dir is not None else "flat",
+        detectors=_split(detectors) or ("mediapipe",),
+        landmarks=landmarks.value,
+        min_confidence=min_confidence,
+        transition_margin=transition_margin,
+        strength=strength,
+        alpha_from=None if no_alpha else alpha_from,
+        trimap_kernel=trimap_kernel,
+        audit=audit,
+        audit_detectors=_split(audit_detectors),
+        review=review,
+        resume=resume,
+    )
+    if images_dir is not None:
+        if alphas_dir is None:
+            raise ConfigError("dataset mode needs --alphas DIR (the mattes are written to mask/)")
+        samples = match_folder(images_dir, alphas_dir, facemask_dir)
+        if not samples:
+            raise ConfigError(f"no images found in {images_dir}")
+    else:
+        if alpha and len(alpha) != len(images):
+            raise ConfigError(f"--alpha given {len(alpha)} time(s) for {len(images)} image(s)")
+        alphas = files_by_stem(alphas_dir) if alphas_dir is not None else {}
+        masks = files_by_stem(facemask_dir) if facemask_dir is not None else {}
+        samples = [
+            SampleFiles(
+                path.stem, path, alpha[i] if alpha else alphas.get(path.stem), masks.get(path.stem)
+            )
+            for i, path in enumerate(images)
+        ]
+    from p3m.privacy.detection import available_detectors, expand_detector_names
+
+    audit_names = (
+        expand_detector_names(config.audit_detectors)
+        if config.audit_detectors
+        else available_detectors()
+    )
+    if audit:
+        err.print(f"audit detectors: {', '.join(audit_names)}", highlight=False)
+
+    with Progress(
+        TextColumn("[bold]anonymizing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[name]}"),
+        console=err,
+        transient=True,
+    ) as progress:
+        task_id = progress.add_task("anonymizing", total=len(samples), name="")
+
+        def on_progress(record: dict) -> None:
+            progress.update(task_id, advance=1, name=record["name"])
+            if record["status"] == "error":
+                progress.console.print(
+                    f"[red]skipped:[/red] {record['error']}", highlight=False, soft_wrap=True
+                )
+
+        report = anonymize_samples(samples, out, config, on_progress)
+
+    _print_summary(out_console, err, report)
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+def _print_summary(out_console, err, report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"p3m anonymize -> {report.out_dir}", title_justify="left")
+    table.add_column("image")
+    table.add_column("status")
+    table.add_column("faces", justify="right")
+    table.add_column("mask px", justify="right")
+    table.add_column("audit: still found", justify="right")
+    table.add_column("identity matches", justify="right")
+    for record in report.records:
+        audit = record.get("audit") or {}
+        table.add_row(
+            record["name"],
+            record["status"],
+            str(len(record.get("faces", []))) if "faces" in record else "",
+            str(record.get("mask_area", "")),
+            str(audit.get("faces_found", "")),
+            str(audit.get("identity_matches", "")),
+        )
+    out_console.print(table)
+    out_console.print(
+        f"done {report.count('done')}, kept {report.count('kept')}, "
+        f"needs annotation {len(report.needs_annotation)}, errors {len(report.failed)}; "
+        f"audit total: {report.audit_faces_found} face(s) still found, "
+        f"{report.audit_identity_matches} identity match(es). Manifest: {report.out_dir / 'manifest.json'}",
+        highlight=False,
+    )
+    if report.needs_annotation:
+        err.print(
+            "[yellow]no face found (annotate by hand, see needs_annotation.txt; rerun with --facemask-dir):[/yellow] "
+            + ", ".join(report.needs_annotation),
+            highlight=False,
+            soft_wrap=True,
+        )
+    for record in report.records:
+        for warning in record.get("warnings", []) if record["status"] == "done" else []:
+            err.print(
+                f"[yellow]{record['name']}:[/yellow] {warning}", highlight=False, soft_wrap=True
+            )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("anonymize")(anonymize_command)

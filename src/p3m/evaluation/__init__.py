@@ -1,0 +1,27 @@
+"""Evaluation: the official P3M metrics (`metrics`), folder evaluation (`folder`)."""
+
+from __future__ import annotations
+
+from p3m.evaluation.metrics import (
+    METRIC_KEYS,
+    MetricSummary,
+    compute_metrics,
+    conn_error,
+    grad_error,
+    sad_fg_bg,
+    sad_mse_mad,
+    sad_mse_mad_trimap,
+    summarize,
+)
+
+__all__ = [
+    "METRIC_KEYS",
+    "MetricSummary",
+    "compute_metrics",
+    "conn_error",
+    "grad_error",
+    "sad_fg_bg",
+    "sad_mse_mad",
+    "sad_mse_mad_trimap",
+    "summarize",
+]

@@ -1,0 +1,37 @@
+"""Inference: the official P3M-Net strategies, the offline selfie-cf pipeline, foreground
+colours and composites, the weights cache, and `p3m.matte` on top of them.
+
+Submodules are imported on first use, so `import p3m.inference` stays cheap.
+
+    >>> from p3m.inference import matte
+    >>> result = matte("portrait.jpg")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "matte": "p3m.inference.api",
+    "Matter": "p3m.inference.api",
+    "MatteResult": "p3m.inference.api",
+    "ResizeInfo": "p3m.inference.api",
+    "MATTE_MAX_PIXELS": "p3m.inference.api",
+    "predict_alpha_p3mnet": "p3m.inference.strategies",
+    "predict_p3mnet": "p3m.inference.strategies",
+    "P3MNetPrediction": "p3m.inference.strategies",
+    "matte_selfie_cf": "p3m.inference.selfie_cf",
+    "estimate_foreground": "p3m.inference.foreground",
+    "cutout_rgba": "p3m.inference.foreground",
+    "composite": "p3m.inference.foreground",
+    "resolve_weights": "p3m.inference.weights",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'p3m.inference' has no attribute {name!r}")

@@ -1,0 +1,137 @@
+"""Many images at once: expand files / folders / globs, name outputs, write what was asked for.
+
+    >>> jobs = plan_outputs(collect_inputs(["photos/", "*.jpg"]), Path("out"))
+    >>> for job in jobs: write_outputs(job, matter(job.source), ("alpha", "rgba"))
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from p3m.errors import ConfigError, ImageReadError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "OUTPUT_KINDS",
+    "MatteJob",
+    "collect_inputs",
+    "parse_save",
+    "plan_outputs",
+    "write_outputs",
+]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+OUTPUT_KINDS: tuple[str, ...] = ("alpha", "rgba", "foreground", "composite", "trimap")
+
+
+def parse_save(text: str) -> tuple[str, ...]:
+    """'alpha,rgba' -> ('alpha', 'rgba'); unknown kinds raise ConfigError."""
+    kinds = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [kind for kind in kinds if kind not in OUTPUT_KINDS]
+    if unknown or not kinds:
+        raise ConfigError(
+            f"--save takes a comma list of {', '.join(OUTPUT_KINDS)}; got {text!r}"
+        )
+    return kinds
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def collect_inputs(inputs: Iterable[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+    """(image path, path relative to its input root) for every file, folder entry or glob match.
+
+    Folders give their image files (sorted; with `recursive`, sub-folders too). A named file is
+    taken whatever its suffix (so a bad file is reported, not silently ignored). Missing inputs
+    raise ImageReadError.
+    """
+    found: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((path, relative))
+
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for entry in sorted(path.glob(pattern)):
+                if _is_image(entry):
+                    add(entry, entry.relative_to(path))
+        elif path.exists():
+            add(path, Path(path.name))
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(str(path), recursive=recursive))
+            files = [Path(match) for match in matches if _is_image(Path(match))]
+            if not files:
+                raise ImageReadError("no image matches this pattern", text)
+            for entry in files:
+                add(entry, Path(entry.name))
+        else:
+            raise ImageReadError("no such file or folder", text)
+    return found
+
+
+@dataclass(frozen=True)
+class MatteJob:
+    """One input image and the output file of each kind."""
+
+    source: Path
+    outputs: dict[str, Path]
+
+    def missing(self, kinds: Sequence[str]) -> tuple[str, ...]:
+        return tuple(kind for kind in kinds if not self.outputs[kind].exists())
+
+
+def plan_outputs(inputs: Sequence[tuple[Path, Path]], out_dir: Path) -> list[MatteJob]:
+    """`<out_dir>/<relative folder>/<stem>_<kind>.png` for every input; a name clash raises."""
+    jobs = []
+    claimed: dict[Path, Path] = {}
+    for source, relative in inputs:
+        base = out_dir / relative.parent / relative.stem
+        if base in claimed:
+            raise ConfigError(
+                f"{source} and {claimed[base]} would write the same outputs {base}_*.png; "
+                "rename one or run them separately"
+            )
+        claimed[base] = source
+        outputs = {kind: base.with_name(f"{base.name}_{kind}.png") for kind in OUTPUT_KINDS}
+        jobs.append(MatteJob(source, outputs))
+    return jobs
+
+
+def write_outputs(
+    job: MatteJob,
+    result: object,
+    kinds: Sequence[str],
+    background: np.ndarray | str = "white",
+) -> list[Path]:
+    """Write the requested kinds of a `MatteResult` atomically as PNGs (no metadata)."""
+    from p3m.io import write_alpha, write_png
+
+    written = []
+    for kind in kinds:
+        path = job.outputs[kind]
+        if kind == "alpha":
+            write_alpha(path, result.alpha)
+        elif kind == "rgba":
+            write_png(path, result.rgba())
+        elif kind == "foreground":
+            write_png(path, result.ensure_foreground())
+        elif kind == "composite":
+            write_png(path, result.composite(background))
+        elif kind == "trimap":
+            if result.trimap is None:
+                continue
+            write_png(path, result.trimap)
+        written.append(path)
+    return written

@@ -1,0 +1,133 @@
+"""The official P3M-Net test-time strategies, HYBRID and RESIZE (SPEC-r34.md, section 11).
+
+HYBRID (what the papers report): a global pass at half size gives the trimap, a local pass at
+full size (cut to multiples of 32, capped at 1600) gives the detail, and known trimap pixels
+override the local alpha. RESIZE: one pass at half size, the network's own fusion resized back.
+
+    >>> model = create_model("p3mnet-r34", weights="p3mnet_r34.pth")
+    >>> alpha = predict_alpha_p3mnet(model, image, "hybrid")   # float32 H x W in [0, 1]
+
+Any callable taking a normalised 1 x 3 x H x W tensor and returning `P3MOutput` (or a tuple
+`global_logits, local, fusion, ...`) works as `model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from p3m.inference.fusion import fuse_trimap_and_local, trimap_from_global_logits
+from p3m.inference.preprocess import image_to_tensor, resize_like_official, working_size
+
+__all__ = [
+    "STRATEGIES",
+    "P3MNetPrediction",
+    "Strategy",
+    "model_device",
+    "predict_alpha_p3mnet",
+    "predict_p3mnet",
+]
+
+Strategy = Literal["hybrid", "resize"]
+STRATEGIES: tuple[str, ...] = ("hybrid", "resize")
+
+
+@dataclass(frozen=True)
+class P3MNetPrediction:
+    """Alpha (float32 H x W in [0, 1]) and trimap (uint8 {0, 128, 255}) at the input size.
+
+    `alpha_u8_official` is what the official saver writes: the float64 alpha x 255, truncated.
+    """
+
+    alpha: np.ndarray
+    trimap: np.ndarray
+    alpha_u8_official: np.ndarray
+    pass_sizes: dict[str, tuple[int, int]]
+
+
+def model_device(model: Callable[..., object]) -> torch.device:
+    """The device of a module's first parameter (CPU for parameterless callables)."""
+    if isinstance(model, torch.nn.Module):
+        for parameter in model.parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+def _forward(
+    model: Callable[..., object], image_0_255: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One official `inference_once`: trimap (uint8), local and fusion (float32 H x W)."""
+    x = image_to_tensor(image_0_255, device)
+    with torch.inference_mode():
+        outputs = model(x)
+    global_logits, local, fusion = outputs[0], outputs[1], outputs[2]
+    trimap = trimap_from_global_logits(global_logits.float().cpu().numpy())
+    return trimap, local[0, 0].float().cpu().numpy(), fusion[0, 0].float().cpu().numpy()
+
+
+def _min_side(model: Callable[..., object]) -> int:
+    return int(getattr(model, "min_size", 32) or 32)
+
+
+def predict_p3mnet(
+    model: Callable[..., object], image: np.ndarray, strategy: Strategy = "hybrid"
+) -> P3MNetPrediction:
+    """Run the official HYBRID or RESIZE procedure on an RGB uint8 image; see the module docstring.
+
+    The model's input constraints are honoured through its `min_size` attribute: on images so
+    small that the official sizes would fall below it (where the official code fails), the passes
+    run at `min_size` instead. Everything else is the official procedure, step for step.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be RGB uint8 H x W x 3, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    device = model_device(model)
+    min_side = _min_side(model)
+    if isinstance(model, torch.nn.Module) and model.training:
+        raise ValueError("the model is in training mode; call model.eval() first")
+
+    global_size = working_size(height, width, 0.5, min_side=min_side)
+    global_input = resize_like_official(image, global_size) * 255.0
+    trimap_small, local_small, fusion_small = _forward(model, global_input, device)
+    del global_input
+    trimap_back = resize_like_official(trimap_small, (height, width)) * 255.0
+    pass_sizes = {"global": global_size}
+
+    if strategy == "resize":
+        alpha = resize_like_official(fusion_small, (height, width))
+    else:
+        local_size = working_size(height, width, 1.0, min_side=min_side)
+        pass_sizes["local"] = local_size
+        local_input = resize_like_official(image, local_size) * 255.0
+        _, local_small, _ = _forward(model, local_input, device)
+        del local_input
+        local_back = resize_like_official(local_small, (height, width))
+        alpha = fuse_trimap_and_local(trimap_back, local_back)
+
+    # The trimap the combine rule used: exact 0 / 255 are known, everything else is unknown.
+    trimap = np.full((height, width), 128, dtype=np.uint8)
+    trimap[trimap_back == 0] = 0
+    trimap[trimap_back == 255] = 255
+    alpha_u8_official = (alpha * 255.0).astype(np.uint8)
+    alpha32 = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+    return P3MNetPrediction(
+        alpha=alpha32, trimap=trimap, alpha_u8_official=alpha_u8_official, pass_sizes=pass_sizes
+    )
+
+
+def predict_alpha_p3mnet(
+    model: Callable[..., object], image: np.ndarray, strategy: Strategy = "hybrid"
+) -> np.ndarray:
+    """Official HYBRID / RESIZE alpha of a P3M-Net model: float32 H x W in [0, 1] at the input size.
+
+    Used by `p3m evaluate-model`; the official saver stores `(alpha * 255)` truncated to uint8
+    (`p3m.io.alpha_to_uint8(alpha, truncate=True)`).
+    """
+    return predict_p3mnet(model, image, strategy).alpha

@@ -1,0 +1,43 @@
+"""Image I/O: read photos, alpha mattes and trimaps into p3m's conventions; write PNGs atomically.
+
+Images are RGB uint8 H x W x 3, alpha mattes float32 H x W in [0, 1], trimaps uint8 in
+{0, 128, 255}. See `p3m.io.images` for the mode and channel rules.
+"""
+
+from __future__ import annotations
+
+from p3m.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from p3m.io.images import (
+    DEFAULT_MAX_PIXELS,
+    TRIMAP_VALUES,
+    alpha_to_uint8,
+    load_image_input,
+    read_alpha,
+    read_alpha_u8,
+    read_image,
+    read_trimap,
+    snap_trimap,
+    write_alpha,
+    write_image,
+    write_png,
+    write_rgba,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "TRIMAP_VALUES",
+    "alpha_to_uint8",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_image_input",
+    "read_alpha",
+    "read_alpha_u8",
+    "read_image",
+    "read_trimap",
+    "snap_trimap",
+    "write_alpha",
+    "write_image",
+    "write_png",
+    "write_rgba",
+]

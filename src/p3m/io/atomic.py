@@ -1,0 +1,73 @@
+"""Atomic file writes: a temporary file in the destination folder, then `os.replace`.
+
+A reader never sees a half-written file, and a failed write leaves the previous
+file (if any) untouched and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from p3m.errors import ImageWriteError, P3MError
+
+
+def _temporary_path(path: Path) -> Path:
+    # Hidden, unique and in the same folder, so that os.replace is a rename on one file system.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    encoding: str | None = None,
+    newline: str | None = None,
+    error_class: type[P3MError] = ImageWriteError,
+) -> Iterator[IO]:
+    """Open a temporary file beside `path` for writing; on success it replaces `path` atomically.
+
+    Parent folders are created. Any exception inside the block removes the temporary file and
+    leaves `path` as it was; OS errors are re-raised as `error_class` naming the file.
+    """
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_open writes only ('w', 'wb', 'wt'), got mode {mode!r}")
+    target = Path(path)
+    temporary = _temporary_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 lets the umask decide the permissions, as a plain open() would
+        # (tempfile.mkstemp would leave every output at 0o600).
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:
+        raise error_class(
+            f"cannot create output file: {error.strerror or error}", target
+        ) from error
+    try:
+        with os.fdopen(descriptor, mode, encoding=encoding, newline=newline) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(error, OSError):
+            raise error_class(f"cannot write: {error.strerror or error}", target) from error
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """Write `text` to `path` atomically (newlines written as given)."""
+    with atomic_open(path, "w", encoding=encoding, newline="") as handle:
+        handle.write(text)

@@ -1,0 +1,570 @@
+"""Reading photos, alpha mattes and trimaps into p3m's array conventions, and writing PNGs.
+
+Conventions at the edges of the library:
+
+* images are RGB uint8 H x W x 3;
+* alpha mattes are float32 H x W in [0, 1];
+* trimaps are uint8 H x W in {0, 128, 255}.
+
+Any photo a user is likely to have is accepted: JPEG, PNG, WebP, TIFF, BMP (and whatever else
+Pillow decodes), 8- or 16-bit, grayscale, palette, LA/RGBA, CMYK, I;16, I and F modes. The EXIF
+orientation is applied (so the array looks like the photo does in a viewer). Every failure raises
+an `ImageReadError` subclass whose message names the file and the problem.
+
+Decompression-bomb guard: every read checks the pixel count from the file header against
+`max_pixels` (default: the environment variable P3M_MAX_PIXELS if set, else
+`DEFAULT_MAX_PIXELS`, 200 megapixels) before decoding anything, and raises
+`ImageTooLargeError` above it. Pillow's own guard (`PIL.Image.MAX_IMAGE_PIXELS`) stays on; when
+the p3m cap is higher than Pillow's limit, the limit is raised to the cap only while the header
+is parsed, under a lock, and restored right after. Nothing else in Pillow's global state is
+touched (in particular `ImageFile.LOAD_TRUNCATED_IMAGES` stays off, so truncated files fail).
+
+Example::
+
+    image = read_image("portrait.jpg")          # uint8 (H, W, 3)
+    write_alpha("portrait_alpha.png", alpha)    # atomic, 8-bit, no metadata
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from p3m.errors import (
+    ConfigError,
+    ImageReadError,
+    ImageTooLargeError,
+    ImageWriteError,
+    UnsupportedImageError,
+)
+from p3m.io.atomic import atomic_open
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 200_000_000
+"""Default cap on width x height for every read (decompression-bomb guard)."""
+
+PathLike = str | os.PathLike[str]
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+_GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+
+
+# --------------------------------------------------------------------------- opening files
+
+
+@contextmanager
+def _pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Let Pillow parse headers of images up to `max_pixels` (p3m checks the cap itself)."""
+    with _PILLOW_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        raise_limit = previous is not None and max_pixels > previous
+        if raise_limit:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            if raise_limit:
+                Image.MAX_IMAGE_PIXELS = previous
+
+
+def _resolve_max_pixels(max_pixels: int | None) -> int:
+    """The cap: the argument, else the P3M_MAX_PIXELS environment variable, else the default."""
+    if max_pixels is None:
+        configured = os.environ.get("P3M_MAX_PIXELS", "").strip()
+        if not configured:
+            return DEFAULT_MAX_PIXELS
+        try:
+            max_pixels = int(float(configured))
+        except ValueError:
+            raise ConfigError(
+                f"P3M_MAX_PIXELS must be a positive number of pixels, got {configured!r}"
+            ) from None
+        if max_pixels <= 0:
+            raise ConfigError(f"P3M_MAX_PIXELS must be positive, got {configured!r}")
+        return max_pixels
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    return int(max_pixels)
+
+
+def _check_pixels(image: Image.Image, max_pixels: int, path: PathLike | None) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels, more than the "
+            f"cap of {max_pixels / 1e6:g} megapixels (raise max_pixels or P3M_MAX_PIXELS if the "
+            "file is trusted)",
+            path,
+        )
+    if width == 0 or height == 0:
+        raise ImageReadError(f"image has no pixels ({width}x{height})", path)
+
+
+def _open_loaded(
+    source: PathLike | bytes, max_pixels: int | None, apply_exif_orientation: bool = True
+) -> Image.Image:
+    """Open, size-check and fully decode an image (first frame), with the EXIF orientation applied."""
+    cap = _resolve_max_pixels(max_pixels)
+    name: PathLike | None = None
+    if isinstance(source, bytes | bytearray):
+        stream: PathLike | io.BytesIO = io.BytesIO(source)
+    else:
+        name = source
+        file_path = Path(source)
+        if not file_path.exists():
+            raise ImageReadError("file not found", name)
+        if file_path.is_dir():
+            raise ImageReadError("is a directory, not an image file", name)
+        if file_path.stat().st_size == 0:
+            raise ImageReadError("empty file (0 bytes), not an image", name)
+        stream = file_path
+    try:
+        with _pillow_pixel_limit(cap):
+            image = Image.open(stream)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(
+            f"image has more than the cap of {cap / 1e6:g} megapixels (decompression-bomb "
+            "guard; raise max_pixels or P3M_MAX_PIXELS if the file is trusted)",
+            name,
+        ) from error
+    except UnidentifiedImageError as error:
+        kind = _sniff_format(stream)
+        if kind is not None:
+            raise UnsupportedImageError(
+                f"{kind} file that Pillow cannot decode (damaged header, or an unsupported "
+                "variant such as float colour samples)",
+                name,
+            ) from error
+        raise ImageReadError("not an image, or an image format Pillow cannot read", name) from error
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        problem = str(error) or type(error).__name__
+        if "truncat" in problem.lower() or isinstance(error, EOFError):
+            raise ImageReadError(f"truncated file ({problem})", name) from error
+        raise ImageReadError(f"cannot open image: {problem}", name) from error
+    try:
+        _check_pixels(image, cap, name)
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError, EOFError, IndexError) as error:
+            problem = str(error) or type(error).__name__
+            if "truncated" in problem or isinstance(error, EOFError):
+                problem = f"truncated file ({problem})"
+            else:
+                problem = f"corrupt or unreadable image data ({problem})"
+            raise ImageReadError(problem, name) from error
+        if apply_exif_orientation:
+            image = _apply_exif_orientation(image, name)
+        return image
+    except BaseException:
+        image.close()
+        raise
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def _sniff_format(stream: PathLike | io.BytesIO) -> str | None:
+    """The format named by the file's first bytes, to tell "not an image" from "unsupported"."""
+    try:
+        if isinstance(stream, io.BytesIO):
+            head = stream.getvalue()[:12]
+        else:
+            with open(stream, "rb") as handle:
+                head = handle.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    return None
+
+
+def _apply_exif_orientation(
+    image: Image.Image, name: PathLike | None, close_original: bool = True
+) -> Image.Image:
+    try:
+        transposed = ImageOps.exif_transpose(image)
+    except Exception as error:  # malformed EXIF must not make the pixels unreadable
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name or "image", error)
+        return image
+    if transposed is None or transposed is image:
+        return image
+    if close_original:
+        image.close()  # the transposed copy is independent of the file
+    return transposed
+
+
+# --------------------------------------------------------------------------- mode conversion
+
+
+def _gray16_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Scale 0..65535 to 0..255 with rounding (v * 255 / 65535, i.e. v / 257)."""
+    values = np.clip(values.astype(np.int64), 0, 65535)
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _pil_to_rgb_array(image: Image.Image, name: PathLike | None) -> np.ndarray:
+    """Convert any supported Pillow mode to RGB uint8 H x W x 3 (alpha dropped, not composited)."""
+    mode = image.mode
+    if mode == "RGB":
+        array = np.asarray(image)
+    elif mode in _GRAY16_MODES or mode == "I":
+        # 16-bit grayscale (Pillow gives PNG/TIFF 16-bit gray as I;16 or I): full scale is 65535.
+        gray = _gray16_to_uint8(np.asarray(image))
+        array = np.repeat(gray[:, :, None], 3, axis=2)
+    elif mode == "F":
+        gray = _float_to_uint8(np.asarray(image, dtype=np.float32))
+        array = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        try:
+            array = np.asarray(image.convert("RGB"))
+        except (ValueError, OSError) as error:
+            raise UnsupportedImageError(
+                f"unsupported image mode {mode!r} (cannot convert to RGB: {error})", name
+            ) from error
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise UnsupportedImageError(f"unsupported image mode {mode!r}", name)
+    return np.ascontiguousarray(array)
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float images (mode F) are taken as [0, 1]: clip, NaN to 0, round to 8 bits."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.floor(np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _matte_channel(image: Image.Image, name: PathLike | None) -> tuple[np.ndarray, float]:
+    """The one channel that holds a matte, and its full-scale value (255, 65535 or 1.0).
+
+    Channel rule: single-channel images use that channel. Images with an alpha channel
+    (LA, RGBA, PA, or a palette with transparency) use the alpha channel unless it is fully
+    opaque, in which case the colour part is used (a grey matte saved as RGBA). Colour images use
+    the first channel when all channels are equal (a grey matte saved as RGB), and otherwise the
+    ITU-R 601-2 luma (Pillow's "L" conversion), with a warning.
+    """
+    mode = image.mode
+    if mode in _GRAY16_MODES or mode == "I":
+        return np.clip(np.asarray(image).astype(np.int64), 0, 65535).astype(np.uint16), 65535.0
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        return np.clip(values, 0.0, 1.0), 1.0
+    if mode == "L":
+        return np.asarray(image), 255.0
+    if mode == "1":
+        return np.asarray(image.convert("L")), 255.0
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode == "PA":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in _ALPHA_MODES:
+        bands = np.asarray(image.convert("LA" if mode in ("LA", "La") else "RGBA"))
+        alpha = bands[:, :, -1]
+        if alpha.min() < 255:
+            return np.ascontiguousarray(alpha), 255.0
+        colour = bands[:, :, :-1]
+    elif mode == "RGB":
+        colour = np.asarray(image)
+    elif mode == "CMYK":
+        raise UnsupportedImageError("a CMYK image is not an alpha matte or trimap", name)
+    else:
+        try:
+            colour = np.asarray(image.convert("RGB"))
+        except (ValueError, OSError) as error:
+            raise UnsupportedImageError(
+                f"unsupported image mode {mode!r} for a matte", name
+            ) from error
+    if colour.ndim == 2:
+        return colour, 255.0
+    first = colour[:, :, 0]
+    if colour.shape[2] == 1 or all(
+        np.array_equal(first, colour[:, :, c]) for c in range(1, colour.shape[2])
+    ):
+        return np.ascontiguousarray(first), 255.0
+    logger.warning("%s: colour image read as a matte; using its luma", name or "image")
+    return np.asarray(Image.fromarray(np.ascontiguousarray(colour[:, :, :3])).convert("L")), 255.0
+
+
+# --------------------------------------------------------------------------- public readers
+
+
+def read_image(
+    path: PathLike, max_pixels: int | None = None, apply_exif_orientation: bool = True
+) -> np.ndarray:
+    """Read a photo as RGB uint8 H x W x 3, EXIF orientation applied.
+
+    16-bit grayscale is scaled by 255/65535 with rounding (Pillow reduces 16-bit colour to its
+    high byte). An alpha channel (LA, RGBA, PA) is dropped, not composited: the stored colour is
+    returned. CMYK is converted by Pillow (embedded ICC profiles are ignored). Mode F is taken
+    as [0, 1]. `max_pixels` caps width x height (default `DEFAULT_MAX_PIXELS`).
+    """
+    with _open_loaded(path, max_pixels, apply_exif_orientation) as image:
+        return _pil_to_rgb_array(image, path)
+
+
+def read_alpha(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an alpha matte as float32 H x W in [0, 1] (value / 255, or / 65535 for 16-bit files).
+
+    For an 8-bit file this is `u8.astype(float32) / 255`, exactly the official eval.py
+    convention. Which channel is used is described in `_matte_channel`: single channel as is;
+    alpha channel if not fully opaque; first channel of a grey RGB image; otherwise luma.
+    """
+    with _open_loaded(path, max_pixels) as image:
+        values, full_scale = _matte_channel(image, path)
+    if full_scale == 1.0:
+        return np.ascontiguousarray(values, dtype=np.float32)
+    return values.astype(np.float32) / np.float32(full_scale)
+
+
+def read_alpha_u8(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an alpha matte as uint8 H x W (16-bit and float files are rounded to 8 bits)."""
+    with _open_loaded(path, max_pixels) as image:
+        values, full_scale = _matte_channel(image, path)
+    return _channel_to_uint8(values, full_scale)
+
+
+def _channel_to_uint8(values: np.ndarray, full_scale: float) -> np.ndarray:
+    if full_scale == 255.0:
+        return np.ascontiguousarray(values, dtype=np.uint8)
+    if full_scale == 65535.0:
+        return _gray16_to_uint8(values)
+    return _float_to_uint8(values)
+
+
+TRIMAP_VALUES = (0, 128, 255)
+
+
+def read_trimap(
+    path: PathLike,
+    noncanonical: Literal["snap", "keep", "error"] = "snap",
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Read a trimap as uint8 H x W: 0 background, 128 unknown, 255 foreground.
+
+    The matte channel rule of `read_alpha` picks the channel (16-bit files are rounded to 8 bits).
+    Values other than 0/128/255 (a resized or 127-coded trimap) are handled by `noncanonical`:
+
+    * "snap" (default): each value goes to the nearest class, ties to 128 (0..64 -> 0 except
+      64 -> 128, 65..191 -> 128, 192..255 -> 255); a warning gives the number of pixels changed.
+    * "keep": return the raw values. The official evaluation does this, and its metrics then treat
+      such pixels specially (see `p3m.evaluation.metrics`).
+    * "error": raise `UnsupportedImageError`.
+    """
+    if noncanonical not in ("snap", "keep", "error"):
+        raise ValueError(f"noncanonical must be 'snap', 'keep' or 'error', got {noncanonical!r}")
+    with _open_loaded(path, max_pixels) as image:
+        values, full_scale = _matte_channel(image, path)
+    trimap = _channel_to_uint8(values, full_scale)
+    if noncanonical == "keep":
+        return trimap
+    odd = (trimap != 0) & (trimap != 128) & (trimap != 255)
+    count = int(np.count_nonzero(odd))
+    if count == 0:
+        return trimap
+    if noncanonical == "error":
+        raise UnsupportedImageError(
+            f"trimap has {count} pixels outside {{0, 128, 255}} (e.g. {int(trimap[odd][0])})", path
+        )
+    logger.warning(
+        "%s: %d trimap pixels outside {0, 128, 255} snapped to the nearest class", path, count
+    )
+    return snap_trimap(trimap)
+
+
+def snap_trimap(trimap: np.ndarray) -> np.ndarray:
+    """Map every 0..255 value to the nearest of 0, 128, 255 (ties go to 128, the unknown class)."""
+    values = np.asarray(trimap)
+    snapped = np.full(values.shape, 128, dtype=np.uint8)
+    snapped[values < 64] = 0
+    snapped[values >= 192] = 255
+    return snapped
+
+
+def load_image_input(
+    image: PathLike | Image.Image | np.ndarray | bytes, max_pixels: int | None = None
+) -> np.ndarray:
+    """Turn what an API user passes (path, PIL image, array, encoded bytes) into RGB uint8 H x W x 3.
+
+    Arrays: uint8 H x W (grey), H x W x 1, H x W x 3 (RGB, returned as is, not copied when
+    contiguous) or H x W x 4 (alpha dropped); uint16 is scaled to 8 bits. Float arrays are
+    rejected rather than guessed at. PIL images get the same mode handling as `read_image`.
+    """
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image)
+    if isinstance(image, Image.Image):
+        cap = _resolve_max_pixels(max_pixels)
+        _check_pixels(image, cap, None)
+        # The caller's image is neither modified nor closed.
+        return _pil_to_rgb_array(_apply_exif_orientation(image, None, close_original=False), None)
+    if isinstance(image, bytes | bytearray):
+        with _open_loaded(bytes(image), max_pixels) as opened:
+            return _pil_to_rgb_array(opened, None)
+    if isinstance(image, str | os.PathLike):
+        return read_image(image, max_pixels=max_pixels)
+    raise TypeError(f"expected a path, PIL.Image, numpy array or bytes, got {type(image).__name__}")
+
+
+def _array_to_rgb(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint16:
+        array = _gray16_to_uint8(array)
+    elif array.dtype != np.uint8:
+        raise UnsupportedImageError(
+            f"image array must be uint8 (RGB, 0..255), got {array.dtype}; "
+            "convert floats in [0, 1] with (x * 255).round().astype(np.uint8)"
+        )
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise UnsupportedImageError(
+            f"image array must be H x W, H x W x 1, H x W x 3 or H x W x 4, got shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise UnsupportedImageError(f"image array has no pixels (shape {array.shape})")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.shape[2] == 4:
+        array = array[:, :, :3]
+    return np.ascontiguousarray(array)
+
+
+# --------------------------------------------------------------------------- writers
+
+_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+
+
+def _array_to_pil(array: np.ndarray, path: PathLike) -> Image.Image:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype == np.uint16 and array.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(array.astype("<u2")), mode="I;16")
+    if array.dtype != np.uint8:
+        raise ImageWriteError(
+            f"expected a uint8 array (or uint16 H x W), got {array.dtype}; "
+            "use write_alpha for float mattes",
+            path,
+        )
+    if array.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(array), mode="L")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return Image.fromarray(
+            np.ascontiguousarray(array), mode="RGB" if array.shape[2] == 3 else "RGBA"
+        )
+    raise ImageWriteError(
+        f"expected an H x W, H x W x 3 or H x W x 4 array, got shape {array.shape}", path
+    )
+
+
+def write_image(path: PathLike, array: np.ndarray, quality: int = 95) -> None:
+    """Write a uint8 image atomically in the format given by the suffix, with no metadata.
+
+    Supported suffixes: .png, .jpg/.jpeg, .webp, .tif/.tiff, .bmp. `quality` applies to JPEG/WebP.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        raise ImageWriteError(
+            f"unknown image suffix {suffix!r} (use one of {', '.join(sorted(_FORMATS))})", path
+        )
+    _write(path, _array_to_pil(array, path), _FORMATS[suffix], quality)
+
+
+def write_png(path: PathLike, array: np.ndarray) -> None:
+    """Write uint8 H x W, H x W x 3 or H x W x 4 (or uint16 H x W) as a PNG, atomically, no metadata."""
+    _write(path, _array_to_pil(array, path), "PNG", 95)
+
+
+def _write(path: PathLike, image: Image.Image, format_name: str, quality: int) -> None:
+    if format_name == "JPEG" and image.mode == "RGBA":
+        raise ImageWriteError("JPEG cannot store an alpha channel; write a PNG", path)
+    options: dict[str, object] = {}
+    if format_name in ("JPEG", "WEBP"):
+        options["quality"] = int(quality)
+    try:
+        with atomic_open(path, "wb") as handle:
+            # No exif/icc/pnginfo is passed, so nothing but pixels is written.
+            image.save(handle, format=format_name, **options)
+    except (ValueError, KeyError) as error:
+        raise ImageWriteError(f"cannot encode {format_name}: {error}", path) from error
+
+
+def alpha_to_uint8(alpha: np.ndarray, truncate: bool = False) -> np.ndarray:
+    """float alpha in [0, 1] -> uint8 (rounded; `truncate=True` floors like the official saver).
+
+    Values are clipped to [0, 1] first; NaN raises ValueError. uint8 input is returned as is.
+    """
+    alpha = np.asarray(alpha)
+    if alpha.dtype == np.uint8:
+        return alpha
+    if not np.issubdtype(alpha.dtype, np.floating):
+        raise ValueError(f"alpha must be float in [0, 1] or uint8, got {alpha.dtype}")
+    if np.isnan(alpha).any():
+        raise ValueError("alpha contains NaN")
+    scaled = np.clip(alpha.astype(np.float64), 0.0, 1.0) * 255.0
+    return (scaled if truncate else scaled + 0.5).astype(np.uint8)
+
+
+def write_alpha(path: PathLike, alpha: np.ndarray, truncate: bool = False) -> None:
+    """Write a float [0, 1] (or uint8) H x W alpha matte as an 8-bit grey PNG, atomically."""
+    alpha = np.asarray(alpha)
+    if alpha.ndim == 3 and alpha.shape[2] == 1:
+        alpha = alpha[:, :, 0]
+    if alpha.ndim != 2:
+        raise ImageWriteError(f"alpha must be H x W, got shape {alpha.shape}", path)
+    try:
+        values = alpha_to_uint8(alpha, truncate=truncate)
+    except ValueError as error:
+        raise ImageWriteError(str(error), path) from error
+    write_png(path, values)
+
+
+def write_rgba(path: PathLike, image: np.ndarray, alpha: np.ndarray) -> None:
+    """Write RGB uint8 H x W x 3 plus alpha (float [0, 1] or uint8) as a straight RGBA PNG."""
+    image = np.asarray(image)
+    alpha = np.asarray(alpha)
+    if alpha.ndim == 3 and alpha.shape[2] == 1:
+        alpha = alpha[:, :, 0]
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageWriteError(
+            f"image must be RGB uint8 H x W x 3, got {image.dtype} {image.shape}", path
+        )
+    if alpha.shape != image.shape[:2]:
+        raise ImageWriteError(
+            f"alpha shape {alpha.shape} does not match image shape {image.shape[:2]}", path
+        )
+    try:
+        alpha_u8 = alpha_to_uint8(alpha)
+    except ValueError as error:
+        raise ImageWriteError(str(error), path) from error
+    write_png(path, np.dstack([image, alpha_u8]))

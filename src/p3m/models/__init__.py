@@ -1,0 +1,77 @@
+"""P3M-Net models: the backbone-agnostic framework, its variants, a registry and checkpoints.
+
+Example::
+
+    import p3m.models as models
+    model = models.create_model("p3mnet-r34", weights="p3mnet_pretrained_on_p3m10k.pth")
+    out = models.predict(model, x)     # x: N x 3 x H x W ImageNet-normalised, H, W multiples of 32
+    alpha = out.fusion
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from p3m.models.checkpoints import (
+    LoadReport,
+    identify_variant,
+    load_backbone_checkpoint,
+    load_checkpoint,
+    read_state_dict,
+    save_checkpoint,
+)
+from p3m.models.p3mnet import (
+    EncoderOutput,
+    P3MDecoder,
+    P3MModel,
+    P3MNet,
+    P3MOutput,
+    fuse_global_local,
+    predict,
+    resolve_device,
+)
+from p3m.models.registry import CheckpointSpec, ModelSpec, get_spec, list_models, register_model
+
+__all__ = [
+    "CheckpointSpec",
+    "EncoderOutput",
+    "LoadReport",
+    "ModelSpec",
+    "P3MDecoder",
+    "P3MModel",
+    "P3MNet",
+    "P3MOutput",
+    "create_model",
+    "fuse_global_local",
+    "get_spec",
+    "identify_variant",
+    "list_models",
+    "load_backbone_checkpoint",
+    "load_checkpoint",
+    "predict",
+    "read_state_dict",
+    "register_model",
+    "resolve_device",
+    "save_checkpoint",
+]
+
+
+def create_model(
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    strict: bool = True,
+) -> nn.Module:
+    """Build the registered model `name`, load `weights` (a checkpoint path) if given, move it to
+    `device` (default: CUDA when available, else CPU) and put it in eval mode.
+
+    Without weights the parameters are randomly initialised (use this for training).
+    """
+    spec = get_spec(name)
+    model = spec.constructor()
+    if weights is not None:
+        load_checkpoint(model, weights, strict=strict)
+    return model.to(resolve_device(device)).eval()

@@ -1,0 +1,1 @@
+"""Encoders that plug into the P3M-Net framework (ResNet-34 with max-pooling, Swin-T, ViTAE-S)."""

@@ -1,0 +1,429 @@
+"""Folder runs of `anonymize`: the P3M-10k layout, a manifest, resumable, bad images skipped.
+
+Dataset mode (`layout="train"` or `"P3M-500-P"`) writes, under the output folder (the set folder,
+e.g. `P3M-10k/train` or `P3M-10k/validation/P3M-500-P`), files named `<stem>.png`:
+
+    blurred_image/   the anonymised image (PNG: lossless, no metadata)
+    mask/            the alpha matte, 8-bit
+    facemask/        the obfuscated area, 0 / 255
+    trimap/          P3M-500-P only: `p3m.data.trimap.trimap_from_alpha` (the official dilate /
+                     erode rule) with a fixed `TRIMAP_KERNEL` x `TRIMAP_KERNEL` ellipse
+
+plus `manifest.json` and `manifest.csv` (per image: status, faces, mask area, method, parameters,
+warnings, audit), `needs_annotation.txt` (images with no face found: nothing is written for them
+until a hand-made mask is given with `facemask_dir`, since an unobfuscated portrait must not land
+in `blurred_image/`) and, on request, `review.html`. Flat mode (`layout="flat"`, single images)
+writes `<stem>.png` and `<stem>.facemask.png`.
+
+An image whose outputs all exist is kept as is (resume); `blurred_image/` is written last, so an
+interrupted image is redone. A bad image (unreadable, missing or mis-sized alpha) is recorded
+and skipped.
+
+    >>> report = anonymize_folder("photos", "mattes", "P3M-10k/train", AnonymizeConfig())
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from p3m.errors import MissingDependencyError, P3MError
+from p3m.privacy.detection import DEFAULT_DETECTORS
+from p3m.privacy.facemask import TRANSITION_MARGIN
+
+__all__ = [
+    "LAYOUTS",
+    "TRIMAP_KERNEL",
+    "AnonymizeConfig",
+    "FolderReport",
+    "SampleFiles",
+    "anonymize_folder",
+    "anonymize_samples",
+    "files_by_stem",
+    "match_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS: tuple[str, ...] = ("train", "P3M-500-P", "flat")
+TRIMAP_KERNEL = 25
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MANIFEST_FIELDS = (
+    "name", "status", "faces", "detectors", "mask_area", "mask_fraction", "facemask_source",
+    "method", "parameters", "audit_faces_found", "audit_identity_matches", "warnings", "error",
+)  # fmt: skip
+
+
+@dataclass
+class AnonymizeConfig:
+    """Options of a folder run (the CLI flags of `p3m anonymize`)."""
+
+    method: str = "blur"
+    layout: str = "train"
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    landmarks: str = "mediapipe"
+    min_confidence: float = 0.5
+    transition_margin: int = TRANSITION_MARGIN
+    strength: float = 1.0
+    alpha_from: str | None = None
+    """Compute missing alpha mattes with this model (flat mode); None = skip the exclusion."""
+    trimap_kernel: int = TRIMAP_KERNEL
+    audit: bool = True
+    audit_detectors: tuple[str, ...] | None = None
+    """None = every available detector."""
+    review: bool = False
+    resume: bool = True
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """One input: the image, its alpha matte and hand-made face mask if any."""
+
+    name: str
+    image: Path
+    alpha: Path | None = None
+    facemask: Path | None = None
+
+
+@dataclass
+class FolderReport:
+    """What a run did: one manifest record per image, and the totals."""
+
+    out_dir: Path
+    records: list[dict] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.records)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.records if r["status"] == "error"]
+
+    @property
+    def needs_annotation(self) -> list[str]:
+        return [r["name"] for r in self.records if r["status"] == "needs_annotation"]
+
+    @property
+    def audit_faces_found(self) -> int:
+        return sum((r.get("audit") or {}).get("faces_found", 0) for r in self.records)
+
+    @property
+    def audit_identity_matches(self) -> int:
+        return sum((r.get("audit") or {}).get("identity_matches", 0) for r in self.records)
+
+
+def files_by_stem(directory: Path) -> dict[str, Path]:
+    """Image files of a folder by stem (first suffix in sort order wins; hidden files ignored)."""
+    files: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if (
+            path.is_file()
+            and path.suffix.lower() in IMAGE_SUFFIXES
+            and not path.name.startswith(".")
+        ):
+            files.setdefault(path.stem, path)
+    return files
+
+
+def match_folder(
+    images_dir: str | PathLike[str],
+    alphas_dir: str | PathLike[str] | None,
+    facemask_dir: str | PathLike[str] | None = None,
+) -> list[SampleFiles]:
+    """Images of a folder matched by stem with their alpha mattes and hand-made face masks."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise P3MError("image folder does not exist", images_dir)
+    alphas: dict[str, Path] = {}
+    if alphas_dir is not None:
+        if not Path(alphas_dir).is_dir():
+            raise P3MError("alpha folder does not exist", alphas_dir)
+        alphas = files_by_stem(Path(alphas_dir))
+    masks: dict[str, Path] = {}
+    if facemask_dir is not None:
+        if not Path(facemask_dir).is_dir():
+            raise P3MError("face-mask folder does not exist", facemask_dir)
+        masks = files_by_stem(Path(facemask_dir))
+    return [
+        SampleFiles(stem, path, alphas.get(stem), masks.get(stem))
+        for stem, path in files_by_stem(images_dir).items()
+    ]
+
+
+def _output_paths(out_dir: Path, name: str, layout: str) -> dict[str, Path]:
+    if layout == "flat":
+        return {"facemask": out_dir / f"{name}.facemask.png", "image": out_dir / f"{name}.png"}
+    paths = {
+        "mask": out_dir / "mask" / f"{name}.png",
+        "facemask": out_dir / "facemask" / f"{name}.png",
+    }
+    if layout == "P3M-500-P":
+        paths["trimap"] = out_dir / "trimap" / f"{name}.png"
+    paths["image"] = out_dir / "blurred_image" / f"{name}.png"  # last: marks the sample complete
+    return paths
+
+
+def _parameters(config: AnonymizeConfig, regions: Sequence) -> dict:
+    parameters: dict = {
+        "strength": config.strength,
+        "landmarks": config.landmarks,
+        "transition_margin": config.transition_margin,
+    }
+    if config.method == "blur":
+        parameters["blur_sigma"] = [r.parameter for r in regions]
+    elif config.method == "mosaic":
+        parameters["mosaic_block"] = [int(r.parameter) for r in regions]
+    if config.layout == "P3M-500-P":
+        parameters["trimap_kernel"] = config.trimap_kernel
+    return parameters
+
+
+def _process(
+    sample: SampleFiles, out_dir: Path, config: AnonymizeConfig, review: list | None
+) -> dict:
+    from p3m.io import read_alpha_u8, read_image, write_png
+    from p3m.privacy.audit import audit_image
+    from p3m.privacy.pipeline import anonymize
+
+    record: dict = {"name": sample.name, "image": str(sample.image), "method": config.method}
+    image = read_image(sample.image)
+    alpha_u8 = None
+    if sample.alpha is not None:
+        alpha_u8 = read_alpha_u8(sample.alpha)
+        if alpha_u8.shape != image.shape[:2]:
+            raise P3MError(
+                f"alpha matte is {alpha_u8.shape[1]}x{alpha_u8.shape[0]}, image "
+                f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}",
+                sample.alpha,
+            )
+    elif config.layout != "flat":
+        raise P3MError(f"no alpha matte named {sample.name}.* in the alpha folder", sample.image)
+    manual = None
+    if sample.facemask is not None:
+        manual = read_alpha_u8(sample.facemask) > 127
+        if manual.shape != image.shape[:2]:
+            raise P3MError(
+                f"face mask is {manual.shape[1]}x{manual.shape[0]}, image is {image.shape[1]}x{image.shape[0]}",
+                sample.facemask,
+            )
+    result = anonymize(
+        image,
+        alpha_u8,
+        config.method,
+        alpha_from=config.alpha_from if alpha_u8 is None else None,
+        facemask=manual,
+        detectors=config.detectors,
+        landmarks=config.landmarks,
+        min_confidence=config.min_confidence,
+        transition_margin=config.transition_margin,
+        strength=config.strength,
+    )
+    mask_area = int(result.facemask.sum())
+    record.update(
+        faces=[f.to_dict() for f in result.faces],
+        facemask_source="manual" if manual is not None else "detected",
+        mask_area=mask_area,
+        mask_fraction=round(mask_area / result.facemask.size, 5),
+        parameters=_parameters(config, result.regions),
+        warnings=list(result.warnings),
+    )
+    if manual is None and not result.faces:
+        record["status"] = "needs_annotation"
+        if review is not None:
+            from p3m.privacy.review import review_entry
+
+            review.append(
+                review_entry(
+                    sample.name, image, result.facemask, notes=["no face found"], flagged=True
+                )
+            )
+        return record
+
+    paths = _output_paths(out_dir, sample.name, config.layout)
+    for key, path in paths.items():
+        if key == "mask":
+            write_png(path, alpha_u8)
+        elif key == "facemask":
+            write_png(path, result.facemask.astype(np.uint8) * 255)
+        elif key == "trimap":
+            from p3m.data.trimap import trimap_from_alpha
+
+            write_png(path, trimap_from_alpha(alpha_u8, config.trimap_kernel))
+        else:
+            write_png(path, result.image)
+    record["outputs"] = {key: str(path) for key, path in paths.items()}
+    record["status"] = "done"
+
+    audit = None
+    if config.audit:
+        audit = audit_image(
+            result.image, config.audit_detectors, original=image, faces=result.faces
+        )
+        record["audit"] = audit.to_dict()
+        if not audit.passed:
+            record["warnings"].append(
+                f"audit: {audit.faces_found} face(s) still detected, {audit.identity_matches} identity match(es)"
+            )
+    if review is not None:
+        from p3m.privacy.review import review_entry
+
+        notes = [f"{len(result.faces)} face(s), {config.method}"] + record["warnings"]
+        review.append(
+            review_entry(
+                sample.name,
+                result.image,
+                result.facemask,
+                audit.boxes if audit is not None else (),
+                notes,
+                flagged=bool(record["warnings"]),
+            )
+        )
+    return record
+
+
+def _load_previous(out_dir: Path) -> dict[str, dict]:
+    path = out_dir / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {r["name"]: r for r in data.get("images", []) if "name" in r}
+    except (OSError, ValueError, TypeError, KeyError):
+        logger.warning("%s: unreadable previous manifest, starting a new one", path)
+        return {}
+
+
+def _csv_row(record: dict) -> dict:
+    audit = record.get("audit") or {}
+    return {
+        "name": record["name"],
+        "status": record["status"],
+        "faces": len(record.get("faces", [])),
+        "detectors": ";".join(sorted({d for f in record.get("faces", []) for d in f["detectors"]})),
+        "mask_area": record.get("mask_area", ""),
+        "mask_fraction": record.get("mask_fraction", ""),
+        "facemask_source": record.get("facemask_source", ""),
+        "method": record.get("method", ""),
+        "parameters": json.dumps(record.get("parameters", {}), sort_keys=True),
+        "audit_faces_found": audit.get("faces_found", ""),
+        "audit_identity_matches": audit.get("identity_matches", ""),
+        "warnings": " | ".join(record.get("warnings", [])),
+        "error": record.get("error", ""),
+    }
+
+
+def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
+    """manifest.json (everything), manifest.csv (one row per image), needs_annotation.txt."""
+    from p3m.io import atomic_write_text
+
+    out_dir = report.out_dir
+    summary = {
+        "images": len(report.records),
+        "done": report.count("done"),
+        "kept": report.count("kept"),
+        "needs_annotation": len(report.needs_annotation),
+        "errors": len(report.failed),
+        "audit_faces_found": report.audit_faces_found,
+        "audit_identity_matches": report.audit_identity_matches,
+    }
+    document = {"config": asdict(config), "summary": summary, "images": report.records}
+    atomic_write_text(out_dir / "manifest.json", json.dumps(document, indent=1) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for record in report.records:
+        writer.writerow(_csv_row(record))
+    atomic_write_text(out_dir / "manifest.csv", buffer.getvalue())
+    atomic_write_text(
+        out_dir / "needs_annotation.txt", "".join(f"{name}\n" for name in report.needs_annotation)
+    )
+
+
+def anonymize_samples(
+    samples: Iterable[SampleFiles],
+    out_dir: str | PathLike[str],
+    config: AnonymizeConfig,
+    on_progress: Callable[[dict], None] | None = None,
+) -> FolderReport:
+    """Anonymise `samples` into `out_dir` (see the module doc); never raises for one bad image.
+
+    `on_progress` is called with each image's manifest record as soon as it is done.
+    """
+    if config.layout not in LAYOUTS:
+        raise P3MError(f"unknown layout {config.layout!r}; choose from {', '.join(LAYOUTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _load_previous(out_dir) if config.resume else {}
+    report = FolderReport(out_dir)
+    review: list | None = [] if config.review else None
+    seen: set[str] = set()
+    for sample in samples:
+        start = time.perf_counter()
+        if sample.name in seen:
+            record = {"name": sample.name, "image": str(sample.image), "status": "error",
+                      "error": f"{sample.image}: another image has the same name {sample.name!r}; skipped"}  # fmt: skip
+        elif config.resume and all(
+            p.is_file() for p in _output_paths(out_dir, sample.name, config.layout).values()
+        ):
+            record = dict(
+                previous.get(sample.name, {"name": sample.name, "image": str(sample.image)})
+            )
+            record["status"] = "kept"
+        else:
+            try:
+                record = _process(sample, out_dir, config, review)
+            except MissingDependencyError:
+                raise  # the same for every image: stop the run
+            except P3MError as error:
+                record = {
+                    "name": sample.name,
+                    "image": str(sample.image),
+                    "status": "error",
+                    "error": str(error),
+                }
+                logger.info("%s", error)
+            except Exception as error:  # a bad image must not end a folder run
+                message = f"{sample.image}: {type(error).__name__}: {error}"
+                record = {
+                    "name": sample.name,
+                    "image": str(sample.image),
+                    "status": "error",
+                    "error": message,
+                }
+                logger.info("%s", message, exc_info=logger.isEnabledFor(logging.DEBUG))
+        seen.add(sample.name)
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        report.records.append(record)
+        if on_progress is not None:
+            on_progress(record)
+    write_manifest(report, config)
+    if review is not None:
+        from p3m.privacy.review import write_contact_sheet
+
+        write_contact_sheet(out_dir / "review.html", review)
+    return report
+
+
+def anonymize_folder(
+    images_dir: str | PathLike[str],
+    alphas_dir: str | PathLike[str],
+    out_dir: str | PathLike[str],
+    config: AnonymizeConfig | None = None,
+    facemask_dir: str | PathLike[str] | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+) -> FolderReport:
+    """Dataset mode: every image of `images_dir` with its matte from `alphas_dir` (matched by stem)."""
+    config = config or AnonymizeConfig()
+    samples = match_folder(images_dir, alphas_dir, facemask_dir)
+    if not samples:
+        raise P3MError("no images found", images_dir)
+    return anonymize_samples(samples, out_dir, config, on_progress)

@@ -1,0 +1,584 @@
+"""The P3M-Net trainer: the official recipe on CPU or GPU, one process or many (DDP via torchrun).
+
+What it does per step: read an augmented batch (p3m.data), run the model (autocast on CUDA when
+`run.amp`), compute the official total loss (p3m.training.losses), step Adam. Around that:
+resumable checkpoints every `run.checkpoint_every` steps and at the end (official
+`{'state_dict'}` plus optimiser, scheduler, scaler, RNG states and step; written atomically),
+JSON-lines logs, a rich progress bar, and validation on P3M-500-P / P3M-500-NP every
+`validation.every_epochs` epochs. Only rank 0 writes files.
+
+Exact resume: augmentation draws depend on (seed, epoch, index) only, the sampler skips the
+batches already done, and the torch / numpy / python RNG states of every rank are restored, so a
+run stopped and resumed ends with the same weights as one that was never interrupted.
+
+    >>> result = train(load_config("configs/smoke.yaml", ["data.root=synthetic"]))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from p3m.errors import CheckpointError, ConfigError, DatasetError
+from p3m.training.config import TrainConfig, config_to_dict
+
+__all__ = ["TrainResult", "Trainer", "load_backbone_weights", "train"]
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_CHECKPOINT = "final.pth"
+MODEL_FILE = "model.pth"
+
+
+@dataclass
+class TrainResult:
+    """Where the run wrote its files and how it ended (on rank 0; other ranks get the same step)."""
+
+    out_dir: Path
+    step: int
+    epoch: int
+    final_checkpoint: Path | None
+    losses: list[float] = field(default_factory=list)
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- distributed set-up
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={name} but CUDA is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def _setup_distributed(config: TrainConfig) -> _Dist:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _resolve_device(config.run.device, local_rank)
+    if world_size > 1:
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend=backend)
+        return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return _Dist(0, 1, 0, device)
+
+
+# --------------------------------------------------------------------------- RNG state
+
+
+def _capture_rng() -> dict[str, Any]:
+    """RNG states as plain data + tensors, so a checkpoint loads with weights_only=True."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+        "python": list(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader seeds torch per worker from its generator; derive numpy/python from it.
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+# --------------------------------------------------------------------------- model helpers
+
+
+def _bare(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def load_backbone_weights(model: nn.Module, path: str | PathLike[str]) -> int:
+    """Load an ImageNet checkpoint into the model's backbone (`model.backbone()`); returns tensors loaded.
+
+    Accepts official r34mp / Swin-T / ViTAE-S files (`state_dict`/`model` wrapped or bare,
+    `module.` prefixed). Classifier heads and other non-matching keys are skipped; a file that
+    matches less than half of the backbone raises CheckpointError.
+    """
+    from p3m.models.checkpoints import read_state_dict
+
+    backbone = model.backbone() if hasattr(model, "backbone") else model
+    state = read_state_dict(path)
+    for prefix in ("backbone.", "encoder.", "resnet."):
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
+    target = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
+    if len(usable) < max(1, len(target) // 2):
+        raise CheckpointError(
+            f"does not look like a backbone of {getattr(model, 'variant', 'this model')}: "
+            f"only {len(usable)} of {len(target)} backbone tensors match by name and shape",
+            path,
+        )
+    backbone.load_state_dict(usable, strict=False)
+    logger.info("loaded %d of %d backbone tensors from %s", len(usable), len(target), path)
+    return len(usable)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class _JsonLog:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """One training run; `run()` trains until the epochs (or `optim.max_steps`) are done."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        resume: str | PathLike[str] | None = None,
+        hooks: list[Any] | None = None,
+    ) -> None:
+        self.config = config.validate()
+        self.resume_path = Path(resume) if resume is not None else None
+        self.extra_hooks = list(hooks or [])
+
+    # ------------------------------------------------------------------ set-up
+
+    def _samples(self) -> tuple[list[Any], dict[str, list[Any]]]:
+        from p3m.data.layout import check_layout, find_samples
+
+        data = self.config.data
+        if not data.root:
+            raise ConfigError("data.root is not set (use --data-root DIR or --set data.root=DIR)")
+        sets = ["train", *self.config.validation.sets] if self._validates() else ["train"]
+        report = check_layout(data.root, sets, data.protocol, data.normal_images)
+        report.raise_if_problems()
+        train = find_samples(data.root, "train", data.protocol, data.normal_images)
+        if data.limit is not None:
+            train = train[: data.limit]
+        validation = {}
+        if self._validates():
+            for name in self.config.validation.sets:
+                samples = find_samples(data.root, name)
+                if self.config.validation.limit is not None:
+                    samples = samples[: self.config.validation.limit]
+                validation[name] = samples
+        return train, validation
+
+    def _validates(self) -> bool:
+        v = self.config.validation
+        return bool(v.sets) and (v.every_epochs > 0 or v.at_end or v.at_start)
+
+    def _build_model(self) -> nn.Module:
+        from p3m.models import create_model
+
+        torch.manual_seed(self.config.run.seed)  # identical initialisation on every rank
+        model = create_model(self.config.model, device="cpu")
+        if self.config.run.init_weights:
+            from p3m.models.checkpoints import load_checkpoint
+
+            load_checkpoint(model, self.config.run.init_weights)
+        elif self.config.run.backbone_weights:
+            load_backbone_weights(model, self.config.run.backbone_weights)
+        else:
+            logger.info("no backbone_weights given: the backbone starts from random initialisation")
+        return model.to(self.dist.device).train()
+
+    def _build_loader(self, train_samples: list[Any]) -> None:
+        from torch.utils.data import DataLoader
+
+        from p3m.data.datasets import EpochSampler, MattingTrainDataset
+        from p3m.data.transforms import AugmentConfig
+
+        data, optim = self.config.data, self.config.optim
+        if optim.batch_size % self.dist.world_size:
+            raise ConfigError(
+                f"optim.batch_size={optim.batch_size} is not divisible by the {self.dist.world_size} processes"
+            )
+        self.batch_per_rank = optim.batch_size // self.dist.world_size
+        augment = AugmentConfig(
+            crop_sizes=tuple(data.crop_sizes),
+            output_size=data.output_size,
+            trimap_kernel_range=(data.trimap_kernel_range[0], data.trimap_kernel_range[1]),
+            transition_probability=data.transition_probability,
+            flip_probability=data.flip_probability,
+        )
+        self.dataset = MattingTrainDataset(
+            train_samples,
+            augment,
+            seed=self.config.run.seed,
+            use_composition=data.use_composition,
+            use_facemask=self.config.cp.mode != "none",
+        )
+        if data.use_composition and not self.dataset.use_composition:
+            logger.warning("the training set has no complete fg/ and bg/ folders: the composition loss is left out")
+        self.sampler = EpochSampler(
+            self.dataset, self.dist.world_size, self.dist.rank, seed=self.config.run.seed
+        )
+        self.steps_per_epoch = self.sampler.num_samples // self.batch_per_rank
+        if self.steps_per_epoch == 0:
+            raise DatasetError(
+                f"{len(self.dataset)} training samples are fewer than one batch "
+                f"({optim.batch_size} over {self.dist.world_size} process(es))",
+                data.root,
+            )
+        self.loader_generator = torch.Generator()
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_per_rank,
+            sampler=self.sampler,
+            num_workers=data.workers,
+            drop_last=True,
+            pin_memory=self.dist.device.type == "cuda",
+            worker_init_fn=_seed_worker,
+            generator=self.loader_generator,
+            persistent_workers=False,
+        )
+
+    def _build_optimizer(self) -> None:
+        optim = self.config.optim
+        parameters = list(_bare(self.model).parameters())  # shared (aliased) tensors appear once
+        self.optimizer = torch.optim.Adam(
+            parameters, lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), weight_decay=optim.weight_decay
+        )
+        total = self.total_steps
+        if optim.schedule == "cosine":
+
+            def factor(step: int) -> float:
+                return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        else:
+
+            def factor(step: int) -> float:
+                return 1.0
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.use_amp = self.config.run.amp and self.dist.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_payload(self, step: int) -> dict[str, Any]:
+        rng = _capture_rng()
+        if self.dist.enabled:
+            states: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(states, rng)
+        else:
+            states = [rng]
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": step,
+            "epoch": step // self.steps_per_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "num_train_samples": len(self.dataset),
+            "world_size": self.dist.world_size,
+            "rng": states,
+            "variant": self.config.model,
+            "config": config_to_dict(self.config),
+        }
+
+    def save(self, step: int, path: Path) -> None:
+        """Write a resumable checkpoint (all ranks take part in gathering RNG states; rank 0 writes)."""
+        from p3m.models.checkpoints import save_checkpoint
+
+        payload = self._checkpoint_payload(step)
+        if self.dist.is_main:
+            save_checkpoint(_bare(self.model), path, extra=payload)
+            logger.info("checkpoint written: %s", path)
+            self.log.write({"event": "checkpoint", "step": step, "path": str(path)})
+        if self.dist.enabled:
+            dist.barrier()
+
+    def _prune_checkpoints(self, keep: int = 2) -> None:
+        if not self.dist.is_main:
+            return
+        files = sorted((self.out_dir / CHECKPOINT_DIR).glob("step_*.pth"))
+        for old in files[:-keep]:
+            old.unlink(missing_ok=True)
+
+    def _resume(self) -> int:
+        path = self.resume_path
+        assert path is not None
+        if not path.is_file():
+            raise CheckpointError("no such checkpoint file", path)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # corrupt or foreign files raise many types
+            raise CheckpointError(f"cannot read as a p3m training checkpoint: {error}", path) from error
+        if not isinstance(payload, dict) or "optimizer" not in payload or "step" not in payload:
+            raise CheckpointError(
+                "is a weights-only checkpoint, not a resumable one (use run.init_weights to fine-tune from it)", path
+            )
+        if payload.get("variant") != self.config.model:
+            raise CheckpointError(
+                f"was written for {payload.get('variant')}, but the config trains {self.config.model}", path
+            )
+        if payload.get("steps_per_epoch") != self.steps_per_epoch:
+            raise CheckpointError(
+                f"was written with {payload.get('steps_per_epoch')} steps per epoch, this run has "
+                f"{self.steps_per_epoch} (different data, batch size or process count)",
+                path,
+            )
+        from p3m.models.checkpoints import load_state_dict_into
+
+        load_state_dict_into(_bare(self.model), payload["state_dict"], strict=True, source=path)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        states = payload["rng"]
+        _restore_rng(states[self.dist.rank] if len(states) == self.dist.world_size else states[0])
+        step = int(payload["step"])
+        logger.info("resumed from %s at step %d", path, step)
+        return step
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, step: int, epoch: int) -> dict[str, dict[str, float]]:
+        """Rank 0 evaluates the bare model on each validation set; others wait."""
+        from p3m.training.validation import FAST_METRICS, evaluate_on_set
+
+        results: dict[str, dict[str, float]] = {}
+        if self.dist.is_main:
+            for name, samples in self.validation_samples.items():
+                evaluation = evaluate_on_set(
+                    _bare(self.model),
+                    samples,
+                    strategy=self.config.validation.strategy,
+                    metrics=FAST_METRICS,
+                    progress=self.config.run.progress,
+                    description=f"validating on {name}",
+                )
+                means = evaluation.means()
+                results[name] = means
+                self.log.write(
+                    {"event": "validation", "step": step, "epoch": epoch, "set": name,
+                     "strategy": self.config.validation.strategy, "num_images": len(evaluation.rows),
+                     **{k: float(v) for k, v in means.items()}}
+                )
+                logger.info("validation %s after epoch %d: %s", name, epoch,
+                            " ".join(f"{k}={v:.4f}" for k, v in means.items()))
+        if self.dist.enabled:
+            dist.barrier()
+        self.model.train()
+        return results
+
+    # ------------------------------------------------------------------ the loop
+
+    @property
+    def total_steps(self) -> int:
+        full = self.config.optim.epochs * self.steps_per_epoch
+        max_steps = self.config.optim.max_steps
+        return full if max_steps is None else min(full, max_steps)
+
+    def _batch_to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        non_blocking = self.dist.device.type == "cuda"
+        return {key: value.to(self.dist.device, non_blocking=non_blocking) for key, value in batch.items()}
+
+    def _train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float | None]:
+        from p3m.training.losses import p3m_loss
+
+        batch = self._batch_to_device(batch)
+        rng = np.random.default_rng([self.config.run.seed, step, self.dist.rank])
+        for hook in self.hooks:
+            batch = hook.before_forward(batch, rng)
+        with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.use_amp):
+            output = self.model(batch["image"])
+        output = tuple(tensor.float() for tensor in output)
+        parts = p3m_loss(
+            output,
+            alpha=batch["alpha"],
+            trimap=batch["trimap"],
+            image=batch["image"] if "foreground" in batch else None,
+            foreground=batch.get("foreground"),
+            background=batch.get("background"),
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(parts.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        for hook in self.hooks:
+            hook.after_step()
+        values = parts.as_floats()
+        if not math.isfinite(values["loss"] or 0.0):
+            raise FloatingPointError(f"training loss is {values['loss']} at step {step}")
+        return values
+
+    def run(self) -> TrainResult:
+        """Train; returns the final step and, on rank 0, the written files and validation means."""
+        config = self.config
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
+        self.dist = _setup_distributed(config)
+        _seed_everything(config.run.seed + self.dist.rank)
+        self.out_dir = Path(config.run.out_dir)
+        train_samples, self.validation_samples = self._samples()
+        if self.dist.is_main:
+            (self.out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            from p3m.io import atomic_write_text
+
+            atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        self.log = _JsonLog(self.out_dir / LOG_FILE if self.dist.is_main else None)
+        self.model = self._build_model()
+        self._build_loader(train_samples)
+        if self.dist.enabled:
+            device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            # Some registered parameters never get a gradient (e.g. the unused ImageNet head of r34).
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=device_ids, find_unused_parameters=True
+            )
+        self._build_optimizer()
+        self.hooks = list(self.extra_hooks)
+        if config.cp.mode != "none":
+            from p3m.training.hooks import make_copy_paste_hook
+
+            self.hooks.append(make_copy_paste_hook(config.cp, _bare(self.model)))
+        for hook in self.hooks:
+            hook.setup(_bare(self.model), config)
+
+        step = self._resume() if self.resume_path is not None else 0
+        # After restoring states, so that a resumed run draws what the uninterrupted one would.
+        total = self.total_steps
+        self.log.write({
+            "event": "start", "step": step, "total_steps": total, "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.dist.world_size, "device": str(self.dist.device), "model": config.model,
+            "train_samples": len(self.dataset), "composition_loss": self.dataset.use_composition,
+            "amp": self.use_amp, "protocol": config.data.protocol,
+        })
+        if not self.dataset.use_composition:
+            self.log.write({"event": "note", "message": "composition loss left out (no fg/bg)"})
+        losses: list[float] = []
+        validation: dict[str, dict[str, float]] = {}
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("[bold]train[/bold] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+            disable=not (config.run.progress and self.dist.is_main), transient=True,
+        )
+        last_validated_epoch = -1
+        if self.validation_samples and config.validation.at_start and step == 0:
+            validation = self.validate(0, 0)
+        started = time.monotonic()
+        try:
+            with progress:
+                task = progress.add_task("train", total=total, completed=step, epoch=0, loss="-")
+                while step < total:
+                    epoch = step // self.steps_per_epoch
+                    skip = (step - epoch * self.steps_per_epoch) * self.batch_per_rank
+                    self.sampler.set_epoch(epoch, skip=skip)
+                    # Worker seeds per epoch; the data itself depends only on (seed, epoch, index).
+                    self.loader_generator.manual_seed(config.run.seed * 100003 + epoch)
+                    for batch in self.loader:
+                        values = self._train_step(batch, step)
+                        step += 1
+                        losses.append(float(values["loss"] or 0.0))
+                        progress.update(task, advance=1, epoch=epoch + 1, loss=f"{values['loss']:.4f}")
+                        if step % config.run.log_every == 0 or step == total or step == 1:
+                            lr = self.optimizer.param_groups[0]["lr"]
+                            self.log.write({"event": "train", "step": step, "epoch": epoch + 1, "lr": lr,
+                                            "seconds": round(time.monotonic() - started, 3), **values})
+                        if config.run.checkpoint_every and step % config.run.checkpoint_every == 0 and step < total:
+                            self.save(step, self.out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pth")
+                            self._prune_checkpoints()
+                        if step >= total:
+                            break
+                    finished_epoch = step // self.steps_per_epoch
+                    every = config.validation.every_epochs
+                    if (
+                        self.validation_samples and every and finished_epoch > last_validated_epoch
+                        and step % self.steps_per_epoch == 0 and finished_epoch % every == 0 and (step < total or not config.validation.at_end)
+                    ):
+                        validation = self.validate(step, finished_epoch)
+                        last_validated_epoch = finished_epoch
+            final = self.out_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
+            self.save(step, final)
+            if self.dist.is_main:
+                from p3m.models.checkpoints import save_checkpoint
+
+                save_checkpoint(_bare(self.model), self.out_dir / MODEL_FILE)
+            if self.validation_samples and config.validation.at_end:
+                validation = self.validate(step, step // self.steps_per_epoch)
+            self.log.write({"event": "end", "step": step, "seconds": round(time.monotonic() - started, 3)})
+        finally:
+            for hook in self.hooks:
+                hook.close()
+        return TrainResult(
+            out_dir=self.out_dir,
+            step=step,
+            epoch=step // self.steps_per_epoch,
+            final_checkpoint=final if self.dist.is_main else None,
+            losses=losses,
+            validation=validation,
+        )
+
+
+def train(
+    config: TrainConfig, resume: str | PathLike[str] | None = None, hooks: list[Any] | None = None
+) -> TrainResult:
+    """Run a training as described by `config` (resuming from a checkpoint if given)."""
+    return Trainer(config, resume=resume, hooks=hooks).run()

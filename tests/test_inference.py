@@ -1,0 +1,288 @@
+"""p3m.inference: the official strategies, the pixel budget, p3m.matte, selfie-cf, foreground."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+from skimage.transform import resize
+
+import p3m
+from p3m.errors import MissingDependencyError
+from p3m.inference import foreground as fg
+from p3m.inference.preprocess import working_size
+from p3m.inference.strategies import predict_alpha_p3mnet, predict_p3mnet
+from p3m.models import P3MOutput, create_model, list_models
+from tests.reference_fill import fill_model, load_manifest
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def filled_r34(reference_dir):
+    model = create_model("p3mnet-r34", device="cpu")
+    fill_model(model, load_manifest(reference_dir / "models" / "r34_state_dict.json"))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def portrait_small() -> np.ndarray:
+    """The astronaut, shrunk to an awkward 150 x 214 (neither side a multiple of 32)."""
+    image = resize(data.astronaut(), (150, 214), anti_aliasing=True)
+    return (image * 255).round().astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- the plain procedure
+
+
+def _official_size(n: int, ratio: float) -> int:
+    t = int(n * ratio)
+    return min(1600, t - (t % 32))
+
+
+def _official_once(model, image_0_255: np.ndarray):
+    """SPEC-r34 section 11, `inference_once`, written out plainly."""
+    x = image_0_255.astype(np.float32)
+    x = torch.from_numpy(x).permute(2, 0, 1) / 255.0
+    x = (x - torch.from_numpy(IMAGENET_MEAN)[:, None, None]) / torch.from_numpy(IMAGENET_STD)[:, None, None]
+    with torch.no_grad():
+        outputs = model(x[None])
+    global_logits = outputs[0].numpy()[0]
+    trimap = np.argmax(global_logits, axis=0)
+    trimap = np.choose(trimap, [0, 128, 255]).astype(np.uint8)
+    return trimap, outputs[1].numpy()[0, 0], outputs[2].numpy()[0, 0]
+
+
+def _official_hybrid(model, image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    global_image = resize(image, (_official_size(h, 0.5), _official_size(w, 0.5))) * 255.0
+    trimap, _, _ = _official_once(model, global_image)
+    global_result = resize(trimap, (h, w)) * 255.0
+    local_image = resize(image, (_official_size(h, 1.0), _official_size(w, 1.0))) * 255.0
+    _, local, _ = _official_once(model, local_image)
+    local_result = resize(local, (h, w))
+    weight = np.ones_like(global_result)
+    weight[global_result == 255] = 0
+    weight[global_result == 0] = 0
+    return global_result * (1 - weight) / 255.0 + local_result * weight, global_result
+
+
+def _official_resize(model, image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    scaled = resize(image, (_official_size(h, 0.5), _official_size(w, 0.5))) * 255.0
+    _, _, fusion = _official_once(model, scaled)
+    return resize(fusion, (h, w))
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_working_size_follows_the_official_rule():
+    assert working_size(1080, 1620, 0.5) == (512, 800)
+    assert working_size(1080, 1620, 1.0) == (1056, 1600)
+    assert working_size(4000, 6000, 1.0) == (1600, 1600)  # each axis capped on its own
+    assert working_size(40, 50, 0.5) == (32, 32)  # official would give 0: clamped to the minimum
+    assert working_size(300, 300, 0.5, min_side=256) == (256, 256)
+
+
+def test_hybrid_reproduces_the_official_procedure(filled_r34, portrait_small):
+    expected, global_result = _official_hybrid(filled_r34, portrait_small)
+    # The filled model must exercise all three branches of the combine rule.
+    assert (global_result == 0).any() or (global_result == 255).any()
+    assert ((global_result != 0) & (global_result != 255)).any()
+
+    prediction = predict_p3mnet(filled_r34, portrait_small, "hybrid")
+    assert prediction.pass_sizes == {"global": (64, 96), "local": (128, 192)}
+    np.testing.assert_array_equal(prediction.alpha_u8_official, (expected * 255).astype(np.uint8))
+    np.testing.assert_allclose(prediction.alpha, expected, rtol=0, atol=1e-6)
+    known = (global_result == 0) | (global_result == 255)
+    assert np.array_equal(prediction.trimap[known], global_result[known].astype(np.uint8))
+
+    result = p3m.matte(portrait_small, model=filled_r34, max_pixels=None, foreground=False)
+    assert result.alpha.dtype == np.float32 and result.alpha.shape == portrait_small.shape[:2]
+    np.testing.assert_allclose(result.alpha, expected, rtol=0, atol=1e-6)
+    assert result.resized is None
+    assert result.model == "p3mnet-r34"
+
+
+def test_resize_reproduces_the_official_procedure(filled_r34, portrait_small):
+    expected = _official_resize(filled_r34, portrait_small)
+    alpha = predict_alpha_p3mnet(filled_r34, portrait_small, "resize")
+    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-6)
+    result = p3m.matte(portrait_small, model=filled_r34, strategy="resize", max_pixels=None)
+    np.testing.assert_allclose(result.alpha, expected, rtol=0, atol=1e-6)
+
+
+def test_combine_rule_matches_the_reference_vectors(reference_dir):
+    from p3m.inference.fusion import fuse_trimap_and_local
+
+    vectors = np.load(reference_dir / "losses" / "utilities.npz")
+    out = fuse_trimap_and_local(vectors["fusion_test_global_in"], vectors["fusion_test_local_in"])
+    np.testing.assert_array_equal(out, vectors["fusion_test_out"])
+
+
+class _EdgeModel(torch.nn.Module):
+    """A cheap stand-in for P3M-Net: foreground where the image is bright, a soft local alpha."""
+
+    min_size = 32
+    variant = "edge-stub"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, int]] = []
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> P3MOutput:
+        self.calls.append(tuple(x.shape[2:]))
+        brightness = x.mean(dim=1, keepdim=True) * self.scale
+        local = torch.sigmoid(4 * brightness)
+        logits = torch.cat([-brightness * 8, 1 - (brightness * 8).abs(), brightness * 8], dim=1)
+        fusion = local
+        return P3MOutput(logits, local, fusion, logits, logits, logits)
+
+
+def test_pixel_budget_shrinks_big_images_and_says_so():
+    height, width = 4000, 6000  # 24 MP
+    rows = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    cols = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    disc = ((rows - 0.5) ** 2 + (cols - 0.5) ** 2 < 0.1).astype(np.uint8)
+    image = np.repeat((40 + 180 * disc)[:, :, None], 3, axis=2).astype(np.uint8)
+    model = _EdgeModel().eval()
+    result = p3m.matte(image, model=model, max_pixels=500_000, foreground=False)
+    assert result.alpha.shape == (height, width)
+    assert result.resized is not None
+    assert result.resized.original_size == (height, width)
+    ph, pw = result.resized.processed_size
+    assert ph * pw <= 500_000 and abs(pw / ph - 1.5) < 0.01
+    assert "500" in result.resized.describe() or "0.50 MP" in result.resized.describe()
+    # The model never saw more than the budget, and the matte follows the disc.
+    assert max(h * w for h, w in model.calls) <= 500_000
+    assert result.alpha[2000, 3000] > 0.9 and result.alpha[100, 100] < 0.1
+    # Under the budget nothing is resized.
+    small = image[::20, ::20].copy()
+    assert p3m.matte(small, model=model, foreground=False).resized is None
+
+
+def test_halo_straight_alpha_beats_premultiplied_cutout():
+    rng = np.random.default_rng(0)
+    height, width = 96, 128
+    yy, xx = np.mgrid[0:height, 0:width]
+    radius = np.hypot(yy - height / 2, xx - width / 2)
+    alpha = np.clip((40 - radius) / 12, 0, 1).astype(np.float32)  # wide soft edge
+    true_fg = np.empty((height, width, 3), np.float32)
+    true_fg[...] = (230, 180, 40)
+    true_fg += rng.normal(0, 4, true_fg.shape).astype(np.float32)
+    background = np.zeros((height, width, 3), np.float32)
+    background[...] = (20, 40, 160)
+    background[:, ::2] += 30
+    a = alpha[:, :, None]
+    image = np.clip(a * true_fg + (1 - a) * background + 0.5, 0, 255).astype(np.uint8)
+
+    foreground = fg.estimate_foreground(image, alpha)
+    rgba = fg.cutout_rgba(foreground, alpha)
+    assert rgba.shape == (height, width, 4) and rgba.dtype == np.uint8
+
+    def over_white(colour: np.ndarray, straight_alpha: np.ndarray) -> np.ndarray:
+        w = straight_alpha[:, :, None].astype(np.float32) / 255
+        return w * colour.astype(np.float32) + (1 - w) * 255
+
+    truth = a * true_fg + (1 - a) * 255
+    semi = (alpha > 0.05) & (alpha < 0.95)
+    ours = np.abs(over_white(rgba[:, :, :3], rgba[:, :, 3]) - truth)[semi].mean()
+    premultiplied = np.clip(a * image, 0, 255).astype(np.uint8)
+    theirs = np.abs(over_white(premultiplied, rgba[:, :, 3]) - truth)[semi].mean()
+    naive = np.abs(over_white(image, rgba[:, :, 3]) - truth)[semi].mean()
+    assert ours < 0.25 * theirs, (ours, theirs)
+    assert ours < 0.5 * naive, (ours, naive)
+    # composite() is the same blend.
+    assert np.abs(fg.composite(foreground, alpha, "white").astype(float) - over_white(foreground, rgba[:, :, 3])).max() <= 1.0
+
+
+def test_composite_over_an_image_and_colour_parsing():
+    foreground = np.full((8, 10, 3), 200, np.uint8)
+    alpha = np.zeros((8, 10), np.float32)
+    alpha[:, 5:] = 1
+    backdrop = np.zeros((4, 5, 3), np.uint8)  # resized to fit
+    out = fg.composite(foreground, alpha, backdrop)
+    assert out.shape == (8, 10, 3) and out[:, :5].max() == 0 and out[:, 5:].min() == 200
+    assert fg.parse_color("#ff0000") == (255, 0, 0)
+    assert fg.parse_color("0,128,255") == (0, 128, 255)
+    with pytest.raises(p3m.P3MError):
+        fg.parse_color("not-a-colour")
+
+
+def test_selfie_cf_mattes_the_astronaut():
+    image = data.astronaut()
+    result = p3m.matte(image, model="selfie-cf")
+    alpha = result.alpha
+    assert result.model == "selfie-cf" and alpha.shape == (512, 512) and alpha.dtype == np.float32
+    assert 0 <= alpha.min() and alpha.max() <= 1
+    assert alpha[130:160, 200:250].mean() > 0.95  # face
+    assert alpha[20:80, 400:480].mean() < 0.05  # backdrop top right
+    assert alpha[:, 0:10].mean() < 0.5  # the flag is not a person
+    fractional = ((alpha > 0.02) & (alpha < 0.98)).mean()
+    assert 0.001 < fractional < 0.2  # a soft edge, not a binary mask or mush
+    assert set(np.unique(result.trimap)) <= {0, 128, 255}
+    assert result.foreground.shape == image.shape
+
+
+def test_auto_falls_back_to_selfie_cf_and_says_how_to_get_p3mnet(tmp_path, monkeypatch):
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+    result = p3m.matte(data.astronaut()[::2, ::2].copy(), foreground=False)
+    assert result.model == "selfie-cf"
+    assert "p3m weights download p3mnet-vitae-s" in result.note
+    assert "p3m weights import" in result.note
+
+
+def test_missing_mediapipe_names_what_to_install(monkeypatch):
+    from p3m.inference import selfie_cf
+
+    monkeypatch.setattr(selfie_cf, "_SEGMENTERS", {})
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    monkeypatch.setitem(sys.modules, "mediapipe.python", None)
+    monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)
+    with pytest.raises(MissingDependencyError) as info:
+        selfie_cf.matte_selfie_cf(np.zeros((64, 64, 3), np.uint8))
+    message = str(info.value)
+    assert 'pip install "p3m[privacy]"' in message and "mediapipe" in message.lower()
+    assert "\n" not in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_p3mnet_variant_from_a_checkpoint_file(name, tmp_path, monkeypatch):
+    """Every registered variant: a checkpoint the test writes, used by name, path and from the cache."""
+    from p3m.inference.weights import import_weights
+    from p3m.models import save_checkpoint
+
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    model = create_model(name, device="cpu")
+    checkpoint = tmp_path / f"{name}.pth"
+    save_checkpoint(model, checkpoint)
+    side = max(256, model.min_size)
+    image = (resize(data.astronaut(), (side * 2, side * 2)) * 255).astype(np.uint8)
+    expected = predict_alpha_p3mnet(model, image, "hybrid")
+
+    result = p3m.matte(image, model=name, weights=checkpoint, foreground=False)
+    assert result.model == name
+    np.testing.assert_allclose(result.alpha, expected, atol=1e-6)
+
+    import_weights(checkpoint, name)
+    cached = p3m.matte(image, model=name, foreground=False)
+    np.testing.assert_allclose(cached.alpha, expected, atol=1e-6)
+    if name == "p3mnet-vitae-s":
+        auto = p3m.matte(image, foreground=False)
+        assert auto.model == name and auto.note is None

@@ -1,0 +1,224 @@
+"""Face detection, face mask, obfuscation and audit on real face photos shipped by installed packages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe")
+
+from p3m.privacy import anonymize, detect_faces  # noqa: E402
+from p3m.privacy.audit import audit_image  # noqa: E402
+from p3m.privacy.detection import (  # noqa: E402
+    Face,
+    available_detectors,
+    box_iou,
+    dlib_model_path,
+    merge_faces,
+    run_detector,
+)
+from p3m.privacy.facemask import transition_area  # noqa: E402
+from p3m.privacy.landmarks import add_landmarks  # noqa: E402
+
+# Mesh points that any privacy mask must cover: eye corners, mouth corners, upper and lower lip.
+MESH_INTERIOR = (33, 133, 362, 263, 61, 291, 0, 17)
+
+
+def _grace_hopper() -> np.ndarray:
+    matplotlib = pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def _cameraman() -> np.ndarray:
+    from skimage import data
+
+    return np.repeat(data.camera()[:, :, None], 3, axis=2)
+
+
+PHOTOS = {"astronaut": _astronaut, "grace_hopper": _grace_hopper, "cameraman": _cameraman}
+# Face boxes read off the photos by eye (x0, y0, x1, y1): each detection must overlap its face.
+FACE_BOXES = {
+    "astronaut": (175, 75, 270, 180),
+    "grace_hopper": (175, 140, 365, 345),
+    "cameraman": (200, 120, 275, 200),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(PHOTOS))
+def photo(request) -> tuple[str, np.ndarray]:
+    return request.param, PHOTOS[request.param]()
+
+
+def _enlarged(box, factor: float) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    pad_x, pad_y = (x1 - x0) * (factor - 1) / 2, (y1 - y0) * (factor - 1) / 2
+    return x0 - pad_x, y0 - pad_y, x1 + pad_x, y1 + pad_y
+
+
+def _inside(mask: np.ndarray, box) -> bool:
+    x0, y0, x1, y1 = (round(v) for v in box)
+    outside = mask.copy()
+    outside[max(0, y0) : y1, max(0, x0) : x1] = False
+    return not outside.any()
+
+
+def _hair_alpha(shape: tuple[int, ...], box) -> np.ndarray:
+    """Opaque person with semi-transparent 'strands' crossing the face and a soft left edge."""
+    height, width = shape[:2]
+    alpha = np.ones((height, width), np.float32)
+    alpha[:, : width // 8] = 0.0
+    alpha[:, width // 8 : width // 8 + 6] = np.linspace(0.1, 0.9, 6, dtype=np.float32)
+    x0, y0, x1, y1 = (round(v) for v in box)
+    for x in range(x0, x1, 17):  # 3-px strands with alpha 0.4..0.8 every 17 px over the face
+        alpha[y0:y1, x : x + 3] = 0.4 + 0.4 * ((x - x0) % 2)
+    return alpha
+
+
+def test_detects_the_face_in_each_photo(photo):
+    name, image = photo
+    faces = detect_faces(image)
+    assert len(faces) == 1, f"{name}: {faces}"
+    assert box_iou(faces[0].box, FACE_BOXES[name]) > 0.5
+    assert faces[0].score > 0.7
+    assert set(faces[0].detectors) == {"mediapipe-short", "mediapipe-full"}
+    assert faces[0].keypoints is not None and faces[0].keypoints.shape == (6, 2)
+
+
+def test_no_face_on_a_cat_leaves_the_image_unchanged():
+    from skimage import data
+
+    image = data.chelsea()
+    result = anonymize(image, alpha=np.ones(image.shape[:2], np.float32))
+    assert result.faces == []
+    assert not result.facemask.any()
+    assert np.array_equal(result.image, image)
+    assert any("no face found" in warning for warning in result.warnings)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_mask_covers_face_interior_and_stays_inside_the_face(name):
+    image = PHOTOS[name]()
+    result = anonymize(image, alpha=None)
+    (face,) = result.faces
+    assert face.landmark_scheme == "mediapipe" and face.landmarks.shape == (468, 2)
+    interior = np.zeros(image.shape[:2], np.uint8)
+    import cv2
+
+    hull = cv2.convexHull(face.landmarks[list(MESH_INTERIOR)]).astype(np.int32)
+    cv2.fillPoly(interior, [hull], 1)
+    assert interior.sum() > 500
+    assert result.facemask[interior > 0].all(), "eyes-to-mouth region not fully masked"
+    assert _inside(result.facemask, _enlarged(face.box, 1.15))
+    assert any("no alpha matte" in warning for warning in result.warnings)
+
+
+def test_dlib68_landmarks_give_a_similar_mask():
+    pytest.importorskip("dlib")
+    image = _astronaut()
+    mesh = anonymize(image).facemask
+    dlib68 = anonymize(image, landmarks="dlib68")
+    assert dlib68.faces[0].landmark_scheme == "dlib68"
+    overlap = (mesh & dlib68.facemask).sum() / (mesh | dlib68.facemask).sum()
+    assert overlap > 0.85
+
+
+@pytest.mark.parametrize("method", ["blur", "mosaic", "mask"])
+def test_only_masked_opaque_pixels_change(method):
+    image = _astronaut()
+    alpha = _hair_alpha(image.shape, FACE_BOXES["astronaut"])
+    result = anonymize(image, alpha, method=method)
+    transition = (alpha > 0) & (alpha < 1)
+    changed = np.any(result.image != image, axis=2)
+    assert result.facemask.sum() > 3000
+    assert not (result.facemask & transition_area(alpha)).any()
+    assert np.array_equal(result.image[~result.facemask], image[~result.facemask])
+    assert np.array_equal(result.image[transition], image[transition])
+    assert changed.sum() > 0.8 * result.facemask.sum()  # the face really was obfuscated
+    if method == "mask":
+        assert (result.image[result.facemask] == 0).all()
+
+
+def test_blurred_face_is_found_by_no_detector_and_identity_is_gone():
+    image = _astronaut()
+    result = anonymize(image, method="blur")
+    face_box = result.faces[0].box
+    names = [n for n in available_detectors() if n != "dlib-cnn"]  # the CNN: see the slow test
+    assert {"mediapipe-short", "mediapipe-full"} <= set(names)
+    for name in names:
+        before = run_detector(image, name)
+        after = run_detector(result.image, name)
+        assert any(box_iou(f.box, face_box) > 0.3 for f in before), name
+        assert not any(box_iou(f.box, face_box) > 0.1 for f in after), (
+            f"{name} still finds the face"
+        )
+    audit = audit_image(result.image, ["mediapipe"], original=image, faces=result.faces)
+    assert audit.faces_found == 0
+    if audit.identity_distances is not None:
+        assert audit.identity_distances[0] > 0.6 and audit.identity_matches == 0
+        # The same check on the untouched image matches: the audit can see a leak.
+        assert (
+            audit_image(image, ["mediapipe"], original=image, faces=result.faces).identity_matches
+            == 1
+        )
+
+
+@pytest.mark.slow
+def test_blurred_faces_escape_the_dlib_cnn_detector():
+    pytest.importorskip("dlib")
+    for name in ("astronaut", "grace_hopper"):
+        image = PHOTOS[name]()
+        result = anonymize(image, method="blur")
+        assert run_detector(image, "dlib-cnn"), name
+        assert not any(
+            box_iou(f.box, result.faces[0].box) > 0.1
+            for f in run_detector(result.image, "dlib-cnn")
+        )
+
+
+def test_grace_hopper_blur_escapes_full_range_and_dlib_hog():
+    # MediaPipe's short-range model also fires on this head with the face zeroed out (hat, hair,
+    # ears): it sees head shape, not identity, so it is left out here (the audit reports it).
+    image = _grace_hopper()
+    result = anonymize(image, method="blur")
+    names = [n for n in ("mediapipe-full", "dlib-hog") if n in available_detectors()]
+    for name in names:
+        assert not any(
+            box_iou(f.box, result.faces[0].box) > 0.1 for f in run_detector(result.image, name)
+        ), name
+
+
+def test_merge_faces_unions_detectors():
+    a = Face(box=(10, 10, 50, 50), score=0.9, detectors=("mediapipe-full",))
+    b = Face(box=(12, 14, 52, 54), score=0.6, detectors=("dlib-hog",))
+    c = Face(box=(100, 100, 140, 140), score=0.55, detectors=("dlib-hog",))
+    merged = merge_faces([b, c, a])
+    assert len(merged) == 2
+    assert merged[0].box == a.box and merged[0].detectors == ("mediapipe-full", "dlib-hog")
+
+
+def test_dlib_models_are_found_without_importing_face_recognition_models():
+    path = dlib_model_path("shape_predictor_68_face_landmarks.dat")
+    assert path.is_file() and path.stat().st_size > 1_000_000
+    assert "face_recognition_models" not in sys.modules
+
+
+def test_landmark_fallback_is_the_box_ellipse():
+    image = np.full((200, 200, 3), 128, np.uint8)
+    faces, warnings = add_landmarks(
+        image, [Face(box=(50, 50, 150, 150), score=0.9, detectors=("manual",))]
+    )
+    assert faces[0].landmarks is None and len(warnings) == 1
+    result = anonymize(image, facemask=None, detectors=("mediapipe",))
+    assert result.faces == []

@@ -1,0 +1,167 @@
+"""`p3m anonymize` folder and single-image runs: P3M-10k layout, manifest, resume, bad inputs, metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe")
+
+from PIL import Image  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from p3m.cli import app  # noqa: E402
+from p3m.io import write_png  # noqa: E402
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Images and mattes: a portrait, a cat (no face), an unreadable file, a mis-sized matte, no matte."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("anonymize")
+    images, alphas = root / "images", root / "alphas"
+    images.mkdir()
+    alphas.mkdir()
+    astronaut = data.astronaut()
+    _save(images / "astronaut.png", astronaut)
+    alpha = np.full(astronaut.shape[:2], 255, np.uint8)
+    alpha[:, :40] = 0
+    # A semi-transparent strand over the cheek. (Through the eye, its kept band lets both MediaPipe
+    # models find the face again and the identity match: the audit reports such cases.)
+    alpha[130:175, 250:253] = 128
+    _save(alphas / "astronaut.png", alpha)
+    cat = data.chelsea()[:160, :200]
+    _save(images / "cat.jpg", cat)
+    _save(alphas / "cat.png", np.full(cat.shape[:2], 255, np.uint8))
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    _save(images / "wrongsize.png", astronaut[:64, :64])
+    _save(alphas / "wrongsize.png", np.zeros((10, 12), np.uint8))
+    _save(images / "noalpha.png", astronaut[:64, :64])
+    return root
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["anonymize", *args], catch_exceptions=False)
+
+
+def test_dataset_mode_writes_the_p3m_layout_and_skips_bad_inputs(folder):
+    out = folder / "P3M-10k" / "validation" / "P3M-500-P"
+    args = ["--images", str(folder / "images"), "--alphas", str(folder / "alphas"), "--out", str(out),
+            "--layout", "P3M-500-P", "--audit-detectors", "mediapipe", "--review"]  # fmt: skip
+    result = _run(*args)
+    assert result.exit_code == 1, result.output  # bad images make the exit code non-zero
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {r["name"]: r["status"] for r in manifest["images"]}
+    assert status == {
+        "astronaut": "done",
+        "cat": "needs_annotation",
+        "broken": "error",
+        "wrongsize": "error",
+        "noalpha": "error",
+    }
+    errors = {r["name"]: r["error"] for r in manifest["images"] if r["status"] == "error"}
+    assert "10x12" not in errors["wrongsize"] and "12x10" in errors["wrongsize"]
+    assert "no alpha matte" in errors["noalpha"]
+    for sub in ("blurred_image", "mask", "facemask", "trimap"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == ["astronaut.png"], sub
+    assert (out / "needs_annotation.txt").read_text().split() == ["cat"]
+    record = next(r for r in manifest["images"] if r["name"] == "astronaut")
+    assert len(record["faces"]) == 1 and record["mask_area"] > 3000
+    assert record["audit"]["faces_found"] == 0 and manifest["summary"]["audit_faces_found"] == 0
+    assert "astronaut,done,1," in (out / "manifest.csv").read_text()
+    assert "data:image/png;base64," in (out / "review.html").read_text()
+
+    # Outputs follow the conventions: 8-bit PNGs, the matte copied, the strand left untouched.
+    original = np.asarray(Image.open(folder / "images" / "astronaut.png"))
+    blurred = np.asarray(Image.open(out / "blurred_image" / "astronaut.png"))
+    facemask = np.asarray(Image.open(out / "facemask" / "astronaut.png"))
+    assert set(np.unique(facemask)) == {0, 255}
+    assert np.array_equal(
+        np.asarray(Image.open(out / "mask" / "astronaut.png")),
+        np.asarray(Image.open(folder / "alphas" / "astronaut.png")),
+    )
+    assert np.array_equal(blurred[facemask == 0], original[facemask == 0])
+    assert np.array_equal(blurred[130:175, 250:253], original[130:175, 250:253])
+    assert set(np.unique(np.asarray(Image.open(out / "trimap" / "astronaut.png")))) <= {0, 128, 255}
+
+    layout = pytest.importorskip("p3m.data.layout")
+    report = layout.check_layout(folder / "P3M-10k", sets=("P3M-500-P",))
+    assert report.ok, report.problems
+    assert report.counts["P3M-500-P"] == 1
+
+    # Resume: existing outputs are kept, a hand-made mask resolves the cat.
+    masks = folder / "masks"
+    masks.mkdir()
+    hand = np.zeros((160, 200), np.uint8)
+    hand[40:90, 60:120] = 255
+    write_png(masks / "cat.png", hand)
+    stamp = (out / "blurred_image" / "astronaut.png").stat().st_mtime_ns
+    result = _run(*args, "--facemask-dir", str(masks))
+    manifest = json.loads((out / "manifest.json").read_text())
+    status = {r["name"]: r["status"] for r in manifest["images"]}
+    assert status["astronaut"] == "kept" and status["cat"] == "done"
+    assert (out / "blurred_image" / "astronaut.png").stat().st_mtime_ns == stamp
+    cat_record = next(r for r in manifest["images"] if r["name"] == "cat")
+    assert cat_record["facemask_source"] == "manual" and cat_record["mask_area"] == 50 * 60
+    assert (
+        next(r for r in manifest["images"] if r["name"] == "astronaut")["audit"]["faces_found"] == 0
+    )
+    assert (out / "needs_annotation.txt").read_text() == ""
+
+
+def test_single_image_mode_strips_metadata_and_keeps_the_original(tmp_path):
+    from skimage import data
+
+    source = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (52.0, 31.0, 12.0)
+    Image.fromarray(data.astronaut()).save(source, quality=92, exif=exif, comment=b"secret note")
+    assert Image.open(source).getexif().get_ifd(0x8825), "test setup: GPS not written"
+    before = source.read_bytes()
+
+    result = _run(
+        str(source), "-o", str(tmp_path / "out"), "--alpha-from", "selfie-cf", "--no-audit"
+    )
+    assert result.exit_code == 0, result.output
+    assert source.read_bytes() == before
+    output = tmp_path / "out" / "portrait.png"
+    with Image.open(output) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert not image.getexif() and "exif" not in image.info and "comment" not in image.info
+        assert not any(key.startswith(("XML", "xmp")) for key in image.info)
+    raw = output.read_bytes()
+    assert b"Exif" not in raw and b"CameraMaker" not in raw and b"secret" not in raw
+    facemask = np.asarray(Image.open(tmp_path / "out" / "portrait.facemask.png"))
+    assert facemask.sum() > 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["images"][0]["faces"][0]["detectors"]
+
+
+def test_dlib68_prints_the_licence_caveat(tmp_path):
+    pytest.importorskip("dlib")
+    from skimage import data
+
+    source = _save(tmp_path / "a.png", data.astronaut()[:300, 100:400])
+    result = _run(
+        str(source),
+        "-o",
+        str(tmp_path / "out"),
+        "--landmarks",
+        "dlib68",
+        "--no-alpha",
+        "--no-audit",
+    )
+    assert result.exit_code == 0, result.output
+    assert "300-W" in result.output and "commercial" in result.output
+    assert (tmp_path / "out" / "a.png").is_file()

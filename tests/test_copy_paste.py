@@ -291,7 +291,8 @@ def test_build_from_face_photos_with_the_landmark_pipeline(tmp_path) -> None:
     # The astronaut's face is about 110 px wide in the 512 px photo; the crop keeps it at full scale.
     assert 80 <= mask.shape[1] <= 160 and 0.3 < mask.mean() < 0.9
     # The private area covers eyes and mouth: the mask's centre is skin-coloured (reddish), not background.
-    (cx, cy), _ = mask_centroids(torch.from_numpy(mask)[None, None])[0][0], None
+    centres, _ = mask_centroids(torch.from_numpy(mask)[None, None])
+    cx, cy = centres[0].tolist()
     pixel = image[int(cy), int(cx)].astype(int)
     assert pixel[0] > pixel[2] + 20
 

@@ -254,6 +254,14 @@ def _print_summary(out_console, err, report) -> None:
         f"{report.audit_identity_matches} identity match(es). Manifest: {report.out_dir / 'manifest.json'}",
         highlight=False,
     )
+    if report.audit_by_detector:
+        out_console.print(
+            "audit by detector: "
+            + ", ".join(f"{name} {count}" for name, count in report.audit_by_detector.items())
+            + " (MediaPipe short-range also fires on obfuscated faces from head shape; "
+            "identity matches are the leaks to fix)",
+            highlight=False,
+        )
     if report.needs_annotation:
         err.print(
             "[yellow]no face found (annotate by hand, see needs_annotation.txt; rerun with --facemask-dir):[/yellow] "

@@ -21,7 +21,8 @@ def list_command() -> None:
     from p3m.inference.weights import list_weights, weights_dir
 
     table = Table(title=f"weights cache: {weights_dir()}")
-    for column in ("model", "checkpoint", "installed", "sha256", "source"):
+    table.add_column("model", no_wrap=True)
+    for column in ("checkpoint", "installed", "sha256", "source"):
         table.add_column(column, overflow="fold")
     for row in list_weights():
         table.add_row(

@@ -44,8 +44,7 @@ class MattingTrainDataset(Dataset):
 
     Keys: 'image' (3 x S x S normalised), 'alpha' and 'trimap' (1 x S x S float on 0..255), and
     when the samples have them and they are asked for: 'foreground', 'background' (normalised)
-    and 'facemask' (1 x S x S float in {0, 1}; all zero for a sample without one); 'index' is the
-    sample index.
+    and 'facemask' (1 x S x S float in {0, 1}); 'index' is the sample index.
     """
 
     def __init__(
@@ -62,9 +61,7 @@ class MattingTrainDataset(Dataset):
         self.use_composition = use_composition and all(
             s.foreground is not None and s.background is not None for s in self.samples
         )
-        # P3M-CP needs the key in every batch: a sample without a facemask gets an all-zero one,
-        # which the copy-paste hook skips and counts.
-        self.use_facemask = use_facemask
+        self.use_facemask = use_facemask and all(s.facemask is not None for s in self.samples)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,10 +76,7 @@ class MattingTrainDataset(Dataset):
             arrays["foreground"] = read_image(sample.foreground)
             arrays["background"] = read_image(sample.background)
         if self.use_facemask:
-            if sample.facemask is not None:
-                arrays["facemask"] = read_alpha_u8(sample.facemask)
-            else:
-                arrays["facemask"] = np.zeros(arrays["image"].shape[:2], np.uint8)
+            arrays["facemask"] = read_alpha_u8(sample.facemask)
         shape = arrays["image"].shape[:2]
         for key, value in arrays.items():
             if value.shape[:2] != shape:

@@ -284,14 +284,15 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
         return largest
     sizes = np.bincount(labels[cropped], minlength=count + 1)
     sizes[0] = 0
-    candidates = np.flatnonzero(sizes == sizes.max())
-    best = int(candidates[0])
-    if candidates.size > 1:
-        # Decide the tie from first pixels rather than trusting the labeller's numbering
-        # (raster order is preserved by the crop).
+    is_largest = sizes == sizes.max()
+    if np.count_nonzero(is_largest) == 1:
+        best = int(np.argmax(is_largest))
+    else:
+        # A tie: the first pixel, in raster order, that belongs to any tied component belongs
+        # to the winner. One pass, whatever the number of tied components, and independent
+        # of the labeller's numbering (the crop preserves raster order).
         flat = labels.ravel()
-        firsts = [int(np.argmax(flat == label)) for label in candidates]
-        best = int(candidates[int(np.argmin(firsts))])
+        best = int(flat[int(np.argmax(is_largest[flat]))])
     np.equal(labels, best, out=largest[box])
     return largest
 

@@ -54,7 +54,7 @@ class ResizeInfo:
     processed_size: tuple[int, int]
     scale: float
     max_pixels: int
-    downscale: str = "lanczos"
+    downscale: str = "antialiased bilinear"
     upsample: str = "guided filter"
 
     def describe(self) -> str:

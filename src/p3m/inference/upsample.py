@@ -6,7 +6,7 @@ upsampled bilinearly, and applied to the full-resolution luma, so matte edges fo
 of the full-resolution photo instead of the blur of a bilinear upsampling. Only pixels near
 the matte's transition are changed; flat 0 / 1 regions stay exact.
 
-    >>> small, scale = shrink_image(image, max_pixels=2_000_000)
+    >>> small = shrink_image(image, (1080, 1620))
     >>> alpha = upsample_alpha(alpha_small, image, method="guided")
 """
 
@@ -16,7 +16,7 @@ import math
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+import torch
 from scipy import ndimage
 
 __all__ = ["budget_scale", "resize_alpha", "shrink_image", "upsample_alpha"]
@@ -31,28 +31,37 @@ def budget_scale(height: int, width: int, max_pixels: int | None) -> float:
     return math.sqrt(max_pixels / (height * width))
 
 
-def shrink_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Downscale RGB uint8 to (height, width) with an antialiasing Lanczos filter (Pillow)."""
-    height, width = size
-    shrunk = Image.fromarray(image).resize(
-        (width, height), Image.Resampling.LANCZOS, reducing_gap=3.0
+def _interpolate(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, half-pixel centres; antialiased when shrinking (1 x C x H x W)."""
+    shrinking = size[0] < values.shape[-2] or size[1] < values.shape[-1]
+    return torch.nn.functional.interpolate(
+        values, size=size, mode="bilinear", align_corners=False, antialias=shrinking
     )
-    return np.array(shrunk)
+
+
+def shrink_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize RGB uint8 to (height, width): antialiased bilinear when shrinking, bilinear otherwise."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+    if size[0] < image.shape[0] or size[1] < image.shape[1]:
+        resized = _interpolate(pixels, size)  # uint8 in, uint8 out (rounded)
+    else:
+        resized = _interpolate(pixels.float(), size).round_().clamp_(0, 255).to(torch.uint8)
+    return resized[0].permute(1, 2, 0).contiguous().numpy()
 
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear (half-pixel centres) resize of a float H x W map to (height, width), float32."""
-    height, width = size
-    resized = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32), mode="F").resize(
-        (width, height), Image.Resampling.BILINEAR
-    )
-    return np.array(resized, dtype=np.float32)
+    """Bilinear (half-pixel centres, antialiased when shrinking) resize of a float H x W map, float32."""
+    values = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None]
+    return _interpolate(values, size)[0, 0].numpy()
 
 
 def _luma(image: np.ndarray) -> np.ndarray:
-    """float32 luma in [0, 1] of an RGB uint8 image (Pillow's ITU-R 601 "L" conversion)."""
-    gray = np.asarray(Image.fromarray(image).convert("L"), dtype=np.float32)
-    return gray / 255.0
+    """float32 luma in [0, 1] of an RGB uint8 image (ITU-R 601 weights)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image))
+    luma = pixels[:, :, 0].float().mul_(0.299 / 255)
+    luma.add_(pixels[:, :, 1].float(), alpha=0.587 / 255)
+    luma.add_(pixels[:, :, 2].float(), alpha=0.114 / 255)
+    return luma.numpy()
 
 
 def upsample_alpha(
@@ -105,5 +114,5 @@ def upsample_alpha(
     refined += resize_alpha(offset, (height, width))
     np.clip(refined, 0.0, 1.0, out=refined)
     np.clip(upsampled, 0.0, 1.0, out=upsampled)
-    upsampled[band] = refined[band]
+    np.copyto(upsampled, refined, where=band)
     return upsampled

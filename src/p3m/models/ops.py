@@ -76,6 +76,23 @@ def _unpool_forward(values: Tensor, indices: Tensor, plane_size: int) -> Tensor:
     return out[:dump].view(planes, plane_size)
 
 
+def _unpool_traceable(values: Tensor, indices: Tensor, plane_size: Tensor | int) -> Tensor:
+    """`_unpool_forward` for tracing (ONNX export): same winners, one pass, traced plane size.
+
+    No Python-int shape arithmetic and no chunk loop, so the traced graph takes any input size;
+    a scatter only moves values, so the result is bit-identical to the eager path. Losers are
+    written to one scratch column past the end of each plane, which is dropped.
+    """
+    positions = torch.ones_like(indices[:1], dtype=torch.int32).cumsum(1, dtype=torch.int32) - 1
+    positions = positions.expand_as(indices)
+    winners = torch.full_like(values[:, :1], -1, dtype=torch.int32).expand(-1, plane_size)
+    winners = winners.scatter_reduce(1, indices, positions, reduce="amax", include_self=True)
+    wins = winners.gather(1, indices) == positions
+    targets = torch.where(wins, indices, plane_size)
+    out = torch.zeros_like(values[:, :1]).expand(-1, plane_size + 1)
+    return out.scatter(1, targets, values)[:, :plane_size]
+
+
 class _MaxUnpoolLastWins(torch.autograd.Function):
     """Forward: deterministic last-wins unpool. Backward: PyTorch's max_unpool2d gradient.
 
@@ -105,6 +122,15 @@ def max_unpool2d_last_wins(values: Tensor, indices: Tensor, output_size: tuple[i
     Example: ``pooled, idx = max_pool3x3s2_with_indices(x)``;
     ``restored = max_unpool2d_last_wins(pooled, idx, x.shape[-2:])``.
     """
+    if torch.jit.is_tracing():
+        # Export path: sizes stay symbolic (see `_unpool_traceable`); the autograd Function
+        # would become an opaque PythonOp that the ONNX exporter cannot handle.
+        n, c = values.shape[:2]
+        out_h, out_w = output_size[0], output_size[1]
+        out = _unpool_traceable(
+            values.reshape(n * c, -1), indices.reshape(n * c, -1).to(torch.int64), out_h * out_w
+        )
+        return out.reshape(n, c, out_h, out_w)
     if values.shape != indices.shape:
         raise ValueError(
             f"values {tuple(values.shape)} and indices {tuple(indices.shape)} differ in shape"

@@ -237,7 +237,7 @@ def copy_paste(
     cols = torch.nonzero(facemask.any(dim=0).any(dim=-2).flatten())
     if rows.numel() == 0:
         region = torch.zeros_like(facemask)
-        merged = target_batch
+        merged = target_batch.clone()  # never hand back a view of the caller's array
     else:
         top, bottom = int(rows.min()), int(rows.max()) + 1
         left, right = int(cols.min()), int(cols.max()) + 1

@@ -11,7 +11,8 @@ Two ways to get face masks for public face images (paper section 5, Fig. 10):
   point of each eyebrow (horizontal with one eyebrow), is raised until no eyebrow pixel is above
   it, then by ``line_margin`` times the face height: the eyebrows stay inside, the forehead out.
 * ``faces``: any folder of face photos; masks come from p3m's privacy pipeline
-  (`detect_faces`, `add_landmarks`, `face_mask`): the same private area that P3M-10k obfuscates.
+  (`p3m.privacy.face_masks_for_image`: detection, landmarks, private polygon), the same area
+  that P3M-10k obfuscates; one source face per detected face.
 
 The prepared set is ``index.json`` plus ``faces/<name>.png`` (RGB) and ``masks/<name>.png``
 (uint8 0/255), each a crop around one face, no larger than ``max_size`` on its long side.
@@ -235,16 +236,18 @@ def _celebamask_faces(
 def _photo_faces(
     image_path: Path, detectors: tuple[str, ...] | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One (image, face mask) per face found by p3m's privacy pipeline (detection + landmarks)."""
     from p3m.io import read_image
-    from p3m.privacy.detection import detect_faces
     from p3m.privacy.facemask import face_mask
-    from p3m.privacy.landmarks import add_landmarks
+    from p3m.privacy.pipeline import face_masks_for_image
 
     image = read_image(image_path)
-    faces = detect_faces(image) if detectors is None else detect_faces(image, detectors=detectors)
-    faces, warnings = add_landmarks(image, faces)
+    options = {} if detectors is None else {"detectors": detectors}
+    union, faces, warnings = face_masks_for_image(image, **options)
     for warning in warnings:
         logger.warning("%s: %s", image_path, warning)
+    if len(faces) == 1:
+        return [(image, union)]
     return [(image, face_mask(image.shape, [face])) for face in faces]
 
 
@@ -277,7 +280,8 @@ def build_cp_sources(
         raise DatasetError("not a folder", src)
     if (out / INDEX_NAME).exists() and not overwrite:
         raise DatasetError(
-            "already holds a P3M-CP source set (use overwrite to replace it)", out / INDEX_NAME
+            "already holds a P3M-CP source set (pass --overwrite / overwrite=True to replace it)",
+            out / INDEX_NAME,
         )
 
     report = BuildReport(out_dir=out)

@@ -117,6 +117,15 @@ class FolderReport:
         return sum((r.get("audit") or {}).get("faces_found", 0) for r in self.records)
 
     @property
+    def audit_by_detector(self) -> dict[str, int]:
+        """Faces still found in all outputs, per detector."""
+        totals: dict[str, int] = {}
+        for record in self.records:
+            for name, count in ((record.get("audit") or {}).get("by_detector") or {}).items():
+                totals[name] = totals.get(name, 0) + count
+        return totals
+
+    @property
     def audit_identity_matches(self) -> int:
         return sum((r.get("audit") or {}).get("identity_matches", 0) for r in self.records)
 
@@ -333,6 +342,7 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
         "needs_annotation": len(report.needs_annotation),
         "errors": len(report.failed),
         "audit_faces_found": report.audit_faces_found,
+        "audit_by_detector": report.audit_by_detector,
         "audit_identity_matches": report.audit_identity_matches,
     }
     document = {"config": asdict(config), "summary": summary, "images": report.records}

@@ -458,6 +458,7 @@ class CopyPasteTrainingHook:
         self.image_cp: ImageCopyPaste | None = None
         self.feature_cp: FeatureCopyPaste | None = None
         self.model: nn.Module | None = None
+        self._warned_no_facemask = False
         """The bare model given to `setup`."""
         if mode == "none":
             return
@@ -490,6 +491,12 @@ class CopyPasteTrainingHook:
 
     def before_forward(self, batch: dict[str, Tensor], rng: np.random.Generator) -> dict[str, Tensor]:
         facemask = batch.get("facemask")
+        if facemask is None and self.mode != "none" and not self._warned_no_facemask:
+            self._warned_no_facemask = True
+            logger.warning(
+                "P3M-CP (%s): the training batches carry no facemask (no train/facemask folder?); "
+                "nothing will be pasted, every draw is counted as skipped", self.mode,
+            )
         if self.image_cp is not None:
             images, foreground = self.image_cp.apply_to_batch(batch["image"], facemask, rng, batch.get("foreground"))
             batch = {**batch, "image": images}

@@ -80,12 +80,18 @@ class PerformerAttention(nn.Module):
         return torch.exp(projected - half_norm) / math.sqrt(self.num_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        k, q, v = self.kqv(x).split(self.dim, dim=-1)
-        k_features, q_features = self._feature_map(k), self._feature_map(q)
-        denominator = torch.einsum("btm,bm->bt", q_features, k_features.sum(dim=1)).unsqueeze(-1)
-        context = torch.einsum("btd,btm->bdm", v, k_features)
-        y = torch.einsum("btm,bdm->btd", q_features, context) / (denominator + self.epsilon)
-        return self.proj(y)
+        kqv = self.kqv(x)
+        # exp() of the random features overflows or underflows in half precision, so the
+        # linear attention runs in at least float32 (as the official code does), even under AMP.
+        dtype = torch.promote_types(kqv.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            k, q, v = kqv.to(dtype).split(self.dim, dim=-1)
+            k_features, q_features = self._feature_map(k), self._feature_map(q)
+            summed = k_features.sum(dim=1)
+            denominator = torch.einsum("btm,bm->bt", q_features, summed).unsqueeze(-1)
+            context = torch.einsum("btd,btm->bdm", v, k_features)
+            y = torch.einsum("btm,bdm->btd", q_features, context) / (denominator + self.epsilon)
+        return self.proj(y.to(kqv.dtype))
 
 
 class GlobalAttention(nn.Module):

@@ -1,0 +1,257 @@
+"""Training: config loading, backbone init, a CPU smoke run, exact resume, 2-process DDP, evaluate-model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from p3m.data.synthetic import write_synthetic_dataset
+from p3m.errors import CheckpointError, ConfigError
+from p3m.training.config import TrainConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """8 training samples and 2 per test set, 112-144 px: fast enough for CPU training tests."""
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root, n_train=8, n_val=2, seed=0, min_size=112, max_size=144, trimap_kernel=5)
+    return root
+
+
+def _smoke_overrides(data_root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"data.root={data_root}",
+        f"run.out_dir={out}",
+        "run.progress=false",
+        "run.threads=1",
+        "data.crop_sizes=[96,112]",
+        "data.output_size=64",
+        *extra,
+    ]
+
+
+def _log(out: Path, event: str) -> list[dict]:
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [r for r in records if r["event"] == event]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("name", ["p3mnet_r34", "p3mnet_swin_t", "p3mnet_vitae_s", "smoke"])
+def test_shipped_configs_load(name):
+    config = load_config(CONFIGS / f"{name}.yaml")
+    assert config.model.startswith("p3mnet-")
+    if name != "smoke":  # the paper's recipe
+        assert (config.optim.lr, config.optim.batch_size, config.optim.epochs) == (1e-5, 8, 150)
+        assert config.data.crop_sizes == [512, 768, 1024] and config.data.output_size == 512
+        assert config.data.trimap_kernel_range == [15, 30]
+
+
+def test_defaults_are_the_paper_recipe():
+    config = TrainConfig().validate()
+    assert (config.optim.lr, config.optim.batch_size, config.optim.epochs) == (1e-5, 8, 150)
+    assert config.validation.sets == ["P3M-500-P", "P3M-500-NP"]
+
+
+def test_overrides_and_validation(tmp_path):
+    config = load_config(
+        CONFIGS / "smoke.yaml",
+        ["optim.lr=1e-4", "data.crop_sizes=[64, 96]", "run.amp=false", "validation.limit=null"],
+        values={"data.root": "/data/p3m: odd name", "optim.batch_size": 2},
+    )
+    assert config.optim.lr == 1e-4 and config.data.crop_sizes == [64, 96]
+    assert config.data.root == "/data/p3m: odd name" and config.optim.batch_size == 2
+    assert config.validation.limit is None and config.run.amp is False
+    with pytest.raises(ConfigError, match="unknown config key optim.lrr"):
+        load_config(None, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="optim.batch_size"):
+        load_config(None, ["optim.batch_size=two"])
+    with pytest.raises(ConfigError, match="data.output_size must be a multiple of 32"):
+        load_config(None, ["data.output_size=100"])
+    with pytest.raises(ConfigError, match="cp.mode=icp needs cp.sources"):
+        load_config(None, ["cp.mode=icp"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: p3mnet-r50\n")
+    with pytest.raises(ConfigError, match="model must be one of"):
+        load_config(bad)
+    bad.write_text("optim: [1, 2]\n")
+    with pytest.raises(ConfigError, match="bad.yaml: config key optim must be a mapping"):
+        load_config(bad)
+
+
+def test_backbone_weights_from_imagenet_checkpoint(tmp_path):
+    from p3m.models import create_model
+    from p3m.training.trainer import load_backbone_weights
+
+    torch.manual_seed(1)
+    source = create_model("p3mnet-r34", device="cpu")
+    backbone_state = {f"module.{k}": v for k, v in source.backbone().state_dict().items()}
+    path = tmp_path / "r34mp_imagenet.pth"
+    torch.save({"state_dict": backbone_state}, path)
+    torch.manual_seed(2)
+    model = create_model("p3mnet-r34", device="cpu")
+    loaded = load_backbone_weights(model, path)
+    assert loaded == len(source.backbone().state_dict())
+    for key, value in source.backbone().state_dict().items():
+        assert torch.equal(model.backbone().state_dict()[key], value), key
+    decoder_key = next(k for k in model.state_dict() if "decoder" in k and k.endswith("weight"))
+    assert not torch.equal(model.state_dict()[decoder_key], source.state_dict()[decoder_key])
+    torch.save({"state_dict": {"unrelated.weight": torch.zeros(3)}}, path)
+    with pytest.raises(CheckpointError, match="does not look like a backbone"):
+        load_backbone_weights(model, path)
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+@pytest.fixture(scope="module")
+def smoke_run(small_data, tmp_path_factory):
+    """12 steps of r34 at 64 px (batch 4, lr 3e-4), validated before and after on both test sets."""
+    from p3m.training.trainer import train
+
+    out = tmp_path_factory.mktemp("smoke_run")
+    config = load_config(
+        CONFIGS / "smoke.yaml",
+        _smoke_overrides(small_data, out, "optim.epochs=6", "optim.batch_size=4", "validation.at_start=true"),
+    )
+    result = train(config)
+    return out, result
+
+
+@pytest.mark.slow
+def test_smoke_run_learns(smoke_run):
+    out, result = smoke_run
+    assert result.step == 12 and result.epoch == 6
+    losses = [r["loss"] for r in _log(out, "train")]
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    validation = _log(out, "validation")
+    for name in ("P3M-500-P", "P3M-500-NP"):
+        before = next(r for r in validation if r["set"] == name and r["step"] == 0)
+        after = next(r for r in validation if r["set"] == name and r["step"] == 12)
+        assert after["sad"] < before["sad"], (name, before["sad"], after["sad"])
+        assert before["strategy"] == "hybrid" and after["num_images"] == 2
+    start = _log(out, "start")[0]
+    assert start["composition_loss"] is True and start["world_size"] == 1
+    # The final model is an official-format checkpoint that loads strictly into a fresh model.
+    from p3m.models import create_model
+
+    payload = torch.load(out / "model.pth", map_location="cpu", weights_only=True)
+    assert set(payload) == {"state_dict"}
+    create_model("p3mnet-r34", weights=out / "model.pth", device="cpu")
+    resumable = torch.load(out / "checkpoints" / "final.pth", map_location="cpu", weights_only=True)
+    assert {"state_dict", "optimizer", "scheduler", "rng", "step", "config"} <= set(resumable)
+    assert resumable["step"] == 12
+
+
+@pytest.mark.slow
+def test_evaluate_model_command(smoke_run, small_data, tmp_path):
+    from p3m.cli import app
+
+    out, _ = smoke_run
+    predictions = tmp_path / "predictions"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate-model", str(out / "model.pth"), "--set", "RWP", "--data-root", str(small_data),
+         "--strategy", "resize", "--out", str(predictions), "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "SAD" in result.output
+    written = sorted(p.name for p in predictions.glob("*.png"))
+    assert written == ["synth_rwp_0000.png", "synth_rwp_0001.png"]
+    from p3m.io import read_alpha_u8
+
+    assert read_alpha_u8(predictions / written[0]).dtype == np.uint8
+    report = json.loads((predictions / "metrics.json").read_text())
+    assert report["model"] == "p3mnet-r34" and report["num_images"] == 2
+    assert report["means"]["sad"] >= 0 and "sad_t" not in report["means"]  # RWP has no trimaps
+
+
+@pytest.mark.slow
+def test_exact_resume_gives_identical_weights(small_data, tmp_path):
+    """6 steps in one go == 3 steps, stop, resume (with 2 loader workers) for 3 more: same bits."""
+    from p3m.training.trainer import train
+
+    common = ("optim.batch_size=2", "optim.epochs=2", "validation.every_epochs=0",
+              "validation.at_end=false", "run.checkpoint_every=0", "optim.schedule=cosine")
+    whole = tmp_path / "whole"
+    train(load_config(CONFIGS / "smoke.yaml", _smoke_overrides(small_data, whole, *common, "optim.max_steps=6")))
+    part = tmp_path / "part"
+    train(load_config(CONFIGS / "smoke.yaml", _smoke_overrides(small_data, part, *common, "optim.max_steps=3")))
+    # Stopped mid-epoch (4 steps per epoch); resumed with worker processes this time.
+    train(
+        load_config(CONFIGS / "smoke.yaml",
+                    _smoke_overrides(small_data, part, *common, "optim.max_steps=6", "data.workers=2")),
+        resume=part / "checkpoints" / "final.pth",
+    )
+    expected = torch.load(whole / "checkpoints" / "final.pth", map_location="cpu", weights_only=True)
+    resumed = torch.load(part / "checkpoints" / "final.pth", map_location="cpu", weights_only=True)
+    assert resumed["step"] == expected["step"] == 6
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    losses_whole = [r["loss"] for r in _log(whole, "train")]
+    losses_part = [r["loss"] for r in _log(part, "train")]
+    assert losses_part == losses_whole
+    # The optimiser moments continue exactly too.
+    first = next(iter(expected["optimizer"]["state"].values()))
+    again = resumed["optimizer"]["state"][next(iter(expected["optimizer"]["state"]))]
+    assert torch.equal(first["exp_avg_sq"], again["exp_avg_sq"])
+
+
+def test_resume_rejects_weights_only_checkpoint(small_data, tmp_path):
+    from p3m.models import create_model, save_checkpoint
+    from p3m.training.trainer import Trainer
+
+    path = tmp_path / "weights.pth"
+    save_checkpoint(create_model("p3mnet-r34", device="cpu"), path)
+    config = load_config(CONFIGS / "smoke.yaml", _smoke_overrides(small_data, tmp_path / "run", "optim.max_steps=1"))
+    with pytest.raises(CheckpointError, match="not a resumable one"):
+        Trainer(config, resume=path).run()
+
+
+def test_training_refuses_bad_layout_before_starting(tmp_path):
+    from p3m.errors import DatasetError
+    from p3m.training.trainer import train
+
+    (tmp_path / "train" / "blurred_image").mkdir(parents=True)
+    config = load_config(CONFIGS / "smoke.yaml", _smoke_overrides(tmp_path, tmp_path / "run"))
+    with pytest.raises(DatasetError, match="missing folder"):
+        train(config)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(small_data, tmp_path):
+    """`p3m train --nproc 2`: two gloo ranks, batch 4 split 2 + 2, only rank 0 writes."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "p3m.cli", "train", str(CONFIGS / "smoke.yaml"), "--nproc", "2",
+        "--data-root", str(small_data), "--out", str(out), "--max-steps", "3", "--batch-size", "4",
+        *[arg for override in ("run.progress=false", "run.threads=1", "data.crop_sizes=[96]",
+                               "data.output_size=64", "validation.at_end=true", "validation.limit=1",
+                               "validation.sets=[P3M-500-P]")
+          for arg in ("--set", override)],
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    start = _log(out, "start")
+    assert len(start) == 1 and start[0]["world_size"] == 2  # one writer
+    assert start[0]["steps_per_epoch"] == 2  # 8 samples / 2 ranks / 2 per rank
+    assert len(_log(out, "train")) == 3
+    assert len(_log(out, "validation")) == 1
+    checkpoint = torch.load(out / "checkpoints" / "final.pth", map_location="cpu", weights_only=True)
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2 and checkpoint["step"] == 3
+    assert not any(key.startswith("module.") for key in checkpoint["state_dict"])

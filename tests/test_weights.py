@@ -1,0 +1,204 @@
+"""p3m.inference.weights: cache, resumable verified downloads (local server only), import."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from p3m.errors import CheckpointError, DownloadError, ModelNotFoundError
+from p3m.inference import weights
+from p3m.models import CheckpointSpec, create_model, save_checkpoint
+
+
+class _Server:
+    """A 127.0.0.1 HTTP server for one payload, with Range support and scripted failures.
+
+    `cut_first`: how many GET requests are answered with half the bytes and a closed socket.
+    `drive`: serve a Google-Drive-like confirmation page at /uc, the bytes at /download.
+    """
+
+    def __init__(self, payload: bytes, cut_first: int = 0, drive: bool = False) -> None:
+        self.payload = payload
+        self.cut_remaining = cut_first
+        self.drive = drive
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                server.requests.append((self.path, self.headers.get("Range")))
+                if server.drive and self.path.startswith("/uc"):
+                    page = (
+                        '<html><body><form id="download-form" action="/download" method="get">'
+                        '<input type="hidden" name="id" value="ABC">'
+                        '<input type="hidden" name="export" value="download">'
+                        '<input type="hidden" name="confirm" value="t">'
+                        '<input type="hidden" name="uuid" value="u-1"></form></body></html>'
+                    ).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                start = 0
+                range_header = self.headers.get("Range")
+                if range_header:
+                    start = int(range_header.split("=")[1].split("-")[0])
+                body = server.payload[start:]
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
+                self.end_headers()
+                if server.cut_remaining > 0:
+                    server.cut_remaining -= 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "p3m-home"))
+    return tmp_path / "p3m-home"
+
+
+@pytest.fixture(scope="module")
+def r34_checkpoint(tmp_path_factory) -> tuple[Path, bytes]:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "r34.pth"
+    save_checkpoint(create_model("p3mnet-r34", device="cpu"), path)
+    return path, path.read_bytes()
+
+
+def _spec(url: str, sha256: str | None) -> CheckpointSpec:
+    return CheckpointSpec(file_name="p3mnet_pretrained_on_p3m10k.pth", url=url, source_page="test", sha256=sha256)
+
+
+def test_home_is_read_at_call_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "a"))
+    assert weights.weights_dir() == tmp_path / "a" / "weights"
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "b"))
+    assert weights.weights_dir() == tmp_path / "b" / "weights"
+    monkeypatch.delenv("P3M_HOME")
+    assert weights.p3m_home() == Path.home() / ".cache" / "p3m"
+
+
+def test_download_verifies_and_records(home, r34_checkpoint):
+    _, payload = r34_checkpoint
+    digest = hashlib.sha256(payload).hexdigest()
+    with _Server(payload) as server:
+        path = weights.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", digest))
+    assert path == home / "weights" / "p3mnet-r34" / "p3mnet_pretrained_on_p3m10k.pth"
+    assert path.read_bytes() == payload
+    assert not list(path.parent.glob("*.part"))
+    entry = json.loads((home / "weights" / "index.json").read_text())["weights"]["p3mnet-r34"]
+    assert entry["sha256"] == digest and entry["verified_against_registry"] is True
+    assert weights.resolve_weights("p3mnet-r34") == path
+    assert weights.installed_weights("p3mnet-r34") == path
+
+
+def test_download_without_registered_hash_records_the_computed_one(home, r34_checkpoint, caplog):
+    _, payload = r34_checkpoint
+    digest = hashlib.sha256(payload).hexdigest()
+    with _Server(payload) as server:
+        weights.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", None))
+        assert digest in caplog.text
+        entry = json.loads((home / "weights" / "index.json").read_text())["weights"]["p3mnet-r34"]
+        assert entry["sha256"] == digest and entry["verified_against_registry"] is False
+        # Trust on first use: a later download of the same URL must give the same bytes.
+        server.payload = payload[:-10] + b"0123456789"
+        with pytest.raises(DownloadError, match="checksum mismatch"):
+            weights.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", None), force=True)
+
+
+def test_interrupted_transfer_is_resumed_with_a_range_request(home, r34_checkpoint):
+    _, payload = r34_checkpoint
+    digest = hashlib.sha256(payload).hexdigest()
+    with _Server(payload, cut_first=1) as server:
+        target = home / "file.pth"
+        assert weights.download_file(server.url + "/f.pth", target, sha256=digest) == digest
+    assert target.read_bytes() == payload
+    assert server.requests[0][1] is None
+    assert server.requests[1][1] == f"bytes={len(payload) // 2}-"
+
+
+def test_transfer_that_keeps_failing_gives_a_clear_error_and_resumes_later(home, r34_checkpoint):
+    _, payload = r34_checkpoint
+    target = home / "file.pth"
+    with _Server(payload, cut_first=100) as server:
+        with pytest.raises(DownloadError, match="interrupted.*run the command again"):
+            weights.download_file(server.url + "/f.pth", target, retries=1)
+    part = target.with_name("file.pth.part")
+    assert part.exists() and 0 < part.stat().st_size < len(payload) and not target.exists()
+    have = part.stat().st_size
+    with _Server(payload) as server:
+        weights.download_file(server.url + "/f.pth", target)
+    assert server.requests[0][1] == f"bytes={have}-"
+    assert target.read_bytes() == payload and not part.exists()
+
+
+def test_wrong_checksum_deletes_the_download(home, r34_checkpoint):
+    _, payload = r34_checkpoint
+    target = home / "file.pth"
+    with _Server(payload) as server:
+        with pytest.raises(DownloadError, match="checksum mismatch") as info:
+            weights.download_file(server.url + "/f.pth", target, sha256="0" * 64)
+    assert "\n" not in str(info.value)
+    assert not target.exists() and not target.with_name("file.pth.part").exists()
+
+
+def test_google_drive_confirmation_page_is_followed(home, r34_checkpoint, monkeypatch):
+    _, payload = r34_checkpoint
+    with _Server(payload, drive=True) as server:
+        monkeypatch.setattr(weights, "DRIVE_DOWNLOAD_URL", server.url + "/uc")
+        url = "https://drive.google.com/file/d/ABC/view?usp=sharing"
+        assert weights.google_drive_id(url) == "ABC"
+        weights.download_file(url, home / "drive.pth")
+    assert (home / "drive.pth").read_bytes() == payload
+    assert server.requests[0][0] == "/uc?export=download&id=ABC"
+    assert server.requests[1][0].startswith("/download?id=ABC&export=download&confirm=t")
+
+
+def test_import_validates_the_variant_and_copies(home, r34_checkpoint):
+    path, payload = r34_checkpoint
+    with pytest.raises(CheckpointError):
+        weights.import_weights(path, "p3mnet-vitae-s")
+    assert weights.installed_weights("p3mnet-vitae-s") is None
+    installed = weights.import_weights(path, "p3mnet-r34")
+    assert installed.read_bytes() == payload and installed.parent == home / "weights" / "p3mnet-r34"
+    rows = {row.name: row for row in weights.list_weights()}
+    assert rows["p3mnet-r34"].path == installed
+    assert rows["p3mnet-r34"].source.startswith("import:")
+
+
+def test_missing_weights_say_how_to_install(home):
+    with pytest.raises(ModelNotFoundError, match="p3m weights download p3mnet-r34"):
+        weights.resolve_weights("p3mnet-r34")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        weights.resolve_weights("missing/file.pth")

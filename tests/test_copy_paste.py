@@ -386,8 +386,9 @@ def test_fcp_no_gradient_reaches_the_source_branch(source_set, name) -> None:
     buffers = _batch_norm_buffers(model)
     source_features = fcp.source_features(model, layer, source_image)
     assert not source_features.requires_grad
-    # The source pass leaves batch-norm running statistics as they were.
+    # The source pass leaves batch-norm running statistics and the training mode as they were.
     assert all(torch.equal(a, b) for a, b in zip(buffers, _batch_norm_buffers(model), strict=True))
+    assert all(module.training for module in model.modules())
 
     # Even a source that asks for gradients gets none: the paste hook detaches it.
     source_features = source_features.clone().requires_grad_(True)
@@ -452,6 +453,20 @@ def test_icp_on_a_normalised_batch_pastes_image_and_foreground_alike(source_set)
     assert new_images[changed.expand_as(images)].min() >= low - 1e-5
     assert new_images[changed.expand_as(images)].max() <= high + 1e-5
     assert icp.stats.as_dict() == {"cp_draws": 3, "cp_applied": 2, "cp_skipped_no_facemask": 1}
+
+
+def test_icp_rate_on_batches_is_the_probability(source_set) -> None:
+    icp = ImageCopyPaste(source_set, probability=0.5)
+    facemask = torch.zeros(8, 1, 32, 32)
+    facemask[:, :, 8:24, 10:22] = 1
+    images = torch.zeros(8, 3, 32, 32)
+    rng = np.random.default_rng(11)
+    pasted = 0
+    for _ in range(50):
+        new_images, _ = icp.apply_to_batch(images, facemask, rng)
+        pasted += int((new_images != images).flatten(1).any(dim=1).sum())
+    low, high = _binomial_bounds(400, 0.5)
+    assert icp.stats.draws == 400 and low <= icp.stats.applied <= high and pasted == icp.stats.applied
 
 
 def test_training_hook_arms_fcp_for_one_step_only(source_set) -> None:

@@ -42,6 +42,7 @@ def photo_folder(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_folder_run_writes_outputs_skips_bad_images_and_exits_nonzero(photo_folder, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(
@@ -94,6 +95,7 @@ def test_globs_and_recursive_folders_keep_the_layout(tmp_path):
     assert missing.exit_code != 0
 
 
+@pytest.mark.slow
 def test_p3mnet_model_from_a_checkpoint_on_the_command_line(tmp_path):
     torch.manual_seed(0)
     checkpoint = tmp_path / "r34.pth"

@@ -10,6 +10,7 @@ from conftest import REFERENCE_DIR, shared_reference
 from p3m.errors import InputSizeError
 from p3m.models.backbones.swin import (
     P3MNetSwinT,
+    SwinBlock,
     relative_position_index,
     window_attention_mask,
 )
@@ -110,6 +111,39 @@ def test_runtime_mask_matches_spec(shift: int) -> None:
         else:
             assert mine is not None and mine.dtype == torch.float32
             np.testing.assert_array_equal(mine.numpy(), expected, err_msg=str(grid))
+
+
+def test_grids_smaller_than_the_window() -> None:
+    """Small inputs give grids below the official limits (side < 8): the grid is padded to a
+    whole window. Content never attends to padding; and when the grid is no larger than the
+    shift, all content moves together, so a shifted block equals an unshifted one."""
+    for height, width in [(1, 1), (2, 3), (4, 6), (3, 7), (6, 9)]:
+        pad_h, pad_w = (-height) % 7, (-width) % 7
+        for shift in (0, 3):
+            mask = window_attention_mask(height, width, shift)
+            assert mask is not None
+            rows = (np.arange(height + pad_h) + shift) % (height + pad_h) < height
+            cols = (np.arange(width + pad_w) + shift) % (width + pad_w) < width
+            content = (rows[:, None] & cols[None, :]).reshape(
+                (height + pad_h) // 7, 7, (width + pad_w) // 7, 7
+            )
+            content = content.transpose(0, 2, 1, 3).reshape(-1, 49)
+            allowed = mask.numpy() == 0
+            assert np.all(np.diagonal(allowed, axis1=1, axis2=2))
+            assert not np.any(allowed & content[:, :, None] & ~content[:, None, :])
+
+    torch.manual_seed(0)
+    unshifted = SwinBlock(96, 3, shift=0, mask_grid=(8, 8)).eval()
+    shifted = SwinBlock(96, 3, shift=3, mask_grid=(8, 8)).eval()
+    shifted.load_state_dict(unshifted.state_dict(), strict=True)
+    for height, width in [(1, 1), (2, 3), (3, 1)]:
+        x = torch.randn(2, height * width, 96)
+        with torch.no_grad():
+            outputs = [
+                block(x, height, width, window_attention_mask(height, width, block.shift))
+                for block in (unshifted, shifted)
+            ]
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
 def test_stored_masks_are_the_runtime_masks_of_the_512_grid(model: P3MNetSwinT) -> None:

@@ -222,3 +222,40 @@ def test_landmark_fallback_is_the_box_ellipse():
     assert faces[0].landmarks is None and len(warnings) == 1
     result = anonymize(image, facemask=None, detectors=("mediapipe",))
     assert result.faces == []
+
+
+def test_small_face_in_a_large_image_is_found_by_the_tiled_pass():
+    import cv2
+
+    small = cv2.resize(_astronaut(), (256, 256), interpolation=cv2.INTER_AREA)  # face ~48 px
+    canvas = np.full((1600, 2048, 3), 200, np.uint8)
+    canvas[700:956, 1000:1256] = small
+    assert not detect_faces(canvas, tiled=False)  # MediaPipe sees the whole image at 128/192 px
+    result = anonymize(canvas)
+    (face,) = result.faces
+    assert box_iou(face.box, (1087, 736, 1138, 787)) > 0.5
+    assert face.landmark_scheme == "mediapipe" and result.facemask.sum() > 500
+
+
+def test_top_level_api_and_mismatched_alpha():
+    import p3m
+    from p3m.errors import ShapeMismatchError
+
+    image = _astronaut()
+    with pytest.raises(ShapeMismatchError, match="100x90"):
+        p3m.anonymize(image, alpha=np.ones((90, 100), np.float32))
+    result = p3m.anonymize(image, alpha=np.full(image.shape[:2], 255, np.uint8), method="mosaic")
+    assert isinstance(result, p3m.AnonymizeResult)
+    assert result.faces[0].score > 0.7 and result.faces[0].landmarks is not None
+    assert result.regions[0].parameter >= 2 and not result.warnings
+
+
+@pytest.mark.slow
+def test_alpha_from_selfie_cf_keeps_the_computed_transition_area():
+    image = np.ascontiguousarray(_astronaut()[:320, 96:416])
+    result = anonymize(image, alpha_from="selfie-cf")
+    assert result.alpha is not None and result.alpha.shape == image.shape[:2]
+    transition = (result.alpha > 0) & (result.alpha < 1)
+    assert transition.any() and result.facemask.sum() > 3000
+    assert np.array_equal(result.image[transition], image[transition])
+    assert not any("no alpha matte" in warning for warning in result.warnings)

@@ -38,12 +38,12 @@ class _Server:
                 server.requests.append((self.path, self.headers.get("Range")))
                 if server.drive and self.path.startswith("/uc"):
                     page = (
-                        '<html><body><form id="download-form" action="/download" method="get">'
-                        '<input type="hidden" name="id" value="ABC">'
-                        '<input type="hidden" name="export" value="download">'
-                        '<input type="hidden" name="confirm" value="t">'
-                        '<input type="hidden" name="uuid" value="u-1"></form></body></html>'
-                    ).encode()
+                        b'<html><body><form id="download-form" action="/download" method="get">'
+                        b'<input type="hidden" name="id" value="ABC">'
+                        b'<input type="hidden" name="export" value="download">'
+                        b'<input type="hidden" name="confirm" value="t">'
+                        b'<input type="hidden" name="uuid" value="u-1"></form></body></html>'
+                    )
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html; charset=utf-8")
                     self.send_header("Content-Length", str(len(page)))
@@ -151,9 +151,10 @@ def test_interrupted_transfer_is_resumed_with_a_range_request(home, r34_checkpoi
 def test_transfer_that_keeps_failing_gives_a_clear_error_and_resumes_later(home, r34_checkpoint):
     _, payload = r34_checkpoint
     target = home / "file.pth"
-    with _Server(payload, cut_first=100) as server:
-        with pytest.raises(DownloadError, match="interrupted.*run the command again"):
-            weights.download_file(server.url + "/f.pth", target, retries=1)
+    with _Server(payload, cut_first=100) as server, pytest.raises(
+        DownloadError, match="interrupted.*run the command again"
+    ):
+        weights.download_file(server.url + "/f.pth", target, retries=1)
     part = target.with_name("file.pth.part")
     assert part.exists() and 0 < part.stat().st_size < len(payload) and not target.exists()
     have = part.stat().st_size
@@ -166,9 +167,8 @@ def test_transfer_that_keeps_failing_gives_a_clear_error_and_resumes_later(home,
 def test_wrong_checksum_deletes_the_download(home, r34_checkpoint):
     _, payload = r34_checkpoint
     target = home / "file.pth"
-    with _Server(payload) as server:
-        with pytest.raises(DownloadError, match="checksum mismatch") as info:
-            weights.download_file(server.url + "/f.pth", target, sha256="0" * 64)
+    with _Server(payload) as server, pytest.raises(DownloadError, match="checksum mismatch") as info:
+        weights.download_file(server.url + "/f.pth", target, sha256="0" * 64)
     assert "\n" not in str(info.value)
     assert not target.exists() and not target.with_name("file.pth.part").exists()
 

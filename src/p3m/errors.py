@@ -64,3 +64,11 @@ class ConfigError(P3MError):
 
 class MissingDependencyError(P3MError):
     """An optional dependency is needed for this feature; the message says what to install."""
+
+
+class ExportError(P3MError):
+    """A model could not be exported (e.g. to ONNX), or the export does not reproduce the model."""
+
+
+class BaselineError(P3MError):
+    """A traditional (trimap-based) matting baseline could not solve an image."""

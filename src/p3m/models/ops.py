@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Planes processed per chunk in the unpool so that the int64 winner map stays small
+# Planes processed per chunk in the unpool so that the int32 winner map stays small
 # (about 2**25 elements = 128 MB), even for 1600x1600 inputs with 64 channels.
 _UNPOOL_CHUNK_ELEMENTS = 1 << 25
 

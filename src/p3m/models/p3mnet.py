@@ -140,9 +140,7 @@ def add_decoder_modules(
 
     def add_decoders() -> None:
         for branch, upsample in (("g", True), ("l", False)):
-            for level, (c_in, c_out) in zip(
-                (4, 3, 2, 1), zip(stage_inputs, stage_outputs, strict=True), strict=True
-            ):
+            for level, c_in, c_out in zip((4, 3, 2, 1), stage_inputs, stage_outputs, strict=True):
                 owner.add_module(
                     f"decoder{level}_{branch}", decoder_stage(stage_widths(c_in, c_out), upsample)
                 )
@@ -182,6 +180,8 @@ class P3MDecoder(nn.Module):
     Widths: `top_channels` of the deepest feature, stage widths (C1, C2, C3, C4) of decoder
     levels 4..1, `last_width` of the full-resolution stage, `shallow_channels` of features[0].
     Swin-T: (768, (384, 192, 96, 96), 48, 48); ViTAE-S: (512, (256, 128, 64, 64), 32, 32).
+    The encoder's features[4..1] must have C1, C2, C3, C4 channels and features[0]
+    `last_width` (it is unpooled into the last stage and feeds every sBFI).
     """
 
     def __init__(

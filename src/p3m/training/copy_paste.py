@@ -226,19 +226,8 @@ class _StopForward(Exception):
     """Raised by the capture hook: the source pass has what it needs at G1."""
 
 
-def _batch_norm_buffers(model: nn.Module) -> list[tuple[nn.Module, dict[str, Tensor]]]:
-    return [
-        (module, {name: buffer.clone() for name, buffer in module.named_buffers(recurse=False)})
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
-    ]
-
-
-def _restore_buffers(saved: list[tuple[nn.Module, dict[str, Tensor]]]) -> None:
-    with torch.no_grad():
-        for module, buffers in saved:
-            for name, value in buffers.items():
-                getattr(module, name).copy_(value)
+def _batch_norms_in_training(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
 
 
 def _first_tensor(output: Any, layer: str) -> Tensor:
@@ -273,8 +262,8 @@ class FeatureCopyPaste:
 
     `layer` is a name from `model.fcp_layers` (None: the shallowest). Images are normalised
     N x 3 x H x W, `facemask` N x 1 x H x W in {0, 1}, all zero for samples that have none. The
-    source pass runs the bare model (not a DDP wrapper) and restores batch-norm running
-    statistics, so only training images update them.
+    source pass runs the bare model (not a DDP wrapper) with batch norm on its running
+    statistics, so only the training images update them.
     """
 
     def __init__(
@@ -330,7 +319,7 @@ class FeatureCopyPaste:
         return canvas, mask
 
     def source_features(self, model: nn.Module, layer: str, source_image: Tensor) -> Tensor:
-        """G1(source) under no_grad, detached: the pass stops at `layer`; batch-norm buffers are restored."""
+        """G1(source) under no_grad, detached: the pass stops at `layer`; batch norm in eval mode."""
         module = model.get_submodule(layer)
         captured: list[Tensor] = []
 
@@ -338,7 +327,12 @@ class FeatureCopyPaste:
             captured.append(_first_tensor(output, layer).detach())
             raise _StopForward
 
-        saved = _batch_norm_buffers(model)
+        # Batch norm uses its running statistics here: the batch statistics of one mostly padded
+        # source image mean little, the running ones follow the training images, and the
+        # training images alone update them (this also keeps SyncBatchNorm ranks in step).
+        batch_norms = _batch_norms_in_training(model)
+        for batch_norm in batch_norms:
+            batch_norm.eval()
         handle = module.register_forward_hook(capture)
         try:
             with torch.no_grad():
@@ -347,7 +341,8 @@ class FeatureCopyPaste:
             pass
         finally:
             handle.remove()
-            _restore_buffers(saved)
+            for batch_norm in batch_norms:
+                batch_norm.train()
         if not captured:
             raise ConfigError(f"layer {layer!r} did not run during the forward pass")
         return captured[0]
@@ -458,8 +453,8 @@ class CopyPasteTrainingHook:
         self.image_cp: ImageCopyPaste | None = None
         self.feature_cp: FeatureCopyPaste | None = None
         self.model: nn.Module | None = None
-        self._warned_no_facemask = False
         """The bare model given to `setup`."""
+        self._warned_no_facemask = False
         if mode == "none":
             return
         if sources is None or str(sources) == "":

@@ -7,9 +7,13 @@ instead of the 2x2 concatenation. The five pool inputs are the skip features of 
 Specification: SPEC-swin.md of the reference data (sections 3-5).
 
 Unlike the official code, the shifted-window attention masks are built at run time for the
-actual token grid, so every H and W that is a multiple of 32 works (the official model raises
-for e.g. 224x224 and 448x448). The masks stored for img_size 512 are kept as persistent
-buffers only so that official checkpoints load with strict key checking.
+actual token grid, so every H and W that is a multiple of 32 (minimum 32) works; the official
+model raises for e.g. 224x224 and 448x448 (unshifted blocks on grids that need no padding)
+and for grids smaller than the window. Each stage pads its grid to multiples of 7 and the mask
+keeps content and padding apart and, in shifted blocks, the two sides of the cyclic wrap;
+blocks with neither shift nor padding attend unmasked. Where the official model runs, this
+gives its masks exactly. The masks stored for img_size 512 are kept as persistent buffers
+only so that official checkpoints load with strict key checking.
 
 Example::
 
@@ -46,14 +50,16 @@ def window_padding(length: int, window_size: int = WINDOW_SIZE) -> int:
     return (-length) % window_size
 
 
-def _axis_region_labels(length: int, shift: int, window_size: int) -> Tensor:
+def _axis_region_labels(
+    length: int, shift: int, window_size: int, device: torch.device | None
+) -> Tensor:
     """Region label of every position of one padded, rolled grid axis (SPEC-swin 5.4).
 
     Two tokens may attend to each other only if they are both content or both padding, and
     both lie on the same side of the cyclic wrap of the roll. Label = is_padding + 2*wrapped.
     """
     padded = length + window_padding(length, window_size)
-    position = torch.arange(padded)
+    position = torch.arange(padded, device=device)
     source = (position + shift) % padded  # where the rolled position came from
     is_padding = source >= length
     wrapped = position >= padded - shift if shift > 0 else torch.zeros_like(is_padding)
@@ -61,7 +67,11 @@ def _axis_region_labels(length: int, shift: int, window_size: int) -> Tensor:
 
 
 def window_attention_mask(
-    height: int, width: int, shift: int, window_size: int = WINDOW_SIZE
+    height: int,
+    width: int,
+    shift: int,
+    window_size: int = WINDOW_SIZE,
+    device: torch.device | None = None,
 ) -> Tensor | None:
     """Additive mask (windows x w^2 x w^2, 0 or -100) for a height x width token grid, or None.
 
@@ -71,12 +81,12 @@ def window_attention_mask(
     pad_h, pad_w = window_padding(height, window_size), window_padding(width, window_size)
     if shift == 0 and pad_h == 0 and pad_w == 0:
         return None
-    rows = _axis_region_labels(height, shift, window_size)
-    cols = _axis_region_labels(width, shift, window_size)
+    rows = _axis_region_labels(height, shift, window_size, device)
+    cols = _axis_region_labels(width, shift, window_size, device)
     labels = rows[:, None] * 4 + cols[None, :]
     windows = _partition_windows(labels[None, :, :, None], window_size).squeeze(-1)
     different = windows[:, :, None] != windows[:, None, :]
-    return torch.zeros(different.shape).masked_fill_(different, MASK_VALUE)
+    return torch.zeros(different.shape, device=device).masked_fill_(different, MASK_VALUE)
 
 
 def _partition_windows(grid: Tensor, window_size: int) -> Tensor:
@@ -185,8 +195,9 @@ class SwinStage(nn.Module):
         masks: dict[int, Tensor | None] = {}
         for block in self.blocks:
             if block.shift not in masks:
-                mask = window_attention_mask(height, width, block.shift)
-                masks[block.shift] = None if mask is None else mask.to(x.device)
+                masks[block.shift] = window_attention_mask(
+                    height, width, block.shift, device=x.device
+                )
             x = block(x, height, width, masks[block.shift])
         return x
 

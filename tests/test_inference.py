@@ -286,3 +286,19 @@ def test_p3mnet_variant_from_a_checkpoint_file(name, tmp_path, monkeypatch):
     cached = p3m.matte(image, model="auto" if name == "p3mnet-vitae-s" else name, foreground=False)
     assert cached.model == name and cached.note is None
     np.testing.assert_allclose(cached.alpha, expected, atol=1e-6)
+
+
+def test_guided_upsampling_follows_the_full_resolution_edge():
+    from p3m.inference.upsample import resize_alpha, upsample_alpha
+
+    height, width = 300, 400
+    yy, xx = np.mgrid[0:height, 0:width]
+    true_alpha = (np.hypot(yy - 150, xx - 200) < 90).astype(np.float32)
+    image = np.where(true_alpha[:, :, None] > 0, 210, 30).astype(np.uint8).repeat(3, axis=2)
+    alpha_small = resize_alpha(true_alpha, (75, 100))  # the matte a budgeted pass would give
+    guided = upsample_alpha(alpha_small, image, method="guided")
+    bilinear = upsample_alpha(alpha_small, image, method="bilinear")
+    assert guided.shape == (height, width) and guided.dtype == np.float32
+    assert np.abs(guided - true_alpha).mean() < 0.5 * np.abs(bilinear - true_alpha).mean()
+    # Flat regions stay exactly 0 and 1.
+    assert guided[150, 200] == 1.0 and guided[5, 5] == 0.0

@@ -368,8 +368,24 @@ def anonymize_samples(
 
     `on_progress` is called with each image's manifest record as soon as it is done.
     """
+    from p3m.privacy.detection import expand_detector_names
+    from p3m.privacy.landmarks import LANDMARK_SCHEMES
+    from p3m.privacy.obfuscation import METHODS
+
+    # Option errors are the same for every image: raise them once, before the run.
     if config.layout not in LAYOUTS:
         raise P3MError(f"unknown layout {config.layout!r}; choose from {', '.join(LAYOUTS)}")
+    if config.method not in METHODS:
+        raise P3MError(
+            f"unknown obfuscation method {config.method!r}; choose from {', '.join(METHODS)}"
+        )
+    if config.landmarks not in LANDMARK_SCHEMES:
+        raise P3MError(
+            f"unknown landmark scheme {config.landmarks!r}; choose from {', '.join(LANDMARK_SCHEMES)}"
+        )
+    expand_detector_names(config.detectors)
+    if config.audit_detectors:
+        expand_detector_names(config.audit_detectors)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _load_previous(out_dir) if config.resume else {}

@@ -76,7 +76,10 @@ def compute_alpha(image: np.ndarray, model: str = "auto") -> np.ndarray:
 
             alpha = matte_selfie_cf(image)
         else:
-            alpha = matte(image, model=model).alpha
+            result = matte(image, model=model, foreground=False)
+            if result.note:
+                logger.info("alpha from %s: %s", result.model, result.note)
+            alpha = result.alpha
     alpha = np.clip(np.asarray(alpha, np.float32), 0, 1)
     alpha = np.round(alpha * 255).astype(np.float32) / np.float32(255)
     alpha[alpha >= 1 - COMPUTED_ALPHA_SNAP] = 1

@@ -301,7 +301,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             parameters, lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), weight_decay=optim.weight_decay
         )
-        total = self.total_steps
+        # Over all epochs, not max_steps: stopping early (and resuming) leaves the schedule unchanged.
+        total = optim.epochs * self.steps_per_epoch
         if optim.schedule == "cosine":
 
             def factor(step: int) -> float:

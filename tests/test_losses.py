@@ -108,8 +108,8 @@ def test_total_without_foreground_leaves_composition_out(reference_dir, loss_ref
         parts = losses.p3m_loss(_output(b), alpha=b["mask"], trimap=b["trimap"])
     assert parts.fusion_composition is None
     assert "composition loss is left out" in caplog.text
-    g, l, f = expected["loss_global"], expected["loss_local"], expected["loss_fusion_alpha"]
-    np.testing.assert_allclose(float(parts.total), g / 6 + 2 * l + 3 * f, rtol=RTOL, atol=ATOL)
+    g, local, f = expected["loss_global"], expected["loss_local"], expected["loss_fusion_alpha"]
+    np.testing.assert_allclose(float(parts.total), g / 6 + 2 * local + 3 * f, rtol=RTOL, atol=ATOL)
     assert parts.as_floats()["fusion_comp"] is None
 
 

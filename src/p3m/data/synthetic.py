@@ -97,7 +97,7 @@ def _draw_strands(
         length = rng.uniform(0.2, 0.7) * rx
         curvature = rng.normal(0, 0.06)
         points = []
-        for step in range(12):
+        for _ in range(12):
             points.append((x, y))
             direction += curvature
             x += np.cos(direction) * length / 12

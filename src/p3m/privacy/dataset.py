@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS: tuple[str, ...] = ("train", "P3M-500-P", "flat")
 TRIMAP_KERNEL = 25
+MANIFEST_EVERY = 25  # images between manifest checkpoints
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MANIFEST_FIELDS = (
     "name", "status", "faces", "detectors", "mask_area", "mask_fraction", "facemask_source",
@@ -431,6 +432,11 @@ def anonymize_samples(
         report.records.append(record)
         if on_progress is not None:
             on_progress(record)
+        if len(report.records) % MANIFEST_EVERY == 0:
+            # A checkpoint: a crash keeps the details of the images done so far (and of earlier runs).
+            visited = {r["name"] for r in report.records}
+            pending = [r for name, r in previous.items() if name not in visited]
+            write_manifest(FolderReport(out_dir, report.records + pending), config)
     write_manifest(report, config)
     if review is not None:
         from p3m.privacy.review import write_contact_sheet

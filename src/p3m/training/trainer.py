@@ -514,7 +514,13 @@ class Trainer:
             self.log.write({"event": "note", "message": "composition loss left out (no fg/bg)"})
         losses: list[float] = []
         validation: dict[str, dict[str, float]] = {}
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         progress = Progress(
             TextColumn("[bold]train[/bold] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

@@ -150,6 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="540 x 810 timing and a 6 MP memory case")
     parser.add_argument("--models", default="", help="comma list (default: selfie-cf and every P3M-Net)")
+    parser.add_argument("--modes", default="p3m,plain", help="which of p3m, plain to run")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
     parser.add_argument("--case", nargs=5, metavar=("MODEL", "MODE", "H", "W", "REPEATS"), help=argparse.SUPPRESS)
@@ -171,8 +172,12 @@ def main() -> None:
              f"{'p3m peak':>12}{'plain peak':>12}{'memory':>9}"
     print(header)
     for name in names:
-        timed = {mode: _spawn(name, mode, *time_size, args.repeats, args.timeout) for mode in ("p3m", "plain")}
-        peak = {mode: _spawn(name, mode, *memory_size, 1, args.timeout) for mode in ("p3m", "plain")}
+        modes = [mode for mode in ("p3m", "plain") if mode in args.modes.split(",")]
+        skipped = {"skipped": "not requested (--modes)"}
+        timed = {mode: _spawn(name, mode, *time_size, args.repeats, args.timeout) if mode in modes else skipped
+                 for mode in ("p3m", "plain")}
+        peak = {mode: _spawn(name, mode, *memory_size, 1, args.timeout) if mode in modes else skipped
+                for mode in ("p3m", "plain")}
         print(
             f"{name:<16}{_cell(timed['p3m'], 'seconds', 's'):>12}{_cell(timed['plain'], 'seconds', 's'):>13}"
             f"{_ratio(timed['plain'], timed['p3m'], 'seconds'):>10}"

@@ -302,3 +302,23 @@ def test_guided_upsampling_follows_the_full_resolution_edge():
     assert np.abs(guided - true_alpha).mean() < 0.5 * np.abs(bilinear - true_alpha).mean()
     # Flat regions stay exactly 0 and 1.
     assert guided[150, 200] == 1.0 and guided[5, 5] == 0.0
+
+
+def test_matte_accepts_arrays_paths_and_pil_images(tmp_path):
+    from PIL import Image
+
+    image = data.astronaut()[::4, ::4].copy()
+    path = tmp_path / "portrait.png"
+    Image.fromarray(image).save(path)
+    model = _EdgeModel().eval()
+    from_array = p3m.matte(image, model=model)
+    from_path = p3m.matte(path, model=model)
+    from_pil = p3m.matte(Image.fromarray(image), model=model)
+    assert from_array.model == "edge-stub"
+    np.testing.assert_array_equal(from_array.alpha, from_path.alpha)
+    np.testing.assert_array_equal(from_array.alpha, from_pil.alpha)
+    assert from_array.foreground.shape == image.shape and from_array.rgba().shape == (128, 128, 4)
+    with pytest.raises(p3m.P3MError):
+        p3m.matte(tmp_path / "missing.png", model=model)
+    with pytest.raises(p3m.P3MError):
+        p3m.matte(image, model=model, strategy="crop")

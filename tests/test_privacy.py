@@ -177,14 +177,12 @@ def test_blurred_face_is_found_by_no_detector_and_identity_is_gone():
 @pytest.mark.slow
 def test_blurred_faces_escape_the_dlib_cnn_detector():
     pytest.importorskip("dlib")
+    astronaut = _astronaut()
+    assert run_detector(astronaut, "dlib-cnn")  # the CNN does find the original face
     for name in ("astronaut", "grace_hopper"):
-        image = PHOTOS[name]()
-        result = anonymize(image, method="blur")
-        assert run_detector(image, "dlib-cnn"), name
-        assert not any(
-            box_iou(f.box, result.faces[0].box) > 0.1
-            for f in run_detector(result.image, "dlib-cnn")
-        )
+        result = anonymize(PHOTOS[name](), method="blur")
+        after = run_detector(result.image, "dlib-cnn")
+        assert not any(box_iou(f.box, result.faces[0].box) > 0.1 for f in after), name
 
 
 def test_grace_hopper_blur_escapes_full_range_and_dlib_hog():
@@ -215,13 +213,16 @@ def test_dlib_models_are_found_without_importing_face_recognition_models():
 
 
 def test_landmark_fallback_is_the_box_ellipse():
-    image = np.full((200, 200, 3), 128, np.uint8)
+    from p3m.privacy import face_mask
+
+    image = np.full((200, 200, 3), 128, np.uint8)  # no face for Face Mesh to find
     faces, warnings = add_landmarks(
-        image, [Face(box=(50, 50, 150, 150), score=0.9, detectors=("manual",))]
+        image, [Face(box=(50, 50, 150, 150), score=0.9, detectors=("x",))]
     )
     assert faces[0].landmarks is None and len(warnings) == 1
-    result = anonymize(image, facemask=None, detectors=("mediapipe",))
-    assert result.faces == []
+    mask = face_mask(image.shape, faces)
+    assert abs(mask.sum() - np.pi * 50**2) < 0.04 * np.pi * 50**2  # edge pixels are filled
+    assert mask[100, 100] and not mask[52, 52] and _inside(mask, (50, 50, 151, 151))
 
 
 def test_small_face_in_a_large_image_is_found_by_the_tiled_pass():
@@ -259,3 +260,21 @@ def test_alpha_from_selfie_cf_keeps_the_computed_transition_area():
     assert transition.any() and result.facemask.sum() > 3000
     assert np.array_equal(result.image[transition], image[transition])
     assert not any("no alpha matte" in warning for warning in result.warnings)
+
+
+def test_documented_mesh_indices_follow_mediapipe_face_oval_and_brows():
+    from mediapipe.python.solutions import face_mesh_connections as connections
+
+    from p3m.privacy.landmarks import MESH_BROW_LEFT_UPPER, MESH_BROW_RIGHT_UPPER, MESH_JAW
+
+    def vertices(edges):
+        return {v for edge in edges for v in edge}
+
+    oval = list(connections.FACEMESH_FACE_OVAL)
+    assert set(MESH_JAW) <= vertices(oval)
+    # consecutive jaw points are neighbours on the oval: a contiguous run of it, not a zigzag
+    assert all(
+        {a, b} in [set(e) for e in oval] for a, b in zip(MESH_JAW, MESH_JAW[1:], strict=False)
+    )
+    assert set(MESH_BROW_LEFT_UPPER) <= vertices(connections.FACEMESH_LEFT_EYEBROW)
+    assert set(MESH_BROW_RIGHT_UPPER) <= vertices(connections.FACEMESH_RIGHT_EYEBROW)

@@ -171,3 +171,20 @@ def test_dlib68_prints_the_licence_caveat(tmp_path):
     assert result.exit_code == 0, result.output
     assert "300-W" in result.output and "commercial" in result.output
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_train_layout_is_accepted_by_the_training_loader(folder, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "astronaut.png").write_bytes((folder / "images" / "astronaut.png").read_bytes())
+    out = tmp_path / "P3M-10k" / "train"
+    result = _run("--images", str(images), "--alphas", str(folder / "alphas"), "--out", str(out),
+                  "--method", "mosaic", "--no-audit")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not (out / "trimap").exists()
+    layout = pytest.importorskip("p3m.data.layout")
+    (sample,) = layout.find_samples(tmp_path / "P3M-10k", "train")
+    assert sample.image == out / "blurred_image" / "astronaut.png"
+    assert sample.facemask == out / "facemask" / "astronaut.png"
+    record = json.loads((out / "manifest.json").read_text())["images"][0]
+    assert record["method"] == "mosaic" and record["parameters"]["mosaic_block"][0] >= 2

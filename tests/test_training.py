@@ -255,3 +255,21 @@ def test_ddp_two_processes_on_cpu(small_data, tmp_path):
     checkpoint = torch.load(out / "checkpoints" / "final.pth", map_location="cpu", weights_only=True)
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2 and checkpoint["step"] == 3
     assert not any(key.startswith("module.") for key in checkpoint["state_dict"])
+
+
+def test_protocol_selects_training_images(small_data, tmp_path):
+    from p3m.training.trainer import Trainer
+
+    def train_images(*overrides: str) -> set[str]:
+        config = load_config(CONFIGS / "smoke.yaml", _smoke_overrides(small_data, tmp_path / "run", *overrides))
+        train_samples, validation = Trainer(config)._samples()
+        assert set(validation) == {"P3M-500-P", "P3M-500-NP"} and len(validation["P3M-500-P"]) == 2
+        return {sample.image.parent.name for sample in train_samples}
+
+    assert train_images("data.protocol=B") == {"blurred_image"}  # B:B and B:N
+    assert train_images("data.protocol=N") == {"original_image"}  # N:N, default normal folder
+    normal = tmp_path / "my_normal_images"
+    normal.mkdir()
+    for path in (small_data / "train" / "original_image").iterdir():
+        (normal / path.name).write_bytes(path.read_bytes())
+    assert train_images("data.protocol=N", f"data.normal_images={normal}") == {"my_normal_images"}

@@ -38,7 +38,7 @@ def matte_command(
         "--model",
         "-m",
         help="auto (P3M-Net ViTAE-S if its weights are cached, else selfie-cf), selfie-cf, "
-        "p3mnet-r34, p3mnet-swin-t or p3mnet-vitae-s.",
+        "p3mnet-r34, p3mnet-swin-t, p3mnet-vitae-s, or an .onnx file from p3m export-onnx.",
     ),
     weights: str | None = typer.Option(
         None, "--weights", "-w", help="Checkpoint file, or a model name whose cached weights to use."

@@ -43,11 +43,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from p3m.errors import BaselineError, P3MError, ShapeMismatchError
+
+if TYPE_CHECKING:
+    from p3m.data.layout import Sample
+    from p3m.evaluation.folder import FolderEvaluation
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +276,7 @@ class BaselineRun:
     gt_dir: Path | None
     solved: dict[str, dict[str, object]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    evaluation: Any = None  # p3m.evaluation.folder.FolderEvaluation when evaluated
+    evaluation: FolderEvaluation | None = None  # set when the run was scored
 
     @property
     def resized(self) -> list[str]:
@@ -337,7 +341,7 @@ def _trimap_for(
 
 def run_baseline(
     method: str | Baseline,
-    samples: Sequence[Any],
+    samples: Sequence[Sample],
     out_dir: str | os.PathLike[str],
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     trimap_dir: str | os.PathLike[str] | None = None,
@@ -363,6 +367,8 @@ def run_baseline(
     from p3m.io import read_alpha_u8, read_image, read_trimap, write_alpha, write_png
 
     baseline = method if isinstance(method, Baseline) else get_baseline(method)
+    if trimap_kernel is not None and trimap_kernel < 1:
+        raise ValueError(f"trimap_kernel must be >= 1, got {trimap_kernel}")
     out = Path(out_dir)
     user_trimaps = None if trimap_dir is None else Path(trimap_dir)
     if user_trimaps is not None and not user_trimaps.is_dir():
@@ -404,7 +410,7 @@ def run_baseline(
             if trimap_path is None:
                 trimap_path = generated_dir / f"{sample.name}.png"
                 if not (skip_existing and trimap_path.is_file()):
-                    write_png(trimap_path, trimap_from_alpha(read_alpha_u8(sample.alpha), trimap_kernel or 0))
+                    write_png(trimap_path, trimap_from_alpha(read_alpha_u8(sample.alpha), trimap_kernel))
             if skip_existing and pred_path.is_file():
                 run.solved[sample.name] = {"reused": True}
             else:

@@ -132,8 +132,9 @@ def _auto_choice() -> tuple[str, Path | None, str | None]:
 class Matter:
     """A loaded matting pipeline: build once, call on many images (`Matter(...)(image)`).
 
-    `model` is "auto", "selfie-cf", a registered P3M-Net name, or a built model instance
-    (any module returning `P3MOutput`); `weights` is a checkpoint path or a cached model name.
+    `model` is "auto", "selfie-cf", a registered P3M-Net name, an .onnx file from
+    `p3m export-onnx`, or a built model instance (any module returning `P3MOutput`);
+    `weights` is a checkpoint path or a cached model name.
     """
 
     def __init__(
@@ -153,6 +154,16 @@ class Matter:
         self.note: str | None = None
         self._network: Any = None
         self.selfie_config = SelfieCFConfig()
+        from p3m.inference.onnx_runtime import is_onnx_path
+
+        if is_onnx_path(model):  # a file written by `p3m export-onnx`, run with onnxruntime
+            if weights is not None:
+                raise ConfigError("an ONNX model carries its own weights; drop --weights")
+            from p3m.inference.onnx_runtime import OnnxP3MNet, providers_for_device
+
+            self._network = OnnxP3MNet(model, providers=providers_for_device(device))
+            self.name = self._network.variant
+            return
         if not isinstance(model, str):
             self.name = str(getattr(model, "variant", type(model).__name__))
             self._network = model

@@ -15,9 +15,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +72,33 @@ def _segmenter(model_selection: int) -> Any:
             raise MissingDependencyError(
                 f"the selfie-cf matting pipeline needs MediaPipe, which is not installed: {INSTALL_HINT}"
             ) from error
-        _SEGMENTERS[model_selection] = selfie_segmentation.SelfieSegmentation(
-            model_selection=model_selection
-        )
+        with _native_stderr_silenced():
+            segmenter = selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+            # The first call prints TensorFlow Lite / absl start-up lines on the C-level stderr.
+            segmenter.process(np.zeros((64, 64, 3), dtype=np.uint8))
+        _SEGMENTERS[model_selection] = segmenter
     return _SEGMENTERS[model_selection]
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (unless debug logging is on)."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def person_mask(image: np.ndarray, config: SelfieCFConfig | None = None) -> np.ndarray:

@@ -51,8 +51,9 @@ INFERENCE_OUTPUTS: tuple[str, ...] = ("global_logits", "local", "fusion")
 INPUT_NAME = "image"
 INSTALL_HINT = 'pip install "p3m[onnx]"'
 # Outputs compared with torch after export: |onnx - torch| <= atol + rtol * max|torch|.
-VERIFY_ATOL = 1e-4
-VERIFY_RTOL = 1e-5
+# Kernel differences stay around 1e-6 relative; a graph that is wrong for the size errs by O(1).
+VERIFY_ATOL = 1e-3
+VERIFY_RTOL = 1e-4
 # Fusion follows argmax(global_logits); pixels whose top two logits are this close may flip.
 NEAR_TIE_GAP = 1e-3
 

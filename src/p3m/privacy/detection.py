@@ -11,12 +11,14 @@ its CNN (MMOD) detector from `face_recognition_models` can be added to the union
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -151,6 +153,35 @@ def available_detectors() -> tuple[str, ...]:
 
 # MediaPipe graphs and dlib detectors are not safe to call from several threads at once.
 _LOCK = threading.Lock()
+_WARM: set[int] = set()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence file descriptor 2: MediaPipe's C++ side prints TFLite/absl notes when a graph starts."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def mediapipe_process(graph, image: np.ndarray):
+    """`graph.process(image)` under the shared lock; the first call of each graph runs silenced."""
+    with _LOCK:
+        if id(graph) in _WARM:
+            return graph.process(image)
+        with _native_stderr_silenced():
+            result = graph.process(image)
+        _WARM.add(id(graph))
+        return result
 
 
 def _import_mediapipe():
@@ -167,9 +198,10 @@ def _import_mediapipe():
 @functools.cache
 def _mediapipe_detector(model_selection: int, min_confidence: float):
     mediapipe = _import_mediapipe()
-    return mediapipe.solutions.face_detection.FaceDetection(
-        model_selection=model_selection, min_detection_confidence=min_confidence
-    )
+    with _native_stderr_silenced():
+        return mediapipe.solutions.face_detection.FaceDetection(
+            model_selection=model_selection, min_detection_confidence=min_confidence
+        )
 
 
 @functools.cache
@@ -192,8 +224,7 @@ def _logistic(value: float) -> float:
 def _run_mediapipe(image: np.ndarray, name: str, min_confidence: float) -> list[Face]:
     detector = _mediapipe_detector(0 if name == "mediapipe-short" else 1, min_confidence)
     height, width = image.shape[:2]
-    with _LOCK:
-        result = detector.process(image)
+    result = mediapipe_process(detector, image)
     faces = []
     for detection in result.detections or ():
         location = detection.location_data

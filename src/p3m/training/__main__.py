@@ -70,8 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, args.overrides, values=flags_to_values(flags))
         train(config, resume=args.resume)
     except P3MError as error:
-        print(f"error: {error}", file=sys.stderr)
+        sys.stderr.write(f"error: {error}\n")
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

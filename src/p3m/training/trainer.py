@@ -408,7 +408,7 @@ class Trainer:
                     samples,
                     strategy=self.config.validation.strategy,
                     metrics=FAST_METRICS,
-                    progress=self.config.run.progress,
+                    progress=self._progress if self._progress is not None else self.config.run.progress,
                     description=f"validating on {name}",
                 )
                 means = evaluation.means()
@@ -523,17 +523,18 @@ class Trainer:
         )
 
         progress = Progress(
-            TextColumn("[bold]train[/bold] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             disable=not (config.run.progress and self.dist.is_main), transient=True,
         )
         last_validated_epoch = -1
+        self._progress = None
         if self.validation_samples and config.validation.at_start and step == 0:
             validation = self.validate(0, 0)
         started = time.monotonic()
         try:
             with progress:
-                task = progress.add_task("train", total=total, completed=step, epoch=0, loss="-")
+                self._progress = progress if config.run.progress and self.dist.is_main else None
+                task = progress.add_task("train", total=total, completed=step)
                 while step < total:
                     epoch = step // self.steps_per_epoch
                     skip = (step - epoch * self.steps_per_epoch) * self.batch_per_rank
@@ -544,7 +545,7 @@ class Trainer:
                         values = self._train_step(batch, step)
                         step += 1
                         losses.append(float(values["loss"] or 0.0))
-                        progress.update(task, advance=1, epoch=epoch + 1, loss=f"{values['loss']:.4f}")
+                        progress.update(task, advance=1, description=f"train epoch {epoch + 1} loss {values['loss']:.4f}")
                         if step % config.run.log_every == 0 or step == total or step == 1:
                             lr = self.optimizer.param_groups[0]["lr"]
                             self.log.write({"event": "train", "step": step, "epoch": epoch + 1, "lr": lr,
@@ -562,6 +563,7 @@ class Trainer:
                     ):
                         validation = self.validate(step, finished_epoch)
                         last_validated_epoch = finished_epoch
+            self._progress = None
             final = self.out_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
             self.save(step, final)
             if self.dist.is_main:

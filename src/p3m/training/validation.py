@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -47,12 +48,13 @@ def evaluate_on_set(
     strategy: str = "hybrid",
     metrics: Sequence[str] | None = None,
     out_dir: str | PathLike[str] | None = None,
-    progress: bool = False,
+    progress: bool | Any = False,
     description: str = "evaluating",
 ) -> SetEvaluation:
     """Predict every sample, optionally write `<name>.png` (8-bit) to `out_dir`, and score it.
 
-    A sample that cannot be read is reported (logged, listed in `failed`) and skipped.
+    A sample that cannot be read is reported (logged, listed in `failed`) and skipped. `progress`
+    is a flag, or a running `rich.progress.Progress` to add a task to.
     """
     from p3m.errors import P3MError
     from p3m.evaluation.metrics import compute_metrics, summarize
@@ -67,10 +69,14 @@ def evaluate_on_set(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    from contextlib import nullcontext
+
     from rich.progress import Progress
 
+    # Inside a running progress display (the trainer's) a second live display is not allowed.
+    bar = progress if isinstance(progress, Progress) else Progress(disable=not progress, transient=True)
     try:
-        with Progress(disable=not progress, transient=True) as bar:
+        with nullcontext() if isinstance(progress, Progress) else bar:
             task = bar.add_task(description, total=len(samples))
             for sample in samples:
                 try:
@@ -87,6 +93,7 @@ def evaluate_on_set(
                     logger.error("%s", error)
                     failed.append(sample.name)
                 bar.advance(task)
+            bar.remove_task(task)
     finally:
         model.train(was_training)
     return SetEvaluation(rows, names, summarize(rows, names), failed)

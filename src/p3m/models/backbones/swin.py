@@ -79,7 +79,9 @@ def window_attention_mask(
     None means every window attends without restriction (no shift and no padding).
     """
     pad_h, pad_w = window_padding(height, window_size), window_padding(width, window_size)
-    if shift == 0 and pad_h == 0 and pad_w == 0:
+    # When tracing (ONNX export) the sizes are symbolic: always build the mask (all zeros when
+    # nothing is masked), so the graph is valid for every size, not just the traced one.
+    if not torch.jit.is_tracing() and shift == 0 and pad_h == 0 and pad_w == 0:
         return None
     rows = _axis_region_labels(height, shift, window_size, device)
     cols = _axis_region_labels(width, shift, window_size, device)
@@ -161,7 +163,9 @@ class SwinBlock(nn.Module):
         window = self.attn.window_size
         grid = self.norm1(x).view(batch, height, width, channels)
         pad_h, pad_w = window_padding(height, window), window_padding(width, window)
-        if pad_h or pad_w:
+        # Tracing takes the padded path whatever the traced size (padding by 0 is a no-op).
+        padded = torch.jit.is_tracing() or bool(pad_h or pad_w)
+        if padded:
             grid = F.pad(grid, (0, 0, 0, pad_w, 0, pad_h))
         padded_h, padded_w = height + pad_h, width + pad_w
         if self.shift:
@@ -170,7 +174,7 @@ class SwinBlock(nn.Module):
         grid = _merge_windows(windows, window, padded_h, padded_w)
         if self.shift:
             grid = torch.roll(grid, shifts=(self.shift, self.shift), dims=(1, 2))
-        if pad_h or pad_w:
+        if padded:
             grid = grid[:, :height, :width, :]
         x = x + grid.reshape(batch, height * width, channels)
         return x + self.mlp(self.norm2(x))

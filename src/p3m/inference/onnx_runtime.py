@@ -1,0 +1,150 @@
+"""Run a P3M-Net exported by `p3m export-onnx` with onnxruntime, as a drop-in for the torch model.
+
+`OnnxP3MNet` takes the same normalised N x 3 x H x W tensor the torch model takes and returns
+a `P3MOutput` of torch tensors, so the official strategies and `p3m.matte` use it unchanged:
+
+    >>> network = OnnxP3MNet("p3m-vitae.onnx")
+    >>> result = p3m.matte("portrait.jpg", model=network)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from p3m.errors import CheckpointError, InputSizeError, MissingDependencyError
+from p3m.models.p3mnet import P3MOutput, check_input
+
+__all__ = ["OnnxP3MNet", "is_onnx_path", "providers_for_device"]
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "p3m[onnx]"'
+
+
+def is_onnx_path(value: object) -> bool:
+    """True for a str / PathLike naming an .onnx file (what `--model` accepts besides names)."""
+    return isinstance(value, (str, os.PathLike)) and str(value).lower().endswith(".onnx")
+
+
+def _parse_floats(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    return tuple(float(part) for part in text.split(","))
+
+
+def providers_for_device(device: str | torch.device | None) -> list[str] | None:
+    """onnxruntime providers for a torch-style device: CUDA first for "cuda", else the default."""
+    if device is not None and torch.device(device).type == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return None
+
+
+class OnnxP3MNet:
+    """A P3M-Net ONNX file behind the torch model's interface: `network(x) -> P3MOutput`.
+
+    `providers`: onnxruntime execution providers (default: CPU). `threads`: intra-op threads
+    (default: onnxruntime's choice). `variant`, `min_size` and `size_multiple` come from the
+    file's metadata; outputs the file does not contain (an "inference" export has no side
+    outputs) are None in the returned `P3MOutput`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise MissingDependencyError(
+                f"running ONNX models needs onnxruntime ({error}); install it with {INSTALL_HINT}"
+            ) from None
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise CheckpointError("no such ONNX model file", self.path)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as error:  # onnxruntime raises its own exception types
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"onnxruntime cannot load this file: {first}", self.path) from None
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise CheckpointError(
+                "not a P3M-Net export (expected one N x 3 x H x W input)", self.path
+            )
+        self.input_name = inputs[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        missing = [name for name in P3MOutput._fields[:3] if name not in self.output_names]
+        if missing:
+            raise CheckpointError(
+                f"not a P3M-Net export: outputs {', '.join(missing)} are missing "
+                f"(it has {', '.join(self.output_names)})",
+                self.path,
+            )
+        self.variant = self.metadata.get("variant", self.path.stem)
+        self.min_size = int(self.metadata.get("min_size", 32))
+        self.size_multiple = int(self.metadata.get("size_multiple", 32))
+        self.mean = _parse_floats(self.metadata.get("normalize_mean"))
+        self.std = _parse_floats(self.metadata.get("normalize_std"))
+        # A static export accepts exactly its traced size (and batch).
+        dims = inputs[0].shape
+        self.fixed_size = (
+            (int(dims[2]), int(dims[3])) if isinstance(dims[2], int) and isinstance(dims[3], int) else None
+        )
+        self._check_normalisation()
+
+    def _check_normalisation(self) -> None:
+        from p3m.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+        expected = (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
+        if (self.mean, self.std) not in (expected, (None, None)):
+            # The strategies normalise with the ImageNet statistics; a file wanting others
+            # would silently give wrong mattes.
+            raise CheckpointError(
+                f"this file expects mean {self.mean} / std {self.std}, but p3m feeds the "
+                f"ImageNet statistics {expected[0]} / {expected[1]}",
+                self.path,
+            )
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """InputSizeError unless the file can take `x` (same rules as the torch model)."""
+        check_input(x, self.variant, self.min_size, self.size_multiple)
+        if self.fixed_size is not None and tuple(x.shape[2:]) != self.fixed_size:
+            raise InputSizeError(
+                f"{self.path.name} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} "
+                f"inputs only, got {x.shape[2]}x{x.shape[3]} (export it again without --static)"
+            )
+
+    def __call__(self, x: torch.Tensor) -> P3MOutput:
+        """Forward pass: normalised N x 3 x H x W float tensor -> P3MOutput of CPU float32 tensors."""
+        self.check_input(x)
+        image = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        results = self.session.run(self.output_names, {self.input_name: image})
+        by_name: dict[str, Any] = {
+            name: torch.from_numpy(value) for name, value in zip(self.output_names, results, strict=True)
+        }
+        return P3MOutput(*(by_name.get(name) for name in P3MOutput._fields))
+
+    forward = __call__
+
+    def __repr__(self) -> str:
+        return f"OnnxP3MNet({str(self.path)!r}, variant={self.variant!r}, providers={self.providers})"

@@ -1,0 +1,328 @@
+"""ONNX export (p3m.models.export), the onnxruntime runner (p3m.inference.onnx_runtime) and
+`p3m export-onnx`: exported graphs take other sizes than the traced one and reproduce torch."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from conftest import REFERENCE_DIR
+from p3m.errors import (
+    CheckpointError,
+    ExportError,
+    InputSizeError,
+    MissingDependencyError,
+    ModelNotFoundError,
+)
+from p3m.models import P3MModel, P3MOutput, create_model, fuse_global_local, list_models
+from p3m.models.export import ALL_OUTPUTS, INFERENCE_OUTPUTS, export_onnx
+from p3m.models.ops import max_pool3x3s2_with_indices, max_unpool2d_last_wins
+from reference_fill import fill_model, load_manifest
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+from p3m.inference.onnx_runtime import OnnxP3MNet  # noqa: E402
+
+MANIFESTS = {"p3mnet-r34": "r34", "p3mnet-swin-t": "swin", "p3mnet-vitae-s": "vitae"}
+LOGIT_ATOL = 1e-4
+PROBABILITY_ATOL = 1e-5
+NEAR_TIE_GAP = 1e-3
+EXPORT_SIZE = (64, 64)
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def filled_model(name: str) -> nn.Module:
+    """The registered model with the reference weight fill (meaningful, non-trivial logits)."""
+    model = create_model(name, device="cpu")
+    fill_model(model, load_manifest(REFERENCE_DIR / "models" / f"{MANIFESTS[name]}_state_dict.json"))
+    return model.eval()
+
+
+def random_image(height: int, width: int, batch: int = 1, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_outputs_match(got: P3MOutput, expected: P3MOutput) -> None:
+    """Logits and local within float noise; fusion and classes exact away from near-ties."""
+    for name in ALL_OUTPUTS:
+        mine, reference = getattr(got, name), getattr(expected, name)
+        if mine is None:
+            continue
+        assert mine.shape == reference.shape, name
+        if name in ("global_logits", "side2", "side1", "side0"):
+            torch.testing.assert_close(mine, reference, atol=LOGIT_ATOL, rtol=1e-5, msg=name)
+    torch.testing.assert_close(got.local, expected.local, atol=PROBABILITY_ATOL, rtol=0)
+    top2 = expected.global_logits.topk(2, dim=1).values
+    clear = (top2[:, :1] - top2[:, 1:]) >= NEAR_TIE_GAP
+    assert clear.float().mean() > 0.9
+    classes = expected.global_logits.argmax(dim=1, keepdim=True)
+    assert torch.equal(got.global_logits.argmax(dim=1, keepdim=True)[clear], classes[clear])
+    torch.testing.assert_close(got.fusion[clear], expected.fusion[clear], atol=PROBABILITY_ATOL, rtol=0)
+    # Everywhere, fusion follows the exported model's own argmax exactly.
+    assert torch.equal(got.fusion, fuse_global_local(got.global_logits, got.local))
+
+
+class TinyP3M(P3MModel):
+    """A few-kilobyte stand-in with the P3M-Net interface (index pool + last-wins unpool)."""
+
+    variant = "tiny-test"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head_g = nn.Conv2d(4, 3, 3, padding=1)
+        self.head_l = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> P3MOutput:
+        self.check_input(x)
+        feature = self.stem(x)
+        pooled, indices = max_pool3x3s2_with_indices(feature)
+        restored = max_unpool2d_last_wins(pooled, indices, feature.shape[-2:])
+        logits = self.head_g(restored)
+        local = torch.sigmoid(self.head_l(restored))
+        fusion = fuse_global_local(logits, local)
+        return P3MOutput(logits, local, fusion, logits * 0.5, logits * 0.25, logits * 2.0)
+
+
+@pytest.fixture()
+def tiny() -> TinyP3M:
+    torch.manual_seed(0)
+    return TinyP3M().eval()
+
+
+# --- the unpool and small exports ---------------------------------------------------------------
+
+
+def test_traced_unpool_is_bit_identical_to_eager_at_every_size(tmp_path: Path) -> None:
+    class Unpool(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pooled, indices = max_pool3x3s2_with_indices(x)
+            return max_unpool2d_last_wins(pooled * 1.5, indices, x.shape[-2:])
+
+    path = tmp_path / "unpool.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices
+        torch.onnx.export(
+            Unpool(), (torch.randn(1, 2, 16, 16),), str(path), dynamo=False, opset_version=18,
+            input_names=["x"], dynamic_axes={"x": {0: "n", 1: "c", 2: "h", 3: "w"}},
+        )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seed, shape in enumerate([(1, 2, 16, 16), (2, 3, 40, 24), (1, 5, 64, 96), (1, 1, 7, 9)]):
+        # Rounded values: many equal maxima, so overlapping windows collide on the same index.
+        x = (torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 2).round()
+        got = session.run(None, {"x": x.numpy()})[0]
+        np.testing.assert_array_equal(got, Unpool()(x).numpy())
+
+
+def test_tiny_export_metadata_and_runner(tiny: TinyP3M, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    report = export_onnx(tiny, path, height=64, width=32)
+    assert report.verify_size == (32, 64) and report.dynamic and report.outputs == ALL_OUTPUTS
+    assert max(report.max_abs_diff.values()) < 1e-5
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]  # no temp file left over
+
+    proto = onnx.load(str(path))
+    meta = {prop.key: prop.value for prop in proto.metadata_props}
+    assert meta["variant"] == "tiny-test" and meta["min_size"] == "32"
+    assert meta["size_multiple"] == "32" and meta["dynamic_size"] == "true"
+    assert meta["normalize_mean"] == "0.485,0.456,0.406"
+    assert meta["normalize_std"] == "0.229,0.224,0.225"
+    assert meta["outputs"] == ",".join(ALL_OUTPUTS) and meta["p3m_version"]
+    assert [o.name for o in proto.graph.output] == list(ALL_OUTPUTS)
+    assert [i.name for i in proto.graph.input] == ["image"]
+
+    network = OnnxP3MNet(path)
+    assert (network.variant, network.min_size, network.size_multiple) == ("tiny-test", 32, 32)
+    x = random_image(96, 128, batch=3)
+    out = network(x)
+    assert isinstance(out, P3MOutput) and all(isinstance(t, torch.Tensor) for t in out)
+    with torch.inference_mode():
+        expected = tiny(x)
+    for name in ALL_OUTPUTS:
+        torch.testing.assert_close(getattr(out, name), getattr(expected, name), atol=1e-5, rtol=0)
+    with pytest.raises(InputSizeError, match="multiples of 32"):
+        network(random_image(80, 64))
+
+
+def test_static_inference_only_export(tiny: TinyP3M, tmp_path: Path) -> None:
+    path = tmp_path / "static.onnx"
+    report = export_onnx(tiny, path, height=64, width=96, dynamic=False, outputs="inference")
+    assert report.verify_size == (64, 96) and report.outputs == INFERENCE_OUTPUTS
+    network = OnnxP3MNet(path)
+    assert network.fixed_size == (64, 96)
+    out = network(random_image(64, 96))
+    assert out.side0 is None and out.fusion.shape == (1, 1, 64, 96)
+    with pytest.raises(InputSizeError, match="exported for 64x96"):
+        network(random_image(96, 64))
+
+
+def test_export_that_does_not_reproduce_torch_writes_nothing(tiny: TinyP3M, tmp_path: Path) -> None:
+    class TracesDifferently(TinyP3M):
+        def forward(self, x: torch.Tensor) -> P3MOutput:
+            out = super().forward(x)
+            if torch.jit.is_tracing():
+                return out._replace(local=out.local * 0.5)
+            return out
+
+    model = TracesDifferently()
+    model.load_state_dict(tiny.state_dict())
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"previous file")
+    with pytest.raises(ExportError, match="does not reproduce the torch model.*local"):
+        export_onnx(model.eval(), path, height=64, width=64)
+    assert path.read_bytes() == b"previous file"  # atomic: the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"height": 50, "width": 64}, "multiples of 32"),
+        ({"outputs": ["fusion", "alpha"]}, "invalid outputs fusion, alpha"),
+        ({"outputs": "inference,fusion"}, "invalid outputs"),
+    ],
+)
+def test_bad_export_arguments(tiny: TinyP3M, tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ExportError, match=message):
+        export_onnx(tiny, tmp_path / "x.onnx", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_folder_and_bad_model_files(tiny: TinyP3M, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx(tiny, tmp_path / "nowhere" / "x.onnx")
+    with pytest.raises(CheckpointError, match="no such ONNX model file"):
+        OnnxP3MNet(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    with pytest.raises(CheckpointError, match="junk.onnx: onnxruntime cannot load"):
+        OnnxP3MNet(junk)
+
+
+def test_missing_onnx_names_the_install_command(tiny: TinyP3M, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(MissingDependencyError, match=r'pip install "p3m\[onnx\]"'):
+        export_onnx(tiny, tmp_path / "x.onnx")
+
+
+# --- the registered models ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """Exports each registered model once (reference weight fill, traced at 64x64)."""
+    cache: dict[str, tuple[nn.Module, Path, object]] = {}
+
+    def get(name: str) -> tuple[nn.Module, Path, object]:
+        if name not in cache:
+            model = filled_model(name)
+            path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
+            cache[name] = (model, path, export_onnx(model, path, height=EXPORT_SIZE[0], width=EXPORT_SIZE[1]))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_registered_model_exports_and_runs_at_other_sizes(exported, name: str) -> None:
+    model, path, report = exported(name)
+    assert report.variant == name and report.verify_size == (32, 96)
+    assert max(report.max_abs_diff.values()) < LOGIT_ATOL
+    network = OnnxP3MNet(path)
+    assert network.variant == name and network.min_size == model.min_size
+    # Batch 2 and a size that is neither the traced nor the verified one.
+    x = random_image(96, 160, batch=2, seed=3)
+    with torch.inference_mode():
+        expected = model(x)
+    assert_outputs_match(network(x), expected)
+
+
+@pytest.mark.slow
+def test_onnx_model_through_the_official_strategy_and_matte(exported) -> None:
+    from p3m.inference.api import Matter
+    from p3m.inference.strategies import predict_p3mnet
+
+    model, path, _ = exported("p3mnet-r34")
+    rng = np.random.default_rng(0)
+    image = (rng.random((90, 150, 3)) * 255).astype(np.uint8)
+    network = OnnxP3MNet(path)
+    for strategy in ("hybrid", "resize"):
+        mine = predict_p3mnet(network, image, strategy)
+        reference = predict_p3mnet(model, image, strategy)
+        assert mine.pass_sizes == reference.pass_sizes
+        np.testing.assert_allclose(mine.alpha, reference.alpha, atol=PROBABILITY_ATOL, rtol=0)
+        np.testing.assert_array_equal(mine.trimap, reference.trimap)
+
+    by_path = Matter(str(path), max_pixels=None)(image, foreground=False)
+    by_instance = Matter(model, max_pixels=None)(image, foreground=False)
+    assert by_path.model == "p3mnet-r34"
+    np.testing.assert_allclose(by_path.alpha, by_instance.alpha, atol=PROBABILITY_ATOL, rtol=0)
+    with pytest.raises(Exception, match="carries its own weights"):
+        Matter(str(path), weights="p3mnet-r34")
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_export_then_matte_with_the_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from p3m.cli import app
+    from p3m.models import save_checkpoint
+
+    checkpoint = tmp_path / "r34.pth"
+    save_checkpoint(filled_model("p3mnet-r34"), checkpoint)
+    target = tmp_path / "r34.onnx"
+    result = runner.invoke(
+        app,
+        ["export-onnx", "p3mnet-r34", "-o", str(target), "--weights", str(checkpoint),
+         "--size", "64x96", "--outputs", "inference"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime matches torch at 32x128" in result.output
+    meta = OnnxP3MNet(target).metadata
+    assert meta["weights"] == "r34.pth" and meta["export_size"] == "64x96"
+    assert meta["outputs"] == "global_logits,local,fusion"
+
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((70, 100, 3)) * 255).astype(np.uint8)).save(photo)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["matte", str(photo), "-o", str(out), "--model", str(target), "--save", "alpha"])
+    assert result.exit_code == 0, result.output
+    assert "p3mnet-r34" in result.output
+    assert Image.open(out / "photo_alpha.png").size == (100, 70)
+
+
+def test_cli_errors(tmp_path: Path) -> None:
+    from p3m.cli import app
+
+    result = runner.invoke(app, ["export-onnx", "p3mnet-r99", "-o", str(tmp_path / "x.onnx")])
+    assert isinstance(result.exception, ModelNotFoundError)
+    result = runner.invoke(
+        app, ["export-onnx", "p3mnet-r34", "-o", str(tmp_path / "x.onnx"), "--size", "big"]
+    )
+    assert result.exit_code == 2 and "expected HxW" in result.output
+    result = runner.invoke(
+        app, ["export-onnx", "p3mnet-r34", "-o", str(tmp_path / "x.onnx"), "--weights", str(tmp_path / "no.pth")]
+    )
+    assert isinstance(result.exception, CheckpointError)
+    assert not (tmp_path / "x.onnx").exists()

@@ -170,6 +170,8 @@ def test_static_inference_only_export(tiny: TinyP3M, tmp_path: Path) -> None:
     assert out.side0 is None and out.fusion.shape == (1, 1, 64, 96)
     with pytest.raises(InputSizeError, match="exported for 64x96"):
         network(random_image(96, 64))
+    with pytest.raises(InputSizeError, match="batches of 1"):
+        network(random_image(64, 96, batch=2))
 
 
 def test_export_that_does_not_reproduce_torch_writes_nothing(tiny: TinyP3M, tmp_path: Path) -> None:
@@ -196,6 +198,7 @@ def test_export_that_does_not_reproduce_torch_writes_nothing(tiny: TinyP3M, tmp_
         ({"height": 50, "width": 64}, "multiples of 32"),
         ({"outputs": ["fusion", "alpha"]}, "invalid outputs fusion, alpha"),
         ({"outputs": "inference,fusion"}, "invalid outputs"),
+        ({"opset": 17}, "needs ScatterElements"),
     ],
 )
 def test_bad_export_arguments(tiny: TinyP3M, tmp_path: Path, kwargs: dict, message: str) -> None:

@@ -118,13 +118,17 @@ def test_backbone_weights_from_imagenet_checkpoint(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_run(small_data, tmp_path_factory):
-    """12 steps of r34 at 64 px (batch 4, lr 3e-4), validated before and after on both test sets."""
+    """24 steps of r34 at 64 px (batch 4, lr 3e-4), validated before and after on both test sets.
+
+    (Fewer steps leave the BatchNorm running statistics, used in eval mode, too close to their
+    initial values for the validation to show the progress the training loss shows.)
+    """
     from p3m.training.trainer import train
 
     out = tmp_path_factory.mktemp("smoke_run")
     config = load_config(
         CONFIGS / "smoke.yaml",
-        _smoke_overrides(small_data, out, "optim.epochs=6", "optim.batch_size=4", "validation.at_start=true"),
+        _smoke_overrides(small_data, out, "optim.epochs=12", "optim.batch_size=4", "validation.at_start=true"),
     )
     result = train(config)
     return out, result
@@ -133,14 +137,14 @@ def smoke_run(small_data, tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_run_learns(smoke_run):
     out, result = smoke_run
-    assert result.step == 12 and result.epoch == 6
+    assert result.step == 24 and result.epoch == 12
     losses = [r["loss"] for r in _log(out, "train")]
-    assert len(losses) == 12 and all(np.isfinite(losses))
-    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    assert len(losses) == 24 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < 0.85 * np.mean(losses[:4]), losses
     validation = _log(out, "validation")
     for name in ("P3M-500-P", "P3M-500-NP"):
         before = next(r for r in validation if r["set"] == name and r["step"] == 0)
-        after = next(r for r in validation if r["set"] == name and r["step"] == 12)
+        after = next(r for r in validation if r["set"] == name and r["step"] == 24)
         assert after["sad"] < before["sad"], (name, before["sad"], after["sad"])
         assert before["strategy"] == "hybrid" and after["num_images"] == 2
     start = _log(out, "start")[0]
@@ -153,7 +157,7 @@ def test_smoke_run_learns(smoke_run):
     create_model("p3mnet-r34", weights=out / "model.pth", device="cpu")
     resumable = torch.load(out / "checkpoints" / "final.pth", map_location="cpu", weights_only=True)
     assert {"state_dict", "optimizer", "scheduler", "rng", "step", "config"} <= set(resumable)
-    assert resumable["step"] == 12
+    assert resumable["step"] == 24
 
 
 @pytest.mark.slow
@@ -185,11 +189,16 @@ def test_exact_resume_gives_identical_weights(small_data, tmp_path):
     from p3m.training.trainer import train
 
     common = ("optim.batch_size=2", "optim.epochs=2", "validation.every_epochs=0",
-              "validation.at_end=false", "run.checkpoint_every=0", "optim.schedule=cosine")
+              "validation.at_end=false", "optim.schedule=cosine")
     whole = tmp_path / "whole"
-    train(load_config(CONFIGS / "smoke.yaml", _smoke_overrides(small_data, whole, *common, "optim.max_steps=6")))
+    train(load_config(CONFIGS / "smoke.yaml", _smoke_overrides(
+        small_data, whole, *common, "optim.max_steps=6", "run.checkpoint_every=3")))
+    assert sorted(p.name for p in (whole / "checkpoints").iterdir()) == ["final.pth", "step_00000003.pth"]
     part = tmp_path / "part"
     train(load_config(CONFIGS / "smoke.yaml", _smoke_overrides(small_data, part, *common, "optim.max_steps=3")))
+    periodic = torch.load(whole / "checkpoints" / "step_00000003.pth", map_location="cpu", weights_only=True)
+    stopped = torch.load(part / "checkpoints" / "final.pth", map_location="cpu", weights_only=True)
+    assert all(torch.equal(stopped["state_dict"][k], v) for k, v in periodic["state_dict"].items())
     # Stopped mid-epoch (4 steps per epoch); resumed with worker processes this time.
     train(
         load_config(CONFIGS / "smoke.yaml",
@@ -219,6 +228,16 @@ def test_resume_rejects_weights_only_checkpoint(small_data, tmp_path):
     config = load_config(CONFIGS / "smoke.yaml", _smoke_overrides(small_data, tmp_path / "run", "optim.max_steps=1"))
     with pytest.raises(CheckpointError, match="not a resumable one"):
         Trainer(config, resume=path).run()
+
+
+def test_train_command_reports_bad_data_root_in_one_line(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "p3m.cli", "train", str(CONFIGS / "smoke.yaml"), "--data-root", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 2
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "data root does not exist" in lines[0], completed.stderr
 
 
 def test_training_refuses_bad_layout_before_starting(tmp_path):
@@ -273,3 +292,37 @@ def test_protocol_selects_training_images(small_data, tmp_path):
     for path in (small_data / "train" / "original_image").iterdir():
         (normal / path.name).write_bytes(path.read_bytes())
     assert train_images("data.protocol=N", f"data.normal_images={normal}") == {"my_normal_images"}
+
+
+def test_stop_request_writes_resumable_checkpoint(small_data, tmp_path):
+    """What Ctrl-C does: finish the step, save a resumable step checkpoint, return."""
+    from p3m.training.trainer import Trainer
+
+    config = load_config(CONFIGS / "smoke.yaml", _smoke_overrides(
+        small_data, tmp_path / "run", "optim.batch_size=2", "validation.at_end=false", "run.checkpoint_every=0"))
+
+    class StopAfterTwoSteps:
+        steps = 0
+
+        def setup(self, model, config):
+            pass
+
+        def before_forward(self, batch, rng):
+            return batch
+
+        def after_step(self):
+            self.steps += 1
+            if self.steps == 2:
+                trainer.request_stop()
+
+        def close(self):
+            pass
+
+    trainer = Trainer(config, hooks=[StopAfterTwoSteps()])
+    result = trainer.run()
+    assert result.step == 2
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_00000002.pth"
+    assert result.final_checkpoint == checkpoint and checkpoint.is_file()
+    assert not (tmp_path / "run" / "model.pth").exists()
+    assert _log(tmp_path / "run", "stopped")[0]["step"] == 2
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["step"] == 2

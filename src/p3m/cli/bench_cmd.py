@@ -32,7 +32,7 @@ def baseline_command(
     data_root: Path = typer.Option(..., "--data-root", help="P3M-10k root (or the RWP-636 folder)."),
     test_set: TestSet = typer.Option(..., "--set", help="Test set: P3M-500-P, P3M-500-NP or RWP."),
     out: Path | None = typer.Option(
-        None, "--out", help="Output folder [default: p3m-results/SET/METHOD]."
+        None, "--out", help="Output folder (default: p3m-results/SET/METHOD)."
     ),
     max_pixels: int = typer.Option(
         1_000_000,
@@ -86,16 +86,17 @@ def baseline_command(
     if limit is not None:
         samples = samples[:limit]
     out_dir = out if out is not None else Path("p3m-results") / test_set.value / method.value
+    set_label = "RWP-636" if test_set is TestSet.RWP else test_set.value
     if trimap_dir is None and any(sample.trimap is None for sample in samples):
         err.print(
-            f"[yellow]note:[/yellow] {test_set.value} has no trimaps in its layout, and "
+            f"[yellow]note:[/yellow] {set_label} has no trimaps in its layout, and "
             f"{baseline.title} needs one: generating them from the ground-truth alpha with the "
             f"official gen_trimap_with_dilate (kernel {trimap_kernel}) into {out_dir / 'trimap'}; "
             "the results are flagged as such.",
             highlight=False,
         )
     with Progress(
-        TextColumn(f"[bold]{baseline.label}[/bold] on {test_set.value}"),
+        TextColumn(f"[bold]{baseline.label}[/bold] on {set_label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -146,7 +147,7 @@ def table_command(
     results: list[str] = typer.Argument(
         ...,
         help="Summary JSON files (p3m eval --json, evaluate-model, baseline), each optionally "
-        "named as METHOD[@SET][@PROTOCOL]=FILE, e.g. P3M-Net@B:N=runs/bn/metrics.json.",
+        "named as METHOD\\[@SET]\\[@PROTOCOL]=FILE, e.g. P3M-Net@B:N=runs/bn/metrics.json.",
     ),
     markdown: Path | None = typer.Option(None, "--markdown", help="Write the Markdown table here."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write the CSV table here."),
@@ -157,7 +158,7 @@ def table_command(
         None,
         "--protocols/--sets",
         help="Privacy-protocol table (B:B, B:N, N:N rows) or the main table "
-        "[default: protocols when every result is tagged with one].",
+        "(default: protocols when every result is tagged with one).",
     ),
     title: str = typer.Option("", "--title", help="Caption above the Markdown table."),
 ) -> None:

@@ -63,6 +63,12 @@ def matte_command(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    download: bool = typer.Option(
+        False,
+        "--download",
+        help="Download the model's published weights first if they are not cached (the only "
+        "network access; with --model auto this fetches P3M-Net ViTAE-S).",
+    ),
 ) -> None:
     """Matte portraits: per image <stem>_alpha.png, <stem>_rgba.png (straight alpha) and more.
 
@@ -92,6 +98,14 @@ def matte_command(
     if not todo:
         return
 
+    if download and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
+        from p3m.inference.api import AUTO_PREFERRED_MODEL
+        from p3m.inference.weights import download_weights, installed_weights
+
+        wanted_model = AUTO_PREFERRED_MODEL if model == "auto" else model
+        if installed_weights(wanted_model) is None:
+            out.print(f"downloading the {wanted_model} weights ...")
+            download_weights(wanted_model)
     matter = Matter(model, weights=weights, strategy=strategy.value, device=device, max_pixels=budget)
     out.print(f"model: [bold]{_describe_model(matter)}[/bold]")
     if matter.note:

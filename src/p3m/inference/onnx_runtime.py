@@ -106,6 +106,7 @@ class OnnxP3MNet:
         self.fixed_size = (
             (int(dims[2]), int(dims[3])) if isinstance(dims[2], int) and isinstance(dims[3], int) else None
         )
+        self.fixed_batch = int(dims[0]) if isinstance(dims[0], int) else None
         self._check_normalisation()
 
     def _check_normalisation(self) -> None:
@@ -132,6 +133,10 @@ class OnnxP3MNet:
             raise InputSizeError(
                 f"{self.path.name} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} "
                 f"inputs only, got {x.shape[2]}x{x.shape[3]} (export it again without --static)"
+            )
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            raise InputSizeError(
+                f"{self.path.name} was exported for batches of {self.fixed_batch}, got {x.shape[0]}"
             )
 
     def __call__(self, x: torch.Tensor) -> P3MOutput:

@@ -49,6 +49,7 @@ INFERENCE_OUTPUTS: tuple[str, ...] = ("global_logits", "local", "fusion")
 """What the official HYBRID / RESIZE strategies read; exporting only these skips the side heads."""
 
 INPUT_NAME = "image"
+MIN_OPSET = 18
 INSTALL_HINT = 'pip install "p3m[onnx]"'
 # Outputs compared with torch after export: |onnx - torch| <= atol + rtol * max|torch|.
 # Kernel differences stay around 1e-6 relative; a graph that is wrong for the size errs by O(1).
@@ -173,6 +174,12 @@ def _build_model(
     return model, Path(path).name
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
 def verify_size_for(height: int, width: int, min_size: int = 32, multiple: int = 32) -> tuple[int, int]:
     """A second, different (and non-square) size to check a dynamic export at."""
     smaller = height - multiple
@@ -288,7 +295,7 @@ def _verify(
     onnxruntime = _require_onnxruntime()
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(1, 3, *size, generator=generator)
-    device = next(iter(model.parameters())).device
+    device = _model_device(model)
     with torch.inference_mode():
         expected = model(image.to(device))
     reference = {name: expected[ALL_OUTPUTS.index(name)].float().cpu().numpy() for name in outputs}
@@ -328,6 +335,11 @@ def export_onnx(
     with torch; a mismatch raises ExportError and nothing is written. The file is written
     atomically.
     """
+    if opset < MIN_OPSET:
+        raise ExportError(
+            f"opset {opset} is too old: P3M-Net's unpooling needs ScatterElements with "
+            f"reduction='max', available from opset {MIN_OPSET}"
+        )
     onnx = _require_onnx()
     if verify:
         _require_onnxruntime()
@@ -341,7 +353,7 @@ def export_onnx(
     variant = str(getattr(model, "variant", type(model).__name__))
     min_size = int(getattr(model, "min_size", 32))
     multiple = int(getattr(model, "size_multiple", 32))
-    device = next(iter(model.parameters())).device
+    device = _model_device(model)
     dummy = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     try:
         check_input(dummy, variant, min_size, multiple)

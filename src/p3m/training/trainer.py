@@ -21,6 +21,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from os import PathLike
@@ -138,6 +140,8 @@ def _seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    # Ctrl-C reaches the whole process group: the main process stops gracefully, workers wait for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- model helpers
@@ -175,6 +179,19 @@ def load_backbone_weights(model: nn.Module, path: str | PathLike[str]) -> int:
 
 
 # --------------------------------------------------------------------------- the trainer
+
+
+def _official_log_line(
+    values: dict[str, float | None], epoch: int, step: int, lr: float, config: TrainConfig, steps_per_epoch: int
+) -> str:
+    """The official train.py log line (the four parts before weighting, 5 decimals)."""
+    composition = values["fusion_comp"]
+    return (
+        f"P3M-NET-Epoch[{epoch + 1}/{config.optim.epochs}]({step - epoch * steps_per_epoch}/{steps_per_epoch}) "
+        f"Lr:{lr:.8f} Loss:{values['loss']:.5f} Global:{values['global']:.5f} Local:{values['local']:.5f} "
+        f"Fusion-alpha:{values['fusion_alpha']:.5f} "
+        f"Fusion-comp:{'-' if composition is None else f'{composition:.5f}'}"
+    )
 
 
 class _JsonLog:
@@ -467,8 +484,37 @@ class Trainer:
             raise FloatingPointError(f"training loss is {values['loss']} at step {step}")
         return values
 
+    def request_stop(self) -> None:
+        """Finish the current step, write a resumable checkpoint and return (what Ctrl-C does)."""
+        self._stop_requested = True
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        logger.warning("interrupted: stopping after this step with a resumable checkpoint (Ctrl-C again to abort)")
+        self.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _should_stop(self) -> bool:
+        stop = self._stop_requested
+        if self.dist.enabled:  # every rank must stop at the same step
+            flag = torch.tensor([1.0 if stop else 0.0], device=self.dist.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item() > 0)
+        return stop
+
     def run(self) -> TrainResult:
         """Train; returns the final step and, on rank 0, the written files and validation means."""
+        self._stop_requested = False
+        handler_installed = False
+        if threading.current_thread() is threading.main_thread():
+            previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            handler_installed = True
+        try:
+            return self._run()
+        finally:
+            if handler_installed:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    def _run(self) -> TrainResult:
         config = self.config
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
@@ -502,7 +548,6 @@ class Trainer:
             hook.setup(_bare(self.model), config)
 
         step = self._resume() if self.resume_path is not None else 0
-        # After restoring states, so that a resumed run draws what the uninterrupted one would.
         total = self.total_steps
         self.log.write({
             "event": "start", "step": step, "total_steps": total, "steps_per_epoch": self.steps_per_epoch,
@@ -535,6 +580,7 @@ class Trainer:
             with progress:
                 self._progress = progress if config.run.progress and self.dist.is_main else None
                 task = progress.add_task("train", total=total, completed=step)
+                stopping = False
                 while step < total:
                     epoch = step // self.steps_per_epoch
                     skip = (step - epoch * self.steps_per_epoch) * self.batch_per_rank
@@ -550,11 +596,18 @@ class Trainer:
                             lr = self.optimizer.param_groups[0]["lr"]
                             self.log.write({"event": "train", "step": step, "epoch": epoch + 1, "lr": lr,
                                             "seconds": round(time.monotonic() - started, 3), **values})
+                            if self.dist.is_main:
+                                logger.info(_official_log_line(values, epoch, step, lr, config, self.steps_per_epoch))
                         if config.run.checkpoint_every and step % config.run.checkpoint_every == 0 and step < total:
                             self.save(step, self.out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pth")
                             self._prune_checkpoints()
                         if step >= total:
                             break
+                        if self._should_stop():
+                            stopping = True
+                            break
+                    if stopping:
+                        break
                     finished_epoch = step // self.steps_per_epoch
                     every = config.validation.every_epochs
                     if (
@@ -564,6 +617,13 @@ class Trainer:
                         validation = self.validate(step, finished_epoch)
                         last_validated_epoch = finished_epoch
             self._progress = None
+            if stopping:  # on request (Ctrl-C): a resumable checkpoint, no final model
+                final = self.out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pth"
+                self.save(step, final)
+                self.log.write({"event": "stopped", "step": step, "checkpoint": str(final)})
+                logger.warning("stopped at step %d; resume with --resume %s", step, final)
+                return TrainResult(self.out_dir, step, step // self.steps_per_epoch,
+                                   final if self.dist.is_main else None, losses, validation)
             final = self.out_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
             self.save(step, final)
             if self.dist.is_main:

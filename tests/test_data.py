@@ -115,6 +115,31 @@ def test_layout_check_reports_missing_and_unmatched(synthetic_copy):
         find_samples(root, "train")
 
 
+def test_deep_layout_check_finds_unreadable_and_mismatched_files(synthetic_copy):
+    root = synthetic_copy
+    assert check_layout(root, ALL_SETS, deep=True).ok
+    (root / "train" / "fg" / "synth_train_0001.png").write_bytes(b"not a png")
+    mask = root / "validation" / "P3M-500-P" / "mask" / "synth_p_0000.png"
+    alpha = read_alpha_u8(mask)
+    cv2.imwrite(str(mask), alpha[:-3])
+    report = check_layout(root, deep=True)
+    text = " | ".join(report.problems)
+    assert "train: 1 unreadable file(s) (fg/synth_train_0001.png)" in text
+    assert "P3M-500-P: 1 file(s) of another size" in text and "mask/synth_p_0000.png" in text
+    assert check_layout(root).ok  # the quick check only looks at names
+
+
+def test_dataset_reports_size_mismatch_with_file_name(synthetic_copy):
+    from p3m.errors import ShapeMismatchError
+
+    samples = find_samples(synthetic_copy, "train")
+    alpha = read_alpha_u8(samples[0].alpha)
+    cv2.imwrite(str(samples[0].alpha), alpha[:, :-2])
+    dataset = MattingTrainDataset(samples, AugmentConfig(crop_sizes=(64,), output_size=64), seed=0)
+    with pytest.raises(ShapeMismatchError, match="synth_train_0000.png: alpha is"):
+        dataset[(0, 0)]
+
+
 def test_layout_check_of_missing_root(tmp_path):
     report = check_layout(tmp_path / "nowhere")
     assert report.problems == ["data root does not exist or is not a folder"]

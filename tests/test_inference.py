@@ -322,3 +322,14 @@ def test_matte_accepts_arrays_paths_and_pil_images(tmp_path):
         p3m.matte(tmp_path / "missing.png", model=model)
     with pytest.raises(p3m.P3MError):
         p3m.matte(image, model=model, strategy="crop")
+
+
+def test_auto_with_explicit_weights_picks_the_variant_from_the_checkpoint(tmp_path):
+    from p3m.inference.api import Matter
+    from p3m.models import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "mine.pth"
+    save_checkpoint(create_model("p3mnet-r34", device="cpu"), checkpoint)
+    matter = Matter("auto", weights=checkpoint, device="cpu")
+    assert matter.name == "p3mnet-r34" and matter.note is None

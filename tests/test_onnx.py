@@ -315,11 +315,15 @@ def test_cli_export_then_matte_with_the_file(tmp_path: Path) -> None:
     assert Image.open(out / "photo_alpha.png").size == (100, 70)
 
 
-def test_cli_errors(tmp_path: Path) -> None:
+def test_cli_errors(tmp_path: Path, monkeypatch) -> None:
     from p3m.cli import app
 
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "empty-home"))
     result = runner.invoke(app, ["export-onnx", "p3mnet-r99", "-o", str(tmp_path / "x.onnx")])
     assert isinstance(result.exception, ModelNotFoundError)
+    result = runner.invoke(app, ["export-onnx", "p3mnet-vitae-s", "-o", str(tmp_path / "x.onnx")])
+    assert isinstance(result.exception, ModelNotFoundError)
+    assert "no weights for p3mnet-vitae-s" in str(result.exception)
     result = runner.invoke(
         app, ["export-onnx", "p3mnet-r34", "-o", str(tmp_path / "x.onnx"), "--size", "big"]
     )

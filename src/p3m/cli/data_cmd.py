@@ -40,6 +40,7 @@ def check_data_command(
     sets: list[str] = typer.Option(
         ["train", "P3M-500-P", "P3M-500-NP"], "--sets", help="Sets to check (repeatable): train, P3M-500-P, P3M-500-NP, RWP."
     ),
+    deep: bool = typer.Option(False, "--deep", help="Also open every file: unreadable files, size mismatches."),
 ) -> None:
     """Check a data root before training: missing folders, unmatched images/mattes, incomplete extras."""
     from rich.console import Console
@@ -47,7 +48,7 @@ def check_data_command(
 
     from p3m.data.layout import check_layout
 
-    report = check_layout(root, sets, protocol, normal_images)
+    report = check_layout(root, sets, protocol, normal_images, deep=deep)
     table = Table(title=f"data layout of {root}")
     table.add_column("set")
     table.add_column("samples", justify="right")

@@ -154,7 +154,7 @@ def evaluate_model_command(
         samples = samples[:limit]
     evaluation = evaluate_on_set(
         model, samples, strategy=strategy.value, out_dir=out, progress=True,
-        description=f"{name} on {test_set.value}",
+        description=f"{name} on {test_set.value}", accumulate="eval_py",
     )
     summary = evaluation.summary.to_dict()  # type: ignore[attr-defined]
     table = Table(title=f"{name} on {test_set.value} ({strategy.value}, {len(evaluation.rows)} images)")

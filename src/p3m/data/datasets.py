@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from p3m.data.layout import Sample
 from p3m.data.transforms import AugmentConfig, augment
+from p3m.errors import ShapeMismatchError
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -80,8 +81,6 @@ class MattingTrainDataset(Dataset):
         shape = arrays["image"].shape[:2]
         for key, value in arrays.items():
             if value.shape[:2] != shape:
-                from p3m.errors import ShapeMismatchError
-
                 path = {"alpha": sample.alpha, "foreground": sample.foreground,
                         "background": sample.background, "facemask": sample.facemask}[key]
                 raise ShapeMismatchError(

@@ -222,13 +222,54 @@ def find_samples(
     return samples
 
 
+def _image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) from the file header, or the reason it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        return f"cannot be read ({type(error).__name__})"
+    # EXIF rotations by 90 degrees swap the size p3m.io will return.
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def _check_files(name: str, samples: list[Sample], problems: list[str]) -> None:
+    unreadable: list[str] = []
+    mismatched: list[str] = []
+    for sample in samples:
+        image_size = _image_size(sample.image)
+        if isinstance(image_size, str):
+            unreadable.append(sample.image.name)
+            continue
+        for part in (sample.alpha, sample.trimap, sample.facemask, sample.foreground, sample.background):
+            if part is None:
+                continue
+            size = _image_size(part)
+            if isinstance(size, str):
+                unreadable.append(f"{part.parent.name}/{part.name}")
+            elif size != image_size:
+                mismatched.append(f"{part.parent.name}/{part.name} {size[0]}x{size[1]} vs {image_size[0]}x{image_size[1]}")
+    if unreadable:
+        problems.append(f"{name}: {len(unreadable)} unreadable file(s) ({_short_list(unreadable)})")
+    if mismatched:
+        problems.append(f"{name}: {len(mismatched)} file(s) of another size than their image ({_short_list(mismatched)})")
+
+
 def check_layout(
     root: str | PathLike[str],
     sets: Sequence[str] = ("train", "P3M-500-P", "P3M-500-NP"),
     protocol: str = "B",
     normal_images: str | PathLike[str] | None = None,
+    deep: bool = False,
 ) -> LayoutReport:
-    """Check every requested set under `root` and report counts and problems (never raises)."""
+    """Check every requested set under `root` and report counts and problems (never raises).
+
+    `deep=True` also opens every file's header: unreadable files and mattes, trimaps, masks,
+    fg/bg whose size differs from their image are reported.
+    """
     root = Path(root)
     report = LayoutReport(root)
     if not root.is_dir():
@@ -240,5 +281,7 @@ def check_layout(
         except DatasetError as error:
             report.problems.append(error.problem)
             continue
-        _scan_set(layout, _image_dir(layout, normal_images), report)
+        samples = _scan_set(layout, _image_dir(layout, normal_images), report)
+        if deep:
+            _check_files(name, samples, report.problems)
     return report

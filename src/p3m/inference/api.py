@@ -244,10 +244,10 @@ def _nearest_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _name_from_weights(path: Path) -> str:
     """The registered model a checkpoint belongs to (for `model="auto"` with explicit weights)."""
-    from p3m.models import identify_variant, read_state_dict
+    from p3m.models import identify_variant, list_models, read_state_dict
 
     variant = identify_variant(read_state_dict(path))
-    if variant is None:
+    if variant not in list_models():
         raise ModelNotFoundError(
             "cannot tell which P3M-Net variant this checkpoint is; pass the model name", path
         )

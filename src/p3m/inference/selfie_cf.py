@@ -49,7 +49,7 @@ class SelfieCFConfig:
     """Mask probability above which a pixel counts as person."""
     band_fraction: float = 0.02
     """Half-width of the unknown band as a fraction of the longer side of the matting image."""
-    matting_max_side: int = 512
+    matting_max_side: int = 448
     """Closed-form matting runs with the longer side at most this long (time and memory bound)."""
     segmentation_max_side: int = 1024
     """The image given to MediaPipe is at most this long (it works at 256 px internally)."""

@@ -53,6 +53,8 @@ class DataSection:
     """Use train/fg + train/bg for the composition loss when present (left out otherwise)."""
     limit: int | None = None
     """Use only the first N training samples (smoke runs)."""
+    check_files: bool = False
+    """Before training, also open every file's header (unreadable files, size mismatches)."""
 
 
 @dataclass

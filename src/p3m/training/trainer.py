@@ -228,7 +228,7 @@ class Trainer:
         if not data.root:
             raise ConfigError("data.root is not set (use --data-root DIR or --set data.root=DIR)")
         sets = ["train", *self.config.validation.sets] if self._validates() else ["train"]
-        report = check_layout(data.root, sets, data.protocol, data.normal_images)
+        report = check_layout(data.root, sets, data.protocol, data.normal_images, deep=data.check_files)
         report.raise_if_problems()
         train = find_samples(data.root, "train", data.protocol, data.normal_images)
         if data.limit is not None:

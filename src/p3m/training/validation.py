@@ -50,11 +50,13 @@ def evaluate_on_set(
     out_dir: str | PathLike[str] | None = None,
     progress: bool | Any = False,
     description: str = "evaluating",
+    accumulate: str = "float64",
 ) -> SetEvaluation:
     """Predict every sample, optionally write `<name>.png` (8-bit) to `out_dir`, and score it.
 
     A sample that cannot be read is reported (logged, listed in `failed`) and skipped. `progress`
-    is a flag, or a running `rich.progress.Progress` to add a task to.
+    is a flag, or a running `rich.progress.Progress` to add a task to. `accumulate` is passed to
+    `p3m.evaluation.metrics.summarize` ("eval_py" reproduces the official aggregate).
     """
     from p3m.errors import P3MError
     from p3m.evaluation.metrics import compute_metrics, summarize
@@ -96,5 +98,5 @@ def evaluate_on_set(
             bar.remove_task(task)
     finally:
         model.train(was_training)
-    return SetEvaluation(rows, names, summarize(rows, names), failed)
+    return SetEvaluation(rows, names, summarize(rows, names, accumulate=accumulate), failed)  # type: ignore[arg-type]
 

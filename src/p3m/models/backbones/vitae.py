@@ -38,6 +38,8 @@ PERFORMER_SEED = 0
 # Largest attention matrix (batch x heads x tokens^2 elements) computed explicitly, as the
 # official code does; larger ones (inputs above ~512x512) go through the fused SDPA kernel.
 ATTENTION_EXACT_ELEMENTS = 1 << 25
+# Query blocks of the explicit attention in traced (ONNX-exported) graphs.
+EXPORT_QUERY_BLOCKS = 16
 
 
 def performer_random_features(
@@ -108,7 +110,18 @@ class GlobalAttention(nn.Module):
         batch, tokens, channels = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, channels // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        if batch * self.num_heads * tokens * tokens <= ATTENTION_EXACT_ELEMENTS:
+        if torch.jit.is_tracing():
+            # ONNX export: one graph serves every size and ONNX has no fused attention, so
+            # attend block of queries by block of queries; peak memory is 1/EXPORT_QUERY_BLOCKS
+            # of the full attention matrix (which takes 5 GB at ~1.7 MP inputs).
+            out = torch.cat(
+                [
+                    ((block @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
+                    for block in q.tensor_split(EXPORT_QUERY_BLOCKS, dim=2)
+                ],
+                dim=2,
+            )
+        elif batch * self.num_heads * tokens * tokens <= ATTENTION_EXACT_ELEMENTS:
             # The official computation, bit for bit (the references are matched exactly).
             attn = (q @ k.transpose(-2, -1)) * self.scale
             out = attn.softmax(dim=-1) @ v

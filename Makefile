@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.p3m-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
-export P3M_HOME ?= $(CURDIR)/.cache/p3m-home
 
 .PHONY: install demo test lint bench clean
 

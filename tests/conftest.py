@@ -13,7 +13,8 @@ REFERENCE_DIR = TESTS_DIR / "data" / "reference"
 # checkout; CI clones the repository with shared/ beside it.
 SHARED_REFERENCE_DIR = TESTS_DIR.parent.parent / "shared" / "reference"
 
-os.environ.setdefault("P3M_HOME", str(TESTS_DIR.parent / ".cache" / "p3m-test-home"))
+# Tests never see the user's weights cache: "auto" must mean the offline default here.
+os.environ["P3M_HOME"] = str(TESTS_DIR.parent / ".cache" / "p3m-test-home")
 
 
 @pytest.fixture(scope="session")

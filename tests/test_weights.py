@@ -202,3 +202,8 @@ def test_missing_weights_say_how_to_install(home):
         weights.resolve_weights("p3mnet-r34")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         weights.resolve_weights("missing/file.pth")
+
+
+def test_unreachable_server_is_one_clear_line(home):
+    with pytest.raises(DownloadError, match="cannot (reach the server|download)"):
+        weights.download_file("http://127.0.0.1:9/none.pth", home / "x.pth", retries=0, timeout=5)

@@ -131,12 +131,18 @@ def composite(
             )
         if background.shape[:2] != (height, width):
             background = shrink_image(background, (height, width))
-        backdrop = background.astype(np.float32)
+        backdrop = [background[:, :, channel] for channel in range(3)]
     else:
-        backdrop = np.empty((height, width, 3), dtype=np.float32)
-        backdrop[...] = np.asarray(parse_color(background), dtype=np.float32)
-    weight = np.clip(alpha, 0.0, 1.0)[:, :, None]
-    result = backdrop
-    result -= weight * backdrop
-    result += weight * foreground.astype(np.float32)
-    return (np.clip(result, 0.0, 255.0) + 0.5).astype(np.uint8)
+        backdrop = list(parse_color(background))
+    weight = np.clip(alpha, 0.0, 1.0)
+    result = np.empty((height, width, 3), dtype=np.uint8)
+    # One channel at a time keeps the float32 temporaries at H x W (24 MP photos).
+    for channel in range(3):
+        base = np.asarray(backdrop[channel], dtype=np.float32)
+        mixed = foreground[:, :, channel].astype(np.float32)
+        mixed -= base
+        mixed *= weight
+        mixed += base + 0.5
+        np.clip(mixed, 0.0, 255.0, out=mixed)
+        result[:, :, channel] = mixed
+    return result

@@ -13,6 +13,7 @@ the matte's transition are changed; flat 0 / 1 regions stay exact.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -31,6 +32,13 @@ def budget_scale(height: int, width: int, max_pixels: int | None) -> float:
     return math.sqrt(max_pixels / (height * width))
 
 
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor sharing memory with `array`, read-only arrays included (p3m never writes to it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
 def _interpolate(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear, half-pixel centres; antialiased when shrinking (1 x C x H x W)."""
     shrinking = size[0] < values.shape[-2] or size[1] < values.shape[-1]
@@ -41,7 +49,7 @@ def _interpolate(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def shrink_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize RGB uint8 to (height, width): antialiased bilinear when shrinking, bilinear otherwise."""
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+    pixels = _as_tensor(image).permute(2, 0, 1).unsqueeze(0)
     if size[0] < image.shape[0] or size[1] < image.shape[1]:
         resized = _interpolate(pixels, size)  # uint8 in, uint8 out (rounded)
     else:
@@ -51,13 +59,13 @@ def shrink_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear (half-pixel centres, antialiased when shrinking) resize of a float H x W map, float32."""
-    values = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None]
+    values = _as_tensor(np.asarray(alpha, dtype=np.float32))[None, None]
     return _interpolate(values, size)[0, 0].numpy()
 
 
 def _luma(image: np.ndarray) -> np.ndarray:
     """float32 luma in [0, 1] of an RGB uint8 image (ITU-R 601 weights)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(image))
+    pixels = _as_tensor(image)
     luma = pixels[:, :, 0].float().mul_(0.299 / 255)
     luma.add_(pixels[:, :, 1].float(), alpha=0.587 / 255)
     luma.add_(pixels[:, :, 2].float(), alpha=0.114 / 255)

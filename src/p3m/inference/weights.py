@@ -371,10 +371,12 @@ def download_file(
             if isinstance(error, urllib.error.URLError) and not isinstance(
                 error.reason, ConnectionError | TimeoutError
             ):
-                break
+                raise DownloadError(f"cannot reach the server ({error.reason})", url) from error
             time.sleep(min(2.0**attempt * 0.2, 5.0))
     if last_error is not None:
         have = part.stat().st_size if part.exists() else 0
+        if have == 0:
+            raise DownloadError(f"cannot download ({last_error})", url)
         raise DownloadError(
             f"download interrupted after {have} bytes ({last_error}); run the command again to "
             f"resume from {part}",

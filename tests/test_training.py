@@ -37,6 +37,7 @@ def _smoke_overrides(data_root: Path, out: Path, *extra: str) -> list[str]:
         "run.threads=1",
         "data.crop_sizes=[96,112]",
         "data.output_size=64",
+        "validation.at_start=false",
         *extra,
     ]
 
@@ -260,7 +261,7 @@ def test_ddp_two_processes_on_cpu(small_data, tmp_path):
         sys.executable, "-m", "p3m.cli", "train", str(CONFIGS / "smoke.yaml"), "--nproc", "2",
         "--data-root", str(small_data), "--out", str(out), "--max-steps", "3", "--batch-size", "4",
         *[arg for override in ("run.progress=false", "run.threads=1", "data.crop_sizes=[96]",
-                               "data.output_size=64", "validation.at_end=true", "validation.limit=1",
+                               "data.output_size=64", "validation.at_start=false", "validation.at_end=true", "validation.limit=1",
                                "validation.sets=[P3M-500-P]")
           for arg in ("--set", override)],
     ]
@@ -295,11 +296,12 @@ def test_protocol_selects_training_images(small_data, tmp_path):
 
 
 def test_stop_request_writes_resumable_checkpoint(small_data, tmp_path):
-    """What Ctrl-C does: finish the step, save a resumable step checkpoint, return."""
+    """What Ctrl-C does: finish the step, save a resumable step checkpoint, return (here without fg/bg)."""
     from p3m.training.trainer import Trainer
 
     config = load_config(CONFIGS / "smoke.yaml", _smoke_overrides(
-        small_data, tmp_path / "run", "optim.batch_size=2", "validation.at_end=false", "run.checkpoint_every=0"))
+        small_data, tmp_path / "run", "optim.batch_size=2", "validation.at_end=false", "run.checkpoint_every=0",
+        "data.use_composition=false"))
 
     class StopAfterTwoSteps:
         steps = 0
@@ -326,3 +328,7 @@ def test_stop_request_writes_resumable_checkpoint(small_data, tmp_path):
     assert not (tmp_path / "run" / "model.pth").exists()
     assert _log(tmp_path / "run", "stopped")[0]["step"] == 2
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["step"] == 2
+    # Without fg/bg the composition term is left out, and the log says so.
+    assert _log(tmp_path / "run", "start")[0]["composition_loss"] is False
+    assert "composition loss left out" in _log(tmp_path / "run", "note")[0]["message"]
+    assert all(r["fusion_comp"] is None for r in _log(tmp_path / "run", "train"))

@@ -13,7 +13,7 @@ def serve(
     device: str | None = typer.Option(None, help="cpu or cuda (default: what is there)."),
     max_upload_mb: int = typer.Option(40, help="Largest accepted upload, in MiB."),
 ) -> None:
-    """Serve the matting API and a web page at http://HOST:PORT/."""
+    """Serve the matting API and a web page at http://HOST:PORT/ (the model is loaded first)."""
     from p3m.errors import MissingDependencyError
     from p3m.serve import ServeConfig, create_app
 
@@ -22,11 +22,13 @@ def serve(
     except ImportError as error:
         raise MissingDependencyError('p3m serve needs uvicorn: pip install "p3m[serve]"') from error
     app = create_app(
-        ServeConfig(model=model, weights=weights, device=device, max_upload_bytes=max_upload_mb << 20)
+        ServeConfig(model=model, weights=weights, device=device, max_upload_bytes=max_upload_mb << 20),
+        preload=True,
     )
     typer.echo(f"p3m serving on http://{host}:{port}/ (model {model}); Ctrl+C stops it")
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def register(app: typer.Typer) -> None:
+    """Add `p3m serve` to the command line."""
     app.command("serve")(serve)

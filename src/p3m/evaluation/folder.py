@@ -35,7 +35,7 @@ import numpy as np
 
 from p3m.errors import DatasetError, ImageWriteError, P3MError, ShapeMismatchError
 from p3m.evaluation.metrics import METRIC_KEYS, MetricSummary, compute_metrics, summarize
-from p3m.io import atomic_open, read_alpha_u8, read_trimap
+from p3m.io import atomic_open, files_by_stem, read_alpha_u8, read_trimap
 
 logger = logging.getLogger(__name__)
 
@@ -97,19 +97,7 @@ def _png_files(folder: Path, what: str) -> dict[str, Path]:
         raise DatasetError(f"{what} folder not found", folder)
     if not folder.is_dir():
         raise DatasetError(f"{what} path is not a folder", folder)
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() == ".png" and path.is_file():
-            if path.stem in files:
-                logger.warning(
-                    "%s: two PNG files with stem %r; using %s",
-                    folder,
-                    path.stem,
-                    files[path.stem].name,
-                )
-                continue
-            files[path.stem] = path
-    return files
+    return files_by_stem(folder, suffixes=(".png",))
 
 
 def match_files(

@@ -7,10 +7,12 @@ Images are RGB uint8 H x W x 3, alpha mattes float32 H x W in [0, 1], trimaps ui
 from __future__ import annotations
 
 from p3m.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from p3m.io.files import IMAGE_SUFFIXES, files_by_stem, is_image_file
 from p3m.io.images import (
     DEFAULT_MAX_PIXELS,
     TRIMAP_VALUES,
     alpha_to_uint8,
+    encode_png,
     load_image_input,
     read_alpha,
     read_alpha_u8,
@@ -25,11 +27,15 @@ from p3m.io.images import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
     "TRIMAP_VALUES",
     "alpha_to_uint8",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
+    "encode_png",
+    "files_by_stem",
+    "is_image_file",
     "load_image_input",
     "read_alpha",
     "read_alpha_u8",

@@ -122,6 +122,8 @@ def _open_loaded(
     cap = _resolve_max_pixels(max_pixels)
     name: PathLike | None = None
     if isinstance(source, bytes | bytearray):
+        if not source:
+            raise ImageReadError("empty data (0 bytes), not an image")
         stream: PathLike | io.BytesIO = io.BytesIO(source)
     else:
         name = source
@@ -464,7 +466,7 @@ _FORMATS = {
 }
 
 
-def _array_to_pil(array: np.ndarray, path: PathLike) -> Image.Image:
+def _array_to_pil(array: np.ndarray, path: PathLike | None) -> Image.Image:
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -503,6 +505,13 @@ def write_image(path: PathLike, array: np.ndarray, quality: int = 95) -> None:
 def write_png(path: PathLike, array: np.ndarray) -> None:
     """Write uint8 H x W, H x W x 3 or H x W x 4 (or uint16 H x W) as a PNG, atomically, no metadata."""
     _write(path, _array_to_pil(array, path), "PNG", 95)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """The PNG file `write_png` would write, as bytes (for HTTP answers and data URLs)."""
+    buffer = io.BytesIO()
+    _array_to_pil(array, None).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _write(path: PathLike, image: Image.Image, format_name: str, quality: int) -> None:

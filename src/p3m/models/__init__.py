@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from p3m.models.checkpoints import (
     read_state_dict,
     save_checkpoint,
 )
+from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 from p3m.models.p3mnet import (
     EncoderOutput,
     P3MDecoder,
@@ -36,8 +38,11 @@ from p3m.models.p3mnet import (
 from p3m.models.registry import CheckpointSpec, ModelSpec, get_spec, list_models, register_model
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "CheckpointSpec",
     "EncoderOutput",
+    "ExportReport",
     "LoadReport",
     "ModelSpec",
     "P3MDecoder",
@@ -45,6 +50,7 @@ __all__ = [
     "P3MNet",
     "P3MOutput",
     "create_model",
+    "export_onnx",
     "fuse_global_local",
     "get_spec",
     "identify_variant",
@@ -75,3 +81,15 @@ def create_model(
     if weights is not None:
         load_checkpoint(model, weights, strict=strict)
     return model.to(resolve_device(device)).eval()
+
+
+# ONNX export lives in its own module (it needs onnx only when called); loaded on first use.
+_LAZY = {"export_onnx", "ExportReport"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from p3m.models import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'p3m.models' has no attribute {name!r}")

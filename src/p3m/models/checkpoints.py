@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from p3m.errors import CheckpointError
+from p3m.io.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -269,22 +269,6 @@ def save_checkpoint(
         if key == "state_dict":
             raise ValueError("extra must not contain 'state_dict'")
         payload[key] = value
-    directory = target.parent if str(target.parent) else Path(".")
-    temporary: str | None = None
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=directory, prefix=f".{target.name}.", suffix=".tmp"
-        )
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-        temporary = None
-    except OSError as error:
-        raise CheckpointError(f"cannot write checkpoint: {_first_line(error)}", path) from error
-    finally:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_open(target, "wb", error_class=CheckpointError) as stream:
+        torch.save(payload, stream)
     return target

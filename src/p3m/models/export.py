@@ -198,7 +198,7 @@ def onnx_metadata(
 ) -> dict[str, str]:
     """The metadata_props written into the model: everything a runtime needs to feed it."""
     from p3m import __version__
-    from p3m.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
     return {
         "p3m_version": __version__,

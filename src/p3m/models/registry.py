@@ -22,6 +22,9 @@ from torch import nn
 
 from p3m.errors import ModelNotFoundError
 
+# Where the P3M-Net (Swin-T / ViTAE-S) checkpoints and backbones are published.
+P3M_NET_SOURCE_PAGE = "https://github.com/ViTAE-Transformer/P3M-Net"
+
 # Modules whose import registers models. Add yours here (Swin-T and ViTAE-S plug in this way).
 BUILTIN_MODEL_MODULES: tuple[str, ...] = (
     "p3m.models.p3mnet_r34",

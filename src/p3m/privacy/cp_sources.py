@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from p3m.errors import DatasetError, P3MError
+from p3m.io import IMAGE_SUFFIXES, atomic_write_text, read_alpha_u8, read_image, write_png
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +56,6 @@ INDEX_NAME = "index.json"
 INDEX_FORMAT = "p3m-cp-sources"
 INDEX_VERSION = 1
 SOURCE_FORMATS: tuple[str, ...] = ("celebamask-hq", "faces")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 # CelebAMask-HQ parts that lie inside the face below the eyebrow line.
 CELEBAMASK_INNER_PARTS = (
@@ -207,7 +207,6 @@ def _find_celebamask_samples(
 
 
 def _read_part(path: Path) -> np.ndarray:
-    from p3m.io import read_alpha_u8
 
     return read_alpha_u8(path) > 127
 
@@ -215,7 +214,6 @@ def _read_part(path: Path) -> np.ndarray:
 def _celebamask_faces(
     image_path: Path, part_paths: dict[str, Path], line_margin: float
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    from p3m.io import read_image
 
     image = read_image(image_path)
     skin = _read_part(part_paths["skin"])
@@ -237,7 +235,6 @@ def _photo_faces(
     image_path: Path, detectors: tuple[str, ...] | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """One (image, face mask) per face found by p3m's privacy pipeline (detection + landmarks)."""
-    from p3m.io import read_image
     from p3m.privacy.facemask import face_mask
     from p3m.privacy.pipeline import face_masks_for_image
 
@@ -269,7 +266,6 @@ def build_cp_sources(
     DatasetError if `src` has nothing usable in that format or `out` already holds a set
     (unless `overwrite`).
     """
-    from p3m.io import atomic_write_text, write_png
 
     src, out = Path(src), Path(out)
     if source_format not in SOURCE_FORMATS:
@@ -393,7 +389,6 @@ class CPSourceSet:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        from p3m.io import read_alpha_u8, read_image
 
         entry = self.entries[index]
         image = read_image(self.root / entry["image"])

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from p3m.errors import MissingDependencyError, P3MError
+from p3m.io import atomic_write_text, files_by_stem, read_alpha_u8, read_image, write_png
 from p3m.privacy.detection import DEFAULT_DETECTORS
 from p3m.privacy.facemask import TRANSITION_MARGIN
 
@@ -57,7 +58,6 @@ logger = logging.getLogger(__name__)
 LAYOUTS: tuple[str, ...] = ("train", "P3M-500-P", "flat")
 TRIMAP_KERNEL = 25
 MANIFEST_EVERY = 25  # images between manifest checkpoints
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MANIFEST_FIELDS = (
     "name", "status", "faces", "detectors", "mask_area", "mask_fraction", "facemask_source",
     "method", "parameters", "audit_faces_found", "audit_identity_matches", "warnings", "error",
@@ -131,19 +131,6 @@ class FolderReport:
         return sum((r.get("audit") or {}).get("identity_matches", 0) for r in self.records)
 
 
-def files_by_stem(directory: Path) -> dict[str, Path]:
-    """Image files of a folder by stem (first suffix in sort order wins; hidden files ignored)."""
-    files: dict[str, Path] = {}
-    for path in sorted(directory.iterdir()):
-        if (
-            path.is_file()
-            and path.suffix.lower() in IMAGE_SUFFIXES
-            and not path.name.startswith(".")
-        ):
-            files.setdefault(path.stem, path)
-    return files
-
-
 def match_folder(
     images_dir: str | PathLike[str],
     alphas_dir: str | PathLike[str] | None,
@@ -200,7 +187,6 @@ def _parameters(config: AnonymizeConfig, regions: Sequence) -> dict:
 def _process(
     sample: SampleFiles, out_dir: Path, config: AnonymizeConfig, review: list | None
 ) -> dict:
-    from p3m.io import read_alpha_u8, read_image, write_png
     from p3m.privacy.audit import audit_image
     from p3m.privacy.pipeline import anonymize
 
@@ -333,7 +319,6 @@ def _csv_row(record: dict) -> dict:
 
 def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
     """manifest.json (everything), manifest.csv (one row per image), needs_annotation.txt."""
-    from p3m.io import atomic_write_text
 
     out_dir = report.out_dir
     summary = {

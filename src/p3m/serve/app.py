@@ -10,19 +10,16 @@ object holding the alpha, the cut-out and the composite as PNG data URLs (one ma
 from __future__ import annotations
 
 import base64
-import io
 import logging
-import tempfile
 import threading
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from p3m.errors import MissingDependencyError, P3MError
+from p3m.io import alpha_to_uint8, encode_png, load_image_input
 
 try:  # FastAPI resolves the endpoint annotations from this module's globals
     from fastapi import FastAPI, File, Form, HTTPException, UploadFile
@@ -48,22 +45,17 @@ class ServeConfig:
     max_image_pixels: int = 100_000_000  # decoding cap for uploads (decompression-bomb guard)
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _data_url(array: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(_png_bytes(array)).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(encode_png(array)).decode("ascii")
 
 
 def _page() -> str:
     return resources.files("p3m.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(config: ServeConfig | None = None) -> Any:
-    """Build the FastAPI app; the matting pipeline is loaded on the first request."""
+def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
+    """Build the FastAPI app; the matting pipeline is loaded on the first request, or now with
+    `preload` (so that a wrong model or missing weights fail at start, not on every request)."""
     if FastAPI is None:  # pragma: no cover - only without the [serve] extra
         raise MissingDependencyError('the HTTP service needs FastAPI: pip install "p3m[serve]"')
 
@@ -87,6 +79,9 @@ def create_app(config: ServeConfig | None = None) -> Any:
                 **kwargs,
             )
         return state["matter"]
+
+    if preload:
+        matter()
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -121,16 +116,10 @@ def create_app(config: ServeConfig | None = None) -> Any:
         data = await image.read(config.max_upload_bytes + 1)
         if len(data) > config.max_upload_bytes:
             raise HTTPException(413, f"upload larger than {config.max_upload_bytes} bytes")
-        name = Path(image.filename or "upload").name
-        from p3m.io import alpha_to_uint8, read_image
-
-        with tempfile.TemporaryDirectory(prefix="p3m-serve-") as folder:
-            path = Path(folder) / name
-            path.write_bytes(data)
-            try:
-                rgb = read_image(path, max_pixels=config.max_image_pixels)
-            except P3MError as error:
-                raise HTTPException(400, error.problem) from error
+        try:
+            rgb = load_image_input(data, max_pixels=config.max_image_pixels)
+        except P3MError as error:
+            raise HTTPException(400, error.problem) from error
         try:
             with lock:
                 result = matter()(rgb, foreground=output != "alpha")
@@ -160,7 +149,7 @@ def create_app(config: ServeConfig | None = None) -> Any:
             headers["X-P3M-Resized"] = result.resized.describe()
         if result.note:
             headers["X-P3M-Note"] = result.note
-        return Response(_png_bytes(array), media_type="image/png", headers=headers)
+        return Response(encode_png(array), media_type="image/png", headers=headers)
 
     @app.exception_handler(P3MError)
     async def p3m_error(_request: Any, error: P3MError) -> Any:

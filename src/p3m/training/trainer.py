@@ -16,6 +16,7 @@ run stopped and resumed ends with the same weights as one that was never interru
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -98,7 +99,8 @@ def _setup_distributed(config: TrainConfig) -> _Dist:
             backend = "nccl" if device.type == "cuda" else "gloo"
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-            dist.init_process_group(backend=backend)
+            # Rank 0 validates while the others wait at a barrier: allow long validations.
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=3))
         return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
     return _Dist(0, 1, 0, device)
 

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3m.models.backbones.tokens import Mlp, PoolingMerge, grid_to_tokens, tokens_to_grid
-from p3m.models.ops import max_pool2x2_with_indices
+from p3m.models.backbones.tokens import ConvStem, Mlp, PoolingMerge, tokens_to_grid
 from p3m.models.p3mnet import EncoderOutput, P3MDecoder, P3MNet
 
 WINDOW_SIZE = 7
@@ -206,19 +205,6 @@ class SwinStage(nn.Module):
         return x
 
 
-class ConvPatchEmbed(nn.Module):
-    """Stem: conv-ReLU-pool, conv-ReLU-pool, conv-ReLU, tokens, LayerNorm (total stride 4)."""
-
-    def __init__(self, embed_dim: int = 96) -> None:
-        super().__init__()
-        self.proj1 = nn.Conv2d(3, embed_dim // 2, 3, padding=1)
-        self.act1 = nn.ReLU()  # hook point: features[0]
-        self.proj2 = nn.Conv2d(embed_dim // 2, embed_dim, 3, padding=1)
-        self.act2 = nn.ReLU()  # hook point: features[1]
-        self.proj3 = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-5)
-
-
 class SwinTEncoder(nn.Module):
     """Swin-T encoder of P3M-Net: returns `EncoderOutput(top, features, indices)`.
 
@@ -234,7 +220,7 @@ class SwinTEncoder(nn.Module):
 
     def __init__(self, img_size: int = 512) -> None:
         super().__init__()
-        self.patch_embed = ConvPatchEmbed(self.embed_dim)
+        self.patch_embed = ConvStem(self.embed_dim, final_relu=True)
         self.layers = nn.ModuleList(
             SwinStage(
                 self.embed_dim * 2**stage,
@@ -254,20 +240,7 @@ class SwinTEncoder(nn.Module):
         return (48, 96, 96, 192, 384, 768)
 
     def forward(self, x: Tensor) -> EncoderOutput:
-        stem = self.patch_embed
-        features: list[Tensor] = []
-        indices: list[Tensor] = []
-        feature = stem.act1(stem.proj1(x))
-        pooled, index = max_pool2x2_with_indices(feature)
-        features.append(feature)
-        indices.append(index)
-        feature = stem.act2(stem.proj2(pooled))
-        pooled, index = max_pool2x2_with_indices(feature)
-        features.append(feature)
-        indices.append(index)
-        grid = F.relu(stem.proj3(pooled))
-        height, width = grid.shape[-2:]
-        tokens = stem.norm(grid_to_tokens(grid))
+        tokens, height, width, features, indices = self.patch_embed(x)
         for stage in self.layers:
             tokens = stage(tokens, height, width)
             if stage.downsample is None:
@@ -307,11 +280,8 @@ class P3MNetSwinT(P3MNet):
         )
 
 
-P3M_NET_SOURCE_PAGE = "https://github.com/ViTAE-Transformer/P3M-Net"
-
-
 def _register() -> None:
-    from p3m.models.registry import ModelSpec, register_model
+    from p3m.models.registry import P3M_NET_SOURCE_PAGE, ModelSpec, register_model
 
     register_model(
         ModelSpec(

@@ -5,6 +5,7 @@ Token tensors are N x (h*w) x C with tokens in row-major order (index = row*w + 
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m.models.ops import max_pool2x2_with_indices
@@ -51,3 +52,38 @@ class PoolingMerge(nn.Module):
         skip = self.skip(tokens_to_grid(self.norm(x), height, width))
         pooled, indices = max_pool2x2_with_indices(skip)
         return self.linear(grid_to_tokens(pooled)), skip, indices
+
+
+class ConvStem(nn.Module):
+    """P3M-Net stem of the transformer encoders: conv-ReLU-pool, conv-ReLU-pool, conv, tokens, LN.
+
+    Replaces the 4x4 patch embedding (total stride 4) so that the decoder gets the two shallow
+    skip features and their pool indices. Swin-T applies a ReLU after the third conv
+    (`final_relu=True`), ViTAE-S does not. `act1` / `act2` are hook points (features[0], [1]).
+    """
+
+    def __init__(self, channels: int, final_relu: bool) -> None:
+        super().__init__()
+        self.final_relu = final_relu
+        self.proj1 = nn.Conv2d(3, channels // 2, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.proj2 = nn.Conv2d(channels // 2, channels, 3, padding=1)
+        self.act2 = nn.ReLU()
+        self.proj3 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm = nn.LayerNorm(channels, eps=1e-5)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, int, int, list[Tensor], list[Tensor]]:
+        """N x 3 x H x W -> (LN'd tokens at H/4, H/4, W/4, [F0, F1], [pool indices of F0, F1])."""
+        features: list[Tensor] = []
+        indices: list[Tensor] = []
+        pooled = x
+        for proj, act in ((self.proj1, self.act1), (self.proj2, self.act2)):
+            feature = act(proj(pooled))
+            pooled, index = max_pool2x2_with_indices(feature)
+            features.append(feature)
+            indices.append(index)
+        grid = self.proj3(pooled)
+        if self.final_relu:
+            grid = F.relu(grid)
+        height, width = grid.shape[-2:]
+        return self.norm(grid_to_tokens(grid)), height, width, features, indices

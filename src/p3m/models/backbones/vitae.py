@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3m.models.backbones.tokens import Mlp, PoolingMerge, grid_to_tokens, tokens_to_grid
-from p3m.models.ops import max_pool2x2_with_indices
+from p3m.models.backbones.tokens import ConvStem, Mlp, PoolingMerge, grid_to_tokens, tokens_to_grid
 from p3m.models.p3mnet import EncoderOutput, P3MDecoder, P3MNet
 
 # Seed of the private generator that draws the stage-1 Performer random features.
@@ -171,19 +170,6 @@ class NormalCell(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ConvStem(nn.Module):
-    """Stem: conv-ReLU-pool, conv-ReLU-pool, conv (no activation), tokens, LayerNorm."""
-
-    def __init__(self, dim: int = 64) -> None:
-        super().__init__()
-        self.proj1 = nn.Conv2d(3, dim // 2, 3, padding=1)
-        self.act1 = nn.ReLU()  # hook point: features[0]
-        self.proj2 = nn.Conv2d(dim // 2, dim, 3, padding=1)
-        self.act2 = nn.ReLU()  # hook point: features[1]
-        self.proj3 = nn.Conv2d(dim, dim, 3, padding=1)
-        self.norm = nn.LayerNorm(dim, eps=1e-5)
-
-
 class ViTAEStage(nn.Module):
     """A reduction slot `RC` (stem or pooling merge) and the normal cells `NC`."""
 
@@ -220,7 +206,7 @@ class ViTAESEncoder(nn.Module):
         for stage, (dim, depth, heads, groups) in enumerate(
             zip(self.token_dims, self.depths, self.num_heads, self.pcm_groups, strict=True)
         ):
-            reduction = ConvStem(dim) if stage == 0 else PoolingMerge(dim // 2, eps=1e-5)
+            reduction = ConvStem(dim, final_relu=False) if stage == 0 else PoolingMerge(dim // 2, eps=1e-5)
             cells = [
                 NormalCell(dim, heads, groups, generator if stage == 0 else None)
                 for _ in range(depth)
@@ -235,20 +221,7 @@ class ViTAESEncoder(nn.Module):
         return (32, 64, 64, 128, 256, 512)
 
     def forward(self, x: Tensor) -> EncoderOutput:
-        stem = self.layers[0].RC
-        features: list[Tensor] = []
-        indices: list[Tensor] = []
-        feature = stem.act1(stem.proj1(x))
-        pooled, index = max_pool2x2_with_indices(feature)
-        features.append(feature)
-        indices.append(index)
-        feature = stem.act2(stem.proj2(pooled))
-        pooled, index = max_pool2x2_with_indices(feature)
-        features.append(feature)
-        indices.append(index)
-        grid = stem.proj3(pooled)
-        height, width = grid.shape[-2:]
-        tokens = stem.norm(grid_to_tokens(grid))
+        tokens, height, width, features, indices = self.layers[0].RC(x)
         tokens = self.layers[0](tokens, height, width)
         for stage in self.layers[1:]:
             tokens, feature, index = stage.RC(tokens, height, width)
@@ -295,11 +268,8 @@ class P3MNetViTAES(P3MNet):
         return tuple(cell.attn.w for cell in self.encoder.layers[0].NC)  # type: ignore[return-value]
 
 
-P3M_NET_SOURCE_PAGE = "https://github.com/ViTAE-Transformer/P3M-Net"
-
-
 def _register() -> None:
-    from p3m.models.registry import CheckpointSpec, ModelSpec, register_model
+    from p3m.models.registry import P3M_NET_SOURCE_PAGE, CheckpointSpec, ModelSpec, register_model
 
     register_model(
         ModelSpec(

@@ -1,0 +1,47 @@
+"""Finding image files in folders, and pairing them by file stem (`p_1a2b.jpg` <-> `p_1a2b.png`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""Suffixes (lower case) of the files p3m treats as images when it scans a folder."""
+
+
+def is_image_file(path: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> bool:
+    """True for a regular, non-hidden file whose suffix (any case) is one of `suffixes`."""
+    return (
+        path.suffix.lower() in tuple(suffixes)
+        and not path.name.startswith(".")
+        and path.is_file()
+    )
+
+
+def files_by_stem(
+    directory: str | os.PathLike[str], suffixes: Iterable[str] = IMAGE_SUFFIXES
+) -> dict[str, Path]:
+    """Image files of a folder (not recursive) by stem; the first name in sort order wins a stem.
+
+    Hidden files (e.g. macOS `._x.png`) are ignored; a stem present twice (`a.jpg`, `a.png`)
+    is logged as a warning, since pairing by stem is then ambiguous.
+    """
+    wanted = tuple(suffix.lower() for suffix in suffixes)
+    files: dict[str, Path] = {}
+    for path in sorted(Path(directory).iterdir()):
+        if not is_image_file(path, wanted):
+            continue
+        if path.stem in files:
+            logger.warning(
+                "%s: two files with stem %r; using %s", directory, path.stem, files[path.stem].name
+            )
+            continue
+        files[path.stem] = path
+    return files
+
+
+__all__ = ["IMAGE_SUFFIXES", "files_by_stem", "is_image_file"]

@@ -265,3 +265,13 @@ def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_csv_header_constant() -> None:
     assert ",".join(CSV_HEADER) == "name,sad,mse,mad,sad_t,mse_t,mad_t,sad_fg,sad_bg,grad,conn"
+
+
+def test_nothing_evaluable_says_so_and_exits_nonzero(tmp_path: Path) -> None:
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    write_png(pred_dir / "a.png", np.zeros((8, 8), np.uint8))
+    write_png(gt_dir / "b.png", np.zeros((8, 8), np.uint8))
+    result = runner.invoke(app, ["eval", str(pred_dir), str(gt_dir)])
+    assert result.exit_code == 1
+    assert "no image could be evaluated" in result.stderr
+    assert "skipped 2 file(s)" in result.stderr

@@ -16,12 +16,15 @@ from PIL import Image
 
 from p3m.errors import (
     ConfigError,
+    DatasetError,
     ImageReadError,
     ImageTooLargeError,
     ImageWriteError,
     UnsupportedImageError,
 )
 from p3m.io import (
+    encode_png,
+    files_by_stem,
     load_image_input,
     read_alpha,
     read_alpha_u8,
@@ -469,3 +472,43 @@ def test_write_image_formats(tmp_path: Path) -> None:
         write_image(path, image)
         assert read_image(path).shape == image.shape
     np.testing.assert_array_equal(read_image(tmp_path / "out.bmp"), image)
+
+
+def test_files_by_stem_pairs_images_and_skips_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("b.png", "a.JPG", "a.png", "c.txt", "._b.png", "d.tiff"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "e.png").mkdir()
+    with caplog.at_level(logging.WARNING, logger="p3m.io.files"):
+        files = files_by_stem(tmp_path)
+    # First name in sort order wins a stem (upper case sorts first); the clash is logged.
+    assert files == {"a": tmp_path / "a.JPG", "b": tmp_path / "b.png", "d": tmp_path / "d.tiff"}
+    assert "'a'" in caplog.text
+    assert files_by_stem(tmp_path, suffixes=(".PNG",)) == {
+        "a": tmp_path / "a.png",
+        "b": tmp_path / "b.png",
+    }
+
+
+def test_files_by_stem_names_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="folder not found") as missing:
+        files_by_stem(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(missing.value)
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="not a folder"):
+        files_by_stem(tmp_path / "file.png")
+
+
+def test_encode_png_matches_write_png(tmp_path: Path) -> None:
+    image = _noise_rgb()
+    write_png(tmp_path / "x.png", image)
+    assert encode_png(image) == (tmp_path / "x.png").read_bytes()
+    np.testing.assert_array_equal(load_image_input(encode_png(image)), image)
+    with pytest.raises(ImageWriteError, match="uint8"):
+        encode_png(image.astype(np.float32))
+
+
+def test_empty_bytes_are_refused_by_name() -> None:
+    with pytest.raises(ImageReadError, match="empty data"):
+        load_image_input(b"")

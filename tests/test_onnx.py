@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -303,6 +304,11 @@ def test_cli_export_then_matte_with_the_file(tmp_path: Path) -> None:
     assert "onnxruntime matches torch at 32x128" in result.output
     meta = OnnxP3MNet(target).metadata
     assert meta["weights"] == "r34.pth" and meta["export_size"] == "64x96"
+    # Written like any other output: the umask decides the permissions, no temporary left.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r34.onnx", "r34.pth"]
     assert meta["outputs"] == "global_logits,local,fusion"
 
     photo = tmp_path / "photo.png"

@@ -129,3 +129,16 @@ def test_save_load_round_trip(built: dict) -> None:
 def test_default_device_is_what_is_available() -> None:
     model = create_model("p3mnet-r34")
     assert next(model.parameters()).device.type == resolve_device().type
+
+
+def test_export_onnx_is_reachable_from_p3m_models_without_importing_onnx() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, p3m.models as m; assert 'onnx' not in sys.modules; "
+        "assert m.export_onnx.__module__ == 'p3m.models.export'; "
+        "assert m.IMAGENET_MEAN == (0.485, 0.456, 0.406) and m.IMAGENET_STD == (0.229, 0.224, 0.225); "
+        "assert 'onnx' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

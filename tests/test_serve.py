@@ -74,3 +74,18 @@ def test_bad_upload_is_one_line_400(client: TestClient) -> None:
         "/api/matte", files={"image": ("x.png", b"x", "image/png")}, data={"output": "gif"}
     )
     assert bad_output.status_code == 400
+
+
+def test_preload_fails_at_start_for_an_unknown_model() -> None:
+    from p3m.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        create_app(ServeConfig(model="no-such-model"), preload=True)
+    create_app(ServeConfig(model="no-such-model"))  # lazy: only the first request would fail
+
+
+def test_empty_and_oddly_named_uploads_get_a_400(client: TestClient) -> None:
+    empty = client.post("/api/matte", files={"image": ("x.png", b"")})
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    odd = client.post("/api/matte", files={"image": ("..", b"not an image")})
+    assert odd.status_code == 400 and "not an image" in odd.json()["detail"]

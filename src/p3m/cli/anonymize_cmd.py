@@ -4,22 +4,34 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from p3m.privacy.dataset import FolderReport
+
 
 class Method(str, Enum):
+    """Obfuscation methods (paper Table 8)."""
+
     blur = "blur"
     mosaic = "mosaic"
     mask = "mask"
 
 
 class Layout(str, Enum):
+    """Dataset-mode output layouts."""
+
     train = "train"
     p3m_500_p = "P3M-500-P"
 
 
 class Landmarks(str, Enum):
+    """Landmark schemes for the private-region polygon."""
+
     mediapipe = "mediapipe"
     dlib68 = "dlib68"
 
@@ -128,22 +140,11 @@ def anonymize_command(
     failed.
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
+    from p3m.cli._ui import item_progress
     from p3m.errors import ConfigError
-    from p3m.privacy.dataset import (
-        AnonymizeConfig,
-        SampleFiles,
-        anonymize_samples,
-        files_by_stem,
-        match_folder,
-    )
+    from p3m.io import files_by_stem
+    from p3m.privacy.dataset import AnonymizeConfig, SampleFiles, anonymize_samples, match_folder
     from p3m.privacy.landmarks import DLIB68_LICENCE_NOTE
 
     out_console = Console()
@@ -201,15 +202,7 @@ def anonymize_command(
     if audit:
         err.print(f"audit detectors: {', '.join(audit_names)}", highlight=False)
 
-    with Progress(
-        TextColumn("[bold]anonymizing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[name]}"),
-        console=err,
-        transient=True,
-    ) as progress:
+    with item_progress("[bold]anonymizing", err, show_name=True) as progress:
         task_id = progress.add_task("anonymizing", total=len(samples), name="")
 
         def on_progress(record: dict) -> None:
@@ -226,7 +219,8 @@ def anonymize_command(
         raise typer.Exit(code=1)
 
 
-def _print_summary(out_console, err, report) -> None:
+def _print_summary(out_console: Console, err: Console, report: FolderReport) -> None:
+    """The per-image table and totals on stdout; missing faces and warnings on stderr."""
     from rich.table import Table
 
     table = Table(title=f"p3m anonymize -> {report.out_dir}", title_justify="left")
@@ -277,4 +271,5 @@ def _print_summary(out_console, err, report) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Add `p3m anonymize` to the command line."""
     app.command("anonymize")(anonymize_command)

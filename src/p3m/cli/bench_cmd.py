@@ -15,6 +15,8 @@ from p3m.cli.train_cmd import TestSet
 
 
 class BaselineMethod(str, Enum):
+    """The pymatting baselines of the paper's tables."""
+
     cf = "cf"
     knn = "knn"
     lkm = "lkm"
@@ -64,16 +66,8 @@ def baseline_command(
     import json
 
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
-    from p3m.cli.eval_cmd import _summary_table
+    from p3m.cli._ui import exit_if_failed, item_progress, metrics_table
     from p3m.data.layout import find_samples
     from p3m.evaluation.baselines import get_baseline, run_baseline
     from p3m.evaluation.folder import write_csv
@@ -95,15 +89,8 @@ def baseline_command(
             "the results are flagged as such.",
             highlight=False,
         )
-    with Progress(
-        TextColumn(f"[bold]{baseline.label}[/bold] on {set_label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[name]}"),
-        console=err,
-        transient=True,
+    with item_progress(
+        f"[bold]{baseline.label}[/bold] on {set_label}", err, show_name=True, show_elapsed=True
     ) as progress:
         task_id = progress.add_task("baseline", total=len(samples), name="")
 
@@ -127,7 +114,10 @@ def baseline_command(
     atomic_write_text(
         out_dir / "metrics.json", json.dumps(run.to_json_dict(), indent=1, allow_nan=False) + "\n"
     )
-    out_console.print(_summary_table(evaluation, out_console.width))
+    if evaluation.rows:
+        out_console.print(metrics_table(evaluation, out_console.width))
+    else:
+        err.print("[red]no image could be evaluated[/red]", highlight=False)
     if run.resized:
         err.print(
             f"[yellow]note:[/yellow] {len(run.resized)} image(s) larger than {max_pixels:,} pixels "
@@ -136,11 +126,7 @@ def baseline_command(
             highlight=False,
         )
     out_console.print(f"predictions and metrics.json: {out_dir}", highlight=False)
-    if run.failed:
-        err.print(f"[red]{len(run.failed)} image(s) failed:[/red]", highlight=False)
-        for name, reason in sorted(run.failed.items()):
-            err.print(f"  {name}: {reason}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1)
+    exit_if_failed(err, sorted(run.failed.items()), "{count} image(s) failed")
 
 
 def table_command(

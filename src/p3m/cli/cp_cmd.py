@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from p3m.errors import P3MError
+from p3m.errors import ConfigError
 
 cp_app = typer.Typer(
     help="Source faces for P3M-CP (copy-and-paste face augmentation, ICP / FCP).",
@@ -39,7 +39,7 @@ def build(
     from p3m.privacy.cp_sources import SOURCE_FORMATS, build_cp_sources
 
     if source_format not in SOURCE_FORMATS:
-        raise P3MError(f"unknown --format {source_format!r}; choose from {', '.join(SOURCE_FORMATS)}")
+        raise ConfigError(f"unknown --format {source_format!r}; choose from {', '.join(SOURCE_FORMATS)}")
     detector_names = tuple(d.strip() for d in detectors.split(",") if d.strip()) or None
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
-    from p3m.evaluation.folder import FolderEvaluation
-
 
 class Accumulate(str, Enum):
+    """How the means are accumulated (see `p3m.evaluation.metrics.summarize`)."""
+
     eval_py = "eval_py"
     float64 = "float64"
 
@@ -50,26 +46,13 @@ def eval_command(
     Files that cannot be evaluated are listed and skipped; the exit code is 1 if any was.
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
+    from p3m.cli._ui import exit_if_failed, item_progress, metrics_table
     from p3m.evaluation.folder import evaluate_folder, write_csv, write_json
 
     out = Console()
     err = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with item_progress("[bold]evaluating", err) as progress:
         task_id = progress.add_task("evaluating", total=None)
 
         def on_progress(done: int, total: int) -> None:
@@ -84,7 +67,10 @@ def eval_command(
             on_progress=on_progress,
         )
 
-    out.print(_summary_table(evaluation, out.width))
+    if evaluation.rows:
+        out.print(metrics_table(evaluation, out.width))
+    else:
+        err.print("[red]no image could be evaluated[/red]", highlight=False)
     for key, names in evaluation.summary.excluded.items():
         err.print(
             f"[yellow]note:[/yellow] {key} mean leaves out {len(names)} non-finite value(s): "
@@ -97,36 +83,9 @@ def eval_command(
     if json_path is not None:
         write_json(json_path, evaluation)
         out.print(f"summary: {json_path}", highlight=False)
-    if evaluation.skipped:
-        err.print(f"[red]skipped {len(evaluation.skipped)} file(s):[/red]", highlight=False)
-        for item in evaluation.skipped:
-            err.print(f"  {item.name}: {item.reason}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1)
-
-
-def _summary_table(evaluation: FolderEvaluation, width: int) -> Table:
-    """Means in the paper's column order; one row per metric when the terminal is narrow."""
-    from rich.table import Table
-
-    from p3m.evaluation.metrics import DISPLAY_NAMES, METRIC_KEYS
-
-    summary = evaluation.summary
-    keys = [key for key in METRIC_KEYS if key in summary.means]
-    title = f"{len(evaluation.rows)} images evaluated, {len(evaluation.skipped)} skipped"
-    table = Table(title=title, title_justify="left")
-    if width >= 12 * (len(keys) + 1):
-        table.add_column("")
-        for key in keys:
-            table.add_column(DISPLAY_NAMES[key], justify="right")
-        table.add_row("mean", *(f"{summary.means[key]:.4g}" for key in keys))
-        table.add_row("images", *(str(summary.counts[key]) for key in keys))
-        return table
-    table.add_column("metric")
-    table.add_column("mean", justify="right")
-    table.add_column("images", justify="right")
-    for key in keys:
-        table.add_row(DISPLAY_NAMES[key], f"{summary.means[key]:.6g}", str(summary.counts[key]))
-    return table
+    exit_if_failed(
+        err, ((item.name, item.reason) for item in evaluation.skipped), "skipped {count} file(s)"
+    )
 
 
 def register(app: typer.Typer) -> None:

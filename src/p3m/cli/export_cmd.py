@@ -9,6 +9,8 @@ import typer
 
 
 class OutputChoice(str, Enum):
+    """Which model outputs the ONNX file exposes."""
+
     all = "all"
     inference = "inference"
 
@@ -88,4 +90,5 @@ def export_onnx_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add `p3m export-onnx` to the command line."""
     app.command("export-onnx")(export_onnx_command)

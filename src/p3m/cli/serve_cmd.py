@@ -7,11 +7,11 @@ import typer
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1 keeps it local)."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     model: str = typer.Option("auto", help="Matting model: auto, selfie-cf or a P3M-Net name."),
     weights: str | None = typer.Option(None, help="Checkpoint path or cached weights name."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: what is there)."),
-    max_upload_mb: int = typer.Option(40, help="Largest accepted upload, in MiB."),
+    max_upload_mb: int = typer.Option(40, min=1, help="Largest accepted upload, in MiB."),
 ) -> None:
     """Serve the matting API and a web page at http://HOST:PORT/ (the model is loaded first)."""
     from p3m.errors import MissingDependencyError

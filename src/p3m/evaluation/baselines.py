@@ -446,7 +446,8 @@ def run_baseline(
                 trimap_dirs.add(trimap_path.parent)
                 gt_dirs.add(Path(sample.alpha).parent)
         except P3MError as error:
-            logger.error("skipped %s: %s", sample.name, error)
+            # INFO: the failure is returned in `run.failed` (the CLI lists it once, at the end).
+            logger.info("skipped %s: %s", sample.name, error)
             run.failed[sample.name] = str(error)
             run.solved.pop(sample.name, None)
         if on_progress is not None:

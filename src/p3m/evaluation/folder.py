@@ -204,7 +204,8 @@ def evaluate_folder(
         nonlocal done
         if values is None:
             skipped.append(SkippedFile(name, reason or "could not be evaluated"))
-            logger.warning("skipped %s: %s", name, reason)
+            # INFO, not WARNING: the caller gets the list in `skipped` (the CLI prints it).
+            logger.info("skipped %s: %s", name, reason)
         else:
             results[name] = values
         done += 1

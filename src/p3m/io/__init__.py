@@ -6,7 +6,7 @@ Images are RGB uint8 H x W x 3, alpha mattes float32 H x W in [0, 1], trimaps ui
 
 from __future__ import annotations
 
-from p3m.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from p3m.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text, temporary_path
 from p3m.io.files import IMAGE_SUFFIXES, files_by_stem, is_image_file
 from p3m.io.images import (
     DEFAULT_MAX_PIXELS,
@@ -42,6 +42,7 @@ __all__ = [
     "read_image",
     "read_trimap",
     "snap_trimap",
+    "temporary_path",
     "write_alpha",
     "write_image",
     "write_png",

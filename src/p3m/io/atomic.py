@@ -16,8 +16,14 @@ from typing import IO
 from p3m.errors import ImageWriteError, P3MError
 
 
-def _temporary_path(path: Path) -> Path:
-    # Hidden, unique and in the same folder, so that os.replace is a rename on one file system.
+def temporary_path(path: str | os.PathLike[str]) -> Path:
+    """A hidden, unique, not yet existing path beside `path`, to write and then `os.replace`.
+
+    For writers that need a file name (e.g. ONNX export) rather than a handle; the file they
+    create gets the umask permissions, as with a plain open().
+    """
+    # Same folder, so that os.replace is a rename on one file system.
+    path = Path(path)
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
@@ -37,7 +43,7 @@ def atomic_open(
     if mode not in ("w", "wb", "wt"):
         raise ValueError(f"atomic_open writes only ('w', 'wb', 'wt'), got mode {mode!r}")
     target = Path(path)
-    temporary = _temporary_path(target)
+    temporary = temporary_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # os.open with 0o666 lets the umask decide the permissions, as a plain open() would

@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from p3m.errors import DatasetError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -28,11 +30,15 @@ def files_by_stem(
     """Image files of a folder (not recursive) by stem; the first name in sort order wins a stem.
 
     Hidden files (e.g. macOS `._x.png`) are ignored; a stem present twice (`a.jpg`, `a.png`)
-    is logged as a warning, since pairing by stem is then ambiguous.
+    is logged as a warning, since pairing by stem is then ambiguous. Raises `DatasetError` when
+    `directory` is not a folder.
     """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise DatasetError("folder not found" if not folder.exists() else "not a folder", folder)
     wanted = tuple(suffix.lower() for suffix in suffixes)
     files: dict[str, Path] = {}
-    for path in sorted(Path(directory).iterdir()):
+    for path in sorted(folder.iterdir()):
         if not is_image_file(path, wanted):
             continue
         if path.stem in files:

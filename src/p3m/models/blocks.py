@@ -16,10 +16,12 @@ from p3m.models.ops import BilinearUpsample, MaxPool2Stride
 
 
 def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
+    """3x3 convolution, padding 1 (size-preserving)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
 
 
 def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """1x1 convolution without bias (the channel transforms of TFI / BFI)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
 
 

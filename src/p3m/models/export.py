@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from p3m.errors import ExportError, InputSizeError, MissingDependencyError
+from p3m.io.atomic import temporary_path
 from p3m.models.p3mnet import P3MOutput, check_input
 
 __all__ = [
@@ -362,10 +362,9 @@ def export_onnx(
 
     was_training = model.training
     model.eval()
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    os.close(descriptor)
+    # A name only (no file yet): the writers create it with the umask's permissions (mkstemp
+    # would leave the exported model readable by its owner only).
+    temp_name = str(temporary_path(target))
     started = time.perf_counter()
     try:
         try:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from p3m.errors import DatasetError, P3MError
+from p3m.errors import ConfigError, DatasetError, P3MError
 from p3m.io import IMAGE_SUFFIXES, atomic_write_text, read_alpha_u8, read_image, write_png
 
 if TYPE_CHECKING:
@@ -269,7 +269,7 @@ def build_cp_sources(
 
     src, out = Path(src), Path(out)
     if source_format not in SOURCE_FORMATS:
-        raise P3MError(
+        raise ConfigError(
             f"unknown source format {source_format!r}; choose from {', '.join(SOURCE_FORMATS)}"
         )
     if not src.is_dir():

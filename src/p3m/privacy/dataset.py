@@ -36,7 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from p3m.errors import MissingDependencyError, P3MError
+from p3m.errors import (
+    ConfigError,
+    DatasetError,
+    MissingDependencyError,
+    P3MError,
+    ShapeMismatchError,
+)
 from p3m.io import atomic_write_text, files_by_stem, read_alpha_u8, read_image, write_png
 from p3m.privacy.detection import DEFAULT_DETECTORS
 from p3m.privacy.facemask import TRANSITION_MARGIN
@@ -139,16 +145,16 @@ def match_folder(
     """Images of a folder matched by stem with their alpha mattes and hand-made face masks."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise P3MError("image folder does not exist", images_dir)
+        raise DatasetError("image folder does not exist", images_dir)
     alphas: dict[str, Path] = {}
     if alphas_dir is not None:
         if not Path(alphas_dir).is_dir():
-            raise P3MError("alpha folder does not exist", alphas_dir)
+            raise DatasetError("alpha folder does not exist", alphas_dir)
         alphas = files_by_stem(Path(alphas_dir))
     masks: dict[str, Path] = {}
     if facemask_dir is not None:
         if not Path(facemask_dir).is_dir():
-            raise P3MError("face-mask folder does not exist", facemask_dir)
+            raise DatasetError("face-mask folder does not exist", facemask_dir)
         masks = files_by_stem(Path(facemask_dir))
     return [
         SampleFiles(stem, path, alphas.get(stem), masks.get(stem))
@@ -196,18 +202,18 @@ def _process(
     if sample.alpha is not None:
         alpha_u8 = read_alpha_u8(sample.alpha)
         if alpha_u8.shape != image.shape[:2]:
-            raise P3MError(
+            raise ShapeMismatchError(
                 f"alpha matte is {alpha_u8.shape[1]}x{alpha_u8.shape[0]}, image "
                 f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}",
                 sample.alpha,
             )
     elif config.layout != "flat":
-        raise P3MError(f"no alpha matte named {sample.name}.* in the alpha folder", sample.image)
+        raise DatasetError(f"no alpha matte named {sample.name}.* in the alpha folder", sample.image)
     manual = None
     if sample.facemask is not None:
         manual = read_alpha_u8(sample.facemask) > 127
         if manual.shape != image.shape[:2]:
-            raise P3MError(
+            raise ShapeMismatchError(
                 f"face mask is {manual.shape[1]}x{manual.shape[0]}, image is {image.shape[1]}x{image.shape[0]}",
                 sample.facemask,
             )
@@ -360,13 +366,13 @@ def anonymize_samples(
 
     # Option errors are the same for every image: raise them once, before the run.
     if config.layout not in LAYOUTS:
-        raise P3MError(f"unknown layout {config.layout!r}; choose from {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown layout {config.layout!r}; choose from {', '.join(LAYOUTS)}")
     if config.method not in METHODS:
-        raise P3MError(
+        raise ConfigError(
             f"unknown obfuscation method {config.method!r}; choose from {', '.join(METHODS)}"
         )
     if config.landmarks not in LANDMARK_SCHEMES:
-        raise P3MError(
+        raise ConfigError(
             f"unknown landmark scheme {config.landmarks!r}; choose from {', '.join(LANDMARK_SCHEMES)}"
         )
     expand_detector_names(config.detectors)
@@ -442,5 +448,5 @@ def anonymize_folder(
     config = config or AnonymizeConfig()
     samples = match_folder(images_dir, alphas_dir, facemask_dir)
     if not samples:
-        raise P3MError("no images found", images_dir)
+        raise DatasetError("no images found", images_dir)
     return anonymize_samples(samples, out_dir, config, on_progress)

@@ -21,10 +21,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from p3m.errors import MissingDependencyError, P3MError
+from p3m.errors import ConfigError, MissingDependencyError, P3MError
 
 __all__ = [
     "DEFAULT_DETECTORS",
@@ -98,7 +99,7 @@ def expand_detector_names(detectors: Sequence[str] | str) -> tuple[str, ...]:
     for name in detectors:
         for expanded in _ALIASES.get(name, (name,)):
             if expanded not in DETECTOR_NAMES:
-                raise P3MError(
+                raise ConfigError(
                     f"unknown face detector {expanded!r}; choose from "
                     f"{', '.join(DETECTOR_NAMES + tuple(_ALIASES))}"
                 )
@@ -173,7 +174,7 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def mediapipe_process(graph, image: np.ndarray):
+def mediapipe_process(graph: Any, image: np.ndarray) -> Any:
     """`graph.process(image)` under the shared lock; the first call of each graph runs silenced."""
     with _LOCK:
         if id(graph) in _WARM:
@@ -297,7 +298,7 @@ def run_detector(
     elif name in ("dlib-hog", "dlib-cnn"):
         faces = _run_dlib(image, name, dlib_upsample)
     else:
-        raise P3MError(f"unknown face detector {name!r}; choose from {', '.join(DETECTOR_NAMES)}")
+        raise ConfigError(f"unknown face detector {name!r}; choose from {', '.join(DETECTOR_NAMES)}")
     # A box clipped to nothing (face entirely outside the frame) is no face.
     return [f for f in faces if f.box[2] - f.box[0] >= 2 and f.box[3] - f.box[1] >= 2]
 

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from p3m.errors import MissingDependencyError, P3MError
+from p3m.errors import ConfigError, MissingDependencyError
 from p3m.privacy.detection import Face, box_iou, dlib_model_path
 
 __all__ = [
@@ -188,7 +188,7 @@ def add_landmarks(
     A face without landmarks keeps `landmarks=None` and gets the box-ellipse fallback polygon.
     """
     if scheme not in LANDMARK_SCHEMES:
-        raise P3MError(
+        raise ConfigError(
             f"unknown landmark scheme {scheme!r}; choose from {', '.join(LANDMARK_SCHEMES)}"
         )
     image = np.ascontiguousarray(image)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from p3m.errors import P3MError, ShapeMismatchError
+from p3m.errors import ConfigError, ShapeMismatchError
 
 __all__ = [
     "BLUR_SIGMA_FRACTION",
@@ -113,9 +113,9 @@ def obfuscate(
     the regions with the parameter each got (for the manifest).
     """
     if method not in METHODS:
-        raise P3MError(f"unknown obfuscation method {method!r}; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown obfuscation method {method!r}; choose from {', '.join(METHODS)}")
     if strength <= 0:
-        raise P3MError(f"obfuscation strength must be > 0, got {strength}")
+        raise ConfigError(f"obfuscation strength must be > 0, got {strength}")
     if facemask.shape != image.shape[:2]:
         raise ShapeMismatchError(
             f"face mask is {facemask.shape[1]}x{facemask.shape[0]}, image is {image.shape[1]}x{image.shape[0]}"

@@ -38,6 +38,7 @@ class BasicBlock(nn.Module):
 
 
 def make_layer(in_channels: int, channels: int, depth: int) -> nn.Sequential:
+    """A ResNet stage: `depth` BasicBlocks, the first one mapping in_channels -> channels."""
     blocks = [BasicBlock(in_channels, channels)]
     blocks += [BasicBlock(channels, channels) for _ in range(depth - 1)]
     return nn.Sequential(*blocks)

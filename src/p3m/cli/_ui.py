@@ -1,0 +1,84 @@
+"""Console pieces shared by the commands: the per-item progress bar and the failure summary.
+
+`metrics_table` renders the means of a folder evaluation (`p3m eval`, `p3m baseline`).
+Folder commands report a bad item, skip it, finish the rest and exit with code 1 at the end;
+`exit_if_failed` is that last step, so every command prints its failures the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from p3m.evaluation.folder import FolderEvaluation
+
+
+def item_progress(
+    label: str, console: Console, show_name: bool = False, show_elapsed: bool = False
+) -> Progress:
+    """A transient `label [bar] done/total [elapsed] eta [name]` bar on `console` (stderr).
+
+    With `show_name`, update the task's `name` field with the item being processed.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    if show_elapsed:
+        columns.append(TimeElapsedColumn())
+    columns.append(TimeRemainingColumn())
+    if show_name:
+        columns.append(TextColumn("{task.fields[name]}"))
+    return Progress(*columns, console=console, transient=True)
+
+
+def exit_if_failed(console: Console, failures: Iterable[tuple[str, str]], title: str) -> None:
+    """Print `title` (its "{count}" filled in), one `  name: reason` line per failure; exit 1.
+
+    Does nothing when there are no failures. Example title: "skipped {count} file(s)".
+    """
+    failures = list(failures)
+    if not failures:
+        return
+    console.print(f"[red]{title.format(count=len(failures))}:[/red]", highlight=False)
+    for name, reason in failures:
+        console.print(f"  {name}: {reason}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def metrics_table(evaluation: FolderEvaluation, width: int) -> Table:
+    """Means in the paper's column order; one row per metric when the terminal is narrow."""
+    from rich.table import Table
+
+    from p3m.evaluation.metrics import DISPLAY_NAMES, METRIC_KEYS
+
+    summary = evaluation.summary
+    keys = [key for key in METRIC_KEYS if key in summary.means]
+    title = f"{len(evaluation.rows)} images evaluated, {len(evaluation.skipped)} skipped"
+    table = Table(title=title, title_justify="left")
+    if width >= 12 * (len(keys) + 1):
+        table.add_column("")
+        for key in keys:
+            table.add_column(DISPLAY_NAMES[key], justify="right")
+        table.add_row("mean", *(f"{summary.means[key]:.4g}" for key in keys))
+        table.add_row("images", *(str(summary.counts[key]) for key in keys))
+        return table
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("images", justify="right")
+    for key in keys:
+        table.add_row(DISPLAY_NAMES[key], f"{summary.means[key]:.6g}", str(summary.counts[key]))
+    return table

@@ -92,6 +92,19 @@ def test_synth_and_check_data_commands(tmp_path):
     assert "synth_train_0001" in result.output
 
 
+def test_check_data_on_a_missing_root_is_one_error(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "nodir"
+    result = subprocess.run(
+        [sys.executable, "-m", "p3m.cli", "check-data", str(missing)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {missing}: data root does not exist"]
+    assert "data layout" not in result.stdout  # no empty table first
+
+
 # --------------------------------------------------------------------------- layout check
 
 

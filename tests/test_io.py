@@ -509,6 +509,28 @@ def test_encode_png_matches_write_png(tmp_path: Path) -> None:
         encode_png(image.astype(np.float32))
 
 
+def _zlib_level_flag(png: bytes) -> int:
+    """FLEVEL of the first IDAT's zlib header: 0 = fastest (level 1), 2 = default (level 6)."""
+    position = 8
+    while True:
+        (length,) = struct.unpack(">I", png[position : position + 4])
+        if png[position + 4 : position + 8] == b"IDAT":
+            return png[position + 9] >> 6
+        position += 12 + length
+
+
+def test_large_pngs_are_deflated_fast_and_stay_lossless(tmp_path: Path) -> None:
+    small = _noise_rgb()[..., 0]
+    write_png(tmp_path / "small.png", small)
+    assert _zlib_level_flag((tmp_path / "small.png").read_bytes()) == 2
+    yy, xx = np.mgrid[0:2000, 0:2100]  # 4.2 megapixels, over the fast-deflate threshold
+    large = ((yy * 7 + xx * 3) % 251).astype(np.uint8)
+    write_png(tmp_path / "large.png", large)
+    data = (tmp_path / "large.png").read_bytes()
+    assert _zlib_level_flag(data) == 0 and encode_png(large) == data
+    np.testing.assert_array_equal(read_alpha_u8(tmp_path / "large.png"), large)
+
+
 def test_empty_bytes_are_refused_by_name() -> None:
     with pytest.raises(ImageReadError, match="empty data"):
         load_image_input(b"")

@@ -95,6 +95,35 @@ def test_globs_and_recursive_folders_keep_the_layout(tmp_path):
     assert missing.exit_code != 0
 
 
+def test_missing_inputs_are_reported_and_skipped_and_the_rest_matted(tmp_path):
+    Image.fromarray(_synthetic_portrait()).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["matte", str(tmp_path / "a.png"), str(tmp_path / "missing.jpg"), str(tmp_path / "none-*.png"),
+         "-o", str(out), "--save", "alpha"],
+    )
+    assert result.exit_code == 1, result.output
+    assert (out / "a_alpha.png").exists()
+    assert "skipped 2 input(s)" in result.output
+    assert "missing.jpg: no such file or folder" in result.output
+    assert "none-*.png: no image matches this pattern" in result.output
+    # Outputs already there: nothing to matte, yet the missing input still fails the run.
+    again = runner.invoke(
+        app, ["matte", str(tmp_path / "a.png"), str(tmp_path / "missing.jpg"), "-o", str(out), "--save", "alpha"]
+    )
+    assert again.exit_code == 1 and "kept 1" in again.output and "missing.jpg" in again.output
+
+
+def test_no_existing_input_at_all_is_one_clear_error(tmp_path):
+    from p3m.errors import ImageReadError
+
+    result = runner.invoke(app, ["matte", str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg")])
+    assert isinstance(result.exception, ImageReadError)
+    message = str(result.exception)
+    assert "x.jpg" in message and "y.jpg" in message and "\n" not in message
+
+
 @pytest.mark.slow
 def test_p3mnet_model_from_a_checkpoint_on_the_command_line(tmp_path):
     torch.manual_seed(0)

@@ -182,6 +182,41 @@ def test_evaluate_model_command(smoke_run, small_data, tmp_path):
     report = json.loads((predictions / "metrics.json").read_text())
     assert report["model"] == "p3mnet-r34" and report["num_images"] == 2
     assert report["means"]["sad"] >= 0 and "sad_t" not in report["means"]  # RWP has no trimaps
+    # The run trained on blurred images (its config.yaml says so); RWP is in no protocol table.
+    assert report["training_protocol"] == "B" and "protocol" not in report
+
+    # On P3M-500-NP that is B:N, which `p3m table` reads without a manual tag.
+    from p3m.evaluation.tables import load_result
+
+    on_np = tmp_path / "on_np"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate-model", str(out / "checkpoints" / "final.pth"), "--set", "P3M-500-NP",
+         "--data-root", str(small_data), "--strategy", "resize", "--out", str(on_np), "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    entry = load_result(on_np / "metrics.json")
+    assert entry.protocol == "B:N" and entry.set_name == "P3M-500-NP"
+
+
+def test_training_protocol_comes_from_the_checkpoint_or_its_run_folder(tmp_path):
+    from p3m.models import save_checkpoint
+    from p3m.training.validation import table_protocol, training_protocol
+
+    model = torch.nn.Linear(2, 2)
+    resumable = save_checkpoint(model, tmp_path / "ckpt" / "final.pth", extra={"config": {"data": {"protocol": "N"}}})
+    assert training_protocol(resumable) == "N"
+    run = tmp_path / "run"
+    bare = save_checkpoint(model, run / "model.pth")
+    assert training_protocol(bare) is None  # neither the file nor its folder knows
+    (run / "config.yaml").write_text("model: p3mnet-r34\ndata:\n  protocol: B\n")
+    assert training_protocol(bare) == "B"
+    (run / "config.yaml").write_text("data: [not, a, mapping\n")
+    assert training_protocol(bare) is None
+    assert [table_protocol(t, s) for t, s in (("B", "P3M-500-P"), ("B", "P3M-500-NP"), ("N", "P3M-500-NP"))] == [
+        "B:B", "B:N", "N:N"]
+    assert table_protocol("N", "P3M-500-P") is None and table_protocol("B", "RWP") is None
+    assert table_protocol(None, "P3M-500-P") is None
 
 
 @pytest.mark.slow

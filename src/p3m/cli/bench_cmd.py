@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from p3m.cli.train_cmd import TestSet
+from p3m.data.sets import TestSet
 
 
 class BaselineMethod(str, Enum):

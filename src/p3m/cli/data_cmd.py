@@ -47,7 +47,11 @@ def check_data_command(
     from rich.table import Table
 
     from p3m.data.layout import check_layout
+    from p3m.errors import DatasetError
 
+    if not root.is_dir():
+        # Nothing to tabulate: one red line (exit 2) instead of an empty table and a problem.
+        raise DatasetError("data root does not exist" if not root.exists() else "data root is not a folder", root)
     report = check_layout(root, sets, protocol, normal_images, deep=deep)
     table = Table(title=f"data layout of {root}")
     table.add_column("set")

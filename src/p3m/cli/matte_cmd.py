@@ -72,13 +72,13 @@ def matte_command(
 ) -> None:
     """Matte portraits: per image <stem>_alpha.png, <stem>_rgba.png (straight alpha) and more.
 
-    Existing outputs are kept unless --overwrite. Images that cannot be read are reported and
-    skipped; the exit code is 1 if any was.
+    Existing outputs are kept unless --overwrite. Inputs that are missing or cannot be read are
+    reported and skipped, the rest matted; the exit code is 1 if any was skipped.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from p3m.errors import P3MError
+    from p3m.cli._ui import exit_if_failed, item_progress
+    from p3m.errors import ImageReadError, P3MError
     from p3m.inference.api import MATTE_MAX_PIXELS, Matter
     from p3m.inference.batch import collect_inputs, parse_save, plan_outputs, write_outputs
 
@@ -87,15 +87,27 @@ def matte_command(
     kinds = parse_save(save)
     backdrop = _background(background) if "composite" in kinds else "white"
     budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
-    jobs = plan_outputs(collect_inputs(inputs, recursive=recursive), out_dir)
+    failures: list[tuple[str, str]] = []
+    jobs = plan_outputs(collect_inputs(inputs, recursive=recursive, missing=failures), out_dir)
+    if len(failures) == len(inputs):
+        # Nothing given exists: a usage error (exit 2), not a partly failed run.
+        if len(failures) == 1:
+            raise ImageReadError(failures[0][1], failures[0][0])
+        raise ImageReadError(
+            "none of the inputs exists: " + "; ".join(f"{name} ({reason})" for name, reason in failures)
+        )
+    for name, reason in failures:
+        err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
     if not jobs:
         err.print("[yellow]no images found[/yellow]")
+        exit_if_failed(err, failures, "skipped {count} input(s)")
         raise typer.Exit(1)
     todo = [job for job in jobs if overwrite or job.missing(kinds)]
     skipped = len(jobs) - len(todo)
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
     if not todo:
+        exit_if_failed(err, failures, "skipped {count} input(s)")
         return
 
     if download and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
@@ -111,28 +123,24 @@ def matte_command(
     if matter.note:
         err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
 
-    failures = 0
-    with Progress(
-        TextColumn("[bold]matting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=err,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("", total=len(todo))
+    done = 0
+    with item_progress("[bold]matting", err, show_name=True, show_elapsed=True) as progress:
+        task = progress.add_task("matting", total=len(todo), name="")
         for job in todo:
-            progress.update(task, description=job.source.name)
+            progress.update(task, name=job.source.name)
             wanted = kinds if overwrite else job.missing(kinds)
             try:
                 needs_colour = any(kind in ("rgba", "foreground", "composite") for kind in wanted)
                 result = matter(job.source, foreground=needs_colour)
                 written = write_outputs(job, result, wanted, backdrop)
             except (P3MError, OSError, ValueError) as error:
-                failures += 1
+                # Name the file once: drop the error's own path prefix when it is the input.
+                own = isinstance(error, P3MError) and error.path == str(job.source)
+                reason = error.problem if own else str(error)
+                failures.append((str(job.source), reason))
                 progress.console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             else:
+                done += 1
                 detail = f"; {result.resized.describe()}" if result.resized else ""
                 names = ", ".join(path.name for path in written)
                 progress.console.print(
@@ -141,11 +149,8 @@ def matte_command(
                     soft_wrap=True,
                 )
             progress.advance(task)
-    done = len(todo) - failures
     out.print(f"matted {done} image(s) with {matter.name} into {out_dir}")
-    if failures:
-        err.print(f"[red]{failures} image(s) failed[/red]")
-        raise typer.Exit(1)
+    exit_if_failed(err, failures, "skipped {count} input(s)")
 
 
 def demo_command(

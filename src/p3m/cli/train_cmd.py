@@ -11,16 +11,12 @@ from pathlib import Path
 
 import typer
 
+from p3m.data.sets import TestSet
+
 
 class Protocol(str, Enum):
     B = "B"
     N = "N"
-
-
-class TestSet(str, Enum):
-    P = "P3M-500-P"
-    NP = "P3M-500-NP"
-    RWP = "RWP"
 
 
 class TestStrategy(str, Enum):
@@ -141,7 +137,7 @@ def evaluate_model_command(
     from p3m.io import atomic_write_text
     from p3m.models import create_model
     from p3m.models.checkpoints import identify_variant, read_state_dict
-    from p3m.training.validation import evaluate_on_set
+    from p3m.training.validation import evaluate_on_set, table_protocol, training_protocol
 
     name = model_name
     if name is None:
@@ -165,8 +161,16 @@ def evaluate_model_command(
     Console().print(table)
     if out is not None:
         report = {"checkpoint": str(checkpoint), "model": name, "set": test_set.value,
-                  "strategy": strategy.value, "failed": evaluation.failed, **summary,
-                  "per_image": dict(zip(evaluation.names, evaluation.rows, strict=True))}
+                  "strategy": strategy.value}
+        # Known training images let `p3m table` place the result in the B:B / B:N / N:N table.
+        trained_on = training_protocol(checkpoint)
+        if trained_on is not None:
+            report["training_protocol"] = trained_on
+            protocol = table_protocol(trained_on, test_set.value)
+            if protocol is not None:
+                report["protocol"] = protocol
+        report.update({"failed": evaluation.failed, **summary,
+                       "per_image": dict(zip(evaluation.names, evaluation.rows, strict=True))})
         atomic_write_text(out / "metrics.json", json.dumps(report, indent=1))
     if evaluation.failed:
         Console(stderr=True).print(f"[red]{len(evaluation.failed)} image(s) failed[/red]: {', '.join(evaluation.failed)}")

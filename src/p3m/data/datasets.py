@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from p3m.data.layout import Sample
 from p3m.data.transforms import AugmentConfig, augment
 from p3m.errors import ShapeMismatchError
+from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -27,9 +28,6 @@ __all__ = [
     "MattingTrainDataset",
     "normalize_image",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalize_image(image: np.ndarray) -> torch.Tensor:

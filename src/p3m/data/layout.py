@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
+from p3m.data.sets import TestSet
 from p3m.errors import DatasetError
+from p3m.io import IMAGE_SUFFIXES, files_by_stem
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -30,13 +32,13 @@ __all__ = [
     "LayoutReport",
     "Sample",
     "SetLayout",
+    "TestSet",
     "check_layout",
     "find_samples",
     "resolve_set",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-SET_NAMES = ("train", "P3M-500-P", "P3M-500-NP", "RWP")
+SET_NAMES = ("train", *(test_set.value for test_set in TestSet))
 PROTOCOLS = ("B", "N")
 
 
@@ -97,14 +99,6 @@ def resolve_set(root: str | PathLike[str], name: str, protocol: str = "B") -> Se
     return SetLayout(name, directory, "image", "alpha")
 
 
-def _files_by_stem(directory: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in sorted(directory.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-            files.setdefault(path.stem, path)
-    return files
-
-
 def _short_list(names: Iterable[str], limit: int = 3) -> str:
     names = sorted(names)
     shown = ", ".join(names[:limit])
@@ -140,8 +134,8 @@ def _scan_set(
     if missing_dirs:
         problems.append(f"{layout.name}: missing folder(s) {', '.join(missing_dirs)}")
         return []
-    images = _files_by_stem(image_dir)
-    alphas = _files_by_stem(alpha_dir)
+    images = files_by_stem(image_dir)
+    alphas = files_by_stem(alpha_dir)
     if not images:
         problems.append(f"{layout.name}: no images in {image_dir}")
     if images.keys() - alphas.keys():
@@ -160,7 +154,7 @@ def _scan_set(
         directory = layout.directory / extra
         if not directory.is_dir():
             continue
-        files = _files_by_stem(directory)
+        files = files_by_stem(directory)
         missing = set(stems) - files.keys()
         if missing and extra in layout.required:
             problems.append(

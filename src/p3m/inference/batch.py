@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from p3m.errors import ConfigError, ImageReadError
+from p3m.io import IMAGE_SUFFIXES, is_image_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -25,7 +26,6 @@ __all__ = [
     "write_outputs",
 ]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 OUTPUT_KINDS: tuple[str, ...] = ("alpha", "rgba", "foreground", "composite", "trimap")
 
 
@@ -40,19 +40,25 @@ def parse_save(text: str) -> tuple[str, ...]:
     return kinds
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def collect_inputs(inputs: Iterable[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+def collect_inputs(
+    inputs: Iterable[str],
+    recursive: bool = False,
+    missing: list[tuple[str, str]] | None = None,
+) -> list[tuple[Path, Path]]:
     """(image path, path relative to its input root) for every file, folder entry or glob match.
 
     Folders give their image files (sorted; with `recursive`, sub-folders too). A named file is
-    taken whatever its suffix (so a bad file is reported, not silently ignored). Missing inputs
-    raise ImageReadError.
+    taken whatever its suffix (so a bad file is reported, not silently ignored). A missing file
+    or a glob matching no image raises ImageReadError, or, when a `missing` list is given, is
+    appended to it as (input, reason) and passed over, so a batch run can report it and go on.
     """
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
+
+    def not_found(reason: str, text: str) -> None:
+        if missing is None:
+            raise ImageReadError(reason, text)
+        missing.append((text, reason))
 
     def add(path: Path, relative: Path) -> None:
         key = path.resolve()
@@ -65,19 +71,19 @@ def collect_inputs(inputs: Iterable[str], recursive: bool = False) -> list[tuple
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             for entry in sorted(path.glob(pattern)):
-                if _is_image(entry):
+                if is_image_file(entry):
                     add(entry, entry.relative_to(path))
         elif path.exists():
             add(path, Path(path.name))
         elif glob.has_magic(text):
             matches = sorted(glob.glob(str(path), recursive=recursive))
-            files = [Path(match) for match in matches if _is_image(Path(match))]
+            files = [Path(match) for match in matches if is_image_file(Path(match))]
             if not files:
-                raise ImageReadError("no image matches this pattern", text)
+                not_found("no image matches this pattern", text)
             for entry in files:
                 add(entry, Path(entry.name))
         else:
-            raise ImageReadError("no such file or folder", text)
+            not_found("no such file or folder", text)
     return found
 
 

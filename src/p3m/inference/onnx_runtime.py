@@ -110,7 +110,7 @@ class OnnxP3MNet:
         self._check_normalisation()
 
     def _check_normalisation(self) -> None:
-        from p3m.inference.preprocess import IMAGENET_MEAN, IMAGENET_STD
+        from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
         expected = (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
         if (self.mean, self.std) not in (expected, (None, None)):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -23,8 +25,6 @@ __all__ = [
     "working_size",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_SIDE = 1600
 """Official MAX_SIZE_H = MAX_SIZE_W: no side of a model input is longer."""
 SIZE_MULTIPLE = 32

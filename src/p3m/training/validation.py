@@ -21,7 +21,7 @@ from torch import nn
 
 from p3m.data.layout import Sample
 
-__all__ = ["FAST_METRICS", "SetEvaluation", "evaluate_on_set"]
+__all__ = ["FAST_METRICS", "SetEvaluation", "evaluate_on_set", "table_protocol", "training_protocol"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +100,42 @@ def evaluate_on_set(
         model.train(was_training)
     return SetEvaluation(rows, names, summarize(rows, names, accumulate=accumulate), failed)  # type: ignore[arg-type]
 
+
+
+def training_protocol(checkpoint: str | PathLike[str]) -> str | None:
+    """'B' (blurred faces) or 'N' (normal images): what a p3m run trained `checkpoint` on.
+
+    Read from the config saved in a resumable checkpoint, else from the `config.yaml` of the run
+    folder holding it (the final `model.pth` carries weights only); None when neither says.
+    """
+    import torch
+
+    path = Path(checkpoint)
+    try:
+        # mmap: only the small config entry is touched, not the weights.
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # any unreadable file: the protocol is just unknown
+        logger.debug("%s: no training config readable (%s)", path, error)
+        payload = None
+    config = payload.get("config") if isinstance(payload, dict) else None
+    if config is None and (path.parent / "config.yaml").is_file():
+        import yaml
+
+        try:
+            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            logger.debug("%s: unreadable (%s)", path.parent / "config.yaml", error)
+    data = config.get("data") if isinstance(config, dict) else None
+    protocol = data.get("protocol") if isinstance(data, dict) else None
+    return protocol if protocol in ("B", "N") else None
+
+
+def table_protocol(training: str | None, set_name: str) -> str | None:
+    """The paper's protocol name ('B:B', 'B:N', 'N:N') of training images x test set, if it is one.
+
+    B:B = trained blurred, tested on P3M-500-P; B:N and N:N are tested on P3M-500-NP.
+    """
+    test_images = {"P3M-500-P": "B", "P3M-500-NP": "N"}.get(set_name)
+    if training is None or test_images is None or (training, test_images) == ("N", "B"):
+        return None
+    return f"{training}:{test_images}"

@@ -22,9 +22,36 @@ def reference_dir() -> Path:
     return REFERENCE_DIR
 
 
+# Cases that read the 320x448 model references carry this mark: they run wherever ../shared
+# is beside the checkout (always in CI) and are reported as skipped, with this reason, elsewhere.
+requires_shared = pytest.mark.skipif(
+    not SHARED_REFERENCE_DIR.is_dir(),
+    reason="the 320x448 model references are only in ../shared/reference, not beside this checkout",
+)
+
+
 def shared_reference(relative: str) -> Path:
-    """Path of a reference file that is only in ../shared/reference (skip the test if absent)."""
+    """Path of a reference file that is only in ../shared/reference (tests using it: `requires_shared`)."""
     path = SHARED_REFERENCE_DIR / relative
-    if not path.exists():
-        pytest.skip(f"{relative} is only in ../shared/reference, which is not beside this checkout")
+    assert path.exists(), f"{path} is missing from ../shared/reference"
     return path
+
+
+def fcp_output_shapes(model, x) -> list[tuple[int, ...]]:
+    """Shapes of the outputs of `model.fcp_layers`, in call order, for one inference pass on `x`."""
+    import torch
+
+    seen: list[tuple[int, ...]] = []
+    handles = [
+        model.get_submodule(name).register_forward_hook(
+            lambda _module, _inputs, out: seen.append(tuple(out.shape))
+        )
+        for name in model.fcp_layers
+    ]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REFERENCE_DIR, shared_reference
+from conftest import REFERENCE_DIR, requires_shared, shared_reference
 from p3m.errors import CheckpointError, InputSizeError
 from p3m.models import (
     P3MOutput,
@@ -154,7 +154,7 @@ def test_fcp_layers_are_encoder_modules_used_in_forward(blank_model: P3MNetR34) 
 # --- numerics against the official model --------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", ["256x256", "320x448"])
+@pytest.mark.parametrize("size", ["256x256", pytest.param("320x448", marks=requires_shared)])
 def test_outputs_match_reference(filled_model: P3MNetR34, size: str) -> None:
     reference = np.load(reference_path(size))
     output = run(filled_model, reference["input"])

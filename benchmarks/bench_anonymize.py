@@ -22,9 +22,9 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from p3m.detection.faces import dlib_model_path, run_detector  # noqa: E402
 from p3m.privacy import anonymize, detect_faces  # noqa: E402
 from p3m.privacy.audit import audit_image  # noqa: E402
-from p3m.privacy.detection import dlib_model_path, run_detector  # noqa: E402
 from p3m.privacy.landmarks import add_landmarks  # noqa: E402
 
 

@@ -10,9 +10,7 @@ import pytest
 
 pytest.importorskip("mediapipe")
 
-from p3m.privacy import anonymize, detect_faces  # noqa: E402
-from p3m.privacy.audit import audit_image  # noqa: E402
-from p3m.privacy.detection import (  # noqa: E402
+from p3m.detection.faces import (  # noqa: E402
     Face,
     available_detectors,
     box_iou,
@@ -20,6 +18,8 @@ from p3m.privacy.detection import (  # noqa: E402
     merge_faces,
     run_detector,
 )
+from p3m.privacy import anonymize, detect_faces  # noqa: E402
+from p3m.privacy.audit import audit_image  # noqa: E402
 from p3m.privacy.facemask import transition_area  # noqa: E402
 from p3m.privacy.landmarks import add_landmarks  # noqa: E402
 

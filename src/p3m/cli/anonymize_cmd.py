@@ -192,7 +192,7 @@ def anonymize_command(
             )
             for i, path in enumerate(images)
         ]
-    from p3m.privacy.detection import available_detectors, expand_detector_names
+    from p3m.detection.faces import available_detectors, expand_detector_names
 
     audit_names = (
         expand_detector_names(config.audit_detectors)

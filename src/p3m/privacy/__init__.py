@@ -3,7 +3,7 @@
     >>> from p3m.privacy import anonymize
     >>> result = anonymize(image, alpha, method="blur")      # faces blurred, hair untouched
 
-Modules: `detection` (MediaPipe + dlib union), `landmarks` (Face Mesh / dlib68 and the private
+Modules: `landmarks` (Face Mesh / dlib68 and the private
 polygon), `facemask` (polygons minus the transition area), `obfuscation` (blur, mosaic, mask),
 `pipeline` (`anonymize`), `audit`, `review` (contact sheet), `dataset` (folder runs).
 Heavy libraries (mediapipe, dlib) are imported on first use.
@@ -11,7 +11,7 @@ Heavy libraries (mediapipe, dlib) are imported on first use.
 
 from __future__ import annotations
 
-from p3m.privacy.detection import Face, available_detectors, detect_faces
+from p3m.detection.faces import Face, available_detectors, detect_faces
 from p3m.privacy.facemask import face_mask
 from p3m.privacy.pipeline import AnonymizeResult, anonymize, face_masks_for_image
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from p3m.privacy.detection import (
+from p3m.detection.faces import (
     Face,
     available_detectors,
     dlib_model_path,
@@ -100,7 +100,7 @@ def identity_distances(
     """
     import dlib
 
-    from p3m.privacy.detection import _LOCK
+    from p3m.detection.faces import _LOCK
 
     predictor, recognizer = _recognizer()
     original = np.ascontiguousarray(original)

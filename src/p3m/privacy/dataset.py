@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from p3m.detection.faces import DEFAULT_DETECTORS
 from p3m.errors import (
     ConfigError,
     DatasetError,
@@ -44,7 +45,6 @@ from p3m.errors import (
     ShapeMismatchError,
 )
 from p3m.io import atomic_write_text, files_by_stem, read_alpha_u8, read_image, write_png
-from p3m.privacy.detection import DEFAULT_DETECTORS
 from p3m.privacy.facemask import TRANSITION_MARGIN
 
 __all__ = [
@@ -360,7 +360,7 @@ def anonymize_samples(
 
     `on_progress` is called with each image's manifest record as soon as it is done.
     """
-    from p3m.privacy.detection import expand_detector_names
+    from p3m.detection.faces import expand_detector_names
     from p3m.privacy.landmarks import LANDMARK_SCHEMES
     from p3m.privacy.obfuscation import METHODS
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from p3m.detection.faces import Face
 from p3m.errors import ShapeMismatchError
-from p3m.privacy.detection import Face
 from p3m.privacy.landmarks import private_polygons
 
 __all__ = ["TRANSITION_MARGIN", "face_mask", "polygon_mask", "transition_area"]

@@ -41,8 +41,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from p3m.detection.faces import Face, box_iou, dlib_model_path
 from p3m.errors import ConfigError, MissingDependencyError
-from p3m.privacy.detection import Face, box_iou, dlib_model_path
 
 __all__ = [
     "CROP_MARGIN",
@@ -86,7 +86,7 @@ DLIB68_LICENCE_NOTE = (
 
 @functools.cache
 def _face_mesh():
-    from p3m.privacy.detection import _import_mediapipe
+    from p3m.detection.faces import _import_mediapipe
 
     mediapipe = _import_mediapipe()
     return mediapipe.solutions.face_mesh.FaceMesh(
@@ -120,7 +120,7 @@ def _crop_box(face: Face, width: int, height: int, margin: float) -> tuple[int, 
 
 
 def _mesh_landmarks(image: np.ndarray, face: Face) -> np.ndarray | None:
-    from p3m.privacy.detection import mediapipe_process
+    from p3m.detection.faces import mediapipe_process
 
     height, width = image.shape[:2]
     cx0, cy0, cx1, cy1 = _crop_box(face, width, height, CROP_MARGIN)
@@ -147,7 +147,7 @@ def _dlib_box(image: np.ndarray, face: Face) -> tuple[int, int, int, int]:
     MediaPipe boxes are a little larger than dlib's (measured on real portraits: about 4-7 % more
     on the left/top, 3-5 % on the right/bottom); without a HOG match the box is shrunk by that.
     """
-    from p3m.privacy.detection import run_detector
+    from p3m.detection.faces import run_detector
 
     if "dlib-hog" not in face.detectors and "dlib-cnn" not in face.detectors:
         height, width = image.shape[:2]
@@ -172,7 +172,7 @@ def _dlib_box(image: np.ndarray, face: Face) -> tuple[int, int, int, int]:
 def _dlib68_landmarks(image: np.ndarray, face: Face) -> np.ndarray:
     import dlib
 
-    from p3m.privacy.detection import _LOCK
+    from p3m.detection.faces import _LOCK
 
     x0, y0, x1, y1 = _dlib_box(image, face)
     with _LOCK:

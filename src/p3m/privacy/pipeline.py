@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from p3m.detection.faces import DEFAULT_DETECTORS, Face, detect_faces
 from p3m.errors import P3MError, ShapeMismatchError
-from p3m.privacy.detection import DEFAULT_DETECTORS, Face, detect_faces
 from p3m.privacy.facemask import TRANSITION_MARGIN, face_mask, transition_area
 from p3m.privacy.landmarks import add_landmarks
 from p3m.privacy.obfuscation import ObfuscationRegion, obfuscate

@@ -1,0 +1,41 @@
+"""Face detection for every part of p3m that needs to know where people are.
+
+It sits below `inference` and `privacy`: the anonymiser finds faces to obfuscate, and the
+offline matting default finds people to segment one by one, without either importing the other.
+
+    >>> from p3m.detection import detect_faces
+    >>> faces = detect_faces(image)          # list of Face: box, score, detectors, keypoints
+
+Modules: `faces` (the detector union: MediaPipe short/full range, dlib HOG/CNN; box merging,
+tiling). Heavy libraries (mediapipe, dlib) are imported on first use.
+"""
+
+from __future__ import annotations
+
+from p3m.detection.faces import (
+    DEFAULT_DETECTORS,
+    DETECTOR_NAMES,
+    Face,
+    available_detectors,
+    box_iou,
+    detect_faces,
+    dlib_model_path,
+    expand_detector_names,
+    merge_faces,
+    run_detector,
+    run_tiled,
+)
+
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "DETECTOR_NAMES",
+    "Face",
+    "available_detectors",
+    "box_iou",
+    "detect_faces",
+    "dlib_model_path",
+    "expand_detector_names",
+    "merge_faces",
+    "run_detector",
+    "run_tiled",
+]

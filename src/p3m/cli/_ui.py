@@ -7,7 +7,9 @@ Folder commands report a bad item, skip it, finish the rest and exit with code 1
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import typer
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from p3m.evaluation.folder import FolderEvaluation
+    from p3m.runs import Event, ItemRecord
 
 
 def item_progress(
@@ -43,6 +46,62 @@ def item_progress(
     if show_name:
         columns.append(TextColumn("{task.fields[name]}"))
     return Progress(*columns, console=console, transient=True)
+
+
+@contextlib.contextmanager
+def run_progress(
+    label: str,
+    console: Console,
+    describe: Callable[[ItemRecord], str | None] | None = None,
+) -> Iterator[Callable[[Event], None]]:
+    """Render a `p3m.runs` run: yields the `on_event` callback to pass to the run.
+
+    A transient bar over the items to process (items/s, elapsed, time left, current item), one
+    red line per failed item, and `describe(record)` printed for each finished one when given.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from p3m.runs import ItemFinished, RunStarted
+
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[name]}"),
+        console=console,
+        transient=True,
+    )
+    state: dict[str, object] = {}
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, RunStarted):
+            state["task"] = progress.add_task(label, total=event.pending, name="", rate="")
+            state["start"] = time.perf_counter()
+        elif isinstance(event, ItemFinished):
+            record = event.record
+            elapsed = max(time.perf_counter() - float(state.get("start", 0.0)), 1e-9)
+            rate = f"{event.finished / elapsed:.2f} items/s"
+            progress.update(state["task"], advance=1, name=record.key, rate=rate)
+            if record.failed:
+                progress.console.print(f"[red]error:[/red] {record.error}", highlight=False, soft_wrap=True)
+            elif describe is not None:
+                line = describe(record)
+                if line:
+                    progress.console.print(line, highlight=False, soft_wrap=True)
+
+    with progress:
+        yield on_event
 
 
 def exit_if_failed(console: Console, failures: Iterable[tuple[str, str]], title: str) -> None:

@@ -1,0 +1,62 @@
+"""The folder-run engine: one way to run a task over many inputs, for every batch job in p3m.
+
+Matting a folder, anonymising a data set, solving a baseline, evaluating a model, a video per
+clip, a Ray job: each is a `Task` (load -> compute -> write) over `Item`s. The engine gives them
+the same behaviour:
+
+* **resume**: an item whose outputs all exist, or that the run's journal records as done, is
+  kept (not recomputed) unless `overwrite`;
+* **atomic outputs**: tasks write through `p3m.io` (temporary file, then rename), and the
+  journal line of an item is appended only after its outputs are complete;
+* **recorded failures**: a failing item becomes a `failed` record with a one-line reason and the
+  run goes on (errors of the whole run, such as a missing dependency, stop it);
+* **typed progress events** (`RunStarted`, `ItemFinished`, `RunFinished`) for whoever renders
+  progress (only `p3m.cli` does);
+* **overlap**: inputs are loaded ahead and outputs written behind on I/O threads while the
+  calling thread computes.
+
+    >>> from p3m.runs import FunctionTask, Item, run_items
+    >>> report = run_items(items, FunctionTask(process), journal=out / "manifest.jsonl")
+    >>> report.counts            # {"done": 10, "kept": 3, "failed": 1}
+"""
+
+from __future__ import annotations
+
+from p3m.runs.engine import (
+    FAILED,
+    KEPT,
+    Event,
+    FunctionTask,
+    Item,
+    ItemFinished,
+    ItemRecord,
+    Outcome,
+    RunFinished,
+    RunOptions,
+    RunReport,
+    RunStarted,
+    Task,
+    execute_item,
+    run_items,
+)
+from p3m.runs.journal import Journal, read_journal
+
+__all__ = [
+    "FAILED",
+    "KEPT",
+    "Event",
+    "FunctionTask",
+    "Item",
+    "ItemFinished",
+    "ItemRecord",
+    "Journal",
+    "Outcome",
+    "RunFinished",
+    "RunOptions",
+    "RunReport",
+    "RunStarted",
+    "Task",
+    "execute_item",
+    "read_journal",
+    "run_items",
+]

@@ -1,0 +1,508 @@
+"""Items, tasks, records and the loop that runs a task over items (see `p3m.runs`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from p3m.errors import ConfigError, MissingDependencyError, P3MError
+from p3m.runs.journal import Journal
+
+__all__ = [
+    "DONE",
+    "FAILED",
+    "KEPT",
+    "Event",
+    "FunctionTask",
+    "Item",
+    "ItemFinished",
+    "ItemRecord",
+    "Outcome",
+    "RunFinished",
+    "RunOptions",
+    "RunReport",
+    "RunStarted",
+    "Task",
+    "execute_item",
+    "run_items",
+]
+
+logger = logging.getLogger(__name__)
+
+DONE = "done"
+"""The item was processed and its outputs written."""
+KEPT = "kept"
+"""The item was done by an earlier run (its outputs exist) and was not recomputed."""
+FAILED = "failed"
+"""The item could not be processed; `ItemRecord.error` says why in one line."""
+
+LoadedT = TypeVar("LoadedT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of a run.
+
+    `key` names it uniquely within the run (the journal's key: a relative path or a stem);
+    `source` is its main input file, if any; `outputs` maps each output kind to the file the
+    task writes (all of them existing means done); `payload` is whatever else the task needs
+    (paired files, a sample record) and must be picklable for process or Ray workers.
+    """
+
+    key: str
+    source: Path | None = None
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+    payload: Any = None
+
+    def outputs_exist(self) -> bool:
+        """True when the item has outputs and every one of them is a file."""
+        return bool(self.outputs) and all(Path(path).is_file() for path in self.outputs.values())
+
+
+@dataclass
+class Outcome:
+    """What a task's `write` step reports for one item.
+
+    `status` is "done" or a task-specific status (e.g. "needs_annotation"); `outputs` the files
+    written (default: those of `item.outputs` that exist); `details` go into the item's record.
+    """
+
+    status: str = DONE
+    outputs: Mapping[str, Path] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ItemRecord:
+    """The journal's record of one item: status, outputs, time taken, error, task details."""
+
+    key: str
+    status: str
+    source: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the journal line); `from_json` reads it back."""
+        data: dict[str, Any] = {"key": self.key, "status": self.status}
+        if self.source is not None:
+            data["source"] = self.source
+        if self.outputs:
+            data["outputs"] = dict(self.outputs)
+        data["seconds"] = round(float(self.seconds), 4)
+        if self.error is not None:
+            data["error"] = self.error
+        if self.details:
+            data["details"] = self.details
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ItemRecord:
+        return cls(
+            key=str(data["key"]),
+            status=str(data["status"]),
+            source=data.get("source"),
+            outputs={str(k): str(v) for k, v in (data.get("outputs") or {}).items()},
+            seconds=float(data.get("seconds", 0.0)),
+            error=data.get("error"),
+            details=dict(data.get("details") or {}),
+        )
+
+
+class Task(Protocol[LoadedT, ResultT]):
+    """What a run does to each item, in three steps.
+
+    `load` reads the inputs (runs on an I/O thread, ahead of the computation); `compute` does
+    the work (runs in the calling thread, in order: models need not be thread-safe); `write`
+    writes the outputs atomically and reports an `Outcome` (runs on a writer thread). Any step
+    may raise: a `P3MError` (or any other exception) fails the item, errors listed in
+    `RunOptions.fatal` stop the run.
+    """
+
+    def load(self, item: Item) -> LoadedT: ...
+
+    def compute(self, item: Item, loaded: LoadedT) -> ResultT: ...
+
+    def write(self, item: Item, result: ResultT) -> Outcome: ...
+
+
+class FunctionTask(Generic[ResultT]):
+    """A task from one function `process(item) -> Outcome | dict | None` (all in `compute`).
+
+    A dict is taken as the outcome's details, None as a plain "done".
+    """
+
+    def __init__(self, process: Callable[[Item], Outcome | Mapping[str, Any] | None]) -> None:
+        self.process = process
+
+    def load(self, item: Item) -> None:
+        return None
+
+    def compute(self, item: Item, loaded: None) -> Outcome | Mapping[str, Any] | None:
+        return self.process(item)
+
+    def write(self, item: Item, result: Outcome | Mapping[str, Any] | None) -> Outcome:
+        if isinstance(result, Outcome):
+            return result
+        return Outcome(details=dict(result or {}))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run treats existing outputs, failures and threads.
+
+    `resume`: keep items whose outputs all exist, or that the journal records as done (for
+    tasks without output files). `overwrite`: recompute everything. `io_threads`: threads that
+    load inputs ahead and write outputs behind (0: every step inline). `prefetch`: how many
+    items may be loaded ahead or waiting to be written (bounds memory). `processes`: run whole
+    items in that many worker processes instead (the task and items must be picklable).
+    `fatal`: exception types that stop the run instead of failing one item.
+    """
+
+    resume: bool = True
+    overwrite: bool = False
+    io_threads: int = 2
+    prefetch: int = 2
+    processes: int = 0
+    fatal: tuple[type[BaseException], ...] = (MissingDependencyError, ConfigError)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """Emitted once: `total` items, of which `pending` will be processed and `kept` are done."""
+
+    total: int
+    pending: int
+    kept: int
+
+
+@dataclass(frozen=True)
+class ItemFinished:
+    """Emitted after each processed item: its record and how many of `pending` are finished."""
+
+    record: ItemRecord
+    finished: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """Emitted once at the end, with the report."""
+
+    report: RunReport
+
+
+Event = RunStarted | ItemFinished | RunFinished
+"""A progress event of a run (typed: match on the class)."""
+
+
+@dataclass
+class RunReport:
+    """Every item's record in input order, and the run's wall time in seconds."""
+
+    records: list[ItemRecord]
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of records per status."""
+        counts: dict[str, int] = {}
+        for record in self.records:
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+    def with_status(self, status: str) -> list[ItemRecord]:
+        return [record for record in self.records if record.status == status]
+
+    @property
+    def failed(self) -> list[ItemRecord]:
+        return self.with_status(FAILED)
+
+    @property
+    def processed(self) -> list[ItemRecord]:
+        """Records of the items this run computed (not kept)."""
+        return [record for record in self.records if record.status != KEPT]
+
+
+# --------------------------------------------------------------------------- one item
+
+
+def _reason(error: BaseException, item: Item) -> str:
+    """One line naming the file and the problem."""
+    if isinstance(error, P3MError):
+        return str(error)
+    where = item.source if item.source is not None else item.key
+    return f"{where}: {type(error).__name__}: {error}"
+
+
+def _failed(item: Item, error: BaseException, seconds: float) -> ItemRecord:
+    reason = _reason(error, item)
+    # INFO: the record carries the reason; whoever renders the run prints it once.
+    logger.info("%s", reason, exc_info=not isinstance(error, P3MError) and logger.isEnabledFor(logging.DEBUG))
+    return ItemRecord(
+        key=item.key,
+        status=FAILED,
+        source=None if item.source is None else str(item.source),
+        seconds=seconds,
+        error=reason,
+    )
+
+
+def _record(item: Item, outcome: Outcome, seconds: float) -> ItemRecord:
+    outputs = outcome.outputs
+    if outputs is None:
+        outputs = {kind: path for kind, path in item.outputs.items() if Path(path).is_file()}
+    return ItemRecord(
+        key=item.key,
+        status=outcome.status,
+        source=None if item.source is None else str(item.source),
+        outputs={kind: str(path) for kind, path in outputs.items()},
+        seconds=seconds,
+        details=dict(outcome.details),
+    )
+
+
+def execute_item(
+    task: Task[Any, Any],
+    item: Item,
+    fatal: tuple[type[BaseException], ...] = RunOptions.fatal,
+) -> ItemRecord:
+    """Load, compute and write one item in this thread; never raises except for `fatal` errors.
+
+    This is what process and Ray workers call: the same record as the threaded loop gives.
+    """
+    started = time.perf_counter()
+    try:
+        outcome = task.write(item, task.compute(item, task.load(item)))
+    except fatal:
+        raise
+    except Exception as error:  # one bad item must not end a run
+        return _failed(item, error, time.perf_counter() - started)
+    return _record(item, outcome, time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _timed(step: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = step(*args)
+    return value, time.perf_counter() - started
+
+
+def _kept_record(item: Item, previous: ItemRecord | None) -> ItemRecord:
+    return ItemRecord(
+        key=item.key,
+        status=KEPT,
+        source=None if item.source is None else str(item.source),
+        outputs={kind: str(path) for kind, path in item.outputs.items()},
+        details=dict(previous.details) if previous is not None else {},
+    )
+
+
+def _is_done(item: Item, previous: ItemRecord | None) -> bool:
+    if item.outputs:
+        return item.outputs_exist()
+    return previous is not None and previous.status == DONE
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # forkserver / spawn never fork a parent that may hold threads (progress bar, torch).
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def run_items(
+    items: Iterable[Item],
+    task: Task[Any, Any],
+    journal: Journal | str | os.PathLike[str] | None = None,
+    options: RunOptions | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> RunReport:
+    """Run `task` over `items` with resume, recorded failures and progress events.
+
+    `journal` (a `Journal` or its path) records each finished item as it finishes and is read
+    back to resume; without one, resuming relies on the outputs alone. Items with a key seen
+    before in the same run fail ("another input has the same name"). Returns the report with
+    one record per item in input order; raises only for `options.fatal` errors (after the
+    items already finished are journalled) and KeyboardInterrupt.
+    """
+    options = options or RunOptions()
+    started = time.perf_counter()
+    if journal is not None and not isinstance(journal, Journal):
+        journal = Journal(journal)
+    previous = journal.read() if journal is not None and options.resume else {}
+
+    records: dict[int, ItemRecord] = {}
+    pending: list[tuple[int, Item]] = []
+    clashes: list[tuple[int, ItemRecord]] = []
+    seen: dict[str, Item] = {}
+    all_items = list(items)
+    for index, item in enumerate(all_items):
+        if item.key in seen:
+            other = seen[item.key].source or seen[item.key].key
+            problem = f"another input ({other}) has the same name {item.key!r}; skipped"
+            clashes.append((index, _failed(item, P3MError(problem, item.source), 0.0)))
+            continue
+        seen[item.key] = item
+        if not options.overwrite and options.resume and _is_done(item, previous.get(item.key)):
+            records[index] = _kept_record(item, previous.get(item.key))
+        else:
+            pending.append((index, item))
+
+    emit = on_event or (lambda event: None)
+    total_pending = len(pending) + len(clashes)
+    emit(RunStarted(total=len(all_items), pending=total_pending, kept=len(records)))
+    finished = 0
+
+    def finish(index: int, record: ItemRecord, journalled: bool = True) -> None:
+        nonlocal finished
+        records[index] = record
+        if journal is not None and journalled:
+            journal.append(record)
+        finished += 1
+        emit(ItemFinished(record, finished, total_pending))
+
+    for index, record in clashes:
+        # Not journalled: the key's record is the other input's.
+        finish(index, record, journalled=False)
+
+    if options.processes > 0 and len(pending) > 1:
+        _run_processes(pending, task, options, finish)
+    elif options.io_threads > 0 and len(pending) > 1:
+        _run_threaded(pending, task, options, finish)
+    else:
+        for index, item in pending:
+            finish(index, execute_item(task, item, options.fatal))
+
+    report = RunReport([records[index] for index in range(len(all_items))], time.perf_counter() - started)
+    if journal is not None:
+        _compact(journal, report, previous)
+    emit(RunFinished(report))
+    return report
+
+
+def _compact(journal: Journal, report: RunReport, previous: Mapping[str, ItemRecord]) -> None:
+    """One line per item: this run's records (a kept item keeps its earlier record), then the
+    records of earlier runs about items not in this run."""
+    lines: list[ItemRecord] = []
+    keys = set()
+    for record in report.records:
+        if record.key in keys:
+            continue  # a duplicate key: its failure is reported, not journalled twice
+        keys.add(record.key)
+        earlier = previous.get(record.key)
+        lines.append(earlier if record.status == KEPT and earlier is not None else record)
+    lines.extend(record for key, record in previous.items() if key not in keys)
+    journal.rewrite(lines)
+
+
+def _run_threaded(
+    pending: list[tuple[int, Item]],
+    task: Task[Any, Any],
+    options: RunOptions,
+    finish: Callable[[int, ItemRecord], None],
+) -> None:
+    """Loads ahead on I/O threads, computes here in order, writes behind on one writer thread."""
+    prefetch = max(1, options.prefetch)
+    fatal = options.fatal
+    loads: deque[tuple[int, Item, Future[tuple[Any, float]]]] = deque()
+    writes: deque[tuple[int, Item, float, Future[tuple[Outcome, float]]]] = deque()
+    queue = iter(pending)
+
+    def settle_write(block: bool) -> None:
+        while writes and (block or writes[0][3].done()):
+            index, item, seconds, future = writes.popleft()
+            try:
+                outcome, write_seconds = future.result()
+            except fatal:
+                raise
+            except Exception as error:
+                finish(index, _failed(item, error, seconds))
+            else:
+                finish(index, _record(item, outcome, seconds + write_seconds))
+            block = False
+
+    with ThreadPoolExecutor(max(1, options.io_threads), thread_name_prefix="p3m-load") as loader, \
+            ThreadPoolExecutor(1, thread_name_prefix="p3m-write") as writer:  # fmt: skip
+        try:
+            def refill() -> None:
+                while len(loads) < prefetch:
+                    entry = next(queue, None)
+                    if entry is None:
+                        return
+                    index, item = entry
+                    loads.append((index, item, loader.submit(_timed, task.load, item)))
+
+            refill()
+            while loads:
+                index, item, future = loads.popleft()
+                refill()
+                try:
+                    loaded, seconds = future.result()
+                    started = time.perf_counter()
+                    result = task.compute(item, loaded)
+                    del loaded
+                    seconds += time.perf_counter() - started
+                except fatal:
+                    raise
+                except Exception as error:
+                    finish(index, _failed(item, error, 0.0))
+                    settle_write(block=False)
+                    continue
+                writes.append((index, item, seconds, writer.submit(_timed, task.write, item, result)))
+                del result
+                settle_write(block=len(writes) > prefetch)
+            settle_write(block=True)
+            while writes:
+                settle_write(block=True)
+        except BaseException:
+            for _, _, future in loads:
+                future.cancel()
+            # Outputs already being written are finished and journalled before the run stops,
+            # so the journal agrees with the files.
+            while writes:
+                with contextlib.suppress(Exception):  # the first error is the one re-raised
+                    settle_write(block=True)
+            raise
+
+
+def _run_processes(
+    pending: list[tuple[int, Item]],
+    task: Task[Any, Any],
+    options: RunOptions,
+    finish: Callable[[int, ItemRecord], None],
+) -> None:
+    """Whole items in worker processes; records are journalled as they complete."""
+    workers = min(options.processes, len(pending))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        futures = {
+            pool.submit(execute_item, task, item, options.fatal): (index, item)
+            for index, item in pending
+        }
+        try:
+            for future in as_completed(futures):
+                index, _item = futures[future]
+                finish(index, future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise

@@ -1,0 +1,218 @@
+"""The folder-run engine: resume, atomic outputs, recorded failures, events, threads, processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from p3m.errors import ImageReadError, MissingDependencyError
+from p3m.io import atomic_write_text
+from p3m.runs import (
+    FunctionTask,
+    Item,
+    ItemFinished,
+    ItemRecord,
+    Journal,
+    Outcome,
+    RunFinished,
+    RunOptions,
+    RunStarted,
+    read_journal,
+    run_items,
+)
+
+
+class CopyTask:
+    """Reads a text file, upper-cases it, writes it atomically; 'bad' inputs fail."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.computed: list[str] = []
+        self.lock = threading.Lock()
+        self.loaded_ahead = 0
+        self.max_loaded_ahead = 0
+
+    def load(self, item: Item) -> str:
+        text = Path(item.source).read_text()
+        if text == "unreadable":
+            raise ImageReadError("not a text file", item.source)
+        with self.lock:
+            self.loaded_ahead += 1
+            self.max_loaded_ahead = max(self.max_loaded_ahead, self.loaded_ahead)
+        time.sleep(self.delay)
+        return text
+
+    def compute(self, item: Item, loaded: str) -> str:
+        with self.lock:
+            self.loaded_ahead -= 1
+        if loaded == "crash":
+            raise ValueError("cannot upper-case this")
+        if loaded == "fatal":
+            raise MissingDependencyError("needs a package; install it")
+        self.computed.append(item.key)
+        return loaded.upper()
+
+    def write(self, item: Item, result: str) -> Outcome:
+        atomic_write_text(item.outputs["upper"], result)
+        return Outcome(details={"length": len(result)})
+
+
+# Module level, so that it pickles for the process pool.
+def _square(item: Item) -> dict:
+    value = int(Path(item.source).read_text())
+    if value < 0:
+        raise ValueError("negative")
+    atomic_write_text(item.outputs["out"], str(value * value))
+    return {"value": value}
+
+
+def make_items(folder: Path, texts: dict[str, str], kind: str = "upper") -> list[Item]:
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for name, text in texts.items():
+        source = folder / f"{name}.txt"
+        source.write_text(text)
+        items.append(Item(name, source, {kind: folder / "out" / f"{name}.{kind}"}))
+    return items
+
+
+@pytest.mark.parametrize("io_threads", [0, 2])
+def test_records_events_and_failures(tmp_path: Path, io_threads: int) -> None:
+    items = make_items(tmp_path, {"a": "x", "b": "unreadable", "c": "crash", "d": "yy"})
+    events = []
+    report = run_items(
+        items, CopyTask(), tmp_path / "manifest.jsonl", RunOptions(io_threads=io_threads), events.append
+    )
+    assert [r.key for r in report.records] == ["a", "b", "c", "d"]
+    assert [r.status for r in report.records] == ["done", "failed", "failed", "done"]
+    assert report.counts == {"done": 2, "failed": 2}
+    assert report.records[1].error == f"{tmp_path / 'b.txt'}: not a text file"
+    assert report.records[2].error == f"{tmp_path / 'c.txt'}: ValueError: cannot upper-case this"
+    assert report.records[3].details == {"length": 2}
+    assert (tmp_path / "out" / "d.upper").read_text() == "YY"
+    assert not (tmp_path / "out" / "b.upper").exists()
+    assert isinstance(events[0], RunStarted) and events[0] == RunStarted(4, 4, 0)
+    finished = [e for e in events if isinstance(e, ItemFinished)]
+    assert [e.finished for e in finished] == [1, 2, 3, 4] and {e.pending for e in finished} == {4}
+    assert isinstance(events[-1], RunFinished) and events[-1].report is report
+    journal = read_journal(tmp_path / "manifest.jsonl")
+    assert {k: r.status for k, r in journal.items()} == {"a": "done", "b": "failed", "c": "failed", "d": "done"}
+    assert journal["d"].outputs == {"upper": str(tmp_path / "out" / "d.upper")}
+
+
+def test_resume_keeps_done_and_retries_failed(tmp_path: Path) -> None:
+    items = make_items(tmp_path, {"a": "x", "b": "unreadable", "c": "z"})
+    run_items(items, CopyTask(), tmp_path / "j.jsonl")
+    (tmp_path / "b.txt").write_text("fixed")
+    (tmp_path / "out" / "c.upper").unlink()  # an output deleted since: redone
+    task = CopyTask()
+    report = run_items(items, task, tmp_path / "j.jsonl")
+    assert [r.status for r in report.records] == ["kept", "done", "done"]
+    assert task.computed == ["b", "c"]
+    assert report.records[0].details == {"length": 1}  # the earlier record's details
+    overwrite = CopyTask()
+    run_items(items, overwrite, tmp_path / "j.jsonl", RunOptions(overwrite=True))
+    assert overwrite.computed == ["a", "b", "c"]
+    # Compacted: one line per key.
+    lines = (tmp_path / "j.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["key"] for line in lines) == ["a", "b", "c"]
+
+
+def test_outputless_items_resume_from_the_journal(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def score(item: Item) -> dict:
+        calls.append(item.key)
+        if item.key == "bad":
+            raise ValueError("no")
+        return {"score": len(item.key)}
+
+    items = [Item(name) for name in ("one", "bad", "three")]
+    run_items(items, FunctionTask(score), tmp_path / "j.jsonl")
+    calls.clear()
+    report = run_items(items, FunctionTask(score), tmp_path / "j.jsonl")
+    assert calls == ["bad"]
+    assert [r.status for r in report.records] == ["kept", "failed", "kept"]
+    assert report.records[2].details == {"score": 5}
+    # Without the journal nothing is known to be done.
+    calls.clear()
+    run_items(items, FunctionTask(score))
+    assert calls == ["one", "bad", "three"]
+
+
+def test_duplicate_keys_fail_alone(tmp_path: Path) -> None:
+    items = make_items(tmp_path / "x", {"a": "1"}) + make_items(tmp_path / "y", {"a": "2", "b": "3"})
+    report = run_items(items, CopyTask(), tmp_path / "j.jsonl")
+    assert [r.status for r in report.records] == ["done", "failed", "done"]
+    assert "has the same name 'a'" in report.records[1].error
+    assert str(tmp_path / "x" / "a.txt") in report.records[1].error
+    assert read_journal(tmp_path / "j.jsonl")["a"].status == "done"
+
+
+@pytest.mark.parametrize("io_threads", [0, 2])
+def test_fatal_error_stops_the_run_after_journalling_finished_items(tmp_path: Path, io_threads: int) -> None:
+    items = make_items(tmp_path, {"a": "x", "b": "fatal", "c": "z"})
+    with pytest.raises(MissingDependencyError):
+        run_items(items, CopyTask(), tmp_path / "j.jsonl", RunOptions(io_threads=io_threads))
+    journal = read_journal(tmp_path / "j.jsonl")
+    assert journal["a"].status == "done" and "c" not in journal
+
+
+def test_threads_load_ahead_within_the_bound_and_match_inline(tmp_path: Path) -> None:
+    texts = {f"i{n:02d}": f"text {n}" for n in range(12)}
+    inline = run_items(make_items(tmp_path / "inline", texts), CopyTask(), options=RunOptions(io_threads=0))
+    task = CopyTask(delay=0.01)
+    threaded = run_items(make_items(tmp_path / "threaded", texts), task, options=RunOptions(io_threads=2, prefetch=3))
+    assert task.computed == sorted(texts)  # computed in input order
+    assert task.max_loaded_ahead <= 3 + 1
+    assert [(r.key, r.status, r.details) for r in threaded.records] == [
+        (r.key, r.status, r.details) for r in inline.records
+    ]
+    for name, text in texts.items():
+        assert (tmp_path / "threaded" / "out" / f"{name}.upper").read_text() == text.upper()
+
+
+def test_process_workers_give_the_same_records(tmp_path: Path) -> None:
+    items = make_items(tmp_path, {"a": "3", "b": "-1", "c": "5"}, kind="out")
+    report = run_items(items, FunctionTask(_square), tmp_path / "j.jsonl", RunOptions(processes=2))
+    assert [(r.key, r.status) for r in report.records] == [("a", "done"), ("b", "failed"), ("c", "done")]
+    assert report.records[2].details == {"value": 5}
+    assert (tmp_path / "out" / "c.out").read_text() == "25"
+    assert set(read_journal(tmp_path / "j.jsonl")) == {"a", "b", "c"}
+
+
+def test_interrupted_run_resumes_exactly_once(tmp_path: Path) -> None:
+    texts = {f"i{n}": str(n) for n in range(6)}
+    items = make_items(tmp_path, texts)
+
+    class Interrupting(CopyTask):
+        def compute(self, item: Item, loaded: str) -> str:
+            if item.key == "i3":
+                raise KeyboardInterrupt
+            return super().compute(item, loaded)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_items(items, Interrupting(), tmp_path / "j.jsonl", RunOptions(io_threads=2))
+    done_before = set(read_journal(tmp_path / "j.jsonl"))
+    assert {"i0", "i1", "i2"} <= done_before and "i3" not in done_before
+    task = CopyTask()
+    report = run_items(items, task, tmp_path / "j.jsonl")
+    assert "i3" in task.computed and not set(task.computed) & {"i0", "i1", "i2"}
+    assert all(r.status in ("kept", "done") for r in report.records)
+    # No temporary files left beside the outputs.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{n}.upper" for n in texts)
+
+
+def test_journal_ignores_a_torn_line_and_keeps_other_runs(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.append(ItemRecord("old", "done", details={"x": 1}))
+    with open(path, "a") as handle:
+        handle.write('{"key": "torn", "sta')
+    assert set(journal.read()) == {"old"}
+    run_items([Item("new")], FunctionTask(lambda item: None), path)
+    assert set(read_journal(path)) == {"old", "new"}

@@ -11,7 +11,7 @@ from skimage import data
 from skimage.transform import resize
 
 import p3m
-from p3m.errors import MissingDependencyError
+from p3m.errors import MissingDependencyError, P3MError
 from p3m.inference import foreground as fg
 from p3m.inference.preprocess import working_size
 from p3m.inference.strategies import predict_alpha_p3mnet, predict_p3mnet
@@ -333,3 +333,32 @@ def test_auto_with_explicit_weights_picks_the_variant_from_the_checkpoint(tmp_pa
     save_checkpoint(create_model("p3mnet-r34", device="cpu"), checkpoint)
     matter = Matter("auto", weights=checkpoint, device="cpu")
     assert matter.name == "p3mnet-r34" and matter.note is None
+
+
+def test_matter_runs_any_backend_and_joins_the_notes():
+    """The backend protocol: Matter takes a user's backend and reports its per-image note."""
+    from p3m.inference import BackendOutput, Matter
+
+    class HalfBackend:
+        name = "half"
+        note = "a test backend"
+
+        def matte(self, image):
+            alpha = np.full(image.shape[:2], 0.5, dtype=np.float32)
+            return BackendOutput(alpha=alpha, note="constant alpha")
+
+    matter = Matter(HalfBackend())
+    assert (matter.name, matter.note) == ("half", "a test backend")
+    result = matter(np.zeros((8, 6, 3), np.uint8), foreground=False)
+    assert result.alpha.shape == (8, 6) and float(result.alpha.mean()) == 0.5
+    assert result.model == "half" and result.note == "a test backend; constant alpha"
+    with pytest.raises(P3MError):
+        Matter(HalfBackend(), weights="x.pth")
+
+
+def test_backends_are_chosen_from_the_arguments(filled_r34):
+    from p3m.inference.backends import P3MNetBackend, SelfieCFBackend, resolve_backend
+
+    assert isinstance(resolve_backend("selfie-cf"), SelfieCFBackend)
+    backend = resolve_backend(filled_r34, strategy="resize")
+    assert isinstance(backend, P3MNetBackend) and backend.strategy == "resize"

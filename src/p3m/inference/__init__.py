@@ -26,6 +26,11 @@ _LAZY = {
     "cutout_rgba": "p3m.inference.foreground",
     "composite": "p3m.inference.foreground",
     "resolve_weights": "p3m.inference.weights",
+    "MattingBackend": "p3m.inference.backends",
+    "BackendOutput": "p3m.inference.backends",
+    "SelfieCFBackend": "p3m.inference.backends",
+    "P3MNetBackend": "p3m.inference.backends",
+    "resolve_backend": "p3m.inference.backends",
 }
 
 __all__ = sorted(_LAZY)

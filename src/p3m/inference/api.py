@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from p3m.errors import ConfigError, ModelNotFoundError
+from p3m.errors import ConfigError
+from p3m.inference.backends import (
+    AUTO_PREFERRED_MODEL,
+    MATTE_MAX_PIXELS,
+    MattingBackend,
+    ResizeInfo,
+    resolve_backend,
+)
 from p3m.inference.foreground import composite, cutout_rgba, estimate_foreground
-from p3m.inference.selfie_cf import SELFIE_CF_NAME, SelfieCFConfig, matte_selfie_cf
-from p3m.inference.strategies import STRATEGIES, Strategy, predict_p3mnet
-from p3m.inference.upsample import budget_scale, shrink_image, upsample_alpha
+from p3m.inference.strategies import STRATEGIES, Strategy
 
 __all__ = [
     "AUTO_PREFERRED_MODEL",
@@ -38,32 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MATTE_MAX_PIXELS = 1_749_600
-"""Default pixel budget (1080 x 1620): keeps a P3M-Net pass on CPU within about 3-4 GiB."""
-
-AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
-"""`model="auto"` uses this P3M-Net when its weights are cached, else selfie-cf."""
-
-
-@dataclass(frozen=True)
-class ResizeInfo:
-    """How an image above the pixel budget was processed: sizes are (height, width)."""
-
-    original_size: tuple[int, int]
-    processed_size: tuple[int, int]
-    scale: float
-    max_pixels: int
-    downscale: str = "antialiased bilinear"
-    upsample: str = "guided filter"
-
-    def describe(self) -> str:
-        (h, w), (ph, pw) = self.original_size, self.processed_size
-        return (
-            f"{w}x{h} ({h * w / 1e6:.1f} MP) is above the pixel budget of {self.max_pixels / 1e6:.2f} MP: "
-            f"matted at {pw}x{ph} ({self.downscale}), alpha upsampled back with a {self.upsample}"
-        )
-
 
 @dataclass
 class MatteResult:
@@ -92,49 +69,19 @@ class MatteResult:
         return composite(self.ensure_foreground(), self.alpha, background)
 
 
-# --------------------------------------------------------------------------- model resolution
-
-_MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
-_MODEL_CACHE_LOCK = threading.Lock()
-
-
-def _resolve_device(device: str | None) -> Any:
-    from p3m.models import resolve_device
-
-    return resolve_device(device)
-
-
-def _load_p3mnet(name: str, weights: Path, device: str | None) -> Any:
-    key = (name, str(Path(weights).resolve()), str(_resolve_device(device)))
-    with _MODEL_CACHE_LOCK:
-        if key not in _MODEL_CACHE:
-            from p3m.models import create_model
-
-            _MODEL_CACHE.clear()  # one P3M-Net at a time: they weigh 100-400 MB each
-            _MODEL_CACHE[key] = create_model(name, weights=weights, device=device)
-        return _MODEL_CACHE[key]
-
-
-def _auto_choice() -> tuple[str, Path | None, str | None]:
-    """(model name, weights path, note) for `model="auto"`."""
-    from p3m.inference.weights import install_hint, installed_weights
-
-    path = installed_weights(AUTO_PREFERRED_MODEL)
-    if path is not None:
-        return AUTO_PREFERRED_MODEL, path, None
-    note = (
-        f"P3M-Net ViTAE-S weights are not in the cache, so the classical selfie-cf pipeline was "
-        f"used; for P3M-Net mattes {install_hint(AUTO_PREFERRED_MODEL)}"
-    )
-    return SELFIE_CF_NAME, None, note
+# --------------------------------------------------------------------------- Matter
 
 
 class Matter:
     """A loaded matting pipeline: build once, call on many images (`Matter(...)(image)`).
 
     `model` is "auto", "selfie-cf", a registered P3M-Net name, an .onnx file from
-    `p3m export-onnx`, or a built model instance (any module returning `P3MOutput`);
-    `weights` is a checkpoint path or a cached model name.
+    `p3m export-onnx`, a built model instance (any module returning `P3MOutput`), or a
+    `MattingBackend` of one's own (an object with `name`, `note` and `matte(image)`);
+    `weights` is a checkpoint path or a cached model name. The work is done by a
+    `p3m.inference.backends.MattingBackend` (`self.backend`) chosen from these arguments.
+    Raises `ModelNotFoundError` (unknown model, weights not installed), `ConfigError`
+    (conflicting options), `MissingDependencyError` (MediaPipe / onnxruntime absent).
     """
 
     def __init__(
@@ -151,107 +98,30 @@ class Matter:
             raise ConfigError(f"max_pixels must be at least 1024, got {max_pixels}")
         self.strategy = strategy
         self.max_pixels = max_pixels
-        self.note: str | None = None
-        self._network: Any = None
-        self.selfie_config = SelfieCFConfig()
-        from p3m.inference.onnx_runtime import is_onnx_path
-
-        if is_onnx_path(model):  # a file written by `p3m export-onnx`, run with onnxruntime
-            if weights is not None:
-                raise ConfigError("an ONNX model carries its own weights; drop --weights")
-            from p3m.inference.onnx_runtime import OnnxP3MNet, providers_for_device
-
-            self._network = OnnxP3MNet(model, providers=providers_for_device(device))
-            self.name = self._network.variant
-            return
-        if not isinstance(model, str):
-            self.name = str(getattr(model, "variant", type(model).__name__))
-            self._network = model
-            return
-        from p3m.inference.weights import resolve_weights
-
-        if model == "auto":
-            if weights is not None:
-                path = resolve_weights(weights, model=AUTO_PREFERRED_MODEL)
-                model, self.note = _name_from_weights(path), None
-                self._network = _load_p3mnet(model, path, device)
-            else:
-                model, path, self.note = _auto_choice()
-                if path is not None:
-                    self._network = _load_p3mnet(model, path, device)
-            self.name = model
-        elif model == SELFIE_CF_NAME:
-            if weights is not None:
-                raise ConfigError("selfie-cf takes no weights; drop --weights or pick a P3M-Net model")
-            self.name = model
-        else:
-            from p3m.models import get_spec
-
-            get_spec(model)  # unknown names raise ModelNotFoundError listing the known ones
-            path = resolve_weights(weights if weights is not None else model, model=model)
-            self._network = _load_p3mnet(model, path, device)
-            self.name = model
-        if self.name == SELFIE_CF_NAME:
-            # Fail now, with the install hint, rather than on the first image.
-            from p3m.inference.selfie_cf import _segmenter
-
-            _segmenter(0)
+        self.backend: MattingBackend = resolve_backend(model, weights, strategy, device, max_pixels)
+        self.name = self.backend.name
+        self.note: str | None = self.backend.note
 
     def __call__(self, image: Any, foreground: bool = True) -> MatteResult:
         """Matte one image (array, path or PIL image); `foreground=False` skips colour estimation."""
         from p3m.io import load_image_input
 
         image = load_image_input(image)
-        height, width = image.shape[:2]
-        scale = budget_scale(height, width, self.max_pixels)
-        resized = None
-        if self._network is None:
-            # selfie-cf mattes at its own bounded resolution and upsamples with a guided filter
-            # itself, so a big photo goes in whole (no second resampling).
-            alpha, trimap = matte_selfie_cf(image, config=self.selfie_config, return_trimap=True)
-            if scale < 1.0:
-                side = self.selfie_config.matting_max_side
-                factor = min(1.0, side / max(height, width))
-                size = (max(1, round(height * factor)), max(1, round(width * factor)))
-                resized = ResizeInfo((height, width), size, factor, int(self.max_pixels or 0))
-        else:
-            working = image
-            if scale < 1.0:
-                size = (max(1, int(height * scale)), max(1, int(width * scale)))
-                working = shrink_image(image, size)
-                resized = ResizeInfo((height, width), size, scale, int(self.max_pixels or 0))
-            prediction = predict_p3mnet(self._network, working, self.strategy)
-            alpha, trimap = prediction.alpha, prediction.trimap
-            if resized is not None:
-                del working
-                alpha = upsample_alpha(alpha, image, method="guided")
-                trimap = _nearest_resize(trimap, (height, width))
-        if resized is not None:
-            logger.info(resized.describe())
+        output = self.backend.matte(image)
+        if output.resized is not None:
+            logger.info(output.resized.describe())
+        notes = [note for note in (self.note, output.note) if note]
         result = MatteResult(
-            alpha=alpha, image=image, model=self.name, resized=resized, trimap=trimap, note=self.note
+            alpha=output.alpha,
+            image=image,
+            model=self.name,
+            resized=output.resized,
+            trimap=output.trimap,
+            note="; ".join(notes) if notes else None,
         )
         if foreground:
             result.ensure_foreground()
         return result
-
-
-def _nearest_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * values.shape[0] / size[0]).astype(int), values.shape[0] - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * values.shape[1] / size[1]).astype(int), values.shape[1] - 1)
-    return values[rows[:, None], cols[None, :]]
-
-
-def _name_from_weights(path: Path) -> str:
-    """The registered model a checkpoint belongs to (for `model="auto"` with explicit weights)."""
-    from p3m.models import identify_variant, list_models, read_state_dict
-
-    variant = identify_variant(read_state_dict(path))
-    if variant not in list_models():
-        raise ModelNotFoundError(
-            "cannot tell which P3M-Net variant this checkpoint is; pass the model name", path
-        )
-    return variant
 
 
 def matte(

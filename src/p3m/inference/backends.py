@@ -1,0 +1,273 @@
+"""Matting backends: what `Matter` runs for one image, behind one small protocol.
+
+A backend takes an RGB uint8 H x W x 3 image and returns a `BackendOutput`: the alpha (float32
+H x W in [0, 1], at the input size), the trimap it implies (uint8 {0, 128, 255}) if any, how the
+image was resized to fit the pixel budget, and a note for the user (or None). Three are built in:
+
+* `SelfieCFBackend`: the offline default (MediaPipe selfie segmentation -> trimap -> closed-form
+  matting -> guided upsampling), `p3m.inference.selfie_cf`;
+* `P3MNetBackend`: a P3M-Net, run with the official HYBRID or RESIZE procedure
+  (`p3m.inference.strategies`); the network is a torch module or an `OnnxP3MNet` (ONNX Runtime),
+  which take the same input and return the same `P3MOutput`.
+
+`resolve_backend` turns `Matter`'s arguments ("auto", "selfie-cf", a registered name, an .onnx
+file, a built model, or a backend instance of one's own, plus weights and device) into one.
+
+    >>> backend = resolve_backend("selfie-cf")
+    >>> output = backend.matte(image)          # output.alpha, output.trimap, output.resized
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from p3m.errors import ConfigError, ModelNotFoundError
+from p3m.inference.selfie_cf import SELFIE_CF_NAME, SelfieCFConfig, matte_selfie_cf
+from p3m.inference.strategies import Strategy, predict_p3mnet
+from p3m.inference.upsample import budget_scale, shrink_image, upsample_alpha
+
+__all__ = [
+    "AUTO_PREFERRED_MODEL",
+    "MATTE_MAX_PIXELS",
+    "BackendOutput",
+    "MattingBackend",
+    "P3MNetBackend",
+    "ResizeInfo",
+    "SelfieCFBackend",
+    "resolve_backend",
+]
+
+logger = logging.getLogger(__name__)
+
+MATTE_MAX_PIXELS = 1_749_600
+"""Default pixel budget (1080 x 1620): keeps a P3M-Net pass on CPU within about 3-4 GiB."""
+
+AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
+"""`model="auto"` uses this P3M-Net when its weights are cached, else selfie-cf."""
+
+
+@dataclass(frozen=True)
+class ResizeInfo:
+    """How an image above the pixel budget was processed: sizes are (height, width)."""
+
+    original_size: tuple[int, int]
+    processed_size: tuple[int, int]
+    scale: float
+    max_pixels: int
+    downscale: str = "antialiased bilinear"
+    upsample: str = "guided filter"
+
+    def describe(self) -> str:
+        (h, w), (ph, pw) = self.original_size, self.processed_size
+        return (
+            f"{w}x{h} ({h * w / 1e6:.1f} MP) is above the pixel budget of {self.max_pixels / 1e6:.2f} MP: "
+            f"matted at {pw}x{ph} ({self.downscale}), alpha upsampled back with a {self.upsample}"
+        )
+
+
+@dataclass
+class BackendOutput:
+    """One image's matte from a backend; see the module doc for shapes and ranges."""
+
+    alpha: np.ndarray
+    trimap: np.ndarray | None = None
+    resized: ResizeInfo | None = None
+    note: str | None = None
+
+
+class MattingBackend(Protocol):
+    """What `Matter` needs from a matting method.
+
+    `name` is reported with every result (a registered model name or "selfie-cf"); `note` is a
+    remark about the choice itself (e.g. why "auto" fell back to selfie-cf), or None.
+    """
+
+    name: str
+    note: str | None
+
+    def matte(self, image: np.ndarray) -> BackendOutput:
+        """Alpha of the person in an RGB uint8 H x W x 3 image, at the input size."""
+        ...
+
+
+def nearest_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label map (e.g. a trimap) to `size` = (height, width)."""
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * values.shape[0] / size[0]).astype(int), values.shape[0] - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * values.shape[1] / size[1]).astype(int), values.shape[1] - 1)
+    return values[rows[:, None], cols[None, :]]
+
+
+class SelfieCFBackend:
+    """The offline default: `p3m.inference.selfie_cf` (no downloaded weights).
+
+    It mattes at its own bounded resolution and upsamples with a guided filter itself, so a big
+    photo goes in whole; `resized` reports the matting size when the image is above the budget.
+    Raises `MissingDependencyError` at construction when MediaPipe is missing.
+    """
+
+    def __init__(
+        self,
+        config: SelfieCFConfig | None = None,
+        max_pixels: int | None = MATTE_MAX_PIXELS,
+        note: str | None = None,
+    ) -> None:
+        self.name = SELFIE_CF_NAME
+        self.note = note
+        self.config = config or SelfieCFConfig()
+        self.max_pixels = max_pixels
+        # Fail now, with the install hint, rather than on the first image.
+        from p3m.inference.selfie_cf import _segmenter
+
+        _segmenter(self.config.model_selection)
+
+    def matte(self, image: np.ndarray) -> BackendOutput:
+        height, width = image.shape[:2]
+        alpha, trimap = matte_selfie_cf(image, config=self.config, return_trimap=True)
+        resized = None
+        if budget_scale(height, width, self.max_pixels) < 1.0:
+            factor = min(1.0, self.config.matting_max_side / max(height, width))
+            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            resized = ResizeInfo((height, width), size, factor, int(self.max_pixels or 0))
+        return BackendOutput(alpha=alpha, trimap=trimap, resized=resized)
+
+
+class P3MNetBackend:
+    """A P3M-Net (torch module or `OnnxP3MNet`) run with the official `strategy`.
+
+    Images above `max_pixels` are shrunk (antialiased) first and the alpha is brought back with
+    guided upsampling, the trimap with nearest neighbours.
+    """
+
+    def __init__(
+        self,
+        network: Callable[..., Any],
+        name: str,
+        strategy: Strategy = "hybrid",
+        max_pixels: int | None = MATTE_MAX_PIXELS,
+        note: str | None = None,
+    ) -> None:
+        self.network = network
+        self.name = name
+        self.strategy = strategy
+        self.max_pixels = max_pixels
+        self.note = note
+
+    def matte(self, image: np.ndarray) -> BackendOutput:
+        height, width = image.shape[:2]
+        scale = budget_scale(height, width, self.max_pixels)
+        working, resized = image, None
+        if scale < 1.0:
+            size = (max(1, int(height * scale)), max(1, int(width * scale)))
+            working = shrink_image(image, size)
+            resized = ResizeInfo((height, width), size, scale, int(self.max_pixels or 0))
+        prediction = predict_p3mnet(self.network, working, self.strategy)
+        alpha, trimap = prediction.alpha, prediction.trimap
+        if resized is not None:
+            del working
+            alpha = upsample_alpha(alpha, image, method="guided")
+            trimap = nearest_resize(trimap, (height, width))
+        return BackendOutput(alpha=alpha, trimap=trimap, resized=resized)
+
+
+# --------------------------------------------------------------------------- resolution
+
+_MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
+_MODEL_CACHE_LOCK = threading.Lock()
+
+
+def _resolve_device(device: str | None) -> Any:
+    from p3m.models import resolve_device
+
+    return resolve_device(device)
+
+
+def load_p3mnet(name: str, weights: str | os.PathLike[str], device: str | None) -> Any:
+    """The registered model `name` with `weights`, on `device`, in eval mode (cached: one at a time)."""
+    key = (name, str(Path(weights).resolve()), str(_resolve_device(device)))
+    with _MODEL_CACHE_LOCK:
+        if key not in _MODEL_CACHE:
+            from p3m.models import create_model
+
+            _MODEL_CACHE.clear()  # one P3M-Net at a time: they weigh 100-400 MB each
+            _MODEL_CACHE[key] = create_model(name, weights=weights, device=device)
+        return _MODEL_CACHE[key]
+
+
+def _name_from_weights(path: Path) -> str:
+    """The registered model a checkpoint belongs to (for `model="auto"` with explicit weights)."""
+    from p3m.models import identify_variant, list_models, read_state_dict
+
+    variant = identify_variant(read_state_dict(path))
+    if variant not in list_models():
+        raise ModelNotFoundError(
+            "cannot tell which P3M-Net variant this checkpoint is; pass the model name", path
+        )
+    return variant
+
+
+def _auto_fallback_note() -> str:
+    from p3m.inference.weights import install_hint
+
+    return (
+        f"P3M-Net ViTAE-S weights are not in the cache, so the classical selfie-cf pipeline was "
+        f"used; for P3M-Net mattes {install_hint(AUTO_PREFERRED_MODEL)}"
+    )
+
+
+def _is_backend(value: object) -> bool:
+    return callable(getattr(value, "matte", None)) and isinstance(getattr(value, "name", None), str)
+
+
+def resolve_backend(
+    model: str | os.PathLike[str] | Callable[..., Any] = "auto",
+    weights: str | os.PathLike[str] | None = None,
+    strategy: Strategy = "hybrid",
+    device: str | None = None,
+    max_pixels: int | None = MATTE_MAX_PIXELS,
+) -> MattingBackend:
+    """The backend for `Matter`'s arguments (see `Matter`); raises the errors `Matter` documents."""
+    from p3m.inference.onnx_runtime import is_onnx_path
+
+    if _is_backend(model):  # a backend built by the caller (e.g. a custom method)
+        if weights is not None:
+            raise ConfigError("a matting backend instance carries its own weights; drop weights")
+        return model  # type: ignore[return-value]
+    if is_onnx_path(model):  # a file written by `p3m export-onnx`, run with onnxruntime
+        if weights is not None:
+            raise ConfigError("an ONNX model carries its own weights; drop --weights")
+        from p3m.inference.onnx_runtime import OnnxP3MNet, providers_for_device
+
+        network = OnnxP3MNet(model, providers=providers_for_device(device))
+        return P3MNetBackend(network, network.variant, strategy, max_pixels)
+    if not isinstance(model, str):
+        name = str(getattr(model, "variant", type(model).__name__))
+        return P3MNetBackend(model, name, strategy, max_pixels)
+    from p3m.inference.weights import installed_weights, resolve_weights
+
+    if model == "auto":
+        if weights is not None:
+            path = resolve_weights(weights, model=AUTO_PREFERRED_MODEL)
+            name = _name_from_weights(path)
+            return P3MNetBackend(load_p3mnet(name, path, device), name, strategy, max_pixels)
+        path = installed_weights(AUTO_PREFERRED_MODEL)
+        if path is not None:
+            network = load_p3mnet(AUTO_PREFERRED_MODEL, path, device)
+            return P3MNetBackend(network, AUTO_PREFERRED_MODEL, strategy, max_pixels)
+        return SelfieCFBackend(max_pixels=max_pixels, note=_auto_fallback_note())
+    if model == SELFIE_CF_NAME:
+        if weights is not None:
+            raise ConfigError("selfie-cf takes no weights; drop --weights or pick a P3M-Net model")
+        return SelfieCFBackend(max_pixels=max_pixels)
+    from p3m.models import get_spec
+
+    get_spec(model)  # unknown names raise ModelNotFoundError listing the known ones
+    path = resolve_weights(weights if weights is not None else model, model=model)
+    return P3MNetBackend(load_p3mnet(model, path, device), model, strategy, max_pixels)

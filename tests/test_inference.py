@@ -264,8 +264,8 @@ def test_missing_mediapipe_names_what_to_install(monkeypatch):
 @pytest.mark.parametrize("name", list_models())
 def test_p3mnet_variant_from_a_checkpoint_file(name, tmp_path, monkeypatch):
     """Every registered variant: a checkpoint the test writes, used by name, path and from the cache."""
-    from p3m.inference.weights import import_weights
     from p3m.models import save_checkpoint
+    from p3m.models.hub import import_weights
 
     monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     torch.manual_seed(0)

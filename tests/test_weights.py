@@ -1,26 +1,31 @@
-"""p3m.inference.weights: cache, resumable verified downloads (local server only), import."""
+"""p3m.models.hub and p3m.models.transfer: cache, resumable verified downloads (local server
+only: plain HTTP through requests, Google Drive through gdown with its hosts sent to 127.0.0.1),
+import."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib
 import json
 import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
+import requests
 import torch
 
 from p3m.errors import CheckpointError, DownloadError, ModelNotFoundError
-from p3m.inference import weights
-from p3m.models import CheckpointSpec, create_model, save_checkpoint
+from p3m.models import CheckpointSpec, create_model, hub, save_checkpoint, transfer
 
 
 class _Server:
     """A 127.0.0.1 HTTP server for one payload, with Range support and scripted failures.
 
-    `cut_first`: how many GET requests are answered with half the bytes and a closed socket.
-    `drive`: serve a Google-Drive-like confirmation page at /uc, the bytes at /download.
+    `cut_first`: how many GET requests for the bytes are answered with half of them and a closed
+    socket. `drive`: serve a Google-Drive-like confirmation page at /uc (a download form, as
+    Drive's virus-scan warning has it), the bytes as an attachment at /download.
     """
 
     def __init__(self, payload: bytes, cut_first: int = 0, drive: bool = False) -> None:
@@ -38,7 +43,8 @@ class _Server:
                 server.requests.append((self.path, self.headers.get("Range")))
                 if server.drive and self.path.startswith("/uc"):
                     page = (
-                        b'<html><body><form id="download-form" action="/download" method="get">'
+                        b'<html><body><form id="download-form" '
+                        b'action="https://drive.usercontent.google.com/download" method="get">'
                         b'<input type="hidden" name="id" value="ABC">'
                         b'<input type="hidden" name="export" value="download">'
                         b'<input type="hidden" name="confirm" value="t">'
@@ -58,6 +64,7 @@ class _Server:
                 self.send_response(206 if start else 200)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Disposition", 'attachment; filename="model.pth"')
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
                 self.end_headers()
@@ -69,7 +76,11 @@ class _Server:
                     return
                 self.wfile.write(body)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Quiet(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client hanging up mid-transfer is part of these tests
+
+        self.httpd = Quiet(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -102,39 +113,39 @@ def _spec(url: str, sha256: str | None) -> CheckpointSpec:
 
 def test_home_is_read_at_call_time(tmp_path, monkeypatch):
     monkeypatch.setenv("P3M_HOME", str(tmp_path / "a"))
-    assert weights.weights_dir() == tmp_path / "a" / "weights"
+    assert hub.weights_dir() == tmp_path / "a" / "weights"
     monkeypatch.setenv("P3M_HOME", str(tmp_path / "b"))
-    assert weights.weights_dir() == tmp_path / "b" / "weights"
+    assert hub.weights_dir() == tmp_path / "b" / "weights"
     monkeypatch.delenv("P3M_HOME")
-    assert weights.p3m_home() == Path.home() / ".cache" / "p3m"
+    assert hub.p3m_home() == Path.home() / ".cache" / "p3m"
 
 
 def test_download_verifies_and_records(home, r34_checkpoint):
     _, payload = r34_checkpoint
     digest = hashlib.sha256(payload).hexdigest()
     with _Server(payload) as server:
-        path = weights.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", digest))
+        path = hub.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", digest))
     assert path == home / "weights" / "p3mnet-r34" / "p3mnet_pretrained_on_p3m10k.pth"
     assert path.read_bytes() == payload
     assert not list(path.parent.glob("*.part"))
     entry = json.loads((home / "weights" / "index.json").read_text())["weights"]["p3mnet-r34"]
     assert entry["sha256"] == digest and entry["verified_against_registry"] is True
-    assert weights.resolve_weights("p3mnet-r34") == path
-    assert weights.installed_weights("p3mnet-r34") == path
+    assert hub.resolve_weights("p3mnet-r34") == path
+    assert hub.installed_weights("p3mnet-r34") == path
 
 
 def test_download_without_registered_hash_records_the_computed_one(home, r34_checkpoint, caplog):
     _, payload = r34_checkpoint
     digest = hashlib.sha256(payload).hexdigest()
     with _Server(payload) as server:
-        weights.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", None))
+        hub.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", None))
         assert digest in caplog.text
         entry = json.loads((home / "weights" / "index.json").read_text())["weights"]["p3mnet-r34"]
         assert entry["sha256"] == digest and entry["verified_against_registry"] is False
         # Trust on first use: a later download of the same URL must give the same bytes.
         server.payload = payload[:-10] + b"0123456789"
         with pytest.raises(DownloadError, match="checksum mismatch"):
-            weights.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", None), force=True)
+            hub.download_weights("p3mnet-r34", checkpoint=_spec(server.url + "/f.pth", None), force=True)
 
 
 def test_interrupted_transfer_is_resumed_with_a_range_request(home, r34_checkpoint):
@@ -142,10 +153,13 @@ def test_interrupted_transfer_is_resumed_with_a_range_request(home, r34_checkpoi
     digest = hashlib.sha256(payload).hexdigest()
     with _Server(payload, cut_first=1) as server:
         target = home / "file.pth"
-        assert weights.download_file(server.url + "/f.pth", target, sha256=digest) == digest
+        assert transfer.download_file(server.url + "/f.pth", target, sha256=digest) == digest
     assert target.read_bytes() == payload
     assert server.requests[0][1] is None
-    assert server.requests[1][1] == f"bytes={len(payload) // 2}-"
+    # The resume starts where the bytes on disk end: the half sent, less what requests had
+    # buffered of the chunk being read when the socket closed.
+    resumed_at = int(server.requests[1][1].removeprefix("bytes=").removesuffix("-"))
+    assert len(payload) // 2 - (1 << 20) <= resumed_at <= len(payload) // 2
 
 
 def test_transfer_that_keeps_failing_gives_a_clear_error_and_resumes_later(home, r34_checkpoint):
@@ -154,12 +168,12 @@ def test_transfer_that_keeps_failing_gives_a_clear_error_and_resumes_later(home,
     with _Server(payload, cut_first=100) as server, pytest.raises(
         DownloadError, match="interrupted.*run the command again"
     ):
-        weights.download_file(server.url + "/f.pth", target, retries=1)
+        transfer.download_file(server.url + "/f.pth", target, retries=1)
     part = target.with_name("file.pth.part")
     assert part.exists() and 0 < part.stat().st_size < len(payload) and not target.exists()
     have = part.stat().st_size
     with _Server(payload) as server:
-        weights.download_file(server.url + "/f.pth", target)
+        transfer.download_file(server.url + "/f.pth", target)
     assert server.requests[0][1] == f"bytes={have}-"
     assert target.read_bytes() == payload and not part.exists()
 
@@ -168,42 +182,120 @@ def test_wrong_checksum_deletes_the_download(home, r34_checkpoint):
     _, payload = r34_checkpoint
     target = home / "file.pth"
     with _Server(payload) as server, pytest.raises(DownloadError, match="checksum mismatch") as info:
-        weights.download_file(server.url + "/f.pth", target, sha256="0" * 64)
+        transfer.download_file(server.url + "/f.pth", target, sha256="0" * 64)
     assert "\n" not in str(info.value)
     assert not target.exists() and not target.with_name("file.pth.part").exists()
 
 
-def test_google_drive_confirmation_page_is_followed(home, r34_checkpoint, monkeypatch):
+class _ToLocal(requests.adapters.HTTPAdapter):
+    """Sends requests for Google's hosts to the local server instead (same path and query)."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base
+
+    def send(self, request, **kwargs):  # noqa: ANN001, ANN201 (requests' adapter API)
+        parts = urllib.parse.urlsplit(request.url)
+        request.url = self.base + parts.path + (f"?{parts.query}" if parts.query else "")
+        return super().send(request, **kwargs)
+
+
+@pytest.fixture()
+def drive_to(monkeypatch):
+    """Point gdown's Google hosts at a local server: gdown builds its requests session in
+    `gdown.download._get_session`; the session it returns gets an adapter for those hosts."""
+    gdown_download = importlib.import_module("gdown.download")
+    original = gdown_download._get_session
+
+    def redirect(server: _Server) -> None:
+        def session(**kwargs):  # noqa: ANN003, ANN202
+            sess, cookies = original(**kwargs)
+            for host in ("drive.google.com", "docs.google.com", "drive.usercontent.google.com"):
+                sess.mount(f"https://{host}/", _ToLocal(server.url))
+            return sess, cookies
+
+        monkeypatch.setattr(gdown_download, "_get_session", session)
+
+    return redirect
+
+
+def test_google_drive_confirmation_page_is_followed(home, r34_checkpoint, drive_to):
     _, payload = r34_checkpoint
+    digest = hashlib.sha256(payload).hexdigest()
     with _Server(payload, drive=True) as server:
-        monkeypatch.setattr(weights, "DRIVE_DOWNLOAD_URL", server.url + "/uc")
+        drive_to(server)
         url = "https://drive.google.com/file/d/ABC/view?usp=sharing"
-        assert weights.google_drive_id(url) == "ABC"
-        weights.download_file(url, home / "drive.pth")
+        assert transfer.google_drive_id(url) == "ABC"
+        assert transfer.google_drive_id("https://drive.google.com/uc?export=download&id=XYZ") == "XYZ"
+        assert transfer.google_drive_id("http://127.0.0.1/f.pth") is None
+        assert transfer.download_file(url, home / "drive.pth", sha256=digest) == digest
     assert (home / "drive.pth").read_bytes() == payload
-    assert server.requests[0][0] == "/uc?export=download&id=ABC"
+    assert sorted(path.name for path in home.iterdir()) == ["drive.pth"]
+    assert server.requests[0][0] == "/uc?id=ABC"
     assert server.requests[1][0].startswith("/download?id=ABC&export=download&confirm=t")
+
+
+def test_google_drive_transfer_resumes_and_is_verified(home, r34_checkpoint, drive_to):
+    _, payload = r34_checkpoint
+    digest = hashlib.sha256(payload).hexdigest()
+    target = home / "drive.pth"
+    with _Server(payload, drive=True, cut_first=1) as server:
+        drive_to(server)
+        with pytest.raises(DownloadError, match="interrupted.*run the command again") as info:
+            transfer.download_file("https://drive.google.com/uc?id=ABC", target, sha256=digest, retries=0)
+        assert "\n" not in str(info.value) and not target.exists()
+        transfer.download_file("https://drive.google.com/uc?id=ABC", target, sha256=digest, retries=0)
+    assert target.read_bytes() == payload
+    ranges = [header for path, header in server.requests if path.startswith("/download")]
+    resumed_at = int(ranges[-1].removeprefix("bytes=").removesuffix("-"))
+    assert ranges[0] is None and len(payload) // 2 - (1 << 20) <= resumed_at <= len(payload) // 2
+    assert sorted(path.name for path in home.iterdir()) == ["drive.pth"]
+    # A Drive file that is not the registered one is deleted, not installed.
+    with _Server(payload[::-1], drive=True) as server:
+        drive_to(server)
+        with pytest.raises(DownloadError, match="checksum mismatch"):
+            transfer.download_file("https://drive.google.com/uc?id=ABC", home / "other.pth", sha256=digest)
+    assert not (home / "other.pth").exists() and sorted(p.name for p in home.iterdir()) == ["drive.pth"]
 
 
 def test_import_validates_the_variant_and_copies(home, r34_checkpoint):
     path, payload = r34_checkpoint
     with pytest.raises(CheckpointError):
-        weights.import_weights(path, "p3mnet-vitae-s")
-    assert weights.installed_weights("p3mnet-vitae-s") is None
-    installed = weights.import_weights(path, "p3mnet-r34")
+        hub.import_weights(path, "p3mnet-vitae-s")
+    assert hub.installed_weights("p3mnet-vitae-s") is None
+    installed = hub.import_weights(path, "p3mnet-r34")
     assert installed.read_bytes() == payload and installed.parent == home / "weights" / "p3mnet-r34"
-    rows = {row.name: row for row in weights.list_weights()}
+    rows = {row.name: row for row in hub.list_weights()}
     assert rows["p3mnet-r34"].path == installed
     assert rows["p3mnet-r34"].source.startswith("import:")
 
 
 def test_missing_weights_say_how_to_install(home):
     with pytest.raises(ModelNotFoundError, match="p3m weights download p3mnet-r34"):
-        weights.resolve_weights("p3mnet-r34")
+        hub.resolve_weights("p3mnet-r34")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        weights.resolve_weights("missing/file.pth")
+        hub.resolve_weights("missing/file.pth")
 
 
 def test_unreachable_server_is_one_clear_line(home):
-    with pytest.raises(DownloadError, match="cannot (reach the server|download)"):
-        weights.download_file("http://127.0.0.1:9/none.pth", home / "x.pth", retries=0, timeout=5)
+    with pytest.raises(DownloadError, match="cannot (reach the server|download)") as info:
+        transfer.download_file("http://127.0.0.1:9/none.pth", home / "x.pth", retries=0, timeout=5)
+    assert "\n" not in str(info.value) and "Connection refused" in str(info.value)
+
+
+def test_http_errors_and_web_pages_are_not_installed(home, r34_checkpoint):
+    _, payload = r34_checkpoint
+    # /uc answers with an HTML page: not a checkpoint, whatever its status.
+    with _Server(payload, drive=True) as server, pytest.raises(DownloadError, match="web page instead"):
+        transfer.download_file(server.url + "/uc", home / "page.pth", retries=0)
+    assert not (home / "page.pth").exists()
+
+
+def test_old_import_path_warns_and_still_works():
+    with pytest.warns(DeprecationWarning, match="p3m.models.hub"):
+        from p3m.inference.weights import resolve_weights
+    assert resolve_weights is hub.resolve_weights
+    import p3m.inference.weights as old
+
+    with pytest.warns(DeprecationWarning, match="p3m.models.transfer"):
+        assert old.download_file is transfer.download_file

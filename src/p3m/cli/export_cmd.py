@@ -71,7 +71,7 @@ def export_onnx_command(
         raise ConfigError("--random-weights and --weights exclude each other")
     chosen = None
     if not random_weights:
-        from p3m.inference.weights import resolve_weights
+        from p3m.models.hub import resolve_weights
 
         chosen = resolve_weights(weights if weights is not None else name, model=name)
     with Console(stderr=True).status(f"exporting {name} to {output} (trace, check, verify)"):

@@ -112,7 +112,7 @@ def matte_command(
 
     if download and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
         from p3m.inference.api import AUTO_PREFERRED_MODEL
-        from p3m.inference.weights import download_weights, installed_weights
+        from p3m.models.hub import download_weights, installed_weights
 
         wanted_model = AUTO_PREFERRED_MODEL if model == "auto" else model
         if installed_weights(wanted_model) is None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 weights_app = typer.Typer(
     help="Manage P3M-Net checkpoints in the cache ($P3M_HOME, default ~/.cache/p3m).",
@@ -18,7 +22,7 @@ def list_command() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from p3m.inference.weights import list_weights, weights_dir
+    from p3m.models.hub import list_weights, weights_dir
 
     table = Table(title=f"weights cache: {weights_dir()}")
     table.add_column("model", no_wrap=True)
@@ -44,7 +48,7 @@ def download_command(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from p3m.inference.weights import download_weights
+    from p3m.models.hub import download_weights
 
     console = Console()
     with Progress(
@@ -60,16 +64,16 @@ def download_command(
     _print_installed(console, name, path)
 
 
-def _print_installed(console: object, name: str, path: Path) -> None:
-    from p3m.inference.weights import _read_index
+def _print_installed(console: Console, name: str, path: Path) -> None:
+    from p3m.models.hub import weights_status
 
-    entry = _read_index()["weights"].get(name, {})
+    status = weights_status(name)
     console.print(f"{name}: {path}", highlight=False)
-    if entry.get("sha256"):
-        checked = "matches the registered checksum" if entry.get("verified_against_registry") else (
+    if status.sha256:
+        checked = "matches the registered checksum" if status.verified else (
             "no checksum is registered; recorded in the cache index"
         )
-        console.print(f"sha256 {entry['sha256']} ({checked})", highlight=False)
+        console.print(f"sha256 {status.sha256} ({checked})", highlight=False)
 
 
 @weights_app.command("import")
@@ -80,7 +84,7 @@ def import_command(
     """Check FILE loads strictly into model NAME, then copy it into the cache."""
     from rich.console import Console
 
-    from p3m.inference.weights import import_weights
+    from p3m.models.hub import import_weights
 
     path = import_weights(file, name)
     _print_installed(Console(), name, path)
@@ -89,7 +93,7 @@ def import_command(
 @weights_app.command("path")
 def path_command(name: str = typer.Argument(..., help="Model name.")) -> None:
     """Print the cached checkpoint path of NAME (exit 1 with instructions if absent)."""
-    from p3m.inference.weights import install_hint, installed_weights
+    from p3m.models.hub import install_hint, installed_weights
 
     path = installed_weights(name)
     if path is None:

@@ -1,5 +1,5 @@
 """Inference: the official P3M-Net strategies, the offline selfie-cf pipeline, foreground
-colours and composites, the weights cache, and `p3m.matte` on top of them.
+colours and composites, and `p3m.matte` on top of them (weights: `p3m.models.hub`).
 
 Submodules are imported on first use, so `import p3m.inference` stays cheap.
 
@@ -25,7 +25,7 @@ _LAZY = {
     "estimate_foreground": "p3m.inference.foreground",
     "cutout_rgba": "p3m.inference.foreground",
     "composite": "p3m.inference.foreground",
-    "resolve_weights": "p3m.inference.weights",
+    "resolve_weights": "p3m.models.hub",
     "MattingBackend": "p3m.inference.backends",
     "BackendOutput": "p3m.inference.backends",
     "SelfieCFBackend": "p3m.inference.backends",

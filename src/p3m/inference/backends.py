@@ -214,7 +214,7 @@ def _name_from_weights(path: Path) -> str:
 
 
 def _auto_fallback_note() -> str:
-    from p3m.inference.weights import install_hint
+    from p3m.models.hub import install_hint
 
     return (
         f"P3M-Net ViTAE-S weights are not in the cache, so the classical selfie-cf pipeline was "
@@ -250,7 +250,7 @@ def resolve_backend(
     if not isinstance(model, str):
         name = str(getattr(model, "variant", type(model).__name__))
         return P3MNetBackend(model, name, strategy, max_pixels)
-    from p3m.inference.weights import installed_weights, resolve_weights
+    from p3m.models.hub import installed_weights, resolve_weights
 
     if model == "auto":
         if weights is not None:

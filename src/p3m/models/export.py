@@ -156,7 +156,7 @@ def _build_model(
     if isinstance(model_or_name, str):
         path = None
         if weights is not None:
-            from p3m.inference.weights import resolve_weights
+            from p3m.models.hub import resolve_weights
 
             path = resolve_weights(weights, model=model_or_name)
         model = create_model(model_or_name, weights=path, device="cpu")

@@ -94,8 +94,8 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
 
     @app.get("/api/models")
     def models() -> dict[str, Any]:
-        from p3m.inference.weights import installed_weights
         from p3m.models import list_models
+        from p3m.models.hub import installed_weights
 
         return {
             "models": [

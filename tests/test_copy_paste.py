@@ -1,4 +1,4 @@
-"""P3M-CP: the copy-and-paste module, source sets, ICP and FCP (p3m.privacy.copy_paste & co)."""
+"""P3M-CP: the copy-and-paste operation, source sets, ICP and FCP (p3m.training.copy_paste)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ import torch
 from PIL import Image
 
 from p3m.errors import ConfigError, DatasetError
-from p3m.privacy.copy_paste import (
+from p3m.training.copy_paste import (
     CopyPasteConfig,
+    CopyPasteTrainingHook,
+    CPSourceSet,
+    FeatureCopyPaste,
+    ImageCopyPaste,
     PasteParams,
+    build_cp_sources,
+    celebamask_face_region,
     copy_paste,
+    make_training_hook,
     mask_centroids,
     resize_mask,
     sample_paste_params,
-)
-from p3m.privacy.cp_sources import CPSourceSet, build_cp_sources, celebamask_face_region
-from p3m.training.copy_paste import (
-    CopyPasteTrainingHook,
-    FeatureCopyPaste,
-    ImageCopyPaste,
-    make_training_hook,
 )
 
 torch.set_num_threads(1)
@@ -566,3 +566,18 @@ def test_smoke_training_run(mode, synthetic_root, source_set, tmp_path, monkeypa
         assert stats.draws == 3
         assert not hook.model.get_submodule(hook.feature_cp.layer)._forward_hooks  # closed
     assert stats.applied >= 1
+
+
+def test_old_import_paths_warn_and_still_work() -> None:
+    import p3m.training.copy_paste as package
+
+    with pytest.warns(DeprecationWarning, match="p3m.training.copy_paste.operation"):
+        from p3m.privacy.copy_paste import copy_paste as old_copy_paste
+    with pytest.warns(DeprecationWarning, match="p3m.training.copy_paste.sources"):
+        from p3m.privacy.cp_sources import CPSourceSet as OldSourceSet
+    assert old_copy_paste is package.copy_paste and OldSourceSet is package.CPSourceSet
+    from p3m.training.hooks import make_copy_paste_hook
+
+    with pytest.warns(DeprecationWarning, match="make_training_hook"):
+        hook = make_copy_paste_hook(type("CP", (), {"mode": "none", "sources": None, "probability": 0.5})(), None)
+    assert isinstance(hook, CopyPasteTrainingHook) and hook.mode == "none"

@@ -36,7 +36,7 @@ def build(
     from rich.console import Console
     from rich.progress import Progress
 
-    from p3m.privacy.cp_sources import SOURCE_FORMATS, build_cp_sources
+    from p3m.training.copy_paste.sources import SOURCE_FORMATS, build_cp_sources
 
     if source_format not in SOURCE_FORMATS:
         raise ConfigError(f"unknown --format {source_format!r}; choose from {', '.join(SOURCE_FORMATS)}")

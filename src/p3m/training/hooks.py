@@ -1,7 +1,8 @@
 """The trainer's extension point: hooks that see (and may change) every batch and the model.
 
-P3M-CP plugs in here: ICP rewrites `batch["image"]` in `before_forward`; FCP registers forward
-hooks on the model's `fcp_layers` in `setup` and uses the batch's facemask in `before_forward`.
+P3M-CP (`p3m.training.copy_paste`) plugs in here: ICP rewrites `batch["image"]` in
+`before_forward`; FCP registers forward hooks on the model's `fcp_layers` in `setup` and uses the
+batch's facemask in `before_forward`.
 Every random draw must come from the `rng` passed in, which the trainer derives from
 (seed, step, rank): a stopped and resumed run then stays bit-identical.
 
@@ -14,13 +15,12 @@ Every random draw must come from the `rng` passed in, which the trainer derives 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
-
-from p3m.errors import ConfigError
 
 __all__ = ["TrainingHook", "make_copy_paste_hook"]
 
@@ -47,11 +47,12 @@ class TrainingHook(Protocol):
 
 
 def make_copy_paste_hook(cp_config: Any, model: nn.Module) -> TrainingHook:
-    """The P3M-CP hook for `cp.mode` icp/fcp, built by `p3m.training.copy_paste.make_training_hook`."""
-    try:
-        from p3m.training.copy_paste import make_training_hook
-    except ImportError as error:
-        raise ConfigError(
-            f"cp.mode={cp_config.mode}: P3M-CP training is not available in this installation ({error})"
-        ) from error
+    """Deprecated (one release): use `p3m.training.copy_paste.make_training_hook`."""
+    warnings.warn(
+        "p3m.training.hooks.make_copy_paste_hook moved to p3m.training.copy_paste.make_training_hook",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from p3m.training.copy_paste import make_training_hook
+
     return make_training_hook(cp_config, model)

@@ -543,9 +543,9 @@ class Trainer:
         self._build_optimizer()
         self.hooks = list(self.extra_hooks)
         if config.cp.mode != "none":
-            from p3m.training.hooks import make_copy_paste_hook
+            from p3m.training.copy_paste import make_training_hook
 
-            self.hooks.append(make_copy_paste_hook(config.cp, _bare(self.model)))
+            self.hooks.append(make_training_hook(config.cp, _bare(self.model)))
         for hook in self.hooks:
             hook.setup(_bare(self.model), config)
 

@@ -37,8 +37,8 @@ from torch import Tensor, nn
 
 from p3m.errors import ConfigError, ShapeMismatchError
 from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
-from p3m.privacy.copy_paste import CopyPasteConfig, copy_paste, sample_paste_params
-from p3m.privacy.cp_sources import CPSourceSet
+from p3m.training.copy_paste.operation import CopyPasteConfig, copy_paste, sample_paste_params
+from p3m.training.copy_paste.sources import CPSourceSet
 
 __all__ = [
     "CP_MODES",

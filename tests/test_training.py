@@ -92,6 +92,18 @@ def test_overrides_and_validation(tmp_path):
         load_config(bad)
 
 
+def test_a_registered_model_can_be_trained(monkeypatch):
+    """Model names come from the registry: a model added with register_model validates."""
+    from p3m.models import get_spec, register_model, registry
+
+    with pytest.raises(ConfigError, match="model must be one of .*p3mnet-r34"):
+        load_config(None, ["model=my-r34"])
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    spec = get_spec("p3mnet-r34")
+    register_model(type(spec)(name="my-r34", constructor=spec.constructor, description="a copy"))
+    assert load_config(None, ["model=my-r34"]).model == "my-r34"
+
+
 def test_backbone_weights_from_imagenet_checkpoint(tmp_path):
     from p3m.models import create_model
     from p3m.training.trainer import load_backbone_weights

@@ -8,32 +8,21 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from p3m.vocabulary import AnonymizeLayout
+from p3m.vocabulary import LandmarkScheme as Landmarks
+from p3m.vocabulary import ObfuscationMethod as Method
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from p3m.privacy.dataset import FolderReport
 
-
-class Method(str, Enum):
-    """Obfuscation methods (paper Table 8)."""
-
-    blur = "blur"
-    mosaic = "mosaic"
-    mask = "mask"
-
-
-class Layout(str, Enum):
-    """Dataset-mode output layouts."""
-
-    train = "train"
-    p3m_500_p = "P3M-500-P"
-
-
-class Landmarks(str, Enum):
-    """Landmark schemes for the private-region polygon."""
-
-    mediapipe = "mediapipe"
-    dlib68 = "dlib68"
+# Dataset-mode output layouts: those of p3m.vocabulary but "flat" (the single-image mode's).
+Layout = Enum(  # type: ignore[misc]
+    "Layout",
+    {member.name: member.value for member in AnonymizeLayout if member is not AnonymizeLayout.flat},
+    type=str,
+)
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:

@@ -6,23 +6,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from p3m.data.sets import TestSet
-
-
-class BaselineMethod(str, Enum):
-    """The pymatting baselines of the paper's tables."""
-
-    cf = "cf"
-    knn = "knn"
-    lkm = "lkm"
-    rw = "rw"
-    sm = "sm"
-    lbdm = "lbdm"
+from p3m.vocabulary import BaselineMethod, TestSet
 
 
 def baseline_command(
@@ -80,7 +68,7 @@ def baseline_command(
     if limit is not None:
         samples = samples[:limit]
     out_dir = out if out is not None else Path("p3m-results") / test_set.value / method.value
-    set_label = "RWP-636" if test_set is TestSet.RWP else test_set.value
+    set_label = test_set.label
     if trimap_dir is None and any(sample.trimap is None for sample in samples):
         err.print(
             f"[yellow]note:[/yellow] {set_label} has no trimaps in its layout, and "

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-
-class Accumulate(str, Enum):
-    """How the means are accumulated (see `p3m.evaluation.metrics.summarize`)."""
-
-    eval_py = "eval_py"
-    float64 = "float64"
+from p3m.vocabulary import Accumulate
 
 
 def eval_command(

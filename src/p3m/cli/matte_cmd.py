@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
-
-class StrategyChoice(str, Enum):
-    hybrid = "hybrid"
-    resize = "resize"
+from p3m.vocabulary import OutputKind, values
+from p3m.vocabulary import TestStrategy as StrategyChoice
 
 
 def _background(value: str) -> Any:
@@ -49,7 +46,7 @@ def matte_command(
     save: str = typer.Option(
         "alpha,rgba",
         "--save",
-        help="Comma list of outputs: alpha, rgba, foreground, composite, trimap.",
+        help=f"Comma list of outputs: {', '.join(values(OutputKind))}.",
     ),
     background: str = typer.Option(
         "white", "--background", "-b", help="Composite background: colour (name, #rrggbb, r,g,b) or image file."

@@ -6,22 +6,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from p3m.data.sets import TestSet
-
-
-class Protocol(str, Enum):
-    B = "B"
-    N = "N"
-
-
-class TestStrategy(str, Enum):
-    hybrid = "hybrid"
-    resize = "resize"
+from p3m.vocabulary import TestSet, TestStrategy
+from p3m.vocabulary import TrainingImages as Protocol
 
 
 def train_command(

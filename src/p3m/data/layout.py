@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-from p3m.data.sets import TestSet
 from p3m.errors import DatasetError
 from p3m.io import IMAGE_SUFFIXES, files_by_stem
+from p3m.vocabulary import DATA_SETS, TestSet, TrainingImages, values
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,8 +38,8 @@ __all__ = [
     "resolve_set",
 ]
 
-SET_NAMES = ("train", *(test_set.value for test_set in TestSet))
-PROTOCOLS = ("B", "N")
+SET_NAMES = DATA_SETS
+PROTOCOLS = values(TrainingImages)
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,19 @@
-"""The names of P3M's test sets, as the enum the commands take (`--set P3M-500-P`).
-
-Kept free of imports beyond the standard library: the CLI reads it when it starts.
-"""
+"""Deprecated home of `TestSet`, kept importable for one release: use `p3m.vocabulary`."""
 
 from __future__ import annotations
 
-from enum import Enum
+import warnings
+from typing import Any
 
-__all__ = ["TestSet"]
 
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    import p3m.vocabulary as vocabulary
 
-class TestSet(str, Enum):
-    """A test set of the paper: P3M-500-P (blurred faces), P3M-500-NP (normal), RWP-636."""
-
-    P = "P3M-500-P"
-    NP = "P3M-500-NP"
-    RWP = "RWP"
+    warnings.warn(
+        f"p3m.data.sets.{name} moved to p3m.vocabulary; import it from there",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(vocabulary, name)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from p3m.errors import DatasetError
 from p3m.evaluation.metrics import DISPLAY_NAMES
+from p3m.vocabulary import Protocol, TestSet, values
 
 __all__ = [
     "PROTOCOLS",
@@ -54,20 +55,11 @@ __all__ = [
 TABLE_METRICS: tuple[str, ...] = ("sad", "mse", "mad", "sad_t", "mse_t", "mad_t", "grad", "conn")
 """The paper's columns, in order."""
 
-SET_NAMES: tuple[str, ...] = ("P3M-500-P", "P3M-500-NP", "RWP")
-SET_LABELS: Mapping[str, str] = {"P3M-500-P": "P3M-500-P", "P3M-500-NP": "P3M-500-NP", "RWP": "RWP-636"}
-_SET_ALIASES: Mapping[str, str] = {
-    "p3m-500-p": "P3M-500-P",
-    "p3m-500-np": "P3M-500-NP",
-    "rwp": "RWP",
-    "rwp-636": "RWP",
-    "rwp636": "RWP",
-}
+SET_NAMES: tuple[str, ...] = values(TestSet)
+SET_LABELS: Mapping[str, str] = {test_set.value: test_set.label for test_set in TestSet}
 
 PROTOCOLS: Mapping[str, tuple[str, str]] = {
-    "B:B": ("P3M-10k, faces blurred", "P3M-500-P"),
-    "B:N": ("P3M-10k, faces blurred", "P3M-500-NP"),
-    "N:N": ("P3M-10k, normal images", "P3M-500-NP"),
+    protocol.value: (protocol.training.description, protocol.test_set.value) for protocol in Protocol
 }
 """Protocol -> (training images, test set)."""
 
@@ -79,13 +71,14 @@ DIGITS: Mapping[str, int] = {
 
 def canonical_set(name: str) -> str | None:
     """'P3M-500-P', 'P3M-500-NP' or 'RWP' for any accepted spelling; None if not a set name."""
-    return _SET_ALIASES.get(name.strip().lower())
+    test_set = TestSet.parse(name)
+    return None if test_set is None else test_set.value
 
 
 def canonical_protocol(name: str) -> str | None:
     """'B:B', 'B:N' or 'N:N' for any accepted spelling (b:n, BN, B2N); None otherwise."""
-    compact = name.strip().upper().replace(":", "").replace("2", "").replace("-", "")
-    return f"{compact[0]}:{compact[1]}" if len(compact) == 2 and f"{compact[0]}:{compact[1]}" in PROTOCOLS else None
+    protocol = Protocol.parse(name)
+    return None if protocol is None else protocol.value
 
 
 # --------------------------------------------------------------------------- loading results

@@ -15,6 +15,7 @@ import numpy as np
 
 from p3m.errors import ConfigError, ImageReadError
 from p3m.io import IMAGE_SUFFIXES, is_image_file
+from p3m.vocabulary import OutputKind, values
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -26,7 +27,7 @@ __all__ = [
     "write_outputs",
 ]
 
-OUTPUT_KINDS: tuple[str, ...] = ("alpha", "rgba", "foreground", "composite", "trimap")
+OUTPUT_KINDS: tuple[str, ...] = values(OutputKind)
 
 
 def parse_save(text: str) -> tuple[str, ...]:

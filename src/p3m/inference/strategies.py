@@ -22,6 +22,7 @@ import torch
 
 from p3m.inference.fusion import fuse_trimap_and_local, trimap_from_global_logits
 from p3m.inference.preprocess import image_to_tensor, resize_like_official, working_size
+from p3m.vocabulary import TestStrategy, values
 
 __all__ = [
     "STRATEGIES",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 Strategy = Literal["hybrid", "resize"]
-STRATEGIES: tuple[str, ...] = ("hybrid", "resize")
+STRATEGIES: tuple[str, ...] = values(TestStrategy)
 
 
 @dataclass(frozen=True)

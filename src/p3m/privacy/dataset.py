@@ -46,6 +46,7 @@ from p3m.errors import (
 )
 from p3m.io import atomic_write_text, files_by_stem, read_alpha_u8, read_image, write_png
 from p3m.privacy.facemask import TRANSITION_MARGIN
+from p3m.vocabulary import AnonymizeLayout, values
 
 __all__ = [
     "LAYOUTS",
@@ -61,7 +62,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS: tuple[str, ...] = ("train", "P3M-500-P", "flat")
+LAYOUTS: tuple[str, ...] = values(AnonymizeLayout)
 TRIMAP_KERNEL = 25
 MANIFEST_EVERY = 25  # images between manifest checkpoints
 MANIFEST_FIELDS = (

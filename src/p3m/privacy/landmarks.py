@@ -43,6 +43,7 @@ import numpy as np
 
 from p3m.detection.faces import Face, box_iou, dlib_model_path
 from p3m.errors import ConfigError, MissingDependencyError
+from p3m.vocabulary import LandmarkScheme, values
 
 __all__ = [
     "CROP_MARGIN",
@@ -60,7 +61,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LANDMARK_SCHEMES: tuple[str, ...] = ("mediapipe", "dlib68")
+LANDMARK_SCHEMES: tuple[str, ...] = values(LandmarkScheme)
 
 MESH_JAW: tuple[int, ...] = (
     127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152,

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from p3m.errors import ConfigError, ShapeMismatchError
+from p3m.vocabulary import ObfuscationMethod, values
 
 __all__ = [
     "BLUR_SIGMA_FRACTION",
@@ -31,7 +32,7 @@ __all__ = [
     "obfuscate",
 ]
 
-METHODS: tuple[str, ...] = ("blur", "mosaic", "mask")
+METHODS: tuple[str, ...] = values(ObfuscationMethod)
 BLUR_SIGMA_FRACTION = 0.12
 MOSAIC_BLOCKS = 7
 _GROUPING_RADIUS = 4  # px: mask parts closer than this count as one region

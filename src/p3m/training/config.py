@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from p3m.errors import ConfigError
+from p3m.vocabulary import CPMode, LrSchedule, TestSet, TestStrategy, TrainingImages, values
 
 __all__ = [
     "CopyPasteSection",
@@ -30,7 +31,6 @@ __all__ = [
     "load_config",
 ]
 
-MODEL_NAMES = ("p3mnet-r34", "p3mnet-swin-t", "p3mnet-vitae-s")
 
 
 @dataclass
@@ -79,7 +79,7 @@ class ValidationSection:
 
     every_epochs: int = 10
     """0 disables validation during training (it still runs at the end unless `at_end` is false)."""
-    sets: list[str] = field(default_factory=lambda: ["P3M-500-P", "P3M-500-NP"])
+    sets: list[str] = field(default_factory=lambda: [TestSet.P.value, TestSet.NP.value])
     strategy: str = "hybrid"
     """hybrid or resize: the official test procedures (p3m.inference)."""
     limit: int | None = None
@@ -129,6 +129,7 @@ class TrainConfig:
     """A whole training run."""
 
     model: str = "p3mnet-r34"
+    """A registered model name (`p3m.models.list_models()`: models added with `register_model` too)."""
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
@@ -137,12 +138,15 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError on the first invalid value; returns self."""
+        from p3m.models.registry import list_models
+
         problems = []
-        if self.model not in MODEL_NAMES:
-            problems.append(f"model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+        models = list_models()
+        if self.model not in models:
+            problems.append(f"model must be one of {', '.join(models)}, got {self.model!r}")
         d, o, v, c, r = self.data, self.optim, self.validation, self.cp, self.run
-        if d.protocol not in ("B", "N"):
-            problems.append(f"data.protocol must be B or N, got {d.protocol!r}")
+        if d.protocol not in values(TrainingImages):
+            problems.append(f"data.protocol must be {_either(TrainingImages)}, got {d.protocol!r}")
         if not d.crop_sizes or any(size < 32 for size in d.crop_sizes):
             problems.append(f"data.crop_sizes must be sizes >= 32, got {d.crop_sizes}")
         if d.output_size < 32 or d.output_size % 32:
@@ -162,21 +166,21 @@ class TrainConfig:
             problems.append(f"optim.batch_size must be >= 1, got {o.batch_size}")
         if o.epochs < 1:
             problems.append(f"optim.epochs must be >= 1, got {o.epochs}")
-        if o.schedule not in ("constant", "cosine"):
-            problems.append(f"optim.schedule must be constant or cosine, got {o.schedule!r}")
+        if o.schedule not in values(LrSchedule):
+            problems.append(f"optim.schedule must be {_either(LrSchedule)}, got {o.schedule!r}")
         if len(o.betas) != 2:
             problems.append("optim.betas must be two numbers")
         if o.max_steps is not None and o.max_steps < 1:
             problems.append("optim.max_steps must be >= 1")
         if v.every_epochs < 0:
             problems.append("validation.every_epochs must be >= 0")
-        unknown_sets = [s for s in v.sets if s not in ("P3M-500-P", "P3M-500-NP", "RWP")]
+        unknown_sets = [s for s in v.sets if s not in values(TestSet)]
         if unknown_sets:
             problems.append(f"validation.sets has unknown set(s) {unknown_sets}")
-        if v.strategy not in ("hybrid", "resize"):
-            problems.append(f"validation.strategy must be hybrid or resize, got {v.strategy!r}")
-        if c.mode not in ("none", "icp", "fcp"):
-            problems.append(f"cp.mode must be none, icp or fcp, got {c.mode!r}")
+        if v.strategy not in values(TestStrategy):
+            problems.append(f"validation.strategy must be {_either(TestStrategy)}, got {v.strategy!r}")
+        if c.mode not in values(CPMode):
+            problems.append(f"cp.mode must be {_either(CPMode)}, got {c.mode!r}")
         if not 0 <= c.probability <= 1:
             problems.append("cp.probability must be in [0, 1]")
         if c.mode != "none" and not c.sources:
@@ -186,6 +190,12 @@ class TrainConfig:
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
         return self
+
+
+def _either(enum: type[Any]) -> str:
+    """'a, b or c' of an enum's values, for messages."""
+    names = values(enum)
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _convert(value: Any, annotation: str, key: str) -> Any:

@@ -39,6 +39,7 @@ from p3m.errors import ConfigError, ShapeMismatchError
 from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 from p3m.training.copy_paste.operation import CopyPasteConfig, copy_paste, sample_paste_params
 from p3m.training.copy_paste.sources import CPSourceSet
+from p3m.vocabulary import CPMode, values
 
 __all__ = [
     "CP_MODES",
@@ -51,7 +52,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CP_MODES: tuple[str, ...] = ("none", "icp", "fcp")
+CP_MODES: tuple[str, ...] = values(CPMode)
 RandomGenerator = np.random.Generator | torch.Generator | None
 
 

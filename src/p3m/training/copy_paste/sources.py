@@ -36,6 +36,7 @@ import numpy as np
 
 from p3m.errors import ConfigError, DatasetError, P3MError
 from p3m.io import IMAGE_SUFFIXES, atomic_write_text, read_alpha_u8, read_image, write_png
+from p3m.vocabulary import CPSourceFormat, values
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "p3m-cp-sources"
 INDEX_VERSION = 1
-SOURCE_FORMATS: tuple[str, ...] = ("celebamask-hq", "faces")
+SOURCE_FORMATS: tuple[str, ...] = values(CPSourceFormat)
 
 # CelebAMask-HQ parts that lie inside the face below the eyebrow line.
 CELEBAMASK_INNER_PARTS = (

@@ -51,15 +51,12 @@ def baseline_command(
     Writes OUT/<name>.png (8-bit alpha, scored exactly like `p3m eval`), OUT/metrics.csv
     (per image) and OUT/metrics.json (summary, for `p3m table`). Exit code 1 if an image failed.
     """
-    import json
-
     from rich.console import Console
 
     from p3m.cli._ui import exit_if_failed, item_progress, metrics_table
     from p3m.data.layout import find_samples
     from p3m.evaluation.baselines import get_baseline, run_baseline
     from p3m.evaluation.folder import write_csv
-    from p3m.io import atomic_write_text
 
     out_console = Console()
     err = Console(stderr=True)
@@ -99,9 +96,7 @@ def baseline_command(
 
     evaluation = run.evaluation
     write_csv(out_dir / "metrics.csv", evaluation)
-    atomic_write_text(
-        out_dir / "metrics.json", json.dumps(run.to_json_dict(), indent=1, allow_nan=False) + "\n"
-    )
+    run.record().write(out_dir / "metrics.json")
     if evaluation.rows:
         out_console.print(metrics_table(evaluation, out_console.width))
     else:

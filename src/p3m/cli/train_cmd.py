@@ -117,14 +117,12 @@ def evaluate_model_command(
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
 ) -> None:
     """Run a trained model on a test set with the official procedure and report the metrics."""
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
     from p3m.data.layout import find_samples
     from p3m.errors import CheckpointError
-    from p3m.io import atomic_write_text
+    from p3m.evaluation.record import MetricsRecord, SkippedFile
     from p3m.models import create_model
     from p3m.models.checkpoints import identify_variant, read_state_dict
     from p3m.training.validation import evaluate_on_set, table_protocol, training_protocol
@@ -150,18 +148,17 @@ def evaluate_model_command(
         table.add_row(key.upper(), f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
     if out is not None:
-        report = {"checkpoint": str(checkpoint), "model": name, "set": test_set.value,
-                  "strategy": strategy.value}
         # Known training images let `p3m table` place the result in the B:B / B:N / N:N table.
         trained_on = training_protocol(checkpoint)
-        if trained_on is not None:
-            report["training_protocol"] = trained_on
-            protocol = table_protocol(trained_on, test_set.value)
-            if protocol is not None:
-                report["protocol"] = protocol
-        report.update({"failed": evaluation.failed, **summary,
-                       "per_image": dict(zip(evaluation.names, evaluation.rows, strict=True))})
-        atomic_write_text(out / "metrics.json", json.dumps(report, indent=1))
+        record = MetricsRecord.from_summary(
+            evaluation.summary,
+            skipped=[SkippedFile(failed, "could not be evaluated") for failed in evaluation.failed],
+            method=name, model=name, set_name=test_set.value, strategy=strategy.value,
+            checkpoint=str(checkpoint), training_protocol=trained_on,
+            protocol=table_protocol(trained_on, test_set.value), pred_dir=str(out),
+            per_image=dict(zip(evaluation.names, evaluation.rows, strict=True)),
+        )
+        record.write(out / "metrics.json")
     if evaluation.failed:
         Console(stderr=True).print(f"[red]{len(evaluation.failed)} image(s) failed[/red]: {', '.join(evaluation.failed)}")
         raise typer.Exit(1)

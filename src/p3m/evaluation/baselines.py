@@ -55,6 +55,7 @@ from p3m.errors import BaselineError, P3MError, ShapeMismatchError
 if TYPE_CHECKING:
     from p3m.data.layout import Sample
     from p3m.evaluation.folder import FolderEvaluation
+    from p3m.evaluation.record import MetricsRecord
 
 logger = logging.getLogger(__name__)
 
@@ -291,41 +292,42 @@ class BaselineRun:
         """Names of the images solved below full resolution."""
         return sorted(name for name, info in self.solved.items() if info.get("resized"))
 
-    def to_json_dict(self) -> dict[str, object]:
-        """The summary written to metrics.json: `p3m eval --json` fields plus the baseline's record."""
+    def record(self) -> MetricsRecord:
+        """The metrics.json record: the scores (when scored) plus the baseline's own fields."""
         import pymatting
 
-        record: dict[str, object] = {}
+        from p3m.evaluation.record import MetricsRecord, SkippedFile
+
+        identity = {"method": self.baseline.name, "method_label": self.baseline.label, "set_name": self.set_name}
+        extra = {
+            "method_title": self.baseline.title,
+            "citation": self.baseline.citation,
+            "implementation": f"pymatting {getattr(pymatting, '__version__', '?')} "
+            f"{self.baseline.solver}",
+            "solver_kwargs": {k: dict(v) for k, v in self.baseline.solver_kwargs.items()},
+            "trimaps": {
+                "source": self.trimap_source,
+                "kernel_size": self.trimap_kernel,
+                "dir": None if self.trimap_dir is None else str(self.trimap_dir),
+                "note": _TRIMAP_NOTES[self.trimap_source].format(k=self.trimap_kernel),
+            },
+            "budget": {
+                "max_pixels": self.max_pixels or None,
+                "num_resized": len(self.resized),
+                "resized": self.resized,
+                "note": BUDGET_NOTE if self.max_pixels else "solved at full resolution",
+            },
+            "failed": [{"name": name, "reason": reason} for name, reason in sorted(self.failed.items())],
+            "per_image_solve": {name: self.solved[name] for name in sorted(self.solved)},
+        }
         if self.evaluation is not None:
-            record.update(self.evaluation.to_json_dict())
-        record.update(
-            {
-                "method": self.baseline.name,
-                "method_label": self.baseline.label,
-                "method_title": self.baseline.title,
-                "citation": self.baseline.citation,
-                "implementation": f"pymatting {getattr(pymatting, '__version__', '?')} "
-                f"{self.baseline.solver}",
-                "solver_kwargs": {k: dict(v) for k, v in self.baseline.solver_kwargs.items()},
-                "set": self.set_name,
-                "protocol": None,
-                "trimaps": {
-                    "source": self.trimap_source,
-                    "kernel_size": self.trimap_kernel,
-                    "dir": None if self.trimap_dir is None else str(self.trimap_dir),
-                    "note": _TRIMAP_NOTES[self.trimap_source].format(k=self.trimap_kernel),
-                },
-                "budget": {
-                    "max_pixels": self.max_pixels or None,
-                    "num_resized": len(self.resized),
-                    "resized": self.resized,
-                    "note": BUDGET_NOTE if self.max_pixels else "solved at full resolution",
-                },
-                "failed": [{"name": name, "reason": reason} for name, reason in sorted(self.failed.items())],
-                "per_image_solve": {name: self.solved[name] for name in sorted(self.solved)},
-            }
-        )
-        return record
+            return self.evaluation.record(**identity, extra=extra)
+        skipped = [SkippedFile(name, reason) for name, reason in sorted(self.failed.items())]
+        return MetricsRecord(means={}, skipped=skipped, pred_dir=str(self.out_dir), **identity, extra=extra)
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The summary written to metrics.json (`record().to_json()`)."""
+        return self.record().to_json()
 
 
 _TRIMAP_NOTES = {

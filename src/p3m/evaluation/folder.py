@@ -12,6 +12,7 @@ Example::
 
     evaluation = evaluate_folder("preds/", "gts/", trimap_dir="trimaps/")
     write_csv("metrics.csv", evaluation)
+    write_json("summary.json", evaluation)      # a `p3m.evaluation.record.MetricsRecord`
     print(evaluation.summary.means["sad"])
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import multiprocessing
@@ -35,12 +35,12 @@ import numpy as np
 
 from p3m.errors import DatasetError, ImageWriteError, P3MError, ShapeMismatchError
 from p3m.evaluation.metrics import METRIC_KEYS, MetricSummary, compute_metrics, summarize
+from p3m.evaluation.record import CONVENTION, MetricsRecord, SkippedFile
 from p3m.io import atomic_open, files_by_stem, read_alpha_u8, read_trimap
 
 logger = logging.getLogger(__name__)
 
 CSV_HEADER: tuple[str, ...] = ("name", *METRIC_KEYS)
-CONVENTION = "p3mnet_eval_py: prediction and gt = uint8 PNG / 255 (float32); trimap raw 0..255"
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,6 @@ class ImageTask:
     pred_path: Path
     gt_path: Path
     trimap_path: Path | None = None
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file left out of the evaluation, and why."""
-
-    name: str
-    reason: str
 
 
 @dataclass
@@ -73,23 +65,22 @@ class FolderEvaluation:
     trimap_dir: Path | None = None
     accumulate: str = "eval_py"
 
-    def to_json_dict(self) -> dict[str, object]:
-        """The JSON summary: means, counts, exclusions, skipped files with reasons."""
-        summary = self.summary.to_dict()
-        return {
+    def record(self, **fields: object) -> MetricsRecord:
+        """The metrics.json record of this evaluation; `fields` add or override record fields."""
+        values: dict[str, object] = {
+            "skipped": list(self.skipped),
             "pred_dir": str(self.pred_dir),
             "gt_dir": str(self.gt_dir),
             "trimap_dir": None if self.trimap_dir is None else str(self.trimap_dir),
             "convention": CONVENTION,
             "accumulate": self.accumulate,
-            "metric_keys": list(METRIC_KEYS),
-            "num_evaluated": len(self.rows),
-            "num_skipped": len(self.skipped),
-            "means": summary["means"],
-            "counts": summary["counts"],
-            "excluded_nonfinite": summary["excluded_nonfinite"],
-            "skipped": [{"name": item.name, "reason": item.reason} for item in self.skipped],
         }
+        values.update(fields)
+        return MetricsRecord.from_summary(self.summary, **values)
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The JSON summary (`record().to_json()`): means, counts, exclusions, skipped files."""
+        return self.record().to_json()
 
 
 def _png_files(folder: Path, what: str) -> dict[str, Path]:
@@ -263,10 +254,8 @@ def write_csv(path: str | os.PathLike[str], evaluation: FolderEvaluation) -> Non
 
 
 def write_json(path: str | os.PathLike[str], evaluation: FolderEvaluation) -> None:
-    """Write the JSON summary atomically (strict JSON: non-finite values as strings)."""
-    text = json.dumps(evaluation.to_json_dict(), indent=2, allow_nan=False) + "\n"
-    with atomic_open(path, "w", encoding="utf-8", error_class=ImageWriteError) as handle:
-        handle.write(text)
+    """Write the JSON summary (a `MetricsRecord`) atomically; non-finite values as strings."""
+    evaluation.record().write(path)
 
 
 __all__ = [

@@ -1,9 +1,9 @@
 """The paper's result tables from per-set summaries, as Markdown and CSV.
 
-Inputs are the JSON summaries p3m writes: `p3m eval --json`, `p3m evaluate-model --out` (its
-metrics.json) and `p3m baseline` (its metrics.json). Each gives the means of one method on one
-test set; the method and set names are read from the file (`method_label`/`method`/`model`,
-`set`) and can be given or overridden on the command line as `METHOD[@SET][@PROTOCOL]=FILE`.
+Inputs are the metrics.json records p3m writes (`p3m.evaluation.record.MetricsRecord`):
+`p3m eval --json`, `p3m evaluate-model --out` and `p3m baseline`. Each gives the means of one
+method on one test set; the method and set names are read from the record (`label`, `set`) and
+can be given or overridden on the command line as `METHOD[@SET][@PROTOCOL]=FILE`.
 
 * `results_table`: the paper's main layout. Rows are methods, column groups are the test sets
   (P3M-500-P, P3M-500-NP, RWP-636), each with SAD, MSE, MAD, SAD-T, MSE-T, MAD-T, Grad, Conn.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from p3m.errors import DatasetError
 from p3m.evaluation.metrics import DISPLAY_NAMES
+from p3m.evaluation.record import MetricsRecord
 from p3m.vocabulary import Protocol, TestSet, values
 
 __all__ = [
@@ -97,55 +97,16 @@ class ResultEntry:
     source: Path | None = None
 
 
-def _number(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)  # "nan", "inf" (strict-JSON spelling of non-finite means)
-        except ValueError:
-            return None
-    return None
-
-
-def _set_from_paths(record: Mapping[str, object]) -> str | None:
-    for key in ("set", "gt_dir", "pred_dir", "trimap_dir"):
-        value = record.get(key)
-        if not isinstance(value, str):
+def _set_from_paths(record: MetricsRecord) -> str | None:
+    """The test set named by a folder in the record's paths (`.../P3M-500-NP/mask`), if any."""
+    for value in (record.gt_dir, record.pred_dir, record.trimap_dir):
+        if not value:
             continue
-        found = canonical_set(value)
-        if found:
-            return found
-        for part in reversed(Path(value).parts):
+        for part in (value, *reversed(Path(value).parts)):
             found = canonical_set(part)
             if found:
                 return found
     return None
-
-
-def _notes(record: Mapping[str, object]) -> tuple[str, ...]:
-    notes: list[str] = []
-    trimaps = record.get("trimaps")
-    if isinstance(trimaps, Mapping) and trimaps.get("source") == "generated":
-        notes.append(
-            "trimaps generated from the ground truth with gen_trimap_with_dilate "
-            f"(kernel {trimaps.get('kernel_size')})"
-        )
-    budget = record.get("budget")
-    if isinstance(budget, Mapping) and budget.get("num_resized"):
-        notes.append(
-            f"{budget.get('num_resized')} image(s) solved at <= {budget.get('max_pixels'):,} pixels "
-            "then upsampled, known trimap regions re-imposed"
-        )
-    skipped = record.get("num_skipped")
-    if isinstance(skipped, int) and skipped:
-        notes.append(f"{skipped} image(s) skipped")
-    failed = record.get("failed")
-    if isinstance(failed, list) and failed and not skipped:
-        notes.append(f"{len(failed)} image(s) failed")
-    return tuple(notes)
 
 
 def load_result(
@@ -154,54 +115,39 @@ def load_result(
     set_name: str | None = None,
     protocol: str | None = None,
 ) -> ResultEntry:
-    """Read one summary JSON; `method`, `set_name` and `protocol` override what the file says.
+    """Read one metrics.json (a `p3m.evaluation.record.MetricsRecord`); `method`, `set_name`
+    and `protocol` override what the file says.
 
-    Without a set name in the file or the arguments, the set is recognised from the folder names
-    in its paths (a `.../P3M-500-P/mask` ground-truth folder); the method falls back to the name
-    of the prediction folder.
+    Without a set name in the file or the arguments (a `p3m eval --json` summary), the set is
+    recognised from the folder names in its paths (a `.../P3M-500-P/mask` ground-truth folder);
+    the method falls back to the name of the prediction folder.
     """
     path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise DatasetError("result file not found", path) from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatasetError(f"not a readable JSON summary ({error})", path) from error
-    if not isinstance(record, dict) or not isinstance(record.get("means"), dict):
-        raise DatasetError("no 'means' in this file; expected a p3m eval / evaluate-model / baseline summary", path)
-    means = {key.lower(): _number(value) for key, value in record["means"].items()}
-    means = {key: value for key, value in means.items() if value is not None}
+    record = MetricsRecord.read(path)
     if set_name is not None:
         resolved_set = canonical_set(set_name)
         if resolved_set is None:
             raise DatasetError(f"unknown test set {set_name!r} (use {', '.join(SET_LABELS.values())})", path)
     else:
-        resolved_set = _set_from_paths(record)
+        resolved_set = (canonical_set(record.set_name) if record.set_name else None) or _set_from_paths(record)
     resolved_protocol = None
-    given_protocol = protocol if protocol is not None else record.get("protocol")
-    if isinstance(given_protocol, str) and given_protocol:
+    given_protocol = protocol if protocol is not None else record.protocol
+    if given_protocol:
         resolved_protocol = canonical_protocol(given_protocol)
         if resolved_protocol is None:
             raise DatasetError(f"unknown protocol {given_protocol!r} (use B:B, B:N or N:N)", path)
     if resolved_set is None and resolved_protocol is not None:
         resolved_set = PROTOCOLS[resolved_protocol][1]
-    name = method
+    name = method or record.label
     if not name:
-        for key in ("method_label", "method", "model"):
-            if isinstance(record.get(key), str) and record[key]:
-                name = record[key]
-                break
-    if not name:
-        pred_dir = record.get("pred_dir")
-        name = Path(pred_dir).name if isinstance(pred_dir, str) and pred_dir else path.stem
-    num_images = record.get("num_evaluated", record.get("num_images"))
+        name = Path(record.pred_dir).name if record.pred_dir else path.stem
     return ResultEntry(
         method=str(name),
         set_name=resolved_set,
-        means=means,
+        means=record.means,
         protocol=resolved_protocol,
-        num_images=num_images if isinstance(num_images, int) else None,
-        notes=_notes(record),
+        num_images=record.num_images or None,
+        notes=record.notes(),
         source=path,
     )
 

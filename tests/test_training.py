@@ -213,7 +213,10 @@ def test_evaluate_model_command(smoke_run, small_data, tmp_path):
 
 def test_training_protocol_comes_from_the_checkpoint_or_its_run_folder(tmp_path):
     from p3m.models import save_checkpoint
-    from p3m.training.validation import table_protocol, training_protocol
+    from p3m.training.config import training_protocol
+    from p3m.vocabulary import Protocol
+
+    table_protocol = Protocol.of
 
     model = torch.nn.Linear(2, 2)
     resumable = save_checkpoint(model, tmp_path / "ckpt" / "final.pth", extra={"config": {"data": {"protocol": "N"}}})

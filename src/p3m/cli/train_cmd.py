@@ -116,16 +116,21 @@ def evaluate_model_command(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: what is available)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
 ) -> None:
-    """Run a trained model on a test set with the official procedure and report the metrics."""
+    """Run a trained model on a test set with the official procedure and report the metrics.
+
+    An image that cannot be evaluated is reported and skipped; the exit code is then 1.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    from p3m.cli._ui import exit_if_failed, run_progress
     from p3m.data.layout import find_samples
     from p3m.errors import CheckpointError
-    from p3m.evaluation.record import MetricsRecord, SkippedFile
+    from p3m.evaluation.model import evaluate_on_set
     from p3m.models import create_model
     from p3m.models.checkpoints import identify_variant, read_state_dict
-    from p3m.training.validation import evaluate_on_set, table_protocol, training_protocol
+    from p3m.training.config import training_protocol
+    from p3m.vocabulary import Protocol as TableProtocol
 
     name = model_name
     if name is None:
@@ -136,32 +141,26 @@ def evaluate_model_command(
     samples = find_samples(data_root, test_set.value)
     if limit is not None:
         samples = samples[:limit]
-    evaluation = evaluate_on_set(
-        model, samples, strategy=strategy.value, out_dir=out, progress=True,
-        description=f"{name} on {test_set.value}", accumulate="eval_py",
-    )
-    summary = evaluation.summary.to_dict()  # type: ignore[attr-defined]
+    err = Console(stderr=True)
+    with run_progress(f"[bold]{name}[/bold] on {test_set.label}", err) as on_event:
+        evaluation = evaluate_on_set(
+            model, samples, strategy=strategy.value, out_dir=out, accumulate="eval_py", on_event=on_event
+        )
     table = Table(title=f"{name} on {test_set.value} ({strategy.value}, {len(evaluation.rows)} images)")
     table.add_column("metric")
     table.add_column("mean", justify="right")
-    for key, value in summary["means"].items():
-        table.add_row(key.upper(), f"{value:.4f}" if isinstance(value, float) else str(value))
+    for key, value in evaluation.summary.means.items():
+        table.add_row(key.upper(), f"{value:.4f}")
     Console().print(table)
     if out is not None:
         # Known training images let `p3m table` place the result in the B:B / B:N / N:N table.
         trained_on = training_protocol(checkpoint)
-        record = MetricsRecord.from_summary(
-            evaluation.summary,
-            skipped=[SkippedFile(failed, "could not be evaluated") for failed in evaluation.failed],
+        evaluation.record(
             method=name, model=name, set_name=test_set.value, strategy=strategy.value,
             checkpoint=str(checkpoint), training_protocol=trained_on,
-            protocol=table_protocol(trained_on, test_set.value), pred_dir=str(out),
-            per_image=dict(zip(evaluation.names, evaluation.rows, strict=True)),
-        )
-        record.write(out / "metrics.json")
-    if evaluation.failed:
-        Console(stderr=True).print(f"[red]{len(evaluation.failed)} image(s) failed[/red]: {', '.join(evaluation.failed)}")
-        raise typer.Exit(1)
+            protocol=TableProtocol.of(trained_on, test_set.value),
+        ).write(out / "metrics.json")
+    exit_if_failed(err, ((item.name, item.reason) for item in evaluation.skipped), "{count} image(s) failed")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ are applied after it (values parsed as YAML scalars/lists).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 from p3m.errors import ConfigError
 from p3m.vocabulary import CPMode, LrSchedule, TestSet, TestStrategy, TrainingImages, values
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CopyPasteSection",
@@ -29,6 +32,7 @@ __all__ = [
     "set_values",
     "config_to_dict",
     "load_config",
+    "training_protocol",
 ]
 
 
@@ -322,3 +326,31 @@ def load_config(
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """Plain dict (YAML/JSON-serialisable) of a config."""
     return dataclasses.asdict(config)
+
+
+def training_protocol(checkpoint: str | PathLike[str]) -> str | None:
+    """'B' (blurred faces) or 'N' (normal images): what a p3m run trained `checkpoint` on.
+
+    Read from the config saved in a resumable checkpoint, else from the `config.yaml` of the run
+    folder holding it (the final `model.pth` carries weights only); None when neither says.
+    """
+    import torch
+
+    path = Path(checkpoint)
+    try:
+        # mmap: only the small config entry is touched, not the weights.
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # any unreadable file: the protocol is just unknown
+        logger.debug("%s: no training config readable (%s)", path, error)
+        payload = None
+    config = payload.get("config") if isinstance(payload, dict) else None
+    if config is None and (path.parent / "config.yaml").is_file():
+        import yaml
+
+        try:
+            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            logger.debug("%s: unreadable (%s)", path.parent / "config.yaml", error)
+    data = config.get("data") if isinstance(config, dict) else None
+    protocol = data.get("protocol") if isinstance(data, dict) else None
+    return protocol if protocol in values(TrainingImages) else None

@@ -417,7 +417,7 @@ class Trainer:
 
     def validate(self, step: int, epoch: int) -> dict[str, dict[str, float]]:
         """Rank 0 evaluates the bare model on each validation set; others wait."""
-        from p3m.training.validation import FAST_METRICS, evaluate_on_set
+        from p3m.evaluation.model import FAST_METRICS, evaluate_on_set
 
         results: dict[str, dict[str, float]] = {}
         if self.dist.is_main:
@@ -427,9 +427,9 @@ class Trainer:
                     samples,
                     strategy=self.config.validation.strategy,
                     metrics=FAST_METRICS,
-                    progress=self._progress if self._progress is not None else self.config.run.progress,
-                    description=f"validating on {name}",
                 )
+                for skipped in evaluation.skipped:
+                    logger.warning("validation on %s: %s", name, skipped.reason)
                 means = evaluation.means()
                 results[name] = means
                 self.log.write(

@@ -174,3 +174,17 @@ def test_cli_baseline_rwp_says_trimaps_are_generated(dataset, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "no trimaps" in result.output and "gen_trimap_with_dilate" in result.output
     assert json.loads((tmp_path / "metrics.json").read_text())["trimaps"]["source"] == "generated"
+
+
+def test_resumed_run_reuses_predictions_and_scores_them_the_same(dataset, tmp_path) -> None:
+    samples = find_samples(dataset, "RWP")
+    first = run_baseline("cf", samples, tmp_path, trimap_kernel=9, max_pixels=50 * 50)
+    (tmp_path / f"{samples[1].name}.png").unlink()  # one prediction lost since: solved again
+    (tmp_path / "trimap" / f"{samples[0].name}.png").unlink()  # a generated trimap lost: made again
+    events = []
+    again = run_baseline(
+        "cf", samples, tmp_path, trimap_kernel=9, max_pixels=50 * 50, skip_existing=True, on_event=events.append
+    )
+    assert again.solved[samples[0].name] == {"reused": True} and "seconds" in again.solved[samples[1].name]
+    assert events[0].kept == 1 and events[0].pending == 1
+    assert again.evaluation.rows == first.evaluation.rows

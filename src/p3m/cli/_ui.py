@@ -53,11 +53,13 @@ def run_progress(
     label: str,
     console: Console,
     describe: Callable[[ItemRecord], str | None] | None = None,
+    show_failures: bool = True,
 ) -> Iterator[Callable[[Event], None]]:
     """Render a `p3m.runs` run: yields the `on_event` callback to pass to the run.
 
     A transient bar over the items to process (items/s, elapsed, time left, current item), one
-    red line per failed item, and `describe(record)` printed for each finished one when given.
+    red line per failed item (unless `show_failures` is False: the command lists them at the
+    end), and `describe(record)` printed for each finished one when given.
     """
     from rich.progress import (
         BarColumn,
@@ -94,7 +96,8 @@ def run_progress(
             rate = f"{event.finished / elapsed:.2f} items/s"
             progress.update(state["task"], advance=1, name=record.key, rate=rate)
             if record.failed:
-                progress.console.print(f"[red]error:[/red] {record.error}", highlight=False, soft_wrap=True)
+                if show_failures:
+                    progress.console.print(f"[red]error:[/red] {record.error}", highlight=False, soft_wrap=True)
             elif describe is not None:
                 line = describe(record)
                 if line:

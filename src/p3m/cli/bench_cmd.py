@@ -53,7 +53,7 @@ def baseline_command(
     """
     from rich.console import Console
 
-    from p3m.cli._ui import exit_if_failed, item_progress, metrics_table
+    from p3m.cli._ui import exit_if_failed, metrics_table, run_progress
     from p3m.data.layout import find_samples
     from p3m.evaluation.baselines import get_baseline, run_baseline
     from p3m.evaluation.folder import write_csv
@@ -74,14 +74,7 @@ def baseline_command(
             "the results are flagged as such.",
             highlight=False,
         )
-    with item_progress(
-        f"[bold]{baseline.label}[/bold] on {set_label}", err, show_name=True, show_elapsed=True
-    ) as progress:
-        task_id = progress.add_task("baseline", total=len(samples), name="")
-
-        def on_progress(done: int, total: int, name: str) -> None:
-            progress.update(task_id, completed=done, total=total, name=name)
-
+    with run_progress(f"[bold]{baseline.label}[/bold] on {set_label}", err, show_failures=False) as on_event:
         run = run_baseline(
             baseline,
             samples,
@@ -91,7 +84,7 @@ def baseline_command(
             trimap_kernel=trimap_kernel,
             set_name=test_set.value,
             skip_existing=skip_existing,
-            on_progress=on_progress,
+            on_event=on_event,
         )
 
     evaluation = run.evaluation

@@ -41,24 +41,19 @@ def eval_command(
     """
     from rich.console import Console
 
-    from p3m.cli._ui import exit_if_failed, item_progress, metrics_table
+    from p3m.cli._ui import exit_if_failed, metrics_table, run_progress
     from p3m.evaluation.folder import evaluate_folder, write_csv, write_json
 
     out = Console()
     err = Console(stderr=True)
-    with item_progress("[bold]evaluating", err) as progress:
-        task_id = progress.add_task("evaluating", total=None)
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task_id, completed=done, total=total)
-
+    with run_progress("[bold]evaluating", err, show_failures=False) as on_event:
         evaluation = evaluate_folder(
             pred_dir,
             gt_dir,
             trimap_dir=trimap_dir,
             workers=workers,
             accumulate=accumulate.value,
-            on_progress=on_progress,
+            on_event=on_event,
         )
 
     if evaluation.rows:

@@ -142,7 +142,7 @@ def evaluate_model_command(
     if limit is not None:
         samples = samples[:limit]
     err = Console(stderr=True)
-    with run_progress(f"[bold]{name}[/bold] on {test_set.label}", err) as on_event:
+    with run_progress(f"[bold]{name}[/bold] on {test_set.label}", err, show_failures=False) as on_event:
         evaluation = evaluate_on_set(
             model, samples, strategy=strategy.value, out_dir=out, accumulate="eval_py", on_event=on_event
         )

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from p3m.errors import BaselineError, P3MError, ShapeMismatchError
+from p3m.runs import KEPT, Event, Item, ItemFinished, Outcome, RunOptions, RunStarted, run_items
 
 if TYPE_CHECKING:
     from p3m.data.layout import Sample
@@ -66,6 +67,7 @@ __all__ = [
     "Baseline",
     "BaselineAlpha",
     "BaselineRun",
+    "BaselineTask",
     "budget_shape",
     "estimate_alpha_baseline",
     "get_baseline",
@@ -338,15 +340,102 @@ _TRIMAP_NOTES = {
 }
 
 
-def _trimap_for(
-    name: str,
-    dataset_trimap: Path | None,
-    trimap_dir: Path | None,
-) -> Path | None:
-    if trimap_dir is not None:
-        candidate = trimap_dir / f"{name}.png"
-        return candidate if candidate.is_file() else None
-    return dataset_trimap
+class BaselineTask:
+    """The `p3m.runs.Task` of a baseline run: one sample (an `Item`'s payload) per item.
+
+    `load` finds (or generates, from the ground truth) the trimap and reads image and trimap on
+    an I/O thread; `compute` solves in the calling thread; `write` writes `<name>.png` (8-bit,
+    truncated like the official saver) and, with `evaluate`, scores it exactly as `p3m eval`
+    does. The outcome's details hold the solve record ("solve"), the metrics ("metrics") and the
+    trimap used ("trimap").
+    """
+
+    def __init__(
+        self,
+        baseline: Baseline,
+        out_dir: Path,
+        max_pixels: int | None,
+        trimap_source: str,
+        user_trimaps: Path | None,
+        trimap_kernel: int | None,
+        reuse_trimaps: bool = False,
+        evaluate: bool = True,
+    ) -> None:
+        self.baseline = baseline
+        self.out_dir = out_dir
+        self.max_pixels = max_pixels
+        self.trimap_source = trimap_source
+        self.user_trimaps = user_trimaps
+        self.generated_dir = out_dir / "trimap"
+        self.trimap_kernel = trimap_kernel
+        self.reuse_trimaps = reuse_trimaps
+        self.evaluate = evaluate
+
+    def item(self, sample: Sample) -> Item:
+        return Item(sample.name, Path(sample.image), {"alpha": self.out_dir / f"{sample.name}.png"}, sample)
+
+    def trimap_path(self, sample: Sample) -> Path:
+        """The sample's trimap: from the user's folder, the data set, or generated from its alpha."""
+        from p3m.data.trimap import trimap_from_alpha
+        from p3m.io import read_alpha_u8, write_png
+
+        if self.user_trimaps is not None:
+            candidate = self.user_trimaps / f"{sample.name}.png"
+            if not candidate.is_file():
+                raise BaselineError(f"no trimap {sample.name}.png in the trimap folder", self.user_trimaps)
+            return candidate
+        if sample.trimap is not None:
+            return Path(sample.trimap)
+        generated = self.generated_dir / f"{sample.name}.png"
+        if not (self.reuse_trimaps and generated.is_file()):
+            write_png(generated, trimap_from_alpha(read_alpha_u8(sample.alpha), self.trimap_kernel))
+        return generated
+
+    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray, Path]:
+        from p3m.io import read_image, read_trimap
+
+        sample: Sample = item.payload
+        trimap_path = self.trimap_path(sample)
+        image = read_image(sample.image)
+        trimap = read_trimap(trimap_path)
+        if trimap.shape != image.shape[:2]:
+            raise ShapeMismatchError(
+                f"trimap is {trimap.shape[1]}x{trimap.shape[0]} but the image "
+                f"{Path(sample.image).name} is {image.shape[1]}x{image.shape[0]}",
+                trimap_path,
+            )
+        return image, trimap, trimap_path
+
+    def compute(self, item: Item, loaded: tuple[np.ndarray, np.ndarray, Path]) -> tuple[BaselineAlpha, Path, float]:
+        image, trimap, trimap_path = loaded
+        started = time.perf_counter()
+        result = _estimate_reporting(image, trimap, self.baseline, self.max_pixels, Path(item.payload.image))
+        return result, trimap_path, time.perf_counter() - started
+
+    def score(self, sample: Sample, trimap_path: Path) -> dict[str, float]:
+        """The prediction's metrics, read and computed as `p3m eval` does."""
+        from p3m.evaluation.folder import ImageTask, evaluate_image
+
+        task = ImageTask(sample.name, self.out_dir / f"{sample.name}.png", Path(sample.alpha), trimap_path)
+        return evaluate_image(task)
+
+    def write(self, item: Item, result: tuple[BaselineAlpha, Path, float]) -> Outcome:
+        from p3m.io import write_alpha
+
+        solved, trimap_path, seconds = result
+        write_alpha(item.outputs["alpha"], solved.alpha, truncate=True)
+        details: dict[str, Any] = {
+            "solve": {
+                "size": list(solved.shape),
+                "solved_size": list(solved.solved_shape),
+                "resized": solved.resized,
+                "seconds": round(seconds, 3),
+            },
+            "trimap": str(trimap_path),
+        }
+        if self.evaluate:
+            details["metrics"] = self.score(item.payload, trimap_path)
+        return Outcome(details=details)
 
 
 def run_baseline(
@@ -360,6 +449,7 @@ def run_baseline(
     skip_existing: bool = False,
     evaluate: bool = True,
     on_progress: Callable[[int, int, str], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> BaselineRun:
     """Run a baseline on `samples` (`p3m.data.layout.Sample`), write `<name>.png`, score them.
 
@@ -367,14 +457,16 @@ def run_baseline(
     when a sample has none and `trimap_kernel` is set, one is generated from its ground truth
     with the official `gen_trimap_with_dilate` and written to `out_dir/trimap/` (recorded in the
     run). Predictions are 8-bit PNG, truncated like the official saver, written atomically.
-    A bad image is logged, recorded in `failed` and skipped. With `evaluate`, every prediction
-    is scored exactly as `p3m eval` scores a folder (`p3m.evaluation.folder.evaluate_image`).
-    `skip_existing` reuses predictions already in `out_dir` (a resumed run).
+    The samples go through the folder-run engine (`p3m.runs`): a bad image is recorded in
+    `failed` with its reason and skipped, `on_event` receives the progress events
+    (`on_progress(done, total, name)`, the older callback, is still called per image). With
+    `evaluate`, every prediction is scored exactly as `p3m eval` scores a folder
+    (`p3m.evaluation.folder.evaluate_image`). `skip_existing` reuses predictions already in
+    `out_dir` (a resumed run).
     """
-    from p3m.data.trimap import trimap_from_alpha
-    from p3m.evaluation.folder import FolderEvaluation, ImageTask, SkippedFile, evaluate_image
+    from p3m.evaluation.folder import FolderEvaluation
     from p3m.evaluation.metrics import summarize
-    from p3m.io import read_alpha_u8, read_image, read_trimap, write_alpha, write_png
+    from p3m.evaluation.record import SkippedFile
 
     baseline = method if isinstance(method, Baseline) else get_baseline(method)
     if trimap_kernel is not None and trimap_kernel < 1:
@@ -393,10 +485,12 @@ def run_baseline(
         )
     else:
         source = "generated" if missing else "dataset"
-    generated_dir = out / "trimap"
+    task = BaselineTask(
+        baseline, out, max_pixels, source, user_trimaps, trimap_kernel, reuse_trimaps=skip_existing, evaluate=evaluate
+    )
     out.mkdir(parents=True, exist_ok=True)
     if source == "generated":
-        generated_dir.mkdir(exist_ok=True)
+        task.generated_dir.mkdir(exist_ok=True)
     run = BaselineRun(
         baseline=baseline,
         set_name=set_name,
@@ -404,56 +498,50 @@ def run_baseline(
         max_pixels=max_pixels or None,
         trimap_source=source,
         trimap_kernel=trimap_kernel if source == "generated" else None,
-        trimap_dir=user_trimaps if source == "folder" else generated_dir if source == "generated" else None,
+        trimap_dir=user_trimaps if source == "folder" else task.generated_dir if source == "generated" else None,
         gt_dir=None,
+    )
+    kept = 0
+
+    def forward(event: Event) -> None:
+        nonlocal kept
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, RunStarted):
+            kept = event.kept
+        elif on_progress is not None and isinstance(event, ItemFinished):
+            on_progress(kept + event.finished, len(samples), event.record.key)
+
+    report = run_items(
+        [task.item(sample) for sample in samples], task, options=RunOptions(resume=skip_existing), on_event=forward
     )
     rows: list[tuple[str, dict[str, float]]] = []
     trimap_dirs: set[Path] = set()
     gt_dirs: set[Path] = set()
-    total = len(samples)
-    for index, sample in enumerate(samples):
-        pred_path = out / f"{sample.name}.png"
-        try:
-            trimap_path = _trimap_for(sample.name, sample.trimap, user_trimaps)
-            if trimap_path is None and source == "folder":
-                raise BaselineError(f"no trimap {sample.name}.png in the trimap folder", user_trimaps)
-            if trimap_path is None:
-                trimap_path = generated_dir / f"{sample.name}.png"
-                if not (skip_existing and trimap_path.is_file()):
-                    write_png(trimap_path, trimap_from_alpha(read_alpha_u8(sample.alpha), trimap_kernel))
-            if skip_existing and pred_path.is_file():
-                run.solved[sample.name] = {"reused": True}
-            else:
-                image = read_image(sample.image)
-                trimap = read_trimap(trimap_path)
-                if trimap.shape != image.shape[:2]:
-                    raise ShapeMismatchError(
-                        f"trimap is {trimap.shape[1]}x{trimap.shape[0]} but the image "
-                        f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}",
-                        trimap_path,
-                    )
-                started = time.perf_counter()
-                result = _estimate_reporting(image, trimap, baseline, max_pixels, sample.image)
-                seconds = time.perf_counter() - started
-                write_alpha(pred_path, result.alpha, truncate=True)
-                run.solved[sample.name] = {
-                    "size": list(result.shape),
-                    "solved_size": list(result.solved_shape),
-                    "resized": result.resized,
-                    "seconds": round(seconds, 3),
-                }
+    for sample, record in zip(samples, report.records, strict=True):
+        if record.failed:
+            run.failed[sample.name] = record.error or "could not be solved"
+            continue
+        if record.status == KEPT:  # a prediction of an earlier run, reused
+            run.solved[sample.name] = {"reused": True}
+            trimap_path = None
             if evaluate:
-                task = ImageTask(sample.name, pred_path, Path(sample.alpha), trimap_path)
-                rows.append((sample.name, evaluate_image(task)))
-                trimap_dirs.add(trimap_path.parent)
-                gt_dirs.add(Path(sample.alpha).parent)
-        except P3MError as error:
-            # INFO: the failure is returned in `run.failed` (the CLI lists it once, at the end).
-            logger.info("skipped %s: %s", sample.name, error)
-            run.failed[sample.name] = str(error)
-            run.solved.pop(sample.name, None)
-        if on_progress is not None:
-            on_progress(index + 1, total, sample.name)
+                try:
+                    trimap_path = task.trimap_path(sample)
+                    metrics = task.score(sample, trimap_path)
+                except P3MError as error:
+                    logger.info("skipped %s: %s", sample.name, error)
+                    run.failed[sample.name] = str(error)
+                    run.solved.pop(sample.name)
+                    continue
+        else:
+            run.solved[sample.name] = record.details["solve"]
+            trimap_path = Path(record.details["trimap"])
+            metrics = record.details.get("metrics")
+        if evaluate and trimap_path is not None:
+            rows.append((sample.name, metrics))
+            trimap_dirs.add(trimap_path.parent)
+            gt_dirs.add(Path(sample.alpha).parent)
     if evaluate:
         rows.sort(key=lambda item: item[0])
         names = [name for name, _ in rows]

@@ -4,9 +4,10 @@ PNG files are matched by stem. Predictions and ground truths are read as 8-bit P
 float32 and trimaps as raw 0..255 values in float32, which is how the official P3M-Net
 `eval.py` reads its inputs, so the per-image numbers are the official ones. Files that cannot
 be evaluated (no ground truth, no prediction, no trimap, different sizes, unreadable) are
-listed with a reason and skipped; the rest is evaluated. Images are spread over a process pool;
-every image is computed independently and the results are sorted by name, so they do not depend
-on the number of workers.
+listed with a reason and skipped; the rest is evaluated. Images are spread over a process pool
+by the folder-run engine (`p3m.runs`, `RunOptions(processes=...)`); every image is computed
+independently and the results are sorted by name, so they do not depend on the number of
+workers.
 
 Example::
 
@@ -22,21 +23,19 @@ import csv
 import io
 import logging
 import math
-import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from p3m.errors import DatasetError, ImageWriteError, P3MError, ShapeMismatchError
+from p3m.errors import DatasetError, ImageWriteError, ShapeMismatchError
 from p3m.evaluation.metrics import METRIC_KEYS, MetricSummary, compute_metrics, summarize
 from p3m.evaluation.record import CONVENTION, MetricsRecord, SkippedFile
 from p3m.io import atomic_open, files_by_stem, read_alpha_u8, read_trimap
+from p3m.runs import Event, Item, ItemFinished, Outcome, RunOptions, run_items
 
 logger = logging.getLogger(__name__)
 
@@ -144,25 +143,24 @@ def evaluate_image(task: ImageTask, metrics: Iterable[str] | None = None) -> dic
     return compute_metrics(pred, gt, trimap, metrics=metrics)
 
 
-def _evaluate_task(
-    task: ImageTask, metrics: tuple[str, ...] | None
-) -> tuple[str, dict[str, float] | None, str | None]:
-    """Worker entry point: never raises for a bad file, returns the reason instead."""
-    try:
-        return task.name, evaluate_image(task, metrics), None
-    except P3MError as error:
-        return task.name, None, str(error)
-    except (OSError, ValueError, MemoryError) as error:  # anything else about one file
-        return task.name, None, f"{task.pred_path}: {type(error).__name__}: {error}"
+@dataclass(frozen=True)
+class ScoreTask:
+    """The `p3m.runs.Task` of a folder evaluation: score one `ImageTask` (the item's payload).
 
+    Everything happens in `compute` (one image's metrics; picklable, so it runs in worker
+    processes as well); the outcome's details hold the metrics under "metrics".
+    """
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # forkserver/spawn never fork a parent that may hold threads (progress bar, torch).
-    if sys.platform.startswith("linux"):
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["p3m.evaluation.folder"])
-        return context
-    return multiprocessing.get_context("spawn")
+    metrics: tuple[str, ...] | None = None
+
+    def load(self, item: Item) -> None:
+        return None
+
+    def compute(self, item: Item, loaded: None) -> dict[str, float]:
+        return evaluate_image(item.payload, self.metrics)
+
+    def write(self, item: Item, result: dict[str, float]) -> Outcome:
+        return Outcome(details={"metrics": result})
 
 
 def evaluate_folder(
@@ -173,13 +171,16 @@ def evaluate_folder(
     metrics: Iterable[str] | None = None,
     accumulate: Literal["float64", "eval_py"] = "eval_py",
     on_progress: Callable[[int, int], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> FolderEvaluation:
     """Evaluate every prediction PNG in `pred_dir` against the same-stem PNG in `gt_dir`.
 
     `workers` processes share the images (1 = in this process; as with any multiprocessing code,
-    call this under `if __name__ == "__main__":` in a script). `on_progress(done, total)` is
-    called after each image. The summary uses `accumulate` ("eval_py": the official float32
-    running sum; "float64") and excludes non-finite values, listing them.
+    call this under `if __name__ == "__main__":` in a script); the images go through
+    `p3m.runs.run_items` and `on_event` receives its progress events. `on_progress(done, total)`,
+    the older callback, is still called after each image. The summary uses `accumulate`
+    ("eval_py": the official float32 running sum; "float64") and excludes non-finite values,
+    listing them.
     """
     pred_path, gt_path = Path(pred_dir), Path(gt_dir)
     trimap_path = None if trimap_dir is None else Path(trimap_dir)
@@ -187,32 +188,27 @@ def evaluate_folder(
         raise ValueError(f"workers must be >= 1, got {workers}")
     chosen = None if metrics is None else tuple(metrics)
     tasks, skipped = match_files(pred_path, gt_path, trimap_path)
+    items = [Item(task.name, task.pred_path, payload=task) for task in tasks]
+    options = RunOptions(
+        resume=False,
+        io_threads=0,  # nothing to overlap: reading and scoring are one step
+        processes=workers if workers > 1 else 0,
+        preload=("p3m.evaluation.folder",),
+    )
+
+    def forward(event: Event) -> None:
+        if on_event is not None:
+            on_event(event)
+        if on_progress is not None and isinstance(event, ItemFinished):
+            on_progress(event.finished, event.pending)
+
+    report = run_items(items, ScoreTask(chosen), options=options, on_event=forward)
     results: dict[str, dict[str, float]] = {}
-    total = len(tasks)
-    done = 0
-
-    def collect(name: str, values: dict[str, float] | None, reason: str | None) -> None:
-        nonlocal done
-        if values is None:
-            skipped.append(SkippedFile(name, reason or "could not be evaluated"))
-            # INFO, not WARNING: the caller gets the list in `skipped` (the CLI prints it).
-            logger.info("skipped %s: %s", name, reason)
+    for record in report.records:
+        if record.failed:
+            skipped.append(SkippedFile(record.key, record.error or "could not be evaluated"))
         else:
-            results[name] = values
-        done += 1
-        if on_progress is not None:
-            on_progress(done, total)
-
-    if workers == 1 or total <= 1:
-        for task in tasks:
-            collect(*_evaluate_task(task, chosen))
-    else:
-        with ProcessPoolExecutor(
-            max_workers=min(workers, total), mp_context=_pool_context()
-        ) as pool:
-            futures = [pool.submit(_evaluate_task, task, chosen) for task in tasks]
-            for future in as_completed(futures):
-                collect(*future.result())
+            results[record.key] = record.details["metrics"]
 
     names = sorted(results)
     rows = [(name, results[name]) for name in names]
@@ -262,6 +258,7 @@ __all__ = [
     "CSV_HEADER",
     "FolderEvaluation",
     "ImageTask",
+    "ScoreTask",
     "SkippedFile",
     "csv_text",
     "evaluate_folder",

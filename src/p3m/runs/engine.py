@@ -173,7 +173,9 @@ class RunOptions:
     load inputs ahead and write outputs behind (0: every step inline). `prefetch`: how many
     items may be loaded ahead or waiting to be written (bounds memory). `processes`: run whole
     items in that many worker processes instead (the task and items must be picklable).
-    `fatal`: exception types that stop the run instead of failing one item.
+    `fatal`: exception types that stop the run instead of failing one item. `preload`: modules
+    the worker processes import once, in the fork server, before any item (e.g. the task's own
+    module with its numeric libraries), instead of once per worker.
     """
 
     resume: bool = True
@@ -182,6 +184,7 @@ class RunOptions:
     prefetch: int = 2
     processes: int = 0
     fatal: tuple[type[BaseException], ...] = (MissingDependencyError, ConfigError)
+    preload: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -323,10 +326,13 @@ def _is_done(item: Item, previous: ItemRecord | None) -> bool:
     return previous is not None and previous.status == DONE
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
+def _pool_context(preload: tuple[str, ...] = ()) -> multiprocessing.context.BaseContext:
     # forkserver / spawn never fork a parent that may hold threads (progress bar, torch).
     if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("forkserver")
+        context = multiprocessing.get_context("forkserver")
+        if preload:  # effective when the fork server starts (the first pool of the process)
+            context.set_forkserver_preload(list(preload))
+        return context
     return multiprocessing.get_context("spawn")
 
 
@@ -493,7 +499,7 @@ def _run_processes(
 ) -> None:
     """Whole items in worker processes; records are journalled as they complete."""
     workers = min(options.processes, len(pending))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(options.preload)) as pool:
         futures = {
             pool.submit(execute_item, task, item, options.fatal): (index, item)
             for index, item in pending

@@ -67,6 +67,14 @@ def test_folder_run_writes_outputs_skips_bad_images_and_exits_nonzero(photo_fold
     assert tuple(composite[40, 440]) == (0, 255, 0)
     assert np.array_equal(np.asarray(Image.open(out / "astronaut_rgba.png"))[:, :, 3], alpha)
     assert not list(out.glob("broken*")) and not list(out.glob(".*tmp"))
+    # The run's journal is the folder's manifest: one record per image, the failure's reason.
+    from p3m.runs import read_journal
+
+    manifest = read_journal(out / "manifest.jsonl")
+    assert {key: record.status for key, record in manifest.items()} == {
+        "astronaut.png": "done", "broken.png": "failed", "synthetic.jpg": "done"}
+    assert "broken.png" in manifest["broken.png"].error
+    assert manifest["astronaut.png"].outputs["alpha"] == str(out / "astronaut_alpha.png")
 
     # A second run keeps what exists, and only redoes it with --overwrite.
     stamp = (out / "astronaut_alpha.png").stat().st_mtime_ns
@@ -90,7 +98,8 @@ def test_globs_and_recursive_folders_keep_the_layout(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "a_alpha.png").exists() and (out / "sub" / "b_alpha.png").exists()
     globbed = runner.invoke(app, ["matte", str(root / "*.png"), "-o", str(tmp_path / "g"), "--save", "alpha"])
-    assert globbed.exit_code == 0 and sorted(p.name for p in (tmp_path / "g").iterdir()) == ["a_alpha.png"]
+    assert globbed.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["a_alpha.png", "manifest.jsonl"]
     missing = runner.invoke(app, ["matte", str(tmp_path / "nope.png"), "-o", str(out)])
     assert missing.exit_code != 0
 

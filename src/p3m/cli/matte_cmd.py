@@ -74,18 +74,18 @@ def matte_command(
     """
     from rich.console import Console
 
-    from p3m.cli._ui import exit_if_failed, item_progress
-    from p3m.errors import ImageReadError, P3MError
+    from p3m.cli._ui import exit_if_failed, run_progress
+    from p3m.errors import ImageReadError
     from p3m.inference.api import MATTE_MAX_PIXELS, Matter
-    from p3m.inference.batch import collect_inputs, parse_save, plan_outputs, write_outputs
+    from p3m.inference.batch import parse_save, plan_matte, run_matte
 
     out = Console()
     err = Console(stderr=True)
     kinds = parse_save(save)
     backdrop = _background(background) if "composite" in kinds else "white"
     budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
-    failures: list[tuple[str, str]] = []
-    jobs = plan_outputs(collect_inputs(inputs, recursive=recursive, missing=failures), out_dir)
+    plan = plan_matte(inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite)
+    failures = list(plan.missing)
     if len(failures) == len(inputs):
         # Nothing given exists: a usage error (exit 2), not a partly failed run.
         if len(failures) == 1:
@@ -95,12 +95,12 @@ def matte_command(
         )
     for name, reason in failures:
         err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
-    if not jobs:
+    if not plan.jobs:
         err.print("[yellow]no images found[/yellow]")
         exit_if_failed(err, failures, "skipped {count} input(s)")
         raise typer.Exit(1)
-    todo = [job for job in jobs if overwrite or job.missing(kinds)]
-    skipped = len(jobs) - len(todo)
+    todo = plan.pending
+    skipped = len(plan.jobs) - len(todo)
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
     if not todo:
@@ -120,32 +120,19 @@ def matte_command(
     if matter.note:
         err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
 
-    done = 0
-    with item_progress("[bold]matting", err, show_name=True, show_elapsed=True) as progress:
-        task = progress.add_task("matting", total=len(todo), name="")
-        for job in todo:
-            progress.update(task, name=job.source.name)
-            wanted = kinds if overwrite else job.missing(kinds)
-            try:
-                needs_colour = any(kind in ("rgba", "foreground", "composite") for kind in wanted)
-                result = matter(job.source, foreground=needs_colour)
-                written = write_outputs(job, result, wanted, backdrop)
-            except (P3MError, OSError, ValueError) as error:
-                # Name the file once: drop the error's own path prefix when it is the input.
-                own = isinstance(error, P3MError) and error.path == str(job.source)
-                reason = error.problem if own else str(error)
-                failures.append((str(job.source), reason))
-                progress.console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-            else:
-                done += 1
-                detail = f"; {result.resized.describe()}" if result.resized else ""
-                names = ", ".join(path.name for path in written)
-                progress.console.print(
-                    f"{job.source} -> {names} [dim]({result.model}{detail})[/dim]",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-            progress.advance(task)
+    def describe(record: Any) -> str:
+        detail = f"; {record.details['resized']}" if record.details.get("resized") else ""
+        names = ", ".join(record.details.get("written", []))
+        return f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
+
+    with run_progress("[bold]matting", err, describe=describe) as on_event:
+        report = run_matte(plan, matter, backdrop, on_event=on_event)
+    for record in report.failed:
+        # Name the file once: drop the error's own path prefix when it is the input.
+        prefix = f"{record.source}: "
+        reason = record.error or "could not be matted"
+        failures.append((str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason))
+    done = report.counts.get("done", 0)
     out.print(f"matted {done} image(s) with {matter.name} into {out_dir}")
     exit_if_failed(err, failures, "skipped {count} input(s)")
 

@@ -143,13 +143,14 @@ def smoke_run(small_data, tmp_path_factory):
         CONFIGS / "smoke.yaml",
         _smoke_overrides(small_data, out, "optim.epochs=12", "optim.batch_size=4", "validation.at_start=true"),
     )
-    result = train(config)
-    return out, result
+    events: list = []
+    result = train(config, on_event=events.append)
+    return out, result, events
 
 
 @pytest.mark.slow
 def test_smoke_run_learns(smoke_run):
-    out, result = smoke_run
+    out, result, _ = smoke_run
     assert result.step == 24 and result.epoch == 12
     losses = [r["loss"] for r in _log(out, "train")]
     assert len(losses) == 24 and all(np.isfinite(losses))
@@ -174,10 +175,61 @@ def test_smoke_run_learns(smoke_run):
 
 
 @pytest.mark.slow
+def test_progress_events_and_their_rendering(smoke_run):
+    """The trainer reports typed events (rendered by the CLI only): steps, validation, the end."""
+    import io
+
+    from rich.console import Console
+
+    from p3m.cli._ui import training_progress
+    from p3m.runs import ItemFinished
+    from p3m.training.events import (
+        StepFinished,
+        TrainingFinished,
+        TrainingStarted,
+        ValidationFinished,
+        ValidationProgress,
+    )
+
+    _, result, events = smoke_run
+    assert events[-1] == TrainingFinished(24, stopped=False)
+    started = next(e for e in events if isinstance(e, TrainingStarted))
+    assert (started.step, started.total_steps, started.steps_per_epoch) == (0, 24, 2)
+    steps = [e for e in events if isinstance(e, StepFinished)]
+    assert [e.step for e in steps] == list(range(1, 25)) and steps[-1].epoch == 12
+    assert [e.loss for e in steps] == result.losses
+    finished = [(e.set_name, e.step) for e in events if isinstance(e, ValidationFinished)]
+    assert finished == [("P3M-500-P", 0), ("P3M-500-NP", 0), ("P3M-500-P", 24), ("P3M-500-NP", 24)]
+    images = [e for e in events if isinstance(e, ValidationProgress) and isinstance(e.event, ItemFinished)]
+    assert len(images) == 8 and {e.set_name for e in images} == {"P3M-500-P", "P3M-500-NP"}
+    screen = io.StringIO()
+    with training_progress(Console(file=screen, force_terminal=True, width=100)) as render:
+        for event in events:
+            render(event)
+    assert "train epoch" in screen.getvalue() and "validating on P3M-500-NP" in screen.getvalue()
+
+
+def test_module_entry_point_is_the_train_command(capsys):
+    """`python -m p3m.training` (what torchrun starts) takes exactly the options of `p3m train`."""
+    from typer.main import get_command
+
+    from p3m.cli import app
+    from p3m.training.__main__ import main
+
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    train = get_command(app).commands["train"]
+    for parameter in train.params:
+        assert all(option in text for option in parameter.opts if option.startswith("--")), parameter.name
+    assert main(["--set", "optim.lr=-1"]) == 2
+    assert "optim.lr must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_evaluate_model_command(smoke_run, small_data, tmp_path):
     from p3m.cli import app
 
-    out, _ = smoke_run
+    out, _, _ = smoke_run
     predictions = tmp_path / "predictions"
     result = CliRunner().invoke(
         app,

@@ -52,22 +52,19 @@ def _root(
 
 def _register_all() -> None:
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue  # command group not built yet
-            raise
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _register_all()
 
 
-def main() -> None:
-    """Entry point of the `p3m` script: P3MError becomes one red line and exit code 2."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `p3m` script: P3MError becomes one red line and exit code 2.
+
+    `argv` replaces the command line (`sys.argv[1:]`), e.g. for `python -m p3m.training`.
+    """
     try:
-        app()
+        app(args=argv)
     except P3MError as error:
         err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)

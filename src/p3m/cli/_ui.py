@@ -1,4 +1,4 @@
-"""Console pieces shared by the commands: the per-item progress bar and the failure summary.
+"""Console pieces shared by the commands: progress of runs and trainings, the failure summary.
 
 `metrics_table` renders the means of a folder evaluation (`p3m eval`, `p3m baseline`).
 Folder commands report a bad item, skip it, finish the rest and exit with code 1 at the end;
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from p3m.evaluation.folder import FolderEvaluation
     from p3m.runs import Event, ItemRecord
+    from p3m.training.events import TrainingEvent
 
 
 def item_progress(
@@ -102,6 +103,51 @@ def run_progress(
                 line = describe(record)
                 if line:
                     progress.console.print(line, highlight=False, soft_wrap=True)
+
+    with progress:
+        yield on_event
+
+
+@contextlib.contextmanager
+def training_progress(console: Console) -> Iterator[Callable[[TrainingEvent], None]]:
+    """Render a training run (`p3m.training.events`): yields the `on_event` callback to pass on.
+
+    A transient bar over the optimiser steps (epoch and loss in its label, time left) and, while
+    a validation pass runs, a second bar over its images; failed validation images are logged by
+    the trainer.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from p3m.runs import ItemFinished, RunFinished, RunStarted
+    from p3m.training.events import StepFinished, TrainingStarted, ValidationProgress
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    )
+    tasks: dict[str, object] = {}
+
+    def on_event(event: TrainingEvent) -> None:
+        if isinstance(event, TrainingStarted):
+            tasks["train"] = progress.add_task("train", total=event.total_steps, completed=event.step)
+        elif isinstance(event, StepFinished) and "train" in tasks:
+            progress.update(
+                tasks["train"], completed=event.step, description=f"train epoch {event.epoch} loss {event.loss:.4f}"
+            )
+        elif isinstance(event, ValidationProgress):
+            run_event = event.event
+            if isinstance(run_event, RunStarted):
+                tasks["validation"] = progress.add_task(f"validating on {event.set_name}", total=run_event.pending)
+            elif isinstance(run_event, ItemFinished) and "validation" in tasks:
+                progress.advance(tasks["validation"])
+            elif isinstance(run_event, RunFinished) and "validation" in tasks:
+                progress.remove_task(tasks.pop("validation"))
 
     with progress:
         yield on_event

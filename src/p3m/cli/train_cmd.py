@@ -1,17 +1,53 @@
 """`p3m train` and `p3m evaluate-model`: the paper's training recipe and its test protocols.
 
     p3m train configs/p3mnet_r34.yaml --data-root P3M-10k --protocol B --nproc 2
+    torchrun --nproc_per_node 2 -m p3m.training configs/p3mnet_r34.yaml --data-root P3M-10k
     p3m evaluate-model runs/p3mnet_r34/model.pth --set P3M-500-P --data-root P3M-10k --out preds/
+
+`python -m p3m.training ARGS` (what torchrun starts on every rank) is `p3m train ARGS` run on
+that rank (`rank_main`): one option table, the command's, for both.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from p3m.vocabulary import TestSet, TestStrategy
 from p3m.vocabulary import TrainingImages as Protocol
+
+if TYPE_CHECKING:
+    from p3m.training.config import TrainConfig
+
+# The explicit flags of `p3m train` and the config key each one sets.
+FLAG_KEYS = {
+    "protocol": "data.protocol",
+    "data_root": "data.root",
+    "normal_images": "data.normal_images",
+    "out": "run.out_dir",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.lr",
+    "max_steps": "optim.max_steps",
+    "workers": "data.workers",
+    "device": "run.device",
+    "seed": "run.seed",
+    "backbone_weights": "run.backbone_weights",
+}
+
+
+def flags_to_values(flags: dict[str, object]) -> dict[str, object]:
+    """Config values (dotted key -> value) of the explicit flags that were given (None = not given)."""
+    return {FLAG_KEYS[name]: value for name, value in flags.items() if value is not None and name in FLAG_KEYS}
+
+
+def _under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
 def train_command(
@@ -57,28 +93,48 @@ def train_command(
         "seed": seed,
         "backbone_weights": str(backbone_weights) if backbone_weights else None,
     }
-    from p3m.training.__main__ import flags_to_values
+    from p3m.errors import ConfigError
     from p3m.training.config import load_config
 
     # Validate here, so a bad config fails once, before any process is started.
     train_config = load_config(config, overrides, values=flags_to_values(flags))
     if nproc == 1:
-        from rich.console import Console
+        _train_on_this_rank(train_config, resume)
+        return
+    if _under_torchrun():
+        raise ConfigError("--nproc starts torchrun itself; under torchrun, leave it out (use --nproc_per_node)")
+    _launch_distributed(nproc, config, flags, overrides, resume)
 
-        from p3m.training.trainer import train
 
-        result = train(train_config, resume=resume)
-        Console().print(
-            f"trained {train_config.model} for {result.step} steps; model: {result.out_dir / 'model.pth'}",
+def _train_on_this_rank(train_config: TrainConfig, resume: Path | None) -> None:
+    """Train in this process (alone, or as one rank of torchrun); rank 0 shows progress and results."""
+    import contextlib
+
+    from rich.console import Console
+
+    from p3m.cli._ui import training_progress
+    from p3m.training.distributed import teardown_distributed
+    from p3m.training.trainer import train
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    show = train_config.run.progress and main
+    try:
+        with training_progress(Console(stderr=True)) if show else contextlib.nullcontext() as on_event:
+            result = train(train_config, resume=resume, on_event=on_event)
+    finally:
+        teardown_distributed()
+    if not main:
+        return
+    console = Console()
+    console.print(
+        f"trained {train_config.model} for {result.step} steps; model: {result.out_dir / 'model.pth'}",
+        highlight=False,
+    )
+    for name, means in result.validation.items():
+        console.print(
+            f"{name}: " + "  ".join(f"{key.upper()} {value:.4f}" for key, value in means.items()),
             highlight=False,
         )
-        for name, means in result.validation.items():
-            Console().print(
-                f"{name}: " + "  ".join(f"{key.upper()} {value:.4f}" for key, value in means.items()),
-                highlight=False,
-            )
-        return
-    _launch_distributed(nproc, config, flags, overrides, resume)
 
 
 def _launch_distributed(
@@ -161,6 +217,23 @@ def evaluate_model_command(
             protocol=TableProtocol.of(trained_on, test_set.value),
         ).write(out / "metrics.json")
     exit_if_failed(err, ((item.name, item.reason) for item in evaluation.skipped), "{count} image(s) failed")
+
+
+def rank_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m p3m.training ARGS`: `p3m train ARGS` on this rank (what torchrun starts).
+
+    -v / -vv anywhere in ARGS set the log level as `p3m -v` does. Returns the exit code.
+    """
+    from p3m.cli import main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbosity = [arg for arg in args if arg in ("-v", "-vv", "--verbose")]
+    rest = [arg for arg in args if arg not in verbosity]
+    try:
+        main([*verbosity, "train", *rest])
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+    return 0
 
 
 def register(app: typer.Typer) -> None:

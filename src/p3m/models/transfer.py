@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from p3m.errors import DownloadError, MissingDependencyError
+from p3m.errors import DownloadError
 
 __all__ = ["ProgressCallback", "download_file", "google_drive_id", "sha256_of"]
 
@@ -172,11 +172,9 @@ def _download_drive(
     timeout: float,
 ) -> None:
     """gdown to `staged`: confirmation page, retries, resume from its own partial file."""
-    try:
-        import gdown
-        import requests
-    except ImportError as error:  # pragma: no cover - both are core dependencies
-        raise MissingDependencyError(f"Google Drive downloads need gdown and requests ({error})") from error
+    import gdown
+    import requests
+
     if staged.is_file():  # a finished transfer that was not verified yet (interrupted after gdown)
         return
     try:

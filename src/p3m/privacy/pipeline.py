@@ -65,21 +65,12 @@ def compute_alpha(image: np.ndarray, model: str = "auto") -> np.ndarray:
 
         alpha = matte_selfie_cf(image)
     else:
-        try:
-            from p3m.inference import matte
-        except ImportError:
-            if model != "auto":
-                raise P3MError(
-                    f"matting model {model!r} is not available (p3m.inference.matte missing)"
-                ) from None
-            from p3m.inference.selfie_cf import matte_selfie_cf
+        from p3m.inference import matte
 
-            alpha = matte_selfie_cf(image)
-        else:
-            result = matte(image, model=model, foreground=False)
-            if result.note:
-                logger.info("alpha from %s: %s", result.model, result.note)
-            alpha = result.alpha
+        result = matte(image, model=model, foreground=False)
+        if result.note:
+            logger.info("alpha from %s: %s", result.model, result.note)
+        alpha = result.alpha
     alpha = np.clip(np.asarray(alpha, np.float32), 0, 1)
     alpha = np.round(alpha * 255).astype(np.float32) / np.float32(255)
     alpha[alpha >= 1 - COMPUTED_ALPHA_SNAP] = 1

@@ -4,27 +4,27 @@ What it does per step: read an augmented batch (p3m.data), run the model (autoca
 `run.amp`), compute the official total loss (p3m.training.losses), step Adam. Around that:
 resumable checkpoints every `run.checkpoint_every` steps and at the end (official
 `{'state_dict'}` plus optimiser, scheduler, scaler, RNG states and step; written atomically),
-JSON-lines logs, a rich progress bar, and validation on P3M-500-P / P3M-500-NP every
-`validation.every_epochs` epochs. Only rank 0 writes files.
+JSON-lines logs, progress events (`p3m.training.events`, on rank 0, rendered by `p3m.cli`), and
+validation on P3M-500-P / P3M-500-NP every `validation.every_epochs` epochs. Only rank 0 writes
+files. The process group lives in `p3m.training.distributed`, the RNG and checkpoint state in
+`p3m.training.state`.
 
 Exact resume: augmentation draws depend on (seed, epoch, index) only, the sampler skips the
 batches already done, and the torch / numpy / python RNG states of every rank are restored, so a
 run stopped and resumed ends with the same weights as one that was never interrupted.
 
-    >>> result = train(load_config("configs/smoke.yaml", ["data.root=synthetic"]))
+    >>> result = train(load_config("configs/smoke.yaml", ["data.root=synthetic"]), on_event=print)
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
-import os
-import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -32,11 +32,26 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from p3m.errors import CheckpointError, ConfigError, DatasetError
 from p3m.training.config import TrainConfig, config_to_dict
+from p3m.training.distributed import DistContext, any_rank, bare, barrier, setup_distributed
+from p3m.training.events import (
+    StepFinished,
+    TrainingEvent,
+    TrainingFinished,
+    TrainingStarted,
+    ValidationFinished,
+    ValidationProgress,
+)
+from p3m.training.state import (
+    read_resumable,
+    restore_state,
+    resumable_state,
+    seed_everything,
+    seed_worker,
+)
 
 __all__ = ["TrainResult", "Trainer", "load_backbone_weights", "train"]
 
@@ -60,97 +75,7 @@ class TrainResult:
     validation: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- distributed set-up
-
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name} but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
-
-
-def _setup_distributed(config: TrainConfig) -> _Dist:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _resolve_device(config.run.device, local_rank)
-    if world_size > 1:
-        if not dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            # Rank 0 validates while the others wait at a barrier: allow long validations.
-            dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=3))
-        return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
-    return _Dist(0, 1, 0, device)
-
-
-# --------------------------------------------------------------------------- RNG state
-
-
-def _capture_rng() -> dict[str, Any]:
-    """RNG states as plain data + tensors, so a checkpoint loads with weights_only=True."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
-        "python": list(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # DataLoader seeds torch per worker from its generator; derive numpy/python from it.
-    worker_seed = torch.initial_seed() % 2**32
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
-    # Ctrl-C reaches the whole process group: the main process stops gracefully, workers wait for it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-# --------------------------------------------------------------------------- model helpers
-
-
-def _bare(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+# --------------------------------------------------------------------------- model set-up
 
 
 def load_backbone_weights(model: nn.Module, path: str | PathLike[str]) -> int:
@@ -216,10 +141,17 @@ class Trainer:
         config: TrainConfig,
         resume: str | PathLike[str] | None = None,
         hooks: list[Any] | None = None,
+        on_event: Callable[[TrainingEvent], None] | None = None,
     ) -> None:
         self.config = config.validate()
         self.resume_path = Path(resume) if resume is not None else None
         self.extra_hooks = list(hooks or [])
+        self.on_event = on_event
+        self.dist: DistContext
+
+    def _emit(self, event: TrainingEvent) -> None:
+        if self.on_event is not None and self.dist.is_main:
+            self.on_event(event)
 
     # ------------------------------------------------------------------ set-up
 
@@ -309,14 +241,14 @@ class Trainer:
             num_workers=data.workers,
             drop_last=True,
             pin_memory=self.dist.device.type == "cuda",
-            worker_init_fn=_seed_worker,
+            worker_init_fn=seed_worker,
             generator=self.loader_generator,
             persistent_workers=False,
         )
 
     def _build_optimizer(self) -> None:
         optim = self.config.optim
-        parameters = list(_bare(self.model).parameters())  # shared (aliased) tensors appear once
+        parameters = list(bare(self.model).parameters())  # shared (aliased) tensors appear once
         self.optimizer = torch.optim.Adam(
             parameters, lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), weight_decay=optim.weight_decay
         )
@@ -339,25 +271,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint_payload(self, step: int) -> dict[str, Any]:
-        rng = _capture_rng()
-        if self.dist.enabled:
-            states: list[Any] = [None] * self.dist.world_size
-            dist.all_gather_object(states, rng)
-        else:
-            states = [rng]
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": step,
-            "epoch": step // self.steps_per_epoch,
-            "steps_per_epoch": self.steps_per_epoch,
-            "num_train_samples": len(self.dataset),
-            "world_size": self.dist.world_size,
-            "rng": states,
-            "variant": self.config.model,
-            "config": config_to_dict(self.config),
-        }
+        return resumable_state(
+            self.dist, self.optimizer, self.scheduler, self.scaler,
+            step=step, steps_per_epoch=self.steps_per_epoch, num_train_samples=len(self.dataset),
+            variant=self.config.model, config=config_to_dict(self.config),
+        )
 
     def save(self, step: int, path: Path) -> None:
         """Write a resumable checkpoint (all ranks take part in gathering RNG states; rank 0 writes)."""
@@ -365,11 +283,10 @@ class Trainer:
 
         payload = self._checkpoint_payload(step)
         if self.dist.is_main:
-            save_checkpoint(_bare(self.model), path, extra=payload)
+            save_checkpoint(bare(self.model), path, extra=payload)
             logger.info("checkpoint written: %s", path)
             self.log.write({"event": "checkpoint", "step": step, "path": str(path)})
-        if self.dist.enabled:
-            dist.barrier()
+        barrier(self.dist)
 
     def _prune_checkpoints(self, keep: int = 2) -> None:
         if not self.dist.is_main:
@@ -381,35 +298,8 @@ class Trainer:
     def _resume(self) -> int:
         path = self.resume_path
         assert path is not None
-        if not path.is_file():
-            raise CheckpointError("no such checkpoint file", path)
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # corrupt or foreign files raise many types
-            raise CheckpointError(f"cannot read as a p3m training checkpoint: {error}", path) from error
-        if not isinstance(payload, dict) or "optimizer" not in payload or "step" not in payload:
-            raise CheckpointError(
-                "is a weights-only checkpoint, not a resumable one (use run.init_weights to fine-tune from it)", path
-            )
-        if payload.get("variant") != self.config.model:
-            raise CheckpointError(
-                f"was written for {payload.get('variant')}, but the config trains {self.config.model}", path
-            )
-        if payload.get("steps_per_epoch") != self.steps_per_epoch:
-            raise CheckpointError(
-                f"was written with {payload.get('steps_per_epoch')} steps per epoch, this run has "
-                f"{self.steps_per_epoch} (different data, batch size or process count)",
-                path,
-            )
-        from p3m.models.checkpoints import load_state_dict_into
-
-        load_state_dict_into(_bare(self.model), payload["state_dict"], strict=True, source=path)
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        states = payload["rng"]
-        _restore_rng(states[self.dist.rank] if len(states) == self.dist.world_size else states[0])
-        step = int(payload["step"])
+        payload = read_resumable(path, self.config.model, self.steps_per_epoch)
+        step = restore_state(payload, self.dist, bare(self.model), self.optimizer, self.scheduler, self.scaler, path)
         logger.info("resumed from %s at step %d", path, step)
         return step
 
@@ -423,15 +313,17 @@ class Trainer:
         if self.dist.is_main:
             for name, samples in self.validation_samples.items():
                 evaluation = evaluate_on_set(
-                    _bare(self.model),
+                    bare(self.model),
                     samples,
                     strategy=self.config.validation.strategy,
                     metrics=FAST_METRICS,
+                    on_event=lambda event, name=name: self._emit(ValidationProgress(name, step, event)),
                 )
                 for skipped in evaluation.skipped:
                     logger.warning("validation on %s: %s", name, skipped.reason)
                 means = evaluation.means()
                 results[name] = means
+                self._emit(ValidationFinished(name, step, epoch, means, len(evaluation.rows)))
                 self.log.write(
                     {"event": "validation", "step": step, "epoch": epoch, "set": name,
                      "strategy": self.config.validation.strategy, "num_images": len(evaluation.rows),
@@ -439,8 +331,7 @@ class Trainer:
                 )
                 logger.info("validation %s after epoch %d: %s", name, epoch,
                             " ".join(f"{k}={v:.4f}" for k, v in means.items()))
-        if self.dist.enabled:
-            dist.barrier()
+        barrier(self.dist)
         self.model.train()
         return results
 
@@ -496,12 +387,7 @@ class Trainer:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _should_stop(self) -> bool:
-        stop = self._stop_requested
-        if self.dist.enabled:  # every rank must stop at the same step
-            flag = torch.tensor([1.0 if stop else 0.0], device=self.dist.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item() > 0)
-        return stop
+        return any_rank(self.dist, self._stop_requested)  # every rank must stop at the same step
 
     def run(self) -> TrainResult:
         """Train; returns the final step and, on rank 0, the written files and validation means."""
@@ -520,8 +406,8 @@ class Trainer:
         config = self.config
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
-        self.dist = _setup_distributed(config)
-        _seed_everything(config.run.seed + self.dist.rank)
+        self.dist = setup_distributed(config.run.device)
+        seed_everything(config.run.seed + self.dist.rank)
         self.out_dir = Path(config.run.out_dir)
         train_samples, self.validation_samples = self._samples()
         if self.dist.is_main:
@@ -545,9 +431,9 @@ class Trainer:
         if config.cp.mode != "none":
             from p3m.training.copy_paste import make_training_hook
 
-            self.hooks.append(make_training_hook(config.cp, _bare(self.model)))
+            self.hooks.append(make_training_hook(config.cp, bare(self.model)))
         for hook in self.hooks:
-            hook.setup(_bare(self.model), config)
+            hook.setup(bare(self.model), config)
 
         step = self._resume() if self.resume_path is not None else 0
         total = self.total_steps
@@ -561,69 +447,18 @@ class Trainer:
             self.log.write({"event": "note", "message": "composition loss left out (no fg/bg)"})
         losses: list[float] = []
         validation: dict[str, dict[str, float]] = {}
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            disable=not (config.run.progress and self.dist.is_main), transient=True,
-        )
-        last_validated_epoch = -1
-        self._progress = None
         if self.validation_samples and config.validation.at_start and step == 0:
             validation = self.validate(0, 0)
-        started = time.monotonic()
+        self._emit(TrainingStarted(step, total, self.steps_per_epoch))
         try:
-            with progress:
-                self._progress = progress if config.run.progress and self.dist.is_main else None
-                task = progress.add_task("train", total=total, completed=step)
-                stopping = False
-                while step < total:
-                    epoch = step // self.steps_per_epoch
-                    skip = (step - epoch * self.steps_per_epoch) * self.batch_per_rank
-                    self.sampler.set_epoch(epoch, skip=skip)
-                    # Worker seeds per epoch; the data itself depends only on (seed, epoch, index).
-                    self.loader_generator.manual_seed(config.run.seed * 100003 + epoch)
-                    for batch in self.loader:
-                        values = self._train_step(batch, step)
-                        step += 1
-                        losses.append(float(values["loss"] or 0.0))
-                        progress.update(task, advance=1, description=f"train epoch {epoch + 1} loss {values['loss']:.4f}")
-                        if step % config.run.log_every == 0 or step == total or step == 1:
-                            lr = self.optimizer.param_groups[0]["lr"]
-                            self.log.write({"event": "train", "step": step, "epoch": epoch + 1, "lr": lr,
-                                            "seconds": round(time.monotonic() - started, 3), **values})
-                            if self.dist.is_main:
-                                logger.info(_official_log_line(values, epoch, step, lr, config, self.steps_per_epoch))
-                        if config.run.checkpoint_every and step % config.run.checkpoint_every == 0 and step < total:
-                            self.save(step, self.out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pth")
-                            self._prune_checkpoints()
-                        if step >= total:
-                            break
-                        if self._should_stop():
-                            stopping = True
-                            break
-                    if stopping:
-                        break
-                    finished_epoch = step // self.steps_per_epoch
-                    every = config.validation.every_epochs
-                    if (
-                        self.validation_samples and every and finished_epoch > last_validated_epoch
-                        and step % self.steps_per_epoch == 0 and finished_epoch % every == 0 and (step < total or not config.validation.at_end)
-                    ):
-                        validation = self.validate(step, finished_epoch)
-                        last_validated_epoch = finished_epoch
-            self._progress = None
+            step, stopping, during = self._epochs(step, total, losses)
+            validation = during or validation
             if stopping:  # on request (Ctrl-C): a resumable checkpoint, no final model
                 final = self.out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pth"
                 self.save(step, final)
                 self.log.write({"event": "stopped", "step": step, "checkpoint": str(final)})
                 logger.warning("stopped at step %d; resume with --resume %s", step, final)
+                self._emit(TrainingFinished(step, stopped=True))
                 return TrainResult(self.out_dir, step, step // self.steps_per_epoch,
                                    final if self.dist.is_main else None, losses, validation)
             final = self.out_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
@@ -631,10 +466,11 @@ class Trainer:
             if self.dist.is_main:
                 from p3m.models.checkpoints import save_checkpoint
 
-                save_checkpoint(_bare(self.model), self.out_dir / MODEL_FILE)
+                save_checkpoint(bare(self.model), self.out_dir / MODEL_FILE)
             if self.validation_samples and config.validation.at_end:
                 validation = self.validate(step, step // self.steps_per_epoch)
-            self.log.write({"event": "end", "step": step, "seconds": round(time.monotonic() - started, 3)})
+            self.log.write({"event": "end", "step": step, "seconds": round(time.monotonic() - self._started, 3)})
+            self._emit(TrainingFinished(step, stopped=False))
         finally:
             for hook in self.hooks:
                 hook.close()
@@ -647,9 +483,56 @@ class Trainer:
             validation=validation,
         )
 
+    def _epochs(self, step: int, total: int, losses: list[float]) -> tuple[int, bool, dict[str, dict[str, float]]]:
+        """Train from `step` to `total` (or a stop request); returns (step, stopped, last validation)."""
+        config = self.config
+        validation: dict[str, dict[str, float]] = {}
+        last_validated_epoch = -1
+        self._started = time.monotonic()
+        while step < total:
+            epoch = step // self.steps_per_epoch
+            skip = (step - epoch * self.steps_per_epoch) * self.batch_per_rank
+            self.sampler.set_epoch(epoch, skip=skip)
+            # Worker seeds per epoch; the data itself depends only on (seed, epoch, index).
+            self.loader_generator.manual_seed(config.run.seed * 100003 + epoch)
+            for batch in self.loader:
+                values = self._train_step(batch, step)
+                step += 1
+                losses.append(float(values["loss"] or 0.0))
+                self._emit(StepFinished(step, total, epoch + 1, losses[-1], values))
+                if step % config.run.log_every == 0 or step == total or step == 1:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.log.write({"event": "train", "step": step, "epoch": epoch + 1, "lr": lr,
+                                    "seconds": round(time.monotonic() - self._started, 3), **values})
+                    if self.dist.is_main:
+                        logger.info(_official_log_line(values, epoch, step, lr, config, self.steps_per_epoch))
+                if config.run.checkpoint_every and step % config.run.checkpoint_every == 0 and step < total:
+                    self.save(step, self.out_dir / CHECKPOINT_DIR / f"step_{step:08d}.pth")
+                    self._prune_checkpoints()
+                if step >= total:
+                    break
+                if self._should_stop():
+                    return step, True, validation
+            finished_epoch = step // self.steps_per_epoch
+            every = config.validation.every_epochs
+            if (
+                self.validation_samples and every and finished_epoch > last_validated_epoch
+                and step % self.steps_per_epoch == 0 and finished_epoch % every == 0
+                and (step < total or not config.validation.at_end)
+            ):
+                validation = self.validate(step, finished_epoch)
+                last_validated_epoch = finished_epoch
+        return step, False, validation
+
 
 def train(
-    config: TrainConfig, resume: str | PathLike[str] | None = None, hooks: list[Any] | None = None
+    config: TrainConfig,
+    resume: str | PathLike[str] | None = None,
+    hooks: list[Any] | None = None,
+    on_event: Callable[[TrainingEvent], None] | None = None,
 ) -> TrainResult:
-    """Run a training as described by `config` (resuming from a checkpoint if given)."""
-    return Trainer(config, resume=resume, hooks=hooks).run()
+    """Run a training as described by `config` (resuming from a checkpoint if given).
+
+    `on_event` receives the progress events of `p3m.training.events` (on rank 0).
+    """
+    return Trainer(config, resume=resume, hooks=hooks, on_event=on_event).run()

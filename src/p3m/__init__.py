@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from p3m._version import __version__
 from p3m.errors import P3MError
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "matte": ("p3m.inference", "matte"),

@@ -197,7 +197,7 @@ def onnx_metadata(
     weights: str,
 ) -> dict[str, str]:
     """The metadata_props written into the model: everything a runtime needs to feed it."""
-    from p3m import __version__
+    from p3m._version import __version__
     from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
     return {

@@ -17,6 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
 from p3m.runs.journal import Journal
+from p3m.runs.records import DONE, FAILED, KEPT, ItemRecord
 
 __all__ = [
     "DONE",
@@ -38,13 +39,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DONE = "done"
-"""The item was processed and its outputs written."""
-KEPT = "kept"
-"""The item was done by an earlier run (its outputs exist) and was not recomputed."""
-FAILED = "failed"
-"""The item could not be processed; `ItemRecord.error` says why in one line."""
 
 LoadedT = TypeVar("LoadedT")
 ResultT = TypeVar("ResultT")
@@ -81,49 +75,6 @@ class Outcome:
     status: str = DONE
     outputs: Mapping[str, Path] | None = None
     details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ItemRecord:
-    """The journal's record of one item: status, outputs, time taken, error, task details."""
-
-    key: str
-    status: str
-    source: str | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> bool:
-        return self.status == FAILED
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (the journal line); `from_json` reads it back."""
-        data: dict[str, Any] = {"key": self.key, "status": self.status}
-        if self.source is not None:
-            data["source"] = self.source
-        if self.outputs:
-            data["outputs"] = dict(self.outputs)
-        data["seconds"] = round(float(self.seconds), 4)
-        if self.error is not None:
-            data["error"] = self.error
-        if self.details:
-            data["details"] = self.details
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ItemRecord:
-        return cls(
-            key=str(data["key"]),
-            status=str(data["status"]),
-            source=data.get("source"),
-            outputs={str(k): str(v) for k, v in (data.get("outputs") or {}).items()},
-            seconds=float(data.get("seconds", 0.0)),
-            error=data.get("error"),
-            details=dict(data.get("details") or {}),
-        )
 
 
 class Task(Protocol[LoadedT, ResultT]):

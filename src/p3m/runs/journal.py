@@ -14,13 +14,10 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from p3m.errors import ImageWriteError
 from p3m.io.atomic import atomic_write_text
-
-if TYPE_CHECKING:
-    from p3m.runs.engine import ItemRecord
+from p3m.runs.records import ItemRecord
 
 __all__ = ["JOURNAL_NAME", "Journal", "read_journal"]
 
@@ -39,8 +36,6 @@ class Journal:
 
     def read(self) -> dict[str, ItemRecord]:
         """The latest record of every key ({} when the file does not exist)."""
-        from p3m.runs.engine import ItemRecord
-
         records: dict[str, ItemRecord] = {}
         if not self.path.is_file():
             return records

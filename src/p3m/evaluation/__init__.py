@@ -1,4 +1,6 @@
-"""Evaluation: the official P3M metrics (`metrics`), folder evaluation (`folder`)."""
+"""Evaluation: the official P3M metrics (`metrics`), a folder of predictions (`folder`), a model
+on a test set (`model`), the trimap-based baselines (`baselines`), the metrics.json record every
+one of them writes (`record`) and the paper's tables built from those records (`tables`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""P3M-Net models: the backbone-agnostic framework, its variants, a registry and checkpoints.
+"""P3M-Net models: the backbone-agnostic framework, its variants, a registry and checkpoints;
+the weights hub (`p3m.models.hub`: cache, download, import) and its transfer (`transfer`).
 
 Example::
 

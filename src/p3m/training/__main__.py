@@ -14,6 +14,7 @@ from p3m.errors import P3MError
 
 # Explicit flags and the config key each one sets.
 FLAG_KEYS = {
+    "model": "model",
     "protocol": "data.protocol",
     "data_root": "data.root",
     "normal_images": "data.normal_images",
@@ -37,6 +38,7 @@ def flags_to_values(flags: dict[str, object]) -> dict[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m p3m.training", description="Train a P3M-Net model.")
     parser.add_argument("config", nargs="?", default=None, help="YAML training config")
+    parser.add_argument("--model", help="registered model name, e.g. p3mnet-r34 or basic-r34 (Table 7)")
     parser.add_argument("--protocol", choices=("B", "N"), help="training images: B blurred, N normal")
     parser.add_argument("--data-root", help="P3M-10k root folder")
     parser.add_argument("--normal-images", help="folder of normal training images (protocol N)")

@@ -45,6 +45,7 @@ __all__ = [
     "ablation_model_name",
     "ablation_parameter_counts",
     "get_ablation",
+    "paper_label",
 ]
 
 
@@ -128,6 +129,17 @@ def ablation_parameter_counts(backbone: str = "r34") -> dict[str, int]:
         else:
             counts[ablation.key] = spec.num_parameters
     return counts
+
+
+def paper_label(name: str) -> str | None:
+    """The paper-style label of a built-in model: "P3M-Net (ResNet-34)", "Basic (Swin-T)",
+    "+TFI+sBFI (ViTAE-S)", ...; None for names that are no backbone/row combination."""
+    for backbone in BACKBONES:
+        for ablation in ABLATIONS:
+            if ablation.integration.variant_name(backbone) == name:
+                row = "P3M-Net" if ablation.integration.is_full else ablation.label
+                return f"{row} ({_BACKBONE_LABELS[backbone]})"
+    return None
 
 
 def _constructor(backbone: str) -> Callable[..., nn.Module]:

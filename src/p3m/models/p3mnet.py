@@ -67,8 +67,10 @@ class Integration:
     go:
 
     * no TFI: each local decoder stage consumes the plain unpooled local-decoder feature (the
-      TFI's `l` input, same width). It is the only TFI input that belongs to the matting
-      decoder's own path; the global-decoder and encoder features simply no longer enter it.
+      TFI's `l` input, same width). The counts cannot tell this from another parameter-free
+      merge (say, adding the encoder feature as a U-Net skip would); the paper presents TFI as
+      what brings the global-decoder and encoder features into the matting decoder, so without
+      it the matting decoder sees the encoder only through the shared encoder's pooling indices.
     * no sBFI: the TFI output (without TFI: the unpooled feature) goes on unchanged. sBFI adds
       its result to that feature (a residual), so leaving it out removes the fusion of the
       shallow encoder feature and nothing else.
@@ -78,8 +80,9 @@ class Integration:
 
     With these choices the ResNet-34 counts equal Table 7's: basic 37,666,860 (37.67M),
     +TFI 38,929,452 (38.93M), +TFI+sBFI 39,171,628 (39.17M), +TFI+dBFI 39,235,884 (39.24M),
-    full 39,478,060 (39.48M). Keeping side heads without dBFI would add 6,912 parameters and
-    give 39.18M for +TFI+sBFI, so the counts also say that those ablations have none.
+    full 39,478,060 (39.48M). Keeping the side heads without dBFI would add 6,912 parameters
+    and give 38.94M for +TFI and 39.18M for +TFI+sBFI, so the counts say that the ablations
+    without dBFI have no side heads.
     """
 
     tfi: bool = True

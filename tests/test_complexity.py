@@ -22,7 +22,6 @@ from p3m.evaluation.complexity import (
     ComplexitySettings,
     count_macs,
     default_model_order,
-    parse_size,
     run_complexity,
 )
 from p3m.models import get_spec, list_models
@@ -63,13 +62,6 @@ def test_bad_settings_fail_before_measuring(settings: ComplexitySettings, error:
 def test_cuda_asked_for_without_cuda_is_one_clear_error() -> None:
     with pytest.raises(ExperimentError, match="CUDA is not available"):
         ComplexitySettings(devices=("cpu", "cuda")).resolved()
-
-
-def test_parse_size() -> None:
-    assert parse_size("512") == (512, 512) and parse_size("320x448") == (320, 448)
-    assert parse_size(256) == (256, 256)
-    with pytest.raises(ExperimentError, match="HxW"):
-        parse_size("512x")
 
 
 def test_run_writes_the_table_and_resumes_after_an_interruption(tmp_path: Path) -> None:
@@ -142,3 +134,5 @@ def test_cli_prints_and_writes_the_table(tmp_path: Path) -> None:
 
     bad = runner.invoke(app, ["experiment", "complexity", "--size", "50", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and isinstance(bad.exception, ExperimentError)
+    bad = runner.invoke(app, ["experiment", "complexity", "--size", "512x", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "expected HxW" in bad.output

@@ -86,12 +86,8 @@ def complexity_command(
     from rich.console import Console
     from rich.table import Table
 
-    from p3m.evaluation.complexity import (
-        COMPLEXITY_FILES,
-        ComplexitySettings,
-        parse_size,
-        run_complexity,
-    )
+    from p3m.cli.export_cmd import parse_size
+    from p3m.evaluation.complexity import COMPLEXITY_FILES, ComplexitySettings, run_complexity
 
     settings = ComplexitySettings(
         models=_split_names(models),

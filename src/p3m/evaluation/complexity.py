@@ -35,7 +35,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,7 +55,6 @@ __all__ = [
     "measure_complexity",
     "measure_latency",
     "model_label",
-    "parse_size",
     "run_complexity",
 ]
 
@@ -547,24 +546,3 @@ def run_complexity(
     )
     _write(report, target)
     return report
-
-
-def parse_size(text: str | int | Sequence[int]) -> tuple[int, int]:
-    """"512" -> (512, 512); "512x768" -> (512, 768) (height x width); ExperimentError otherwise."""
-    if isinstance(text, int):
-        return (text, text)
-    if not isinstance(text, str):
-        values = tuple(int(v) for v in text)
-        if len(values) == 2:
-            return values  # type: ignore[return-value]
-        raise ExperimentError(f"a size is one number or height x width, got {text!r}")
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        values = tuple(int(part) for part in parts)
-    except ValueError:
-        raise ExperimentError(f"a size is N or HxW (e.g. 512 or 512x768), got {text!r}") from None
-    if len(values) == 1:
-        return (values[0], values[0])
-    if len(values) == 2:
-        return values  # type: ignore[return-value]
-    raise ExperimentError(f"a size is N or HxW (e.g. 512 or 512x768), got {text!r}")

@@ -50,7 +50,7 @@ def test_every_ablation_is_registered_on_every_backbone() -> None:
         for backbone in BACKBONES:
             spec = get_spec(ablation_model_name(ablation.key, backbone))
             assert spec.ablation_of == (None if ablation.key == "full" else f"p3mnet-{backbone}")
-    with pytest.raises(ValueError, match="Table 7 rows: basic, tfi"):
+    with pytest.raises(ModelNotFoundError, match="Table 7 rows: basic, tfi"):
         get_ablation("sbfi")
     with pytest.raises(ModelNotFoundError, match="r34, swin-t, vitae-s"):
         ablation_model_name("basic", "r50")

@@ -33,6 +33,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from p3m.errors import ModelNotFoundError
@@ -93,12 +94,12 @@ _BACKBONE_LABELS = {"r34": "ResNet-34", "swin-t": "Swin-T", "vitae-s": "ViTAE-S"
 
 
 def get_ablation(key: str) -> Ablation:
-    """The Table 7 row called `key` (basic, tfi, tfi-sbfi, tfi-dbfi, full); ValueError otherwise."""
+    """The Table 7 row called `key` (basic, tfi, tfi-sbfi, tfi-dbfi, full); ModelNotFoundError otherwise."""
     for ablation in ABLATIONS:
         if ablation.key == key:
             return ablation
     known = ", ".join(a.key for a in ABLATIONS)
-    raise ValueError(f"unknown ablation {key!r} (Table 7 rows: {known})")
+    raise ModelNotFoundError(f"unknown ablation {key!r} (Table 7 rows: {known})")
 
 
 def _check_backbone(backbone: str) -> None:
@@ -125,7 +126,8 @@ def ablation_parameter_counts(backbone: str = "r34") -> dict[str, int]:
     for ablation in ABLATIONS:
         spec = get_spec(ablation.integration.variant_name(backbone))
         if spec.num_parameters is None:  # not the case for the built-in models
-            counts[ablation.key] = int(spec.constructor().num_parameters())
+            with torch.device("meta"):  # shapes only: no memory, no initialisation
+                counts[ablation.key] = int(spec.constructor().num_parameters())
         else:
             counts[ablation.key] = spec.num_parameters
     return counts

@@ -22,7 +22,15 @@ from p3m.errors import (
     MissingDependencyError,
     ModelNotFoundError,
 )
-from p3m.models import P3MModel, P3MOutput, create_model, fuse_global_local, list_models
+from p3m.models import (
+    Integration,
+    P3MModel,
+    P3MOutput,
+    create_model,
+    fuse_global_local,
+    get_spec,
+    list_models,
+)
 from p3m.models.export import ALL_OUTPUTS, INFERENCE_OUTPUTS, export_onnx
 from p3m.models.ops import max_pool3x3s2_with_indices, max_unpool2d_last_wins
 from reference_fill import fill_model, load_manifest
@@ -175,6 +183,27 @@ def test_static_inference_only_export(tiny: TinyP3M, tmp_path: Path) -> None:
         network(random_image(64, 96, batch=2))
 
 
+def test_model_without_side_outputs_exports_what_it_has(tiny: TinyP3M, tmp_path: Path) -> None:
+    """Models without dBFI (Table 7 ablations) return None side outputs: "all" exports the rest."""
+
+    class NoSides(TinyP3M):
+        integration = Integration(dbfi=False)
+
+        def forward(self, x: torch.Tensor) -> P3MOutput:
+            return super().forward(x)._replace(side2=None, side1=None, side0=None)
+
+    model = NoSides()
+    model.load_state_dict(tiny.state_dict())
+    report = export_onnx(model.eval(), tmp_path / "no_sides.onnx", height=64, width=64)
+    assert report.outputs == INFERENCE_OUTPUTS == model.output_names
+    out = OnnxP3MNet(report.path)(random_image(64, 96))
+    assert out.side2 is None and out.side1 is None and out.side0 is None
+    with torch.inference_mode():
+        torch.testing.assert_close(out.local, model(random_image(64, 96)).local, atol=1e-5, rtol=0)
+    with pytest.raises(ExportError, match="has no side2 output"):
+        export_onnx(model, tmp_path / "x.onnx", outputs=["fusion", "side2"])
+
+
 def test_export_that_does_not_reproduce_torch_writes_nothing(tiny: TinyP3M, tmp_path: Path) -> None:
     class TracesDifferently(TinyP3M):
         def forward(self, x: torch.Tensor) -> P3MOutput:
@@ -243,8 +272,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
+# The published models; the Table 7 ablations (`ablation_of`) share all their ops with them,
+# and a model without side outputs is exported above.
+PUBLISHED_MODELS = [name for name in list_models() if get_spec(name).ablation_of is None]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", PUBLISHED_MODELS)
 def test_registered_model_exports_and_runs_at_other_sizes(exported, name: str) -> None:
     model, path, report = exported(name)
     assert report.variant == name and report.verify_size == (32, 96)

@@ -322,6 +322,31 @@ def test_exact_resume_gives_identical_weights(small_data, tmp_path):
     assert torch.equal(first["exp_avg_sq"], again["exp_avg_sq"])
 
 
+def test_train_command_trains_a_table7_ablation(small_data, tmp_path):
+    """`p3m train --model basic-r34`: one step of the bare framework (no TFI/sBFI/dBFI, so no
+    side outputs and no deep-supervision loss terms); its model.pth is a basic-r34 checkpoint."""
+    from p3m.cli import app
+    from p3m.models import create_model, identify_variant, read_state_dict
+
+    out = tmp_path / "basic"
+    overrides = _smoke_overrides(
+        small_data, out, "optim.batch_size=2", "validation.at_end=false", "run.checkpoint_every=0"
+    )
+    result = CliRunner().invoke(
+        app,
+        ["train", str(CONFIGS / "smoke.yaml"), "--model", "basic-r34", "--max-steps", "1",
+         *[arg for override in overrides for arg in ("--set", override)]],
+    )
+    assert result.exit_code == 0, result.output
+    assert "trained basic-r34 for 1 steps" in result.output
+    (record,) = _log(out, "train")
+    assert np.isfinite(record["loss"]) and np.isfinite(record["global"])
+    state = read_state_dict(out / "model.pth")
+    assert identify_variant(state) == "basic-r34"
+    assert not any(key.split("_")[0] in ("tfi", "sbfi", "dbfi") for key in state)
+    create_model("basic-r34", weights=out / "model.pth", device="cpu")  # strict load
+
+
 def test_resume_rejects_weights_only_checkpoint(small_data, tmp_path):
     from p3m.models import create_model, save_checkpoint
     from p3m.training.trainer import Trainer

@@ -72,3 +72,8 @@ class ExportError(P3MError):
 
 class BaselineError(P3MError):
     """A traditional (trimap-based) matting baseline could not solve an image."""
+
+
+class ExperimentError(P3MError):
+    """An experiment (`p3m experiment ...`) cannot run as asked: bad settings, a device that is
+    not there, or earlier results that cannot be resumed."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 # The explicit flags of `p3m train` and the config key each one sets.
 FLAG_KEYS = {
+    "model": "model",
     "protocol": "data.protocol",
     "data_root": "data.root",
     "normal_images": "data.normal_images",
@@ -52,6 +53,9 @@ def _under_torchrun() -> bool:
 
 def train_command(
     config: Path | None = typer.Argument(None, help="YAML training config (configs/*.yaml); defaults otherwise."),
+    model: str | None = typer.Option(
+        None, "--model", help="Registered model, e.g. p3mnet-vitae-s or a Table 7 ablation (basic-r34, p3mnet-r34-tfi, ...)."
+    ),
     protocol: Protocol | None = typer.Option(
         None, "--protocol", help="Training images: B = blurred faces (P3M-10k), N = normal images."
     ),
@@ -80,6 +84,7 @@ def train_command(
 ) -> None:
     """Train a P3M-Net model (B:B / B:N with --protocol B, N:N with --protocol N)."""
     flags = {
+        "model": model,
         "protocol": protocol.value if protocol else None,
         "data_root": str(data_root) if data_root else None,
         "normal_images": str(normal_images) if normal_images else None,

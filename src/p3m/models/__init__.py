@@ -28,6 +28,7 @@ from p3m.models.checkpoints import (
 from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 from p3m.models.p3mnet import (
     EncoderOutput,
+    Integration,
     P3MDecoder,
     P3MModel,
     P3MNet,
@@ -44,6 +45,7 @@ __all__ = [
     "CheckpointSpec",
     "EncoderOutput",
     "ExportReport",
+    "Integration",
     "LoadReport",
     "ModelSpec",
     "P3MDecoder",

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from p3m.errors import CheckpointError
 from p3m.io.atomic import atomic_open
+from p3m.models.p3mnet import Integration
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +55,29 @@ class LoadReport:
 
 
 def identify_variant(state_dict: Mapping[str, Any]) -> str | None:
-    """The model variant a state_dict belongs to, from its characteristic keys; None if unknown."""
+    """The model variant a state_dict belongs to, from its characteristic keys; None if unknown.
+
+    A whole-model state_dict without some integration modules is named as the Table 7
+    ablation it is (e.g. `basic-r34`, `p3mnet-swin-t-tfi-sbfi`).
+    """
     for variant, prefix in _VARIANT_SIGNATURES:
         if any(key.startswith(prefix) for key in state_dict):
-            return variant
+            if variant == RESNET_BACKBONE:
+                return variant
+            return _ablation_of(variant, state_dict)
     return None
+
+
+def _ablation_of(variant: str, state_dict: Mapping[str, Any]) -> str:
+    """`variant`, or its ablation when the decoder is there but integration modules are not."""
+    prefix = "" if variant == "p3mnet-r34" else "decoder."
+    if not any(key.startswith(f"{prefix}decoder4_g.") for key in state_dict):
+        return variant  # no decoder at all (e.g. a backbone-only file): say the family
+    present = {
+        module: any(key.startswith(f"{prefix}{module}_") for key in state_dict)
+        for module in ("tfi", "sbfi", "dbfi")
+    }
+    return Integration(**present).variant_name(variant.removeprefix("p3mnet-"))
 
 
 def _first_line(error: BaseException) -> str:

@@ -329,11 +329,11 @@ def export_onnx(
 
     `weights`: checkpoint path or cached model name (None keeps the model's weights; a name
     without weights exports a randomly initialised model). `height` x `width` is the trace size
-    (the only size when `dynamic=False`). `outputs`: "all" (the six official outputs),
-    "inference" (global_logits, local, fusion) or a list of names. With `verify`, onnxruntime
-    runs the file at a second size (the export size when static) and every output is compared
-    with torch; a mismatch raises ExportError and nothing is written. The file is written
-    atomically.
+    (the only size when `dynamic=False`). `outputs`: "all" (the six official outputs, or the
+    three non-side ones for models without dBFI), "inference" (global_logits, local, fusion)
+    or a list of names. With `verify`, onnxruntime runs the file at a second size (the export
+    size when static) and every output is compared with torch; a mismatch raises ExportError
+    and nothing is written. The file is written atomically.
     """
     if opset < MIN_OPSET:
         raise ExportError(
@@ -351,6 +351,16 @@ def export_onnx(
         raise ExportError("the folder to write into does not exist", target.parent)
     model, weights_note = _build_model(model_or_name, weights)
     variant = str(getattr(model, "variant", type(model).__name__))
+    # Models without dBFI (Table 7 ablations) have no side outputs: "all" means all they have.
+    produced = tuple(getattr(model, "output_names", ALL_OUTPUTS))
+    if outputs == "all":
+        chosen = tuple(name for name in chosen if name in produced)
+    absent = [name for name in chosen if name not in produced]
+    if absent:
+        raise ExportError(
+            f"{variant} has no {', '.join(absent)} output (a model without dBFI has no side "
+            f"outputs); choose among {', '.join(produced)}"
+        )
     min_size = int(getattr(model, "min_size", 32))
     multiple = int(getattr(model, "size_multiple", 32))
     device = _model_device(model)

@@ -11,6 +11,9 @@ A backbone plugs in by returning an `EncoderOutput`; `P3MDecoder` and `P3MNet` g
 Swin-T / ViTAE-S layout (`encoder.*`, `decoder.*`), while the ResNet-34 model keeps its
 official flat layout but decodes with the same `decode` function.
 
+`Integration` says which of the three integration modules a model has; the ablations of the
+paper's Table 7 (`basic-r34`, `p3mnet-r34-tfi`, ...) leave some out (see `Integration`).
+
 Example::
 
     model = P3MNet(encoder, P3MDecoder(768, (384, 192, 96, 96), 48, 48), variant="p3mnet-swin-t")
@@ -21,6 +24,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -37,14 +41,81 @@ class P3MOutput(NamedTuple):
     global_logits: 3-class logits (background, transition, foreground), no softmax applied;
     local: sigmoid alpha for the transition region (1 channel); fusion: fused alpha in [0, 1];
     side2 / side1 / side0: 3-class logits of dbfi_2 / dbfi_1 / dbfi_0 (deep supervision).
+    The side outputs are None for models without dBFI (the Table 7 ablations `basic-*`,
+    `*-tfi`, `*-tfi-sbfi`: the side heads are part of dBFI) and in ONNX files exported
+    without them.
     """
 
     global_logits: Tensor
     local: Tensor
     fusion: Tensor
-    side2: Tensor
-    side1: Tensor
-    side0: Tensor
+    side2: Tensor | None
+    side1: Tensor | None
+    side0: Tensor | None
+
+
+OUTPUT_NAMES: tuple[str, ...] = P3MOutput._fields
+SIDE_OUTPUT_NAMES: tuple[str, ...] = ("side2", "side1", "side0")
+
+
+@dataclass(frozen=True)
+class Integration:
+    """Which integration modules a P3M-Net has: TFI, sBFI, dBFI (IJCV paper section 3, Table 7).
+
+    The full model has all three. Leaving a module out keeps every decoder width and passes on
+    the feature the module would have consumed or refined, so only the module's own parameters
+    go:
+
+    * no TFI: each local decoder stage consumes the plain unpooled local-decoder feature (the
+      TFI's `l` input, same width). The counts cannot tell this from another parameter-free
+      merge (say, adding the encoder feature as a U-Net skip would); the paper presents TFI as
+      what brings the global-decoder and encoder features into the matting decoder, so without
+      it the matting decoder sees the encoder only through the shared encoder's pooling indices.
+    * no sBFI: the TFI output (without TFI: the unpooled feature) goes on unchanged. sBFI adds
+      its result to that feature (a residual), so leaving it out removes the fusion of the
+      shallow encoder feature and nothing else.
+    * no dBFI: the global decoder stage output goes on unchanged (dBFI is residual as well)
+      and there are no side outputs (None), since the side heads `dbfi_k.conv2` are part of
+      dBFI; training then drops the three deep-supervision terms of the loss.
+
+    With these choices the ResNet-34 counts equal Table 7's: basic 37,666,860 (37.67M),
+    +TFI 38,929,452 (38.93M), +TFI+sBFI 39,171,628 (39.17M), +TFI+dBFI 39,235,884 (39.24M),
+    full 39,478,060 (39.48M). Keeping the side heads without dBFI would add 6,912 parameters
+    and give 38.94M for +TFI and 39.18M for +TFI+sBFI, so the counts say that the ablations
+    without dBFI have no side heads.
+    """
+
+    tfi: bool = True
+    sbfi: bool = True
+    dbfi: bool = True
+
+    @property
+    def is_full(self) -> bool:
+        return self.tfi and self.sbfi and self.dbfi
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Names of the modules present, in the paper's order: a subset of (tfi, sbfi, dbfi)."""
+        return tuple(name for name in ("tfi", "sbfi", "dbfi") if getattr(self, name))
+
+    def variant_name(self, backbone: str) -> str:
+        """Registry name on `backbone` ("r34", "swin-t", "vitae-s"): p3mnet-r34 (full),
+        basic-r34 (none), otherwise p3mnet-r34- plus the modules, e.g. p3mnet-r34-tfi-sbfi."""
+        if self.is_full:
+            return f"p3mnet-{backbone}"
+        if not self.modules:
+            return f"basic-{backbone}"
+        return f"p3mnet-{backbone}-" + "-".join(self.modules)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The `P3MOutput` fields a model with these modules fills (the others are None)."""
+        if self.dbfi:
+            return OUTPUT_NAMES
+        return tuple(name for name in OUTPUT_NAMES if name not in SIDE_OUTPUT_NAMES)
+
+
+FULL_INTEGRATION = Integration()
 
 
 class EncoderOutput(NamedTuple):
@@ -71,12 +142,28 @@ def fuse_global_local(global_logits: Tensor, local: Tensor) -> Tensor:
     return local * transition + foreground
 
 
+def _dbfi(module: nn.Module | None, feature: Tensor, top: Tensor) -> tuple[Tensor, Tensor | None]:
+    # Without dBFI the stage output goes on unchanged and there is no side output.
+    return (feature, None) if module is None else module(feature, top)
+
+
+def _tfi(module: nn.Module | None, global_: Tensor, local: Tensor, encoder: Tensor) -> Tensor:
+    # Without TFI the local stage consumes its own unpooled feature.
+    return local if module is None else module(global_, local, encoder)
+
+
+def _sbfi(module: nn.Module | None, local: Tensor, shallow: Tensor) -> Tensor:
+    # sBFI is residual: without it the feature goes on unchanged.
+    return local if module is None else module(local, shallow)
+
+
 def decode(decoder: nn.Module, encoded: EncoderOutput) -> P3MOutput:
     """Run the global and local decoders of `decoder` on `encoded` (the one P3M-Net data flow).
 
     `decoder` is any module with the official attribute names (decoder{4..0}_{g,l},
     decoder_final_l, tfi_{3..0}, sbfi_{2..0}, dbfi_{2..0}, optionally decoder_final_g);
-    both `P3MDecoder` and the flat ResNet-34 model qualify.
+    both `P3MDecoder` and the flat ResNet-34 model qualify. Integration modules set to None
+    are left out as `Integration` describes (the Table 7 ablations).
     """
     top = encoded.top
     features = encoded.features
@@ -85,11 +172,11 @@ def decode(decoder: nn.Module, encoded: EncoderOutput) -> P3MOutput:
     # Global branch. The TFIs are guided by the stage outputs g4..g1 taken before their dBFI.
     g4 = decoder.decoder4_g(top)
     g3 = decoder.decoder3_g(g4)
-    g3_refined, side2 = decoder.dbfi_2(g3, top)
+    g3_refined, side2 = _dbfi(decoder.dbfi_2, g3, top)
     g2 = decoder.decoder2_g(g3_refined)
-    g2_refined, side1 = decoder.dbfi_1(g2, top)
+    g2_refined, side1 = _dbfi(decoder.dbfi_1, g2, top)
     g1 = decoder.decoder1_g(g2_refined)
-    g1_refined, side0 = decoder.dbfi_0(g1, top)
+    g1_refined, side0 = _dbfi(decoder.dbfi_0, g1, top)
     global_logits = decoder.decoder0_g(g1_refined)
     final_g = getattr(decoder, "decoder_final_g", None)
     if final_g is not None:
@@ -101,13 +188,13 @@ def decode(decoder: nn.Module, encoded: EncoderOutput) -> P3MOutput:
 
     shallow = features[0]
     l4 = unpool(decoder.decoder4_l(top), 4)
-    t3 = decoder.tfi_3(g4, l4, features[4])
+    t3 = _tfi(decoder.tfi_3, g4, l4, features[4])
     l3 = unpool(decoder.decoder3_l(t3), 3)
-    s2 = decoder.sbfi_2(decoder.tfi_2(g3, l3, features[3]), shallow)
+    s2 = _sbfi(decoder.sbfi_2, _tfi(decoder.tfi_2, g3, l3, features[3]), shallow)
     l2 = unpool(decoder.decoder2_l(s2), 2)
-    s1 = decoder.sbfi_1(decoder.tfi_1(g2, l2, features[2]), shallow)
+    s1 = _sbfi(decoder.sbfi_1, _tfi(decoder.tfi_1, g2, l2, features[2]), shallow)
     l1 = unpool(decoder.decoder1_l(s1), 1)
-    s0 = decoder.sbfi_0(decoder.tfi_0(g1, l1, features[1]), shallow)
+    s0 = _sbfi(decoder.sbfi_0, _tfi(decoder.tfi_0, g1, l1, features[1]), shallow)
     l0 = unpool(decoder.decoder0_l(s0), 0)
     local = torch.sigmoid(decoder.decoder_final_l(l0))
 
@@ -123,6 +210,7 @@ def add_decoder_modules(
     shallow_channels: int,
     *,
     r34_layout: bool = False,
+    integration: Integration = FULL_INTEGRATION,
 ) -> None:
     """Register the decoder modules on `owner` in the official order of the chosen layout.
 
@@ -130,6 +218,8 @@ def add_decoder_modules(
     decoder_final_l, tfi_3..tfi_0, sbfi_2..sbfi_0, dbfi_2..dbfi_0; stages go in -> out.
     r34 layout: tfi, sbfi, dbfi first, then the decoders; stages go in -> in -> in -> out,
     decoder0_g emits the 3 logits itself and there is no decoder_final_g.
+    Modules that `integration` leaves out are registered as None (the attribute exists and is
+    None: no parameters, no state_dict keys), so the other keys keep their official names.
     """
     c1, c2, c3, c4 = widths
     stage_inputs = (top_channels, c1, c2, c3)
@@ -160,11 +250,13 @@ def add_decoder_modules(
 
     def add_integration() -> None:
         for level, c in zip((3, 2, 1, 0), (c1, c2, c3, c4), strict=True):
-            owner.add_module(f"tfi_{level}", TFI(c))
+            owner.add_module(f"tfi_{level}", TFI(c) if integration.tfi else None)
         for level, c, stride in zip((2, 1, 0), (c2, c3, c4), (8, 4, 2), strict=True):
-            owner.add_module(f"sbfi_{level}", SBFI(c, shallow_channels, stride))
+            sbfi = SBFI(c, shallow_channels, stride) if integration.sbfi else None
+            owner.add_module(f"sbfi_{level}", sbfi)
         for level, c, scale in zip((2, 1, 0), (c2, c3, c4), (4, 8, 16), strict=True):
-            owner.add_module(f"dbfi_{level}", DBFI(c, top_channels, scale, 32 // scale))
+            dbfi = DBFI(c, top_channels, scale, 32 // scale) if integration.dbfi else None
+            owner.add_module(f"dbfi_{level}", dbfi)
 
     if r34_layout:
         add_integration()
@@ -181,11 +273,17 @@ class P3MDecoder(nn.Module):
     levels 4..1, `last_width` of the full-resolution stage, `shallow_channels` of features[0].
     Swin-T: (768, (384, 192, 96, 96), 48, 48); ViTAE-S: (512, (256, 128, 64, 64), 32, 32).
     The encoder's features[4..1] must have C1, C2, C3, C4 channels and features[0]
-    `last_width` (it is unpooled into the last stage and feeds every sBFI).
+    `last_width` (it is unpooled into the last stage and feeds every sBFI). `integration`
+    leaves modules out for the Table 7 ablations (their attributes are then None).
     """
 
     def __init__(
-        self, top_channels: int, widths: Sequence[int], last_width: int, shallow_channels: int
+        self,
+        top_channels: int,
+        widths: Sequence[int],
+        last_width: int,
+        shallow_channels: int,
+        integration: Integration = FULL_INTEGRATION,
     ) -> None:
         super().__init__()
         if len(widths) != 4:
@@ -194,8 +292,14 @@ class P3MDecoder(nn.Module):
         self.widths = tuple(int(c) for c in widths)
         self.last_width = int(last_width)
         self.shallow_channels = int(shallow_channels)
+        self.integration = integration
         add_decoder_modules(
-            self, self.top_channels, self.widths, self.last_width, self.shallow_channels
+            self,
+            self.top_channels,
+            self.widths,
+            self.last_width,
+            self.shallow_channels,
+            integration=integration,
         )
 
     def forward(self, encoded: EncoderOutput) -> P3MOutput:
@@ -229,7 +333,8 @@ class P3MModel(nn.Module):
 
     Attributes: `variant` (registry name), `min_size`, `size_multiple`, `fcp_layers` (encoder
     submodule names after which feature-level copy-paste may be applied, shallowest first) and
-    `backbone_prefix` (the submodule holding the ImageNet-pretrainable backbone).
+    `backbone_prefix` (the submodule holding the ImageNet-pretrainable backbone) and
+    `integration` (which of TFI, sBFI, dBFI the model has: all three except in the ablations).
     """
 
     variant: str = "p3mnet"
@@ -237,6 +342,12 @@ class P3MModel(nn.Module):
     size_multiple: int = 32
     fcp_layers: tuple[str, ...] = ()
     backbone_prefix: str = "encoder"
+    integration: Integration = FULL_INTEGRATION
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The `P3MOutput` fields this model fills; the others are None (no dBFI: no sides)."""
+        return self.integration.output_names
 
     def check_input(self, x: Tensor) -> None:
         check_input(x, self.variant, self.min_size, self.size_multiple)
@@ -280,6 +391,7 @@ class P3MNet(P3MModel):
         self.variant = variant
         self.min_size = int(min_size)
         self.fcp_layers = tuple(fcp_layers)
+        self.integration = getattr(decoder, "integration", FULL_INTEGRATION)
 
     def check_input(self, x: Tensor) -> None:
         super().check_input(x)

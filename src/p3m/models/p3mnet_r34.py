@@ -4,7 +4,8 @@ The official class registers every backbone module twice, as `resnet.*` and as t
 `encoder0..4` / `mp0..4` (the same module objects), so its checkpoints hold each backbone
 tensor under both names; we do the same, which lets official checkpoints load strictly.
 Parameters are shared, so `parameters()` counts them once: 39,478,060 (paper: 39.48M),
-including the unused ImageNet classifier `resnet.fc`.
+including the unused ImageNet classifier `resnet.fc`. `P3MNetR34(integration)` builds the
+Table 7 ablations (`basic-r34`, `p3mnet-r34-tfi`, ...; see `Integration`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from p3m.models.backbones.resnet_mp import ResNetMP
-from p3m.models.p3mnet import EncoderOutput, P3MModel, P3MOutput, add_decoder_modules, decode
+from p3m.models.p3mnet import (
+    FULL_INTEGRATION,
+    EncoderOutput,
+    Integration,
+    P3MModel,
+    P3MOutput,
+    add_decoder_modules,
+    decode,
+)
 
 R34_TOP_CHANNELS = 512
 R34_DECODER_WIDTHS = (256, 128, 64, 64)
@@ -20,15 +29,21 @@ R34_SHALLOW_CHANNELS = 64
 
 
 class P3MNetR34(P3MModel):
-    """P3M-Net (ResNet-34): `forward(x) -> P3MOutput` for ImageNet-normalised N x 3 x H x W input."""
+    """P3M-Net (ResNet-34): `forward(x) -> P3MOutput` for ImageNet-normalised N x 3 x H x W input.
+
+    `integration` leaves out integration modules for the Table 7 ablations; the variant name
+    follows (`basic-r34`, `p3mnet-r34-tfi`, ...).
+    """
 
     variant = "p3mnet-r34"
     min_size = 32
     fcp_layers = ("encoder0", "encoder1", "encoder2", "encoder3", "encoder4")
     backbone_prefix = "resnet"
 
-    def __init__(self) -> None:
+    def __init__(self, integration: Integration = FULL_INTEGRATION) -> None:
         super().__init__()
+        self.integration = integration
+        self.variant = integration.variant_name("r34")
         self.resnet = ResNetMP()
         resnet = self.resnet
         # Aliases of the same module objects, registered in the official order.
@@ -49,6 +64,7 @@ class P3MNetR34(P3MModel):
             R34_DECODER_WIDTHS[-1],
             R34_SHALLOW_CHANNELS,
             r34_layout=True,
+            integration=integration,
         )
 
     def encode(self, x: Tensor) -> EncoderOutput:

@@ -30,6 +30,7 @@ BUILTIN_MODEL_MODULES: tuple[str, ...] = (
     "p3m.models.p3mnet_r34",
     "p3m.models.backbones.swin",
     "p3m.models.backbones.vitae",
+    "p3m.models.ablation",
 )
 
 
@@ -53,6 +54,7 @@ class ModelSpec:
 
     `checkpoints` are published weights of the whole model; `backbone_weights` are ImageNet
     weights of the encoder alone (for training); `num_parameters` is the distinct parameter count (what papers report).
+    `ablation_of` names the full model of which this is a Table 7 ablation (None otherwise).
     """
 
     name: str
@@ -63,6 +65,7 @@ class ModelSpec:
     checkpoints: tuple[CheckpointSpec, ...] = field(default_factory=tuple)
     backbone_weights: tuple[CheckpointSpec, ...] = field(default_factory=tuple)
     num_parameters: int | None = None
+    ablation_of: str | None = None
 
     @property
     def input_constraints(self) -> str:

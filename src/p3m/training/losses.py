@@ -192,14 +192,19 @@ def p3m_loss(
     side1, side0). loss = global/6 + local*2 + fusion_alpha*2 + fusion_alpha + composition,
     with global = CE(side2) + CE(side1) + CE(side0) + 3 CE(global). Without foreground/background
     the composition term is left out (logged once).
+
+    Side outputs that are None (models without dBFI: the Table 7 ablations `basic-*`, `*-tfi`,
+    `*-tfi-sbfi`) drop out of `global`; every other weight stays, so the ablations are trained
+    with the same objective minus the deep supervision that only dBFI provides.
     """
     global_logits, local, fusion, side2, side1, side0 = output[:6]
-    loss_global = (
-        cross_entropy_loss(side2, trimap)
-        + cross_entropy_loss(side1, trimap)
-        + cross_entropy_loss(side0, trimap)
-        + 3 * cross_entropy_loss(global_logits, trimap)
-    )
+    sides = [cross_entropy_loss(side, trimap) for side in (side2, side1, side0) if side is not None]
+    loss_global = 3 * cross_entropy_loss(global_logits, trimap)
+    if sides:  # summed in the official order: ((side2 + side1) + side0) + 3 global
+        loss_sides = sides[0]
+        for term in sides[1:]:
+            loss_sides = loss_sides + term
+        loss_global = loss_sides + loss_global
     loss_local = alpha_loss(local, alpha, trimap) + laplacian_loss(local, alpha, trimap)
     loss_fusion_alpha = alpha_loss_whole(fusion, alpha) + laplacian_loss_whole(fusion, alpha)
     total = loss_global / 6 + loss_local * 2 + loss_fusion_alpha * 2 + loss_fusion_alpha

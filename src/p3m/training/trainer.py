@@ -356,7 +356,8 @@ class Trainer:
             batch = hook.before_forward(batch, rng)
         with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.use_amp):
             output = self.model(batch["image"])
-        output = tuple(tensor.float() for tensor in output)
+        # Models without dBFI (Table 7 ablations) return None for the side outputs.
+        output = tuple(None if tensor is None else tensor.float() for tensor in output)
         parts = p3m_loss(
             output,
             alpha=batch["alpha"],

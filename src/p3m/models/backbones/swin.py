@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m.models.backbones.tokens import ConvStem, Mlp, PoolingMerge, tokens_to_grid
-from p3m.models.p3mnet import EncoderOutput, P3MDecoder, P3MNet
+from p3m.models.p3mnet import FULL_INTEGRATION, EncoderOutput, Integration, P3MDecoder, P3MNet
 
 WINDOW_SIZE = 7
 # The official attention masks use this finite value rather than -inf.
@@ -260,15 +260,17 @@ class P3MNetSwinT(P3MNet):
     the actual grid at run time, so sizes where the official model crashes (e.g. 224x224,
     448x448) run too, and outputs at the sizes it accepts are unchanged. `img_size` only
     shapes the persistent `attn_mask` buffers; keep 512 to load official checkpoints.
+    `integration` leaves out integration modules for the Table 7 ablations (`basic-swin-t`,
+    `p3mnet-swin-t-tfi`, ...; see `Integration`).
 
     Example: ``out = P3MNetSwinT().eval()(x)``, x: N x 3 x H x W ImageNet-normalised.
     """
 
-    def __init__(self, img_size: int = 512) -> None:
+    def __init__(self, img_size: int = 512, integration: Integration = FULL_INTEGRATION) -> None:
         super().__init__(
             SwinTEncoder(img_size),
-            P3MDecoder(768, (384, 192, 96, 96), 48, 48),
-            variant="p3mnet-swin-t",
+            P3MDecoder(768, (384, 192, 96, 96), 48, 48, integration=integration),
+            variant=integration.variant_name("swin-t"),
             min_size=32,
             fcp_layers=(
                 "encoder.patch_embed.act1",

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3m.models.backbones.tokens import ConvStem, Mlp, PoolingMerge, grid_to_tokens, tokens_to_grid
-from p3m.models.p3mnet import EncoderOutput, P3MDecoder, P3MNet
+from p3m.models.p3mnet import FULL_INTEGRATION, EncoderOutput, Integration, P3MDecoder, P3MNet
 
 # Seed of the private generator that draws the stage-1 Performer random features.
 PERFORMER_SEED = 0
@@ -242,16 +242,20 @@ class P3MNetViTAES(P3MNet):
     unseeded global RNG, so official outputs vary between processes); p3m draws them with the
     official recipe from a private generator seeded with `performer_seed`, so results are
     deterministic and the global RNG is untouched. Other values can be copied into the buffers.
-    Takes every H and W that are multiples of 32 (minimum 32).
+    Takes every H and W that are multiples of 32 (minimum 32). `integration` leaves out
+    integration modules for the Table 7 ablations (`basic-vitae-s`, `p3mnet-vitae-s-tfi`, ...;
+    see `Integration`).
 
     Example: ``out = P3MNetViTAES().eval()(x)``, x: N x 3 x H x W ImageNet-normalised.
     """
 
-    def __init__(self, performer_seed: int = PERFORMER_SEED) -> None:
+    def __init__(
+        self, performer_seed: int = PERFORMER_SEED, integration: Integration = FULL_INTEGRATION
+    ) -> None:
         super().__init__(
             ViTAESEncoder(performer_seed=performer_seed),
-            P3MDecoder(512, (256, 128, 64, 64), 32, 32),
-            variant="p3mnet-vitae-s",
+            P3MDecoder(512, (256, 128, 64, 64), 32, 32, integration=integration),
+            variant=integration.variant_name("vitae-s"),
             min_size=32,
             fcp_layers=(
                 "encoder.layers.0.RC.act1",

@@ -1,0 +1,258 @@
+"""Load on `p3m serve`: a real uvicorn server on 127.0.0.1, concurrent uploads, health under load.
+
+For each server configuration (`--workers` values; the first is the baseline of the ratios),
+in interleaved rounds, the script starts `python -m p3m.cli serve` on a free loopback port,
+waits for `/api/health`, warms up, and runs two bounded phases while a prober asks
+`GET /api/health` every 0.1 s:
+
+* burst: `--burst` clients upload one photo each at the same moment (the issue's goal: every
+  answer 200 or a clean 503 with Retry-After, at least half 200; with `--burst 20`, all 200);
+* sustained: `--clients` clients in a closed loop, `--requests` uploads in all (a client
+  answered 503 waits its Retry-After, capped at 2 s, and tries again).
+
+Printed per configuration (medians over rounds): requests/s, p50/p95 latency of 200 answers,
+counts of 200 / 503 / 504 / other, and the health latency under load (p50 and max; the goal
+is max < 1 s), with idle health latency as its baseline and requests/s as a ratio to the first
+configuration. Timings on a shared machine are noisy: compare ratios within one run.
+
+    python benchmarks/bench_serve.py [--model selfie-cf] [--workers 1,2] [--rounds 2]
+                                     [--burst 50] [--clients 8] [--requests 40] [--size 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def photo_jpeg(size: int) -> bytes:
+    """The astronaut (scikit-image) at size x size, as a JPEG upload."""
+    from skimage.data import astronaut
+
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut()).resize((size, size), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+class Server:
+    """`p3m serve` in a subprocess on 127.0.0.1, stopped on exit."""
+
+    def __init__(self, args: argparse.Namespace, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [
+            sys.executable, "-m", "p3m.cli", "serve", "--port", str(self.port),
+            "--model", args.model, "--workers", str(workers), "--queue", str(args.queue),
+            "--timeout", str(args.timeout),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_ready(self, limit: float = 120.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"p3m serve exited: {self.process.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("p3m serve did not answer /api/health in time")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Phase:
+    statuses: list[int] = field(default_factory=list)
+    latencies_ok: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    health: list[float] = field(default_factory=list)
+    retry_after_missing: int = 0
+
+    def count(self, status: int) -> int:
+        return sum(s == status for s in self.statuses)
+
+    @property
+    def other(self) -> int:
+        return sum(s not in (200, 503, 504) for s in self.statuses)
+
+
+async def upload(client: httpx.AsyncClient, url: str, photo: bytes, phase: Phase) -> tuple[int, float]:
+    start = time.perf_counter()
+    try:
+        response = await client.post(
+            url + "/api/matte", files={"image": ("photo.jpg", photo, "image/jpeg")}, data={"output": "rgba"}
+        )
+        status = response.status_code
+        if status == 503 and "retry-after" not in response.headers:
+            phase.retry_after_missing += 1
+        retry = float(response.headers.get("retry-after", 0) or 0)
+    except httpx.HTTPError:
+        status, retry = -1, 0.0
+    elapsed = time.perf_counter() - start
+    phase.statuses.append(status)
+    if status == 200:
+        phase.latencies_ok.append(elapsed)
+    return status, retry
+
+
+async def probe_health(url: str, phase: Phase, stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                await client.get(url + "/api/health")
+                phase.health.append(time.perf_counter() - start)
+            except httpx.HTTPError:
+                phase.health.append(float("inf"))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.1)
+
+
+async def burst(url: str, photo: bytes, clients: int, timeout: float) -> Phase:
+    phase = Phase()
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=clients + 1)
+    async with httpx.AsyncClient(timeout=timeout + 30, limits=limits) as client:
+        prober = asyncio.create_task(probe_health(url, phase, stop))
+        start = time.perf_counter()
+        await asyncio.gather(*(upload(client, url, photo, phase) for _ in range(clients)))
+        phase.seconds = time.perf_counter() - start
+        stop.set()
+        await prober
+    return phase
+
+
+async def sustained(url: str, photo: bytes, clients: int, total: int, timeout: float) -> Phase:
+    phase = Phase()
+    stop = asyncio.Event()
+    remaining = [total]
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            status, retry = await upload(client, url, photo, phase)
+            if status == 503:
+                remaining[0] += 1  # turned away: the request is still to be served
+                await asyncio.sleep(min(retry or 0.5, 2.0))
+
+    async with httpx.AsyncClient(timeout=timeout + 30, limits=httpx.Limits(max_connections=clients + 1)) as client:
+        prober = asyncio.create_task(probe_health(url, phase, stop))
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        phase.seconds = time.perf_counter() - start
+        stop.set()
+        await prober
+    return phase
+
+
+def idle_health(url: str, count: int = 20) -> float:
+    times = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(count):
+            start = time.perf_counter()
+            client.get(url + "/api/health")
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="selfie-cf")
+    parser.add_argument("--workers", default="1,2", help="comma list; the first is the baseline")
+    parser.add_argument("--queue", type=int, default=32)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--size", type=int, default=512, help="side of the square upload, pixels")
+    args = parser.parse_args()
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.getcwd(), ".cache", "numba"))
+
+    photo = photo_jpeg(args.size)
+    configs = [int(value) for value in args.workers.split(",")]
+    results: dict[int, dict[str, list]] = {w: {"burst": [], "sustained": [], "idle": []} for w in configs}
+    print(f"p3m serve --model {args.model}, upload {args.size}x{args.size} JPEG ({len(photo)} bytes), "
+          f"queue {args.queue}, timeout {args.timeout:g} s, {os.cpu_count()} CPU(s), {args.rounds} round(s)")
+    for round_index in range(args.rounds):
+        for workers in configs:
+            server = Server(args, workers)
+            try:
+                server.wait_ready()
+                with httpx.Client(timeout=args.timeout) as client:  # warm-up: models, numba, caches
+                    for _ in range(2):
+                        client.post(server.url + "/api/matte", files={"image": ("w.jpg", photo)})
+                results[workers]["idle"].append(idle_health(server.url))
+                results[workers]["burst"].append(asyncio.run(burst(server.url, photo, args.burst, args.timeout)))
+                results[workers]["sustained"].append(
+                    asyncio.run(sustained(server.url, photo, args.clients, args.requests, args.timeout))
+                )
+            finally:
+                server.stop()
+            print(f"  round {round_index + 1}: workers={workers} done", flush=True)
+
+    header = (f"{'workers':>7} {'phase':>9} {'n':>4} {'200':>4} {'503':>4} {'504':>4} {'other':>5} "
+              f"{'req/s':>6} {'ratio':>6} {'p50 s':>6} {'p95 s':>6} {'health p50':>10} {'health max':>10}")
+    print(header)
+    base_rate: dict[str, float] = {}
+    for workers in configs:
+        idle = statistics.median(results[workers]["idle"])
+        for name in ("burst", "sustained"):
+            phases: list[Phase] = results[workers][name]
+            rate = statistics.median(p.count(200) / p.seconds for p in phases)
+            base_rate.setdefault(name, rate)
+            p50 = statistics.median(percentile(p.latencies_ok, 50) for p in phases)
+            p95 = statistics.median(percentile(p.latencies_ok, 95) for p in phases)
+            health50 = statistics.median(percentile(p.health, 50) for p in phases)
+            health_max = max(max(p.health, default=float("nan")) for p in phases)
+            last = phases[-1]
+            print(f"{workers:>7} {name:>9} {len(last.statuses):>4} {last.count(200):>4} {last.count(503):>4} "
+                  f"{last.count(504):>4} {last.other:>5} {rate:>6.2f} {rate / base_rate[name]:>6.2f} "
+                  f"{p50:>6.2f} {p95:>6.2f} {health50:>10.3f} {health_max:>10.3f}")
+        print(f"{workers:>7} {'idle':>9} health p50 {idle:.3f} s (baseline of the health columns)")
+    goals = []
+    for workers in configs:
+        for phase in results[workers]["burst"]:
+            ok = phase.other == 0 and phase.count(504) == 0 and phase.count(200) * 2 >= len(phase.statuses)
+            goals.append(ok and phase.retry_after_missing == 0)
+        goals += [max(p.health, default=0) < 1.0 for name in ("burst", "sustained") for p in results[workers][name]]
+    print("goals (burst: 200 or 503 with Retry-After, >= half 200; health < 1 s):",
+          "met" if all(goals) else "NOT met")
+
+
+if __name__ == "__main__":
+    main()

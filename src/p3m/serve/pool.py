@@ -132,8 +132,12 @@ class InferencePool(Generic[State]):
                 thread.start()
                 self._threads.append(thread)
 
-    def close(self, wait: bool = True) -> None:
-        """Stop the workers after the jobs already queued; queued requests get their answers."""
+    def close(self, wait: float | None = 30.0) -> None:
+        """Stop the workers after the jobs already queued, waiting at most `wait` seconds.
+
+        A job that runs on past that (abandoned work of a request that timed out) is left to
+        its daemon thread, which ends with the process.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -141,9 +145,14 @@ class InferencePool(Generic[State]):
             threads = list(self._threads)
         for _ in threads:
             self._jobs.put(None)
-        if wait:
-            for thread in threads:
-                thread.join()
+        if wait is None:
+            return
+        deadline = time.monotonic() + wait
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                logger.warning("an inference worker is still busy at shutdown; not waiting for it")
+                return
 
     @property
     def loaded(self) -> State | None:
@@ -222,15 +231,18 @@ class InferencePool(Generic[State]):
                 watchers, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED
             )
         except asyncio.CancelledError:  # the server is stopping this request
-            future.cancel()
+            if future.cancel():
+                self.release(ticket)
             raise
         finally:
             if gone is not None and not gone.done():
                 gone.cancel()
         if waiting in done:
             return waiting.result()
-        # Deadline passed or client gone: drop the job if it has not started yet.
-        future.cancel()
+        # Deadline passed or client gone: drop the job if it has not started yet (its place
+        # in the queue is free at once; a running job keeps its place until it ends).
+        if future.cancel():
+            self.release(ticket)
         waiting.cancel()
         if gone is None or gone not in done:
             with self._lock:

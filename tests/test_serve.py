@@ -390,3 +390,30 @@ def test_uploads_are_never_written_to_disk(monkeypatch: pytest.MonkeyPatch) -> N
             assert answer.status_code == 200, answer.text
         monkeypatch.undo()
     assert [path for path in writes if path != os.devnull] == []
+
+
+def test_p3m_serve_options_reach_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from p3m.cli import app as cli
+    from p3m.errors import ConfigError
+
+    runner = CliRunner()
+    help_text = " ".join(runner.invoke(cli, ["serve", "--help"], terminal_width=200).output.split())
+    for words in (".onnx file", "--strategy", "--max-pixels", "--workers", "--queue", "--timeout"):
+        assert words in help_text, words
+    served: list = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
+    options = ["serve", "--model", "selfie-cf", "--strategy", "resize", "--max-pixels", "2000000",
+               "--workers", "2", "--queue", "3", "--timeout", "5", "--port", "8123"]  # fmt: skip
+    result = runner.invoke(cli, options)
+    assert result.exit_code == 0, result.output
+    (app, kwargs), = served
+    config = app.state.config
+    assert (config.model, config.strategy, config.max_pixels) == ("selfie-cf", "resize", 2_000_000)
+    assert (config.workers, config.max_queue, config.timeout, kwargs["port"]) == (2, 3, 5.0, 8123)
+    assert app.state.pool.loaded.name == "selfie-cf"  # loaded before serving
+    assert runner.invoke(cli, ["serve", "--max-pixels", "-1"]).exit_code == 0
+    assert served[-1][0].state.config.max_pixels == -1
+    assert isinstance(runner.invoke(cli, ["serve", "--max-pixels", "10"]).exception, ConfigError)

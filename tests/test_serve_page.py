@@ -21,9 +21,8 @@ pytestmark = pytest.mark.skipif(
 pytest.importorskip("fastapi")
 pytest.importorskip("mediapipe")
 pytest.importorskip("playwright")
-from serve_helpers import png_bytes, uvicorn_server  # noqa: E402
-
 from p3m.serve import ServeConfig, create_app  # noqa: E402
+from serve_helpers import png_bytes, uvicorn_server  # noqa: E402
 
 BROWSER_ARGS = [
     "--headless",

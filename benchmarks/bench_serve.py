@@ -17,6 +17,7 @@ configuration. Timings on a shared machine are noisy: compare ratios within one 
 
     python benchmarks/bench_serve.py [--model selfie-cf] [--workers 1,2] [--rounds 2]
                                      [--burst 50] [--clients 8] [--requests 40] [--size 512]
+    python benchmarks/bench_serve.py --model p3mnet-r34 --random-weights --burst 20
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -53,6 +55,22 @@ def photo_jpeg(size: int) -> bytes:
     return buffer.getvalue()
 
 
+def random_checkpoint(model: str) -> str:
+    """A checkpoint of `model` with random weights, in a temporary folder removed at exit."""
+    import atexit
+    import shutil
+
+    import torch
+
+    from p3m.models import create_model
+
+    folder = tempfile.mkdtemp(prefix="p3m-bench-serve-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, f"{model}-random.pth")
+    torch.save(create_model(model, device="cpu").state_dict(), path)
+    return path
+
+
 class Server:
     """`p3m serve` in a subprocess on 127.0.0.1, stopped on exit."""
 
@@ -64,13 +82,21 @@ class Server:
             "--model", args.model, "--workers", str(workers), "--queue", str(args.queue),
             "--timeout", str(args.timeout),
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if args.weights is not None:
+            command += ["--weights", args.weights]
+        # The server's log goes to a file: an unread pipe could fill up and stall the server.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def log_tail(self, size: int = 3000) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")[-size:]
 
     def wait_ready(self, limit: float = 120.0) -> None:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"p3m serve exited: {self.process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"p3m serve exited: {self.log_tail()}")
             try:
                 if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
                     return
@@ -86,6 +112,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log.close()
 
 
 @dataclass
@@ -95,6 +122,7 @@ class Phase:
     seconds: float = 0.0
     health: list[float] = field(default_factory=list)
     retry_after_missing: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # what the "other" answers were
 
     def count(self, status: int) -> int:
         return sum(s == status for s in self.statuses)
@@ -114,8 +142,13 @@ async def upload(client: httpx.AsyncClient, url: str, photo: bytes, phase: Phase
         if status == 503 and "retry-after" not in response.headers:
             phase.retry_after_missing += 1
         retry = float(response.headers.get("retry-after", 0) or 0)
-    except httpx.HTTPError:
+        if status not in (200, 503, 504):
+            kind = f"HTTP {status}: {response.text[:120]}"
+            phase.failures[kind] = phase.failures.get(kind, 0) + 1
+    except httpx.HTTPError as error:
         status, retry = -1, 0.0
+        kind = type(error).__name__
+        phase.failures[kind] = phase.failures.get(kind, 0) + 1
     elapsed = time.perf_counter() - start
     phase.statuses.append(status)
     if status == 200:
@@ -200,7 +233,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--size", type=int, default=512, help="side of the square upload, pixels")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="for a P3M-Net --model: serve a randomly initialised checkpoint (speed does not depend on weights)",
+    )
     args = parser.parse_args()
+    args.weights = None
+    if args.random_weights:
+        args.weights = random_checkpoint(args.model)
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.getcwd(), ".cache", "numba"))
 
     photo = photo_jpeg(args.size)
@@ -221,6 +262,14 @@ def main() -> None:
                 results[workers]["sustained"].append(
                     asyncio.run(sustained(server.url, photo, args.clients, args.requests, args.timeout))
                 )
+                failures = {
+                    kind: count
+                    for name in ("burst", "sustained")
+                    for kind, count in results[workers][name][-1].failures.items()
+                }
+                if failures:
+                    print(f"  workers={workers}: answers other than 200/503/504: {failures}")
+                    print("  server log (end):\n" + server.log_tail())
             finally:
                 server.stop()
             print(f"  round {round_index + 1}: workers={workers} done", flush=True)

@@ -74,6 +74,7 @@ def test_page_health_and_models(client: TestClient) -> None:
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["model"] == "selfie-cf"
     assert health["workers"] == 1 and health["capacity"] == 33 and health["timeout_s"] == 120
+    assert health["max_upload_bytes"] == 40 << 20
     names = [entry["name"] for entry in client.get("/api/models").json()["models"]]
     assert "p3mnet-vitae-s" in names
     schema = client.get("/openapi.json").json()
@@ -312,6 +313,10 @@ def test_anonymize_with_an_uploaded_matte_without_one_and_as_png(
     png = client.post("/api/anonymize", files={"image": photo}, data={"output": "png", "method": "mask", "audit": "false"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert as_array(png.content).shape == (512, 512, 3) and png.headers["x-p3m-faces"] == "1"
+    unmatted = client.post(
+        "/api/anonymize", files={"image": photo}, data={"output": "png", "alpha_from": "none", "audit": "false"}
+    )
+    assert "no alpha matte" in unmatted.headers["x-p3m-warnings"]
     wrong_size = client.post(
         "/api/anonymize",
         files={"image": photo, "alpha": ("a.png", png_bytes(np.zeros((10, 10), np.uint8)))},

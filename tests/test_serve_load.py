@@ -243,3 +243,25 @@ def test_one_real_selfie_cf_request_over_uvicorn() -> None:
     alpha = np.asarray(Image.open(io.BytesIO(response.content)))
     assert alpha.shape == (256, 256)
     assert alpha[128, 128] > 200 and alpha[20:40, 5:15].max() < 30
+
+
+def test_the_pool_turns_away_work_that_could_not_finish_within_the_time_bound() -> None:
+    from p3m.serve.pool import InferencePool, ServiceBusy
+
+    pool: InferencePool[str] = InferencePool(lambda: "state", workers=1, max_queue=10, timeout=0.5)
+
+    async def scenario() -> None:
+        ticket = pool.admit()
+        assert await pool.run(ticket, lambda state: (time.sleep(0.3), state)[1]) == "state"
+        first = pool.admit()  # nothing ahead: about 0.3 s, within the bound
+        with pytest.raises(ServiceBusy, match="would not finish within its time bound") as busy:
+            pool.admit()  # one job ahead at 0.3 s each: 0.6 s > 0.5 s
+        assert busy.value.retry_after >= 1
+        pool.release(first)
+        pool.release(first)  # releasing twice is harmless
+        assert pool.stats()["waiting"] == 0 and pool.stats()["rejected_busy"] == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.close()

@@ -34,6 +34,7 @@ BROWSER_ARGS = [
     "--no-first-run",
 ]
 STEP_LIMIT_MS = 60_000
+UPLOAD_LIMIT = 2 << 20  # the page learns it from /api/health and refuses larger files itself
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     background.write_bytes(png_bytes(wall))
     broken = folder / "broken.png"
     broken.write_bytes(b"this is not an image")
-    return {"portrait": portrait, "face": face, "background": background, "broken": broken}
+    huge = folder / "huge.png"
+    huge.write_bytes(bytes(UPLOAD_LIMIT + 1))
+    return {"portrait": portrait, "face": face, "background": background, "broken": broken, "huge": huge}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,7 @@ def page(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data-dir
-    app = create_app(ServeConfig(model="selfie-cf"), preload=True)
+    app = create_app(ServeConfig(model="selfie-cf", max_upload_bytes=UPLOAD_LIMIT), preload=True)
     with uvicorn_server(app) as url, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile),
@@ -134,6 +137,11 @@ def test_matte_mode_results_downloads_and_an_error_cleared(page, photos: dict[st
         assert page.get_attribute(selector, "src") is None, selector
     for link in expected:
         assert page.get_attribute(link, "href") is None and page.is_hidden(link)
+
+    # A file over the service's limit is refused by the page before it is sent.
+    page.set_input_files("#file", str(photos["huge"]))
+    page.click("#go")
+    assert "larger than the service accepts (2.0 MiB)" in _wait_for_status(page, "Error")
 
     # The next good upload clears the error.
     page.check("#bg-kind-color")

@@ -12,7 +12,8 @@ Endpoints:
 * `POST /api/anonymize`: the P3M-10k recipe as `p3m anonymize` runs it (`method`, `detectors`,
   `landmarks`, `min_confidence`, `transition_margin`, `strength`, a matte uploaded as `alpha`
   or estimated with `alpha_from`, `audit`), answering JSON with the per-face report and the
-  anonymised image, or (`output=png`) the image alone.
+  anonymised image, or (`output=png`) the image alone (face count in `X-P3M-Faces`, warnings
+  in `X-P3M-Warnings`).
 
 Load: inference runs on a bounded pool of worker threads (`p3m.serve.pool`); a full queue
 answers 503 with `Retry-After`, a request over its time bound 504, an upload over the size limit
@@ -31,7 +32,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from p3m.errors import ConfigError, MissingDependencyError, P3MError
+from p3m.errors import MissingDependencyError, P3MError
 from p3m.serve.config import ServeConfig
 from p3m.serve.jobs import (
     ANONYMIZE_OUTPUTS,
@@ -177,6 +178,8 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
         try:
             ticket = pool.admit()
         except ServiceBusy as error:
+            # Answered before the body is read; uvicorn then reads the rest and drops it, so
+            # the client gets this answer rather than a reset connection.
             return _error(503, str(error), {"Retry-After": str(error.retry_after)})
         submitted = False
         try:
@@ -192,7 +195,7 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
                 return _error(408, f"the upload did not arrive within {config.timeout:g} s")
             try:
                 job = build(form)
-            except (OptionError, P3MError) as error:
+            except (ValueError, P3MError) as error:  # OptionError, ConfigError: a bad option
                 return _error(400, str(error))
             submitted = True
             reply = await pool.run(ticket, job, abandoned=_client_gone(request))
@@ -216,6 +219,7 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
             "status": "ok",
             "model": config.model_label,
             "loaded": None if loaded is None else loaded.name,
+            "max_upload_bytes": limit,
             **pool.stats(),
         }
 
@@ -307,12 +311,9 @@ def _default_alpha_from(config: ServeConfig) -> str:
         return "auto"
     if model in ("auto", "selfie-cf"):
         return model
-    try:
-        from p3m.models import list_models
+    from p3m.models import list_models
 
-        return model if model in list_models() else "auto"
-    except ConfigError:  # pragma: no cover - defensive
-        return "auto"
+    return model if model in list_models() else "auto"
 
 
 # --------------------------------------------------------------------------- OpenAPI description

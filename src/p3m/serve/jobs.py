@@ -225,7 +225,7 @@ class AnonymizeJob:
             )
         headers = {**_NO_STORE, "X-P3M-Faces": str(len(faces))}
         if warnings:
-            headers["X-P3M-Note"] = header_text(" | ".join(warnings))
+            headers["X-P3M-Warnings"] = header_text(" | ".join(warnings))
         if self.output == "png":
             return Reply(200, encode_png(result.image), "image/png", headers)
         facemask = np.asarray(result.facemask)

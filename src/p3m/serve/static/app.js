@@ -61,6 +61,19 @@ async function post(url, body) {
   return result;
 }
 
+// The service's upload limit, so that a file too large is refused here, before it is sent.
+let uploadLimit = null;
+fetch("/api/health").then((r) => r.json()).then((health) => { uploadLimit = health.max_upload_bytes; })
+  .catch(() => {});
+
+function checkSize(files) {
+  const total = files.filter(Boolean).reduce((sum, file) => sum + file.size, 0);
+  if (uploadLimit && total > uploadLimit) {
+    const mib = (bytes) => (bytes / 1048576).toFixed(1) + " MiB";
+    throw new Error("the upload (" + mib(total) + ") is larger than the service accepts (" + mib(uploadLimit) + ")");
+  }
+}
+
 async function run(button, work) {
   button.disabled = true;
   clearResults();
@@ -102,8 +115,9 @@ $("matte-form").addEventListener("submit", (event) => {
     body.append("image", file);
     body.append("output", "json");
     body.append("background", $("bg").value);
-    const backgroundFile = $("bg-image").files[0];
-    if ($("bg-kind-image").checked && backgroundFile) body.append("background_image", backgroundFile);
+    const backgroundFile = $("bg-kind-image").checked ? $("bg-image").files[0] : null;
+    checkSize([file, backgroundFile]);
+    if (backgroundFile) body.append("background_image", backgroundFile);
     const result = await post("/api/matte", body);
     const name = stem(file);
     $("photo").src = URL.createObjectURL(file);
@@ -137,6 +151,7 @@ $("anonymize-form").addEventListener("submit", (event) => {
     const body = new FormData();
     body.append("image", file);
     const matte = $("anon-alpha").files[0];
+    checkSize([file, matte]);
     if (matte) body.append("alpha", matte);
     body.append("method", $("anon-method").value);
     body.append("strength", $("anon-strength").value);

@@ -73,7 +73,9 @@ def test_page_health_and_models(client: TestClient) -> None:
     assert client.get("/static/style.css").status_code == 200
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["model"] == "selfie-cf"
-    assert health["workers"] == 1 and health["capacity"] == 33 and health["timeout_s"] == 120
+    # selfie-cf gets two workers by default, P3M-Net models one.
+    assert health["workers"] == 2 and health["capacity"] == 34 and health["timeout_s"] == 120
+    assert ServeConfig(model="p3mnet-r34").worker_count == ServeConfig(model=StubMatting()).worker_count == 1
     assert health["max_upload_bytes"] == 40 << 20
     names = [entry["name"] for entry in client.get("/api/models").json()["models"]]
     assert "p3mnet-vitae-s" in names

@@ -34,8 +34,11 @@ def serve(
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: what is there)."),
     max_upload_mb: int = typer.Option(40, min=1, help="Largest accepted upload (the whole request), in MiB."),
-    workers: int = typer.Option(
-        1, min=1, help="Inference threads, each with its own loaded model (more use more memory)."
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Inference threads, each with its own loaded model (default: 2 for selfie-cf, "
+        "1 for P3M-Net and ONNX models, which use every core alone).",
     ),
     queue: int = typer.Option(
         32, min=0, help="Requests waiting beyond those being computed; more are answered 503 + Retry-After."
@@ -66,7 +69,7 @@ def serve(
     app = create_app(config, preload=True)
     typer.echo(
         f"p3m serving on http://{host}:{port}/ (model {app.state.pool.loaded.name}, "
-        f"{workers} worker(s), queue {queue}, timeout {timeout:g} s); Ctrl+C stops it"
+        f"{config.worker_count} worker(s), queue {queue}, timeout {timeout:g} s); Ctrl+C stops it"
     )
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -131,7 +131,7 @@ def _image(form: Form, name: str = "image") -> bytes:
 
 
 def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
-    """Build the FastAPI app over an inference pool of `config.workers` loaded `Matter`s.
+    """Build the FastAPI app over an inference pool of `config.worker_count` loaded `Matter`s.
 
     The models are loaded on the first request, or now with `preload` (so that a wrong model or
     missing weights fail at start, not on every request). The worker threads start with the
@@ -142,7 +142,7 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
 
     config = config or ServeConfig()
     pool: InferencePool[Any] = InferencePool(
-        config.make_matter, workers=config.workers, max_queue=config.max_queue, timeout=config.timeout
+        config.make_matter, workers=config.worker_count, max_queue=config.max_queue, timeout=config.timeout
     )
     if preload:
         pool.load()

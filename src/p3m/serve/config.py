@@ -20,7 +20,10 @@ class ServeConfig:
     -1: none, images are matted at full size). `max_image_pixels`: the decoding cap for uploads
     (decompression-bomb guard). `max_upload_bytes`: the largest request body (the photo plus any
     matte or background image), checked from `Content-Length` before reading and while reading.
-    `workers`: inference threads, each with its own loaded `Matter`; `max_queue`: requests
+    `workers`: inference threads, each with its own loaded `Matter` (None: 2 for selfie-cf, whose
+    serial stages overlap, about twice the requests/s of one worker in `bench_serve.py`; 1 for
+    P3M-Net and ONNX models, which keep both cores busy alone, so that a second worker would
+    add memory and not throughput); `max_queue`: requests
     admitted beyond those being computed (a full queue answers 503 with `Retry-After`);
     `timeout`: seconds from admission to answer (then 504).
     """
@@ -32,7 +35,7 @@ class ServeConfig:
     max_pixels: int | None = None
     max_image_pixels: int = 100_000_000
     max_upload_bytes: int = 40 * 1024 * 1024
-    workers: int = 1
+    workers: int | None = None
     max_queue: int = 32
     timeout: float = 120.0
 
@@ -45,12 +48,29 @@ class ServeConfig:
             raise ConfigError(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
         if self.max_image_pixels < 1:
             raise ConfigError(f"max_image_pixels must be positive, got {self.max_image_pixels}")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be 0 or more, got {self.max_queue}")
         if not self.timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, or the default for the model (see the class docstring)."""
+        if self.workers is not None:
+            return self.workers
+        return 2 if self._matting_is_selfie_cf() else 1
+
+    def _matting_is_selfie_cf(self) -> bool:
+        if self.model == "selfie-cf":
+            return True
+        if self.model != "auto" or self.weights is not None:
+            return False
+        from p3m.inference.api import AUTO_PREFERRED_MODEL
+        from p3m.inference.weights import installed_weights
+
+        return installed_weights(AUTO_PREFERRED_MODEL) is None  # "auto" falls back to selfie-cf
 
     @property
     def model_label(self) -> str:

@@ -248,14 +248,14 @@ def test_one_real_selfie_cf_request_over_uvicorn() -> None:
 def test_the_pool_turns_away_work_that_could_not_finish_within_the_time_bound() -> None:
     from p3m.serve.pool import InferencePool, ServiceBusy
 
-    pool: InferencePool[str] = InferencePool(lambda: "state", workers=1, max_queue=10, timeout=0.5)
+    pool: InferencePool[str] = InferencePool(lambda: "state", workers=1, max_queue=10, timeout=0.6)
 
     async def scenario() -> None:
         ticket = pool.admit()
         assert await pool.run(ticket, lambda state: (time.sleep(0.3), state)[1]) == "state"
-        first = pool.admit()  # nothing ahead: about 0.3 s, within the bound
+        first = pool.admit()  # nothing ahead: about 0.3 s, well within the bound
         with pytest.raises(ServiceBusy, match="would not finish within its time bound") as busy:
-            pool.admit()  # one job ahead at 0.3 s each: 0.6 s > 0.5 s
+            pool.admit()  # one job ahead at 0.3 s each: 0.6 s, too close to 0.6 s
         assert busy.value.retry_after >= 1
         pool.release(first)
         pool.release(first)  # releasing twice is harmless

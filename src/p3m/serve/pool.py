@@ -7,9 +7,10 @@ the event loop keeps answering (`GET /api/health`) while the workers compute.
 
 Admission is bounded: a request takes a ticket before its body is read, and is turned away at
 once (`ServiceBusy`, HTTP 503 with `Retry-After`) when `workers + max_queue` tickets are out or
-when the work ahead of it, at the measured seconds per job, would not finish within the time
-bound. Every request has a deadline: a job still queued when it passes is dropped unrun, and
-the waiting request gets `ServiceTimeout` (HTTP 504). A job already running cannot be
+when the work ahead of it, at the measured seconds per job, would not finish well within the
+time bound (the estimate moves with the machine's load). Every request has a deadline: a job
+still queued when it passes is dropped unrun, and the waiting request gets `ServiceTimeout`
+(HTTP 504). A job already running cannot be
 interrupted (a thread cannot be killed); its ticket is returned when it ends, so abandoned work
 still counts against the queue and the service never takes on more than it can hold.
 
@@ -39,6 +40,9 @@ State = TypeVar("State")
 Result = TypeVar("Result")
 
 _EWMA_WEIGHT = 0.3  # weight of the newest job in the seconds-per-job estimate
+# Admit only work expected to end within this share of the time bound: the estimate moves with
+# the machine's load, and a 503 at once serves a client better than a 504 after the whole wait.
+_ADMISSION_SHARE = 0.75
 
 
 class ServiceBusy(Exception):
@@ -179,7 +183,7 @@ class InferencePool(Generic[State]):
             if per_job is not None:
                 # Jobs run `workers` at a time: this one finishes after the rounds ahead of it.
                 expected = (ahead // self.workers + 1) * per_job
-                if ahead >= self.workers and expected > self.timeout:
+                if ahead >= self.workers and expected > _ADMISSION_SHARE * self.timeout:
                     self._rejected += 1
                     raise ServiceBusy(
                         f"the service is busy: {ahead} requests ahead at about {per_job:.1f} s "
@@ -195,7 +199,7 @@ class InferencePool(Generic[State]):
         return max(1, min(300, math.ceil(per_job * max(1, ahead) / self.workers / 2)))
 
     def release(self, ticket: Ticket) -> None:
-        """Return a ticket that never reached a worker (an upload rejected on the way in)."""
+        """Give a ticket's place back (an upload refused on the way in, a dropped job); idempotent."""
         with self._lock:
             if not ticket.released:
                 ticket.released = True

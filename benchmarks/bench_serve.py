@@ -296,10 +296,10 @@ def main() -> None:
                   f"{other:>5} {rate:>6.2f} {rate / base_rate[name]:>6.2f} "
                   f"{p50:>6.2f} {p95:>6.2f} {health50:>10.3f} {health_max:>10.3f}")
         print(f"{workers:>7} {'idle':>9} health p50 {idle:.3f} s (baseline of the health columns)")
-    missed = []
     for workers in configs:
+        missed = []
         for index, phase in enumerate(results[workers]["burst"], 1):
-            where = f"workers={workers} round {index} burst"
+            where = f"round {index} burst"
             if phase.other or phase.count(504) or phase.retry_after_missing:
                 missed.append(f"{where}: {phase.count(504)} x 504, {phase.other} other, "
                               f"{phase.retry_after_missing} x 503 without Retry-After")
@@ -308,9 +308,9 @@ def main() -> None:
         for name in ("burst", "sustained"):
             for index, phase in enumerate(results[workers][name], 1):
                 if max(phase.health, default=0) >= 1.0:
-                    missed.append(f"workers={workers} round {index} {name}: health took {max(phase.health):.2f} s")
-    print("goals (burst: 200 or 503 with Retry-After, at least half 200; health < 1 s):",
-          "met" if not missed else "NOT met: " + "; ".join(missed))
+                    missed.append(f"round {index} {name}: health took {max(phase.health):.2f} s")
+        print(f"goals for workers={workers} (burst: 200 or 503 with Retry-After, at least half 200; "
+              "health < 1 s):", "met" if not missed else "NOT met: " + "; ".join(missed))
 
 
 if __name__ == "__main__":

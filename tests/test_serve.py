@@ -1,9 +1,15 @@
-"""The HTTP service: page, health, models, and matting through the API on a real portrait."""
+"""The HTTP service through its ASGI app: page, health, matting, anonymisation, odd inputs, privacy.
+
+Matting runs the real selfie-cf pipeline on small images; concurrency and limits are tested on
+a real uvicorn server in test_serve_load.py, the page in a real browser in test_serve_page.py.
+"""
 
 from __future__ import annotations
 
 import base64
+import builtins
 import io
+import os
 
 import numpy as np
 import pytest
@@ -14,30 +20,68 @@ pytest.importorskip("mediapipe")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from p3m.serve import ServeConfig, create_app  # noqa: E402
+from p3m.serve.encoding import header_text, jsonable  # noqa: E402
+from serve_helpers import StubMatting, png_bytes, png_chunks  # noqa: E402
+
+CLEAN_PNG_CHUNKS = {"IHDR", "IDAT", "IEND"}
 
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_app(ServeConfig(model="selfie-cf")))
+    with TestClient(create_app(ServeConfig(model="selfie-cf"))) as test_client:
+        yield test_client
 
 
 @pytest.fixture(scope="module")
-def astronaut_jpeg() -> bytes:
+def astronaut_rgb() -> np.ndarray:
     from skimage.data import astronaut
 
+    return astronaut()[::2, ::2].copy()  # 256 x 256
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpeg(astronaut_rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(astronaut()[::2, ::2]).save(buffer, format="JPEG", quality=92)
+    Image.fromarray(astronaut_rgb).save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
 
 
-def test_page_and_health(client: TestClient) -> None:
+@pytest.fixture(scope="module")
+def astronaut_face_png() -> bytes:
+    """The full 512 x 512 astronaut (face about 90 px wide), losslessly."""
+    from skimage.data import astronaut
+
+    return png_bytes(astronaut())
+
+
+def decode_data_url(url: str) -> bytes:
+    header, payload = url.split(",", 1)
+    assert header == "data:image/png;base64"
+    return base64.b64decode(payload)
+
+
+def as_array(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_page_health_and_models(client: TestClient) -> None:
     page = client.get("/")
-    assert page.status_code == 200
-    assert "/api/matte" in page.text
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    script = client.get("/static/app.js")
+    assert script.status_code == 200
+    assert "/api/matte" in script.text and "/api/anonymize" in script.text
+    assert client.get("/static/style.css").status_code == 200
     health = client.get("/api/health").json()
-    assert health["status"] == "ok"
+    assert health["status"] == "ok" and health["model"] == "selfie-cf"
+    # selfie-cf gets two workers by default, P3M-Net models one.
+    assert health["workers"] == 2 and health["capacity"] == 34 and health["timeout_s"] == 120
+    assert ServeConfig(model="p3mnet-r34").worker_count == ServeConfig(model=StubMatting()).worker_count == 1
+    assert health["max_upload_bytes"] == 40 << 20
     names = [entry["name"] for entry in client.get("/api/models").json()["models"]]
     assert "p3mnet-vitae-s" in names
+    schema = client.get("/openapi.json").json()
+    fields = schema["paths"]["/api/anonymize"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert {"image", "alpha", "method", "strength"} <= set(fields["schema"]["properties"])
 
 
 def test_matte_rgba_png(client: TestClient, astronaut_jpeg: bytes) -> None:
@@ -47,7 +91,8 @@ def test_matte_rgba_png(client: TestClient, astronaut_jpeg: bytes) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-p3m-model"] == "selfie-cf"
-    rgba = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert response.headers["cache-control"] == "no-store"
+    rgba = as_array(response.content)
     assert rgba.shape == (256, 256, 4)
     alpha = rgba[..., 3]
     # The astronaut fills the centre of the frame; the top-left corner is background.
@@ -58,30 +103,82 @@ def test_matte_json_bundle_matches_png(client: TestClient, astronaut_jpeg: bytes
     files = {"image": ("astronaut.jpg", astronaut_jpeg, "image/jpeg")}
     bundle = client.post("/api/matte", files=files, data={"output": "json", "background": "#00ff00"}).json()
     alpha_png = client.post("/api/matte", files=files, data={"output": "alpha"}).content
-    decoded = base64.b64decode(bundle["alpha"].split(",", 1)[1])
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(decoded))), np.asarray(Image.open(io.BytesIO(alpha_png))))
-    composite = np.asarray(Image.open(io.BytesIO(base64.b64decode(bundle["composite"].split(",", 1)[1]))))
+    assert np.array_equal(as_array(decode_data_url(bundle["alpha"])), as_array(alpha_png))
+    composite = as_array(decode_data_url(bundle["composite"]))
     assert composite.shape == (256, 256, 3)
     assert tuple(composite[30, 10]) == (0, 255, 0)  # background pixel shows the chosen colour
+    assert (bundle["model"], bundle["width"], bundle["height"]) == ("selfie-cf", 256, 256)
+    assert bundle["notes"] == [] and bundle["resized"] is None
 
 
-def test_bad_upload_is_one_line_400(client: TestClient) -> None:
+def test_composite_over_an_uploaded_background_is_cropped_not_stretched(
+    client: TestClient, astronaut_jpeg: bytes
+) -> None:
+    # A 4:1 background: red sides, a green middle as wide as it is high.
+    background = np.zeros((100, 400, 3), np.uint8)
+    background[:, :150] = background[:, 250:] = (255, 0, 0)
+    background[:, 150:250] = (0, 255, 0)
+    response = client.post(
+        "/api/matte",
+        files={
+            "image": ("astronaut.jpg", astronaut_jpeg, "image/jpeg"),
+            "background_image": ("wall.png", png_bytes(background), "image/png"),
+        },
+        data={"output": "composite", "background": "white"},
+    )
+    assert response.status_code == 200, response.text
+    composite = as_array(response.content)
+    assert composite.shape == (256, 256, 3)
+    # The square photo takes the middle square of the background: its corners are green.
+    assert tuple(composite[5, 5]) == (0, 255, 0) and tuple(composite[30, 250]) == (0, 255, 0)
+    bad = client.post(
+        "/api/matte",
+        files={"image": ("a.jpg", astronaut_jpeg), "background_image": ("wall.png", b"not an image")},
+        data={"output": "composite"},
+    )
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("matte: background image:")
+
+
+def test_bad_uploads_and_options_get_a_one_line_400(client: TestClient, astronaut_jpeg: bytes) -> None:
     response = client.post("/api/matte", files={"image": ("notes.png", b"not an image at all", "image/png")})
     assert response.status_code == 400
     detail = response.json()["detail"]
-    assert "\n" not in detail and detail
-    bad_output = client.post(
-        "/api/matte", files={"image": ("x.png", b"x", "image/png")}, data={"output": "gif"}
+    assert "\n" not in detail and "not an image" in detail
+    image = {"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}
+    for endpoint, options, word in [
+        ("/api/matte", {"output": "gif"}, "output must be one of"),
+        ("/api/matte", {"background": "no-such-colour"}, "colour"),
+        ("/api/anonymize", {"method": "smudge"}, "method must be one of"),
+        ("/api/anonymize", {"detectors": "mediapipe,telepathy"}, "unknown face detector"),
+        ("/api/anonymize", {"strength": "lots"}, "strength must be a number"),
+        ("/api/anonymize", {"alpha_from": "p3mnet-r34"}, "alpha_from must be one of"),
+    ]:
+        answer = client.post(endpoint, files=image, data=options)
+        assert answer.status_code == 400, (endpoint, options, answer.text)
+        assert word in answer.json()["detail"]
+    no_image = client.post("/api/matte", data={"output": "rgba"}, files={"other": ("a", b"x")})
+    assert no_image.status_code == 400 and "'image'" in no_image.json()["detail"]
+    not_multipart = client.post("/api/matte", content=b"{}", headers={"content-type": "application/json"})
+    assert not_multipart.status_code == 400 and "multipart/form-data" in not_multipart.json()["detail"]
+    truncated = client.post(
+        "/api/matte",
+        content=b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\nabc',
+        headers={"content-type": "multipart/form-data; boundary=b"},
     )
-    assert bad_output.status_code == 400
+    assert truncated.status_code == 400 and "ended early" in truncated.json()["detail"]
 
 
 def test_preload_fails_at_start_for_an_unknown_model() -> None:
-    from p3m.errors import ModelNotFoundError
+    from p3m.errors import ConfigError, ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="no-such-model"):
         create_app(ServeConfig(model="no-such-model"), preload=True)
-    create_app(ServeConfig(model="no-such-model"))  # lazy: only the first request would fail
+    lazy = create_app(ServeConfig(model="no-such-model"))  # lazy: the first request fails, clearly
+    with TestClient(lazy) as lazy_client:
+        response = lazy_client.post("/api/matte", files={"image": ("a.png", png_bytes(np.zeros((8, 8, 3), np.uint8)))})
+    assert response.status_code == 503 and "cannot load its model" in response.json()["detail"]
+    with pytest.raises(ConfigError, match="max_pixels"):
+        ServeConfig(max_pixels=10)
 
 
 def test_empty_and_oddly_named_uploads_get_a_400(client: TestClient) -> None:
@@ -89,3 +186,241 @@ def test_empty_and_oddly_named_uploads_get_a_400(client: TestClient) -> None:
     assert empty.status_code == 400 and "empty" in empty.json()["detail"]
     odd = client.post("/api/matte", files={"image": ("..", b"not an image")})
     assert odd.status_code == 400 and "not an image" in odd.json()["detail"]
+
+
+def _small_person(fraction: float) -> np.ndarray:
+    """Case c20 of ../shared/cases/odd-inputs: the portrait far away on a 1024 x 1024 wall."""
+    from skimage.data import astronaut
+
+    portrait = Image.fromarray(astronaut()[:, 64:448])
+    small = np.asarray(portrait.resize((round(384 * fraction), round(512 * fraction)), Image.Resampling.LANCZOS))
+    canvas = np.full((1024, 1024, 3), 200, np.uint8)
+    canvas[500 : 500 + small.shape[0], 500 : 500 + small.shape[1]] = small
+    return canvas
+
+
+def _odd_sizes() -> list[tuple[str, np.ndarray]]:
+    """Case c15 (sizes) and c20 (small person) of ../shared/cases/odd-inputs."""
+    from skimage.data import astronaut
+
+    portrait = Image.fromarray(astronaut()[:, 64:448])
+    cases = [
+        (f"{w}x{h}", np.asarray(portrait.resize((w, h), Image.Resampling.BILINEAR)))
+        for w, h in [(1, 1), (24, 32), (5000, 1), (1, 5000), (333, 501)]
+    ]
+    return cases + [("far_away_10pct", _small_person(0.1)), ("far_away_20pct", _small_person(0.2))]
+
+
+@pytest.mark.parametrize(("name", "image"), _odd_sizes(), ids=[name for name, _ in _odd_sizes()])
+def test_odd_sizes_and_a_small_person_give_a_result_or_a_clear_4xx_never_a_500(
+    client: TestClient, name: str, image: np.ndarray
+) -> None:
+    files = {"image": (f"{name}.png", png_bytes(image), "image/png")}
+    for output in ("json", "alpha"):
+        response = client.post("/api/matte", files=files, data={"output": output})
+        assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+        if response.status_code != 200:
+            detail = response.json()["detail"]
+            assert detail.startswith("matte: ") and "\n" not in detail
+            continue
+        png = decode_data_url(response.json()["rgba"]) if output == "json" else response.content
+        assert as_array(png).shape[:2] == image.shape[:2]
+    anonymized = client.post("/api/anonymize", files=files, data={"audit": "false", "output": "png"})
+    assert anonymized.status_code == 200 or 400 <= anonymized.status_code < 500, anonymized.text
+
+
+def test_a_library_note_travels_in_a_header_and_in_the_json() -> None:
+    from p3m.inference.weights import installed_weights
+
+    if installed_weights("p3mnet-vitae-s") is not None:
+        pytest.skip("P3M-Net ViTAE-S weights are cached in the test home, so model=auto gives no note")
+    with TestClient(create_app(ServeConfig(model="auto"))) as auto_client:
+        photo = {"image": ("a.png", png_bytes(np.full((64, 48, 3), 90, np.uint8)))}
+        png = auto_client.post("/api/matte", files=photo, data={"output": "alpha"})
+        bundle = auto_client.post("/api/matte", files=photo, data={"output": "json"}).json()
+    assert png.status_code == 200
+    (note,) = bundle["notes"]
+    assert "selfie-cf" in note and bundle["note"] == note
+    assert png.headers["x-p3m-note"] == header_text(note)
+
+
+def test_header_text_is_one_ascii_line_and_results_serialise_generically() -> None:
+    assert header_text("4000x6000 \u00d7 2 \u2014 matted\nat 1080\u00d71620 \u2026") == "4000x6000 x 2 - matted at 1080x1620 ..."
+    from dataclasses import dataclass, field
+
+    class Record:
+        def to_dict(self) -> dict:
+            return {"distance": np.float32(0.75), "verified": True}
+
+    @dataclass
+    class Result:
+        image: np.ndarray
+        faces: list = field(default_factory=list)
+        score: float = float("nan")
+        new_field: tuple = (1, 2)
+
+    out = jsonable(Result(np.zeros((2, 2)), [Record()]))
+    assert out == {"faces": [{"distance": pytest.approx(0.75), "verified": True}], "score": None, "new_field": [1, 2]}
+
+
+def _obfuscated_elsewhere_identical(original: np.ndarray, report: dict) -> np.ndarray:
+    anonymized = as_array(decode_data_url(report["image"]))
+    facemask = as_array(decode_data_url(report["facemask"])) > 127
+    assert anonymized.shape == original.shape and facemask.shape == original.shape[:2]
+    assert facemask.sum() == report["mask_area"] > 0
+    assert np.array_equal(anonymized[~facemask], original[~facemask])
+    assert np.abs(anonymized[facemask].astype(int) - original[facemask]).mean() > 5
+    return facemask
+
+
+def test_anonymize_json_report_with_an_estimated_matte_and_an_audit(
+    client: TestClient, astronaut_face_png: bytes
+) -> None:
+    from skimage.data import astronaut
+
+    response = client.post(
+        "/api/anonymize",
+        files={"image": ("astronaut.png", astronaut_face_png, "image/png")},
+        data={"method": "mosaic", "alpha_from": "selfie-cf", "audit": "true", "audit_detectors": "mediapipe"},
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["method"] == "mosaic" and report["alpha_source"] == "selfie-cf"
+    (face,) = report["faces"]
+    x0, y0, x1, y1 = face["box"]
+    assert 150 < x0 < x1 < 300 and 60 < y0 < y1 < 200  # the astronaut's face
+    assert {"score", "detectors", "landmark_scheme"} <= set(face)
+    assert report["regions"] and "parameter" in report["regions"][0]
+    assert set(report["audit"]["by_detector"]) == {"mediapipe-short", "mediapipe-full"}
+    assert response.headers["x-p3m-faces"] == "1"
+    facemask = _obfuscated_elsewhere_identical(astronaut(), report)
+    assert facemask[int((y0 + y1) / 2), int((x0 + x1) / 2)]
+
+
+def test_anonymize_with_an_uploaded_matte_without_one_and_as_png(
+    client: TestClient, astronaut_face_png: bytes
+) -> None:
+    from skimage.data import astronaut
+
+    photo = ("astronaut.png", astronaut_face_png, "image/png")
+    alpha_png = client.post("/api/matte", files={"image": photo}, data={"output": "alpha"}).content
+    uploaded = client.post(
+        "/api/anonymize", files={"image": photo, "alpha": ("a.png", alpha_png)}, data={"audit": "false"}
+    ).json()
+    assert uploaded["alpha_source"] == "upload"
+    assert not any("no alpha matte" in w for w in uploaded["warnings"])
+    _obfuscated_elsewhere_identical(astronaut(), uploaded)
+    without = client.post("/api/anonymize", files={"image": photo}, data={"alpha_from": "none", "audit": "false"}).json()
+    assert without["alpha_source"] == "none" and any("no alpha matte" in w for w in without["warnings"])
+    png = client.post("/api/anonymize", files={"image": photo}, data={"output": "png", "method": "mask", "audit": "false"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert as_array(png.content).shape == (512, 512, 3) and png.headers["x-p3m-faces"] == "1"
+    unmatted = client.post(
+        "/api/anonymize", files={"image": photo}, data={"output": "png", "alpha_from": "none", "audit": "false"}
+    )
+    assert "no alpha matte" in unmatted.headers["x-p3m-warnings"]
+    wrong_size = client.post(
+        "/api/anonymize",
+        files={"image": photo, "alpha": ("a.png", png_bytes(np.zeros((10, 10), np.uint8)))},
+        data={"audit": "false"},
+    )
+    assert wrong_size.status_code == 422 and "10x10" in wrong_size.json()["detail"]
+
+
+def _photo_with_metadata() -> list[tuple[str, bytes, str]]:
+    """A JPEG with EXIF (camera, GPS, owner) and an ICC profile; a PNG with text and ICC chunks."""
+    from PIL import ImageCms, PngImagePlugin
+    from skimage.data import astronaut
+
+    image = Image.fromarray(astronaut()[::4, ::4])
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    exif[0x013B] = "Jane Doe"  # Artist
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 0.0)}  # GPS
+    jpeg = io.BytesIO()
+    image.save(jpeg, "JPEG", exif=exif, icc_profile=icc, comment=b"private")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Jane Doe")
+    info.add_itxt("Location", "home", zip=True)
+    png = io.BytesIO()
+    image.save(png, "PNG", pnginfo=info, icc_profile=icc)
+    return [("photo.jpg", jpeg.getvalue(), "image/jpeg"), ("photo.png", png.getvalue(), "image/png")]
+
+
+def test_answers_carry_no_metadata_of_the_upload(client: TestClient) -> None:
+    for upload in _photo_with_metadata():
+        assert b"Jane Doe" in upload[1]  # the upload does carry it
+        answers: list[bytes] = []
+        for output in ("rgba", "alpha", "foreground", "composite"):
+            response = client.post("/api/matte", files={"image": upload}, data={"output": output})
+            assert response.status_code == 200
+            answers.append(response.content)
+        bundle = client.post("/api/matte", files={"image": upload}, data={"output": "json"}).json()
+        answers += [decode_data_url(bundle[key]) for key in ("alpha", "rgba", "composite")]
+        anonymized = client.post("/api/anonymize", files={"image": upload}, data={"audit": "false"}).json()
+        answers += [decode_data_url(anonymized[key]) for key in ("image", "facemask")]
+        png = client.post("/api/anonymize", files={"image": upload}, data={"audit": "false", "output": "png"})
+        answers.append(png.content)
+        for answer in answers:
+            assert set(png_chunks(answer)) <= CLEAN_PNG_CHUNKS
+            assert b"Jane Doe" not in answer and b"SecretCam" not in answer
+        assert "Jane" not in str(bundle) and "Jane" not in str(anonymized)
+
+
+def test_uploads_are_never_written_to_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette spools form files over 1 MiB to a temporary file; the service must not."""
+    rng = np.random.default_rng(0)
+    noisy = png_bytes(rng.integers(0, 256, (640, 800, 3), dtype=np.uint8))
+    assert len(noisy) > 1 << 20
+    with TestClient(create_app(ServeConfig(model=StubMatting()))) as stub_client:
+        files = {"image": ("noise.png", noisy, "image/png")}
+        for endpoint in ("/api/matte", "/api/anonymize"):  # warm-up: graphs are built once
+            assert stub_client.post(endpoint, files=files, data={"audit": "false"}).status_code == 200
+        writes: list[str] = []
+        real_os_open, real_open = os.open, builtins.open
+
+        def spy_os_open(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                writes.append(str(path))
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def spy_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+            if any(flag in mode for flag in "wax+"):
+                writes.append(str(file))
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", spy_os_open)
+        monkeypatch.setattr(builtins, "open", spy_open)
+        for endpoint in ("/api/matte", "/api/anonymize"):
+            answer = stub_client.post(endpoint, files=files, data={"audit": "false", "alpha_from": "none"})
+            assert answer.status_code == 200, answer.text
+        monkeypatch.undo()
+    assert [path for path in writes if path != os.devnull] == []
+
+
+def test_p3m_serve_options_reach_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from p3m.cli import app as cli
+    from p3m.errors import ConfigError
+
+    runner = CliRunner()
+    help_text = " ".join(runner.invoke(cli, ["serve", "--help"], terminal_width=200).output.split())
+    for words in (".onnx file", "--strategy", "--max-pixels", "--workers", "--queue", "--timeout"):
+        assert words in help_text, words
+    served: list = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
+    options = ["serve", "--model", "selfie-cf", "--strategy", "resize", "--max-pixels", "2000000",
+               "--workers", "2", "--queue", "3", "--timeout", "5", "--port", "8123"]  # fmt: skip
+    result = runner.invoke(cli, options)
+    assert result.exit_code == 0, result.output
+    (app, kwargs), = served
+    config = app.state.config
+    assert (config.model, config.strategy, config.max_pixels) == ("selfie-cf", "resize", 2_000_000)
+    assert (config.workers, config.max_queue, config.timeout, kwargs["port"]) == (2, 3, 5.0, 8123)
+    assert app.state.pool.loaded.name == "selfie-cf"  # loaded before serving
+    assert runner.invoke(cli, ["serve", "--max-pixels", "-1"]).exit_code == 0
+    assert served[-1][0].state.config.max_pixels == -1
+    assert isinstance(runner.invoke(cli, ["serve", "--max-pixels", "10"]).exception, ConfigError)

@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import typer
+
+
+class StrategyChoice(str, Enum):
+    hybrid = "hybrid"
+    resize = "resize"
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1 keeps it local)."),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
-    model: str = typer.Option("auto", help="Matting model: auto, selfie-cf or a P3M-Net name."),
-    weights: str | None = typer.Option(None, help="Checkpoint path or cached weights name."),
+    model: str = typer.Option(
+        "auto",
+        "--model",
+        "-m",
+        help="auto (P3M-Net ViTAE-S if its weights are cached, else selfie-cf), selfie-cf, "
+        "p3mnet-r34, p3mnet-swin-t, p3mnet-vitae-s, or an .onnx file from p3m export-onnx.",
+    ),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Checkpoint path or cached weights name."),
+    strategy: StrategyChoice = typer.Option(
+        StrategyChoice.hybrid, "--strategy", help="Official P3M-Net test-time strategy."
+    ),
+    max_pixels: int = typer.Option(
+        0,
+        "--max-pixels",
+        help="Pixel budget: larger images are matted shrunk and the alpha upsampled back "
+        "(0 = default, about 1080 x 1620; -1 = no budget).",
+    ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: what is there)."),
-    max_upload_mb: int = typer.Option(40, min=1, help="Largest accepted upload, in MiB."),
+    max_upload_mb: int = typer.Option(40, min=1, help="Largest accepted upload (the whole request), in MiB."),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Inference threads, each with its own loaded model (default: 2 for selfie-cf, "
+        "1 for P3M-Net and ONNX models, which use every core alone).",
+    ),
+    queue: int = typer.Option(
+        32, min=0, help="Requests waiting beyond those being computed; more are answered 503 + Retry-After."
+    ),
+    timeout: float = typer.Option(
+        120.0, min=0.1, help="Seconds a request may take from arrival to answer; then 504."
+    ),
 ) -> None:
-    """Serve the matting API and a web page at http://HOST:PORT/ (the model is loaded first)."""
+    """Serve the matting and anonymisation API and a web page at http://HOST:PORT/ (models are loaded first)."""
     from p3m.errors import MissingDependencyError
     from p3m.serve import ServeConfig, create_app
 
@@ -21,11 +55,22 @@ def serve(
         import uvicorn
     except ImportError as error:
         raise MissingDependencyError('p3m serve needs uvicorn: pip install "p3m[serve]"') from error
-    app = create_app(
-        ServeConfig(model=model, weights=weights, device=device, max_upload_bytes=max_upload_mb << 20),
-        preload=True,
+    config = ServeConfig(
+        model=model,
+        weights=weights,
+        device=device,
+        strategy=strategy.value,
+        max_pixels=None if max_pixels == 0 else -1 if max_pixels < 0 else max_pixels,
+        max_upload_bytes=max_upload_mb << 20,
+        workers=workers,
+        max_queue=queue,
+        timeout=timeout,
     )
-    typer.echo(f"p3m serving on http://{host}:{port}/ (model {model}); Ctrl+C stops it")
+    app = create_app(config, preload=True)
+    typer.echo(
+        f"p3m serving on http://{host}:{port}/ (model {app.state.pool.loaded.name}, "
+        f"{config.worker_count} worker(s), queue {queue}, timeout {timeout:g} s); Ctrl+C stops it"
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -328,25 +328,31 @@ def read_image(
         return _pil_to_rgb_array(image, path)
 
 
-def read_alpha(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
+def read_alpha(path: PathLike | bytes, max_pixels: int | None = None) -> np.ndarray:
     """Read an alpha matte as float32 H x W in [0, 1] (value / 255, or / 65535 for 16-bit files).
 
     For an 8-bit file this is `u8.astype(float32) / 255`, exactly the official eval.py
     convention. Which channel is used is described in `_matte_channel`: single channel as is;
     alpha channel if not fully opaque; first channel of a grey RGB image; otherwise luma.
+    `path` may also be the encoded file as bytes (an upload).
     """
     with _open_loaded(path, max_pixels) as image:
-        values, full_scale = _matte_channel(image, path)
+        values, full_scale = _matte_channel(image, _source_name(path))
     if full_scale == 1.0:
         return np.ascontiguousarray(values, dtype=np.float32)
     return values.astype(np.float32) / np.float32(full_scale)
 
 
-def read_alpha_u8(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
+def read_alpha_u8(path: PathLike | bytes, max_pixels: int | None = None) -> np.ndarray:
     """Read an alpha matte as uint8 H x W (16-bit and float files are rounded to 8 bits)."""
     with _open_loaded(path, max_pixels) as image:
-        values, full_scale = _matte_channel(image, path)
+        values, full_scale = _matte_channel(image, _source_name(path))
     return _channel_to_uint8(values, full_scale)
+
+
+def _source_name(source: PathLike | bytes) -> PathLike | None:
+    """The name to put in messages: the path, or None for encoded bytes."""
+    return None if isinstance(source, bytes | bytearray) else source
 
 
 def _channel_to_uint8(values: np.ndarray, full_scale: float) -> np.ndarray:

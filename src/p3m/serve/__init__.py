@@ -1,11 +1,16 @@
-"""HTTP service: `p3m serve` runs a FastAPI app with a small web page and a JSON/PNG API.
+"""HTTP service: `p3m serve` runs a FastAPI app with a web page and a JSON/PNG API.
 
     >>> from p3m.serve import ServeConfig, create_app
-    >>> app = create_app(ServeConfig(model="selfie-cf"))   # then: uvicorn.run(app)
+    >>> app = create_app(ServeConfig(model="selfie-cf", workers=1))   # then: uvicorn.run(app)
+
+Modules: `config` (ServeConfig), `pool` (bounded inference workers), `uploads` (multipart in
+memory within a size limit), `jobs` (the work of one request), `encoding` (PNG data URLs,
+JSON and header text), `app` (the routes).
 """
 
 from __future__ import annotations
 
-from p3m.serve.app import ServeConfig, create_app
+from p3m.serve.app import create_app
+from p3m.serve.config import ServeConfig
 
 __all__ = ["ServeConfig", "create_app"]

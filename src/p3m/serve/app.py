@@ -1,96 +1,227 @@
-"""The FastAPI application behind `p3m serve`.
+"""The FastAPI application behind `p3m serve`: a thin layer that moves bytes to the library.
 
-Endpoints: `GET /` (the web page), `GET /api/health`, `GET /api/models`, and
-`POST /api/matte` (multipart field `image`; `output=rgba|alpha|foreground|composite`,
-`background=` a colour for composites) which answers with a PNG, or with `output=json` a JSON
-object holding the alpha, the cut-out and the composite as PNG data URLs (one matting pass). All matting logic is
-`p3m.inference.Matter`; this module only moves bytes.
+Endpoints:
+
+* `GET /` the web page (matte and anonymise modes), `GET /static/...` its script and style;
+* `GET /api/health` (answered on the event loop, never behind the queue) and `GET /api/models`;
+* `POST /api/matte`: multipart field `image`; `output=rgba|alpha|foreground|composite|json`;
+  `background=` a colour, or a file field `background_image`, for composites. Answers a PNG,
+  or with `output=json` one JSON object with the alpha, the cut-out and the composite as PNG
+  data URLs (one matting pass). Notes of the library (`MatteResult.note`, e.g. no person found)
+  travel in the `X-P3M-Note` header and the JSON `notes`;
+* `POST /api/anonymize`: the P3M-10k recipe as `p3m anonymize` runs it (`method`, `detectors`,
+  `landmarks`, `min_confidence`, `transition_margin`, `strength`, a matte uploaded as `alpha`
+  or estimated with `alpha_from`, `audit`), answering JSON with the per-face report and the
+  anonymised image, or (`output=png`) the image alone (face count in `X-P3M-Faces`, warnings
+  in `X-P3M-Warnings`).
+
+Load: inference runs on a bounded pool of worker threads (`p3m.serve.pool`); a full queue
+answers 503 with `Retry-After`, a request over its time bound 504, an upload over the size limit
+413 (from `Content-Length` before reading, or as soon as the limit is passed). Uploads are parsed
+in memory and never written to disk; answers carry only pixels (no EXIF, ICC or text chunks).
+Errors are JSON `{"detail": "<one line>"}` with a 4xx status; odd images never produce a 500.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import logging
-import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-import numpy as np
-
 from p3m.errors import MissingDependencyError, P3MError
-from p3m.io import alpha_to_uint8, encode_png, load_image_input
+from p3m.serve.config import ServeConfig
+from p3m.serve.jobs import (
+    ANONYMIZE_OUTPUTS,
+    MATTE_OUTPUTS,
+    AnonymizeJob,
+    MatteJob,
+    Reply,
+    error_reply,
+)
+from p3m.serve.pool import InferencePool, ServiceBusy, ServiceTimeout, WorkerSetupError
+from p3m.serve.uploads import BadUpload, Form, UploadTooLarge, check_declared_length, read_form
 
 try:  # FastAPI resolves the endpoint annotations from this module's globals
-    from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.requests import ClientDisconnect
 except ImportError:  # pragma: no cover - only without the [serve] extra
     FastAPI = None  # type: ignore[assignment,misc]
 
+__all__ = ["ServeConfig", "create_app"]
+
 logger = logging.getLogger(__name__)
 
-OUTPUTS = ("rgba", "alpha", "foreground", "composite", "json")
+ALPHA_FROM_NONE = "none"
 
 
-@dataclass
-class ServeConfig:
-    """How the service mattes: model, weights, device, and limits on what clients may send."""
-
-    model: str = "auto"
-    weights: str | None = None
-    device: str | None = None
-    strategy: str = "hybrid"
-    max_upload_bytes: int = 40 * 1024 * 1024
-    max_pixels: int | None = None  # the matting pixel budget; None keeps p3m.matte's default
-    max_image_pixels: int = 100_000_000  # decoding cap for uploads (decompression-bomb guard)
-
-
-def _data_url(array: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(encode_png(array)).decode("ascii")
+class OptionError(ValueError):
+    """A form option has a value the endpoint does not take (answered 400)."""
 
 
 def _page() -> str:
     return resources.files("p3m.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
+def _to_response(reply: Reply) -> Any:
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Any:
+    return _to_response(error_reply(status, detail, headers))
+
+
+# --------------------------------------------------------------------------- form options
+
+
+def _choice(form: Form, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (form.text(name) or default).strip().lower()
+    if value not in choices:
+        raise OptionError(f"{name} must be one of {', '.join(choices)}, got {value[:40]!r}")
+    return value
+
+
+def _number(form: Form, name: str, default: float, low: float, high: float) -> float:
+    text = form.text(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"{name} must be a number, got {text[:40]!r}") from None
+    if not low <= value <= high:
+        raise OptionError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
+def _flag(form: Form, name: str, default: bool) -> bool:
+    text = form.text(name)
+    if text is None or not text.strip():
+        return default
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise OptionError(f"{name} must be true or false, got {text[:40]!r}")
+
+
+def _names(form: Form, name: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    text = form.text(name)
+    if text is None or not text.strip():
+        return default
+    from p3m.detection.faces import expand_detector_names
+
+    return expand_detector_names([part.strip() for part in text.split(",") if part.strip()])
+
+
+def _image(form: Form, name: str = "image") -> bytes:
+    upload = form.file(name)
+    if upload is None:
+        raise OptionError(f"send the photo as a file field named {name!r} (multipart/form-data)")
+    return upload.data
+
+
+# --------------------------------------------------------------------------- the application
+
+
 def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
-    """Build the FastAPI app; the matting pipeline is loaded on the first request, or now with
-    `preload` (so that a wrong model or missing weights fail at start, not on every request)."""
+    """Build the FastAPI app over an inference pool of `config.worker_count` loaded `Matter`s.
+
+    The models are loaded on the first request, or now with `preload` (so that a wrong model or
+    missing weights fail at start, not on every request). The worker threads start with the
+    app and stop at its shutdown.
+    """
     if FastAPI is None:  # pragma: no cover - only without the [serve] extra
         raise MissingDependencyError('the HTTP service needs FastAPI: pip install "p3m[serve]"')
 
     config = config or ServeConfig()
-    app = FastAPI(title="p3m", description="Privacy-preserving portrait matting service.")
-    state: dict[str, Any] = {"matter": None}
-    lock = threading.Lock()  # one inference at a time: models are large and not re-entrant
-
-    def matter() -> Any:
-        if state["matter"] is None:
-            from p3m.inference import Matter
-
-            kwargs: dict[str, Any] = {}
-            if config.max_pixels is not None:
-                kwargs["max_pixels"] = config.max_pixels
-            state["matter"] = Matter(
-                config.model,
-                weights=config.weights,
-                strategy=config.strategy,  # type: ignore[arg-type]
-                device=config.device,
-                **kwargs,
-            )
-        return state["matter"]
-
+    pool: InferencePool[Any] = InferencePool(
+        config.make_matter, workers=config.worker_count, max_queue=config.max_queue, timeout=config.timeout
+    )
     if preload:
-        matter()
+        pool.load()
+
+    @asynccontextmanager
+    async def lifespan(_app: Any):  # type: ignore[no-untyped-def]
+        pool.start()
+        try:
+            yield
+        finally:
+            # Queued jobs are finished; nothing runs on after the server has gone.
+            await asyncio.get_running_loop().run_in_executor(None, pool.close)
+
+    app = FastAPI(
+        title="p3m",
+        description="Privacy-preserving portrait matting: alpha mattes, cut-outs and P3M-10k face anonymisation.",
+        lifespan=lifespan,
+    )
+    app.state.pool = pool
+    app.state.config = config
+    app.mount("/static", StaticFiles(packages=[("p3m.serve", "static")]), name="static")
+    limit = config.max_upload_bytes
+
+    async def handle(request: Request, build: Callable[[Form], Callable[[Any], Reply]]) -> Any:
+        """Admission, upload, options, the job on a worker, and every failure as a clear 4xx/5xx."""
+        try:
+            check_declared_length(request.headers, limit)
+        except UploadTooLarge as error:
+            # Refused before a byte of the body is read; the connection is not reused.
+            return _error(413, str(error), {"Connection": "close"})
+        except BadUpload as error:
+            return _error(400, str(error))
+        try:
+            ticket = pool.admit()
+        except ServiceBusy as error:
+            # Answered before the body is read; uvicorn then reads the rest and drops it, so
+            # the client gets this answer rather than a reset connection.
+            return _error(503, str(error), {"Retry-After": str(error.retry_after)})
+        submitted = False
+        try:
+            try:
+                form = await _read_within(request, limit, ticket.deadline)
+            except UploadTooLarge as error:
+                return _error(413, str(error), {"Connection": "close"})
+            except BadUpload as error:
+                return _error(400, str(error))
+            except ClientDisconnect:
+                return Response(status_code=400)  # nobody is listening
+            except asyncio.TimeoutError:
+                return _error(408, f"the upload did not arrive within {config.timeout:g} s")
+            try:
+                job = build(form)
+            except (ValueError, P3MError) as error:  # OptionError, ConfigError: a bad option
+                return _error(400, str(error))
+            submitted = True
+            reply = await pool.run(ticket, job, abandoned=_client_gone(request))
+        except ServiceTimeout as error:
+            return _error(504, f"{error}; retry later or send a smaller image", {"Retry-After": "5"})
+        except WorkerSetupError as error:
+            return _error(503, f"the service cannot load its model: {error}", {"Retry-After": "60"})
+        finally:
+            if not submitted:
+                pool.release(ticket)
+        return _to_response(reply)
 
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
+    async def page() -> str:
         return _page()
 
     @app.get("/api/health")
-    def health() -> dict[str, Any]:
-        loaded = state["matter"]
-        return {"status": "ok", "model": config.model, "loaded": None if loaded is None else loaded.name}
+    async def health() -> dict[str, Any]:
+        loaded = pool.loaded
+        return {
+            "status": "ok",
+            "model": config.model_label,
+            "loaded": None if loaded is None else loaded.name,
+            "max_upload_bytes": limit,
+            **pool.stats(),
+        }
 
     @app.get("/api/models")
     def models() -> dict[str, Any]:
@@ -102,57 +233,121 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
                 {"name": name, "weights_installed": installed_weights(name) is not None}
                 for name in list_models()
             ],
-            "default": config.model,
+            "default": config.model_label,
         }
 
-    @app.post("/api/matte")
-    async def matte_endpoint(
-        image: UploadFile = File(..., description="a photo (JPEG, PNG, WebP, TIFF, BMP)"),
-        output: str = Form("rgba"),
-        background: str = Form("white"),
-    ) -> Response:
-        if output not in OUTPUTS:
-            raise HTTPException(400, f"output must be one of {', '.join(OUTPUTS)}")
-        data = await image.read(config.max_upload_bytes + 1)
-        if len(data) > config.max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {config.max_upload_bytes} bytes")
-        try:
-            rgb = load_image_input(data, max_pixels=config.max_image_pixels)
-        except P3MError as error:
-            raise HTTPException(400, error.problem) from error
-        try:
-            with lock:
-                result = matter()(rgb, foreground=output != "alpha")
-                if output == "alpha":
-                    array = alpha_to_uint8(result.alpha)
-                elif output == "rgba":
-                    array = result.rgba()
-                elif output == "foreground":
-                    array = result.ensure_foreground()
-                elif output == "composite":
-                    array = result.composite(background)
-                else:
-                    bundle = {
-                        "model": result.model,
-                        "resized": None if result.resized is None else result.resized.describe(),
-                        "note": result.note,
-                        "alpha": _data_url(alpha_to_uint8(result.alpha)),
-                        "rgba": _data_url(result.rgba()),
-                        "composite": _data_url(result.composite(background)),
-                    }
-        except P3MError as error:
-            raise HTTPException(400, str(error)) from error
-        if output == "json":
-            return JSONResponse(bundle)
-        headers = {"X-P3M-Model": result.model}
-        if result.resized is not None:
-            headers["X-P3M-Resized"] = result.resized.describe()
-        if result.note:
-            headers["X-P3M-Note"] = result.note
-        return Response(encode_png(array), media_type="image/png", headers=headers)
+    def matte_job(form: Form) -> MatteJob:
+        from p3m.inference.foreground import parse_color
+
+        background_file = form.file("background_image")
+        return MatteJob(
+            image=_image(form),
+            output=_choice(form, "output", "rgba", MATTE_OUTPUTS),
+            background=parse_color(form.text("background") or "white"),
+            background_image=None if background_file is None else background_file.data,
+            max_image_pixels=config.max_image_pixels,
+        )
+
+    default_alpha_from = _default_alpha_from(config)
+
+    def anonymize_job(form: Form) -> AnonymizeJob:
+        from p3m.detection.faces import DEFAULT_DETECTORS
+        from p3m.privacy.obfuscation import METHODS
+
+        alpha_file = form.file("alpha")
+        choices = tuple(dict.fromkeys((default_alpha_from, "auto", "selfie-cf", ALPHA_FROM_NONE)))
+        alpha_from = _choice(form, "alpha_from", default_alpha_from, choices)
+        return AnonymizeJob(
+            image=_image(form),
+            alpha=None if alpha_file is None else alpha_file.data,
+            alpha_from=None if alpha_from == ALPHA_FROM_NONE else alpha_from,
+            method=_choice(form, "method", "blur", METHODS),
+            detectors=_names(form, "detectors", DEFAULT_DETECTORS) or DEFAULT_DETECTORS,
+            landmarks=_choice(form, "landmarks", "mediapipe", ("mediapipe", "dlib68")),
+            min_confidence=_number(form, "min_confidence", 0.5, 0.05, 0.99),
+            transition_margin=int(_number(form, "transition_margin", 3, 0, 100)),
+            strength=_number(form, "strength", 1.0, 0.1, 20.0),
+            audit=_flag(form, "audit", True),
+            audit_detectors=_names(form, "audit_detectors", None),
+            output=_choice(form, "output", "json", ANONYMIZE_OUTPUTS),
+            max_image_pixels=config.max_image_pixels,
+        )
+
+    @app.post("/api/matte", openapi_extra=_form_schema(_MATTE_FIELDS))
+    async def matte_endpoint(request: Request) -> Any:
+        """Matte one photo: a PNG (rgba, alpha, foreground, composite) or a JSON bundle."""
+        return await handle(request, matte_job)
+
+    @app.post("/api/anonymize", openapi_extra=_form_schema(_ANONYMIZE_FIELDS))
+    async def anonymize_endpoint(request: Request) -> Any:
+        """Obfuscate the faces of one photo the P3M-10k way; JSON report or the PNG alone."""
+        return await handle(request, anonymize_job)
 
     @app.exception_handler(P3MError)
     async def p3m_error(_request: Any, error: P3MError) -> Any:
-        return JSONResponse(status_code=400, content={"detail": str(error)})
+        return _error(400, str(error))
 
     return app
+
+
+async def _read_within(request: Any, limit: int, deadline: float) -> Form:
+    """The form, read by the request's deadline (`asyncio.TimeoutError` after it)."""
+    remaining = max(0.0, deadline - time.monotonic())
+    return await asyncio.wait_for(read_form(request, limit), timeout=remaining)
+
+
+async def _client_gone(request: Any) -> None:
+    """Returns when the client disconnects (the body has been read by then)."""
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            return
+
+
+def _default_alpha_from(config: ServeConfig) -> str:
+    """The served model estimates mattes for anonymisation when `p3m.anonymize` can name it."""
+    model = config.model
+    if not isinstance(model, str) or model.lower().endswith(".onnx"):
+        return "auto"
+    if model in ("auto", "selfie-cf"):
+        return model
+    from p3m.models import list_models
+
+    return model if model in list_models() else "auto"
+
+
+# --------------------------------------------------------------------------- OpenAPI description
+
+_MATTE_FIELDS: dict[str, dict[str, Any]] = {
+    "image": {"type": "string", "format": "binary", "description": "a photo (JPEG, PNG, WebP, TIFF, BMP)"},
+    "output": {"type": "string", "enum": list(MATTE_OUTPUTS), "default": "rgba"},
+    "background": {"type": "string", "default": "white", "description": "composite colour: name, #rrggbb or r,g,b"},
+    "background_image": {"type": "string", "format": "binary", "description": "composite over this image (cropped to the photo's aspect)"},
+}
+_ANONYMIZE_FIELDS: dict[str, dict[str, Any]] = {
+    "image": {"type": "string", "format": "binary", "description": "a photo"},
+    "alpha": {"type": "string", "format": "binary", "description": "its alpha matte (optional; else estimated)"},
+    "alpha_from": {"type": "string", "default": "the served model", "description": "auto, selfie-cf, the served model, or none"},
+    "method": {"type": "string", "enum": ["blur", "mosaic", "mask"], "default": "blur"},
+    "detectors": {"type": "string", "default": "mediapipe", "description": "comma list: mediapipe, mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib"},
+    "landmarks": {"type": "string", "enum": ["mediapipe", "dlib68"], "default": "mediapipe"},
+    "min_confidence": {"type": "number", "default": 0.5},
+    "transition_margin": {"type": "integer", "default": 3},
+    "strength": {"type": "number", "default": 1.0},
+    "audit": {"type": "boolean", "default": True, "description": "detect faces again on the output and check identity"},
+    "audit_detectors": {"type": "string", "description": "comma list (default: every available detector)"},
+    "output": {"type": "string", "enum": list(ANONYMIZE_OUTPUTS), "default": "json"},
+}
+
+
+def _form_schema(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": fields, "required": ["image"]}
+                }
+            },
+        }
+    }

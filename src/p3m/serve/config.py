@@ -68,7 +68,7 @@ class ServeConfig:
         if self.model != "auto" or self.weights is not None:
             return False
         from p3m.inference.api import AUTO_PREFERRED_MODEL
-        from p3m.inference.weights import installed_weights
+        from p3m.models.hub import installed_weights
 
         return installed_weights(AUTO_PREFERRED_MODEL) is None  # "auto" falls back to selfie-cf
 

@@ -230,7 +230,7 @@ def test_odd_sizes_and_a_small_person_give_a_result_or_a_clear_4xx_never_a_500(
 
 
 def test_a_library_note_travels_in_a_header_and_in_the_json() -> None:
-    from p3m.inference.weights import installed_weights
+    from p3m.models.hub import installed_weights
 
     if installed_weights("p3mnet-vitae-s") is not None:
         pytest.skip("P3M-Net ViTAE-S weights are cached in the test home, so model=auto gives no note")

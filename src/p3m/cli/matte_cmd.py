@@ -57,7 +57,9 @@ def matte_command(
         help="Pixel budget: larger images are matted shrunk and the alpha upsampled back "
         "(0 = default, about 1080 x 1620; -1 = no budget).",
     ),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)."
+    ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     download: bool = typer.Option(

@@ -233,9 +233,17 @@ def resolve_backend(
     device: str | None = None,
     max_pixels: int | None = MATTE_MAX_PIXELS,
 ) -> MattingBackend:
-    """The backend for `Matter`'s arguments (see `Matter`); raises the errors `Matter` documents."""
-    from p3m.inference.onnx_runtime import is_onnx_path
+    """The backend for `Matter`'s arguments (see `Matter`); raises the errors `Matter` documents.
 
+    The device is checked first, whatever the model (`DeviceError`: unknown, or not on this
+    machine), so a wrong `--device` fails before any weights are read.
+    """
+    from p3m.inference.onnx_runtime import is_onnx_path, providers_for_device
+
+    if is_onnx_path(model):
+        providers = providers_for_device(device)  # onnxruntime's own CUDA, not torch's
+    else:
+        _resolve_device(device)
     if _is_backend(model):  # a backend built by the caller (e.g. a custom method)
         if weights is not None:
             raise ConfigError("a matting backend instance carries its own weights; drop weights")
@@ -243,9 +251,9 @@ def resolve_backend(
     if is_onnx_path(model):  # a file written by `p3m export-onnx`, run with onnxruntime
         if weights is not None:
             raise ConfigError("an ONNX model carries its own weights; drop --weights")
-        from p3m.inference.onnx_runtime import OnnxP3MNet, providers_for_device
+        from p3m.inference.onnx_runtime import OnnxP3MNet
 
-        network = OnnxP3MNet(model, providers=providers_for_device(device))
+        network = OnnxP3MNet(model, providers=providers)
         return P3MNetBackend(network, network.variant, strategy, max_pixels)
     if not isinstance(model, str):
         name = str(getattr(model, "variant", type(model).__name__))

@@ -97,6 +97,14 @@ def matte_command(
         )
     for name, reason in failures:
         err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
+    if plan.passed_over:
+        shown = ", ".join(path.name for path in plan.passed_over[:3])
+        more = f", ... ({len(plan.passed_over)} in all)" if len(plan.passed_over) > 3 else ""
+        err.print(
+            f"note: passed over {len(plan.passed_over)} file(s) p3m wrote, its outputs are never "
+            f"inputs ({shown}{more}); name a file to matte it anyway",
+            highlight=False, soft_wrap=True,
+        )
     if not plan.jobs:
         err.print("[yellow]no images found[/yellow]")
         exit_if_failed(err, failures, "skipped {count} input(s)")

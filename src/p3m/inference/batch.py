@@ -40,6 +40,7 @@ __all__ = [
     "OwnOutputs",
     "collect_inputs",
     "looks_like_output",
+    "output_image",
     "parse_save",
     "plan_matte",
     "plan_outputs",
@@ -209,6 +210,28 @@ def plan_outputs(inputs: Sequence[tuple[Path, Path]], out_dir: Path) -> list[Mat
     return jobs
 
 
+def output_image(result: Any, kind: str, background: np.ndarray | str = "white") -> np.ndarray | None:
+    """The image of one output kind of a `MatteResult`, as written to `<stem>_<kind>.png`.
+
+    alpha: uint8 H x W; rgba: uint8 H x W x 4 (straight alpha); foreground, composite (over
+    `background`, a colour or an RGB image): RGB uint8 H x W x 3; trimap: uint8 H x W in
+    {0, 128, 255}, or None when the model gives none.
+    """
+    from p3m.io import alpha_to_uint8
+
+    if kind == "alpha":
+        return alpha_to_uint8(result.alpha)
+    if kind == "rgba":
+        return result.rgba()
+    if kind == "foreground":
+        return result.ensure_foreground()
+    if kind == "composite":
+        return result.composite(background)
+    if kind == "trimap":
+        return result.trimap
+    raise ConfigError(f"unknown output kind {kind!r}; use one of {', '.join(OUTPUT_KINDS)}")
+
+
 def write_outputs(
     job: MatteJob,
     result: object,
@@ -216,24 +239,15 @@ def write_outputs(
     background: np.ndarray | str = "white",
 ) -> list[Path]:
     """Write the requested kinds of a `MatteResult` atomically as PNGs (no metadata)."""
-    from p3m.io import write_alpha, write_png
+    from p3m.io import write_png
 
     written = []
     for kind in kinds:
-        path = job.outputs[kind]
-        if kind == "alpha":
-            write_alpha(path, result.alpha)
-        elif kind == "rgba":
-            write_png(path, result.rgba())
-        elif kind == "foreground":
-            write_png(path, result.ensure_foreground())
-        elif kind == "composite":
-            write_png(path, result.composite(background))
-        elif kind == "trimap":
-            if result.trimap is None:
-                continue
-            write_png(path, result.trimap)
-        written.append(path)
+        image = output_image(result, kind, background)
+        if image is None:  # a model without a trimap
+            continue
+        write_png(job.outputs[kind], image)
+        written.append(job.outputs[kind])
     return written
 
 

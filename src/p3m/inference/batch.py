@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -52,6 +53,8 @@ MANIFEST_NAME = "manifest.jsonl"
 """The run journal `run_matte` keeps in the output folder (one JSON line per image)."""
 
 OUTPUT_KINDS: tuple[str, ...] = values(OutputKind)
+
+logger = logging.getLogger(__name__)
 
 
 def parse_save(text: str) -> tuple[str, ...]:
@@ -135,10 +138,12 @@ def collect_inputs(
     appended to it as (input, reason) and passed over, so a batch run can report it and go on.
 
     p3m never takes its own outputs as inputs: a file a run journal lists (see `OwnOutputs`) is
-    passed over wherever it comes from, and a folder or pattern also passes over the files named
-    like outputs (`looks_like_output`: `<stem>_alpha.png`, ...), so that deleting a journal does
-    not make a second run matte the first one's outputs. Name such a file explicitly to matte it.
-    The files passed over are appended to `passed_over` when it is given.
+    left out wherever it comes from (also when a shell expanded `photos/*` into names), quietly:
+    it is certainly p3m's. A folder or pattern also passes over the files named like outputs
+    (`looks_like_output`: `<stem>_alpha.png`, ...), so that deleting a journal does not make a
+    second run matte the first one's outputs; those are appended to `passed_over` (when given),
+    for the caller to mention, since a user's own file may be named so. Name such a file
+    explicitly to matte it.
     """
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
@@ -154,7 +159,10 @@ def collect_inputs(
         if key in seen:
             return
         seen.add(key)
-        if (not named and looks_like_output(path)) or own.listed(path):
+        if own.listed(path):
+            logger.info("%s: left out, a p3m run wrote it", path)
+            return
+        if not named and looks_like_output(path):
             if passed_over is not None:
                 passed_over.append(path)
             return
@@ -259,7 +267,7 @@ class MattePlan:
     """What a matte run will do: the images with their outputs, and the inputs that do not exist.
 
     `missing` lists (input as given, reason) for files, folders or patterns that name no image;
-    `passed_over` the files found that p3m wrote itself (see `collect_inputs`).
+    `passed_over` the files found that are named like p3m's outputs (see `collect_inputs`).
     """
 
     jobs: list[MatteJob]
@@ -297,7 +305,7 @@ def plan_matte(
     """Collect the inputs (files, folders, globs) and name every output; see `collect_inputs`.
 
     Inputs that do not exist are listed in `missing`, not raised; files p3m wrote are left out
-    and listed in `passed_over`; two inputs that would write the same outputs are both planned
+    (those recognised by their name alone are listed in `passed_over`); two inputs that would write the same outputs are both planned
     and the run fails the second alone (see `plan_outputs`). Each image's run key is its path
     relative to its input root.
     """

@@ -128,8 +128,9 @@ def test_c10_same_folder_twice_never_mattes_its_own_outputs(c10):
     third = _matte(str(photos), "-o", str(photos), "--overwrite")
     assert "passed over 2 file(s) named like p3m's outputs" in third
     assert _tree(photos) == ["manifest.jsonl", "portrait.jpg", "portrait_alpha.png", "portrait_rgba.png"]
-    # A glob is expanded the same way.
+    # A glob is expanded the same way, and so are the names a shell expands `photos/*` into.
     _matte(str(photos / "*.png"), str(photos / "*.jpg"), "-o", str(photos))
+    _matte(*sorted(str(path) for path in photos.iterdir()), "-o", str(photos))
     assert _tree(photos) == ["manifest.jsonl", "portrait.jpg", "portrait_alpha.png", "portrait_rgba.png"]
 
 

@@ -139,7 +139,7 @@ def collect_inputs(
 
     p3m never takes its own outputs as inputs: a file a run journal lists (see `OwnOutputs`) is
     left out wherever it comes from (also when a shell expanded `photos/*` into names), quietly:
-    it is certainly p3m's. A folder or pattern also passes over the files named like outputs
+    it is certainly p3m's (so is the journal itself, `manifest.jsonl`). A folder or pattern also passes over the files named like outputs
     (`looks_like_output`: `<stem>_alpha.png`, ...), so that deleting a journal does not make a
     second run matte the first one's outputs; those are appended to `passed_over` (when given),
     for the caller to mention, since a user's own file may be named so. Name such a file
@@ -159,7 +159,7 @@ def collect_inputs(
         if key in seen:
             return
         seen.add(key)
-        if own.listed(path):
+        if path.name == MANIFEST_NAME or own.listed(path):
             logger.info("%s: left out, a p3m run wrote it", path)
             return
         if not named and looks_like_output(path):

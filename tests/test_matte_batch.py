@@ -28,6 +28,11 @@ def _photo(height: int = 96, width: int = 72) -> Image.Image:
     return Image.fromarray(PORTRAIT).resize((width, height), Image.Resampling.LANCZOS)
 
 
+def _mode_size(path) -> tuple[str, tuple[int, int]]:
+    with Image.open(path) as image:
+        return image.mode, image.size
+
+
 def _tree(folder) -> list[str]:
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
@@ -62,11 +67,9 @@ def test_c15_every_size_gives_a_same_size_result(c15_sizes, tmp_path):
     result = runner.invoke(app, ["matte", str(c15_sizes), "-o", str(out)])  # default: alpha + rgba
     assert result.exit_code == 0, result.output
     for source in c15_sizes.glob("*.png"):
-        size = Image.open(source).size
-        alpha = Image.open(out / f"{source.stem}_alpha.png")
-        rgba = Image.open(out / f"{source.stem}_rgba.png")
-        assert (alpha.mode, alpha.size) == ("L", size), source.name
-        assert (rgba.mode, rgba.size) == ("RGBA", size), source.name
+        size = _mode_size(source)[1]
+        assert _mode_size(out / f"{source.stem}_alpha.png") == ("L", size), source.name
+        assert _mode_size(out / f"{source.stem}_rgba.png") == ("RGBA", size), source.name
     # The 1x1 cut-out keeps the photo's colour (the only foreground estimate there is).
     dot = np.asarray(Image.open(c15_sizes / "dot_1x1.png").convert("RGB"))
     assert np.array_equal(np.asarray(Image.open(out / "dot_1x1_rgba.png"))[..., :3], dot)
@@ -83,7 +86,7 @@ def test_c15_a_1x1_between_two_photos_does_not_stop_the_folder(c15_sizes, tmp_pa
         [f"{stem}_{kind}.png" for stem in ("a_photo", "b_pixel", "c_photo") for kind in ("alpha", "rgba", "composite")]
         + ["manifest.jsonl"]
     )
-    assert Image.open(out / "b_pixel_composite.png").size == (1, 1)
+    assert _mode_size(out / "b_pixel_composite.png") == ("RGB", (1, 1))
 
 
 def test_degenerate_arrays_through_the_api():

@@ -93,7 +93,7 @@ def test_stdin_to_a_folder_and_stream_errors(portrait_jpeg, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["matte", "-", "-o", str(out), "--save", "alpha"], input=portrait_jpeg)
     assert result.exit_code == 0, result.output
-    assert Image.open(out / "stdin_alpha.png").size == (96, 128)
+    assert np.asarray(Image.open(out / "stdin_alpha.png")).shape == (128, 96)
     # Bad input on stdin: one line, nothing on stdout.
     broken = runner.invoke(app, ["matte", "-", "-o", "-"], input=portrait_jpeg[: len(portrait_jpeg) // 3])
     assert broken.exit_code != 0 and broken.stdout_bytes == b""
@@ -210,6 +210,6 @@ def test_watch_mattes_new_files_and_stops_cleanly_on_sigterm(portrait, tmp_path)
             process.communicate()
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
-    assert Image.open(out / "new_alpha.png").size == (96, 128)
+    assert np.asarray(Image.open(out / "new_alpha.png")).shape == (128, 96)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl", "new_alpha.png"]
     assert b"matted 1 image(s)" in stdout

@@ -314,3 +314,27 @@ def test_epoch_sampler_shards_and_skips():
     assert list(ranks[0]) == shards[0][3:] and len(ranks[0]) == 2
     ranks[0].set_epoch(5)
     assert [i for _, i in ranks[0]] != [i for _, i in shards[0]]
+
+
+def test_check_data_reports_rwp_636(synthetic_copy):
+    """RWP-636 is reported when it is there (under its paper name), is no problem when it is not,
+    and every spelling of its name is accepted."""
+    from p3m.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["check-data", str(synthetic_copy)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "RWP-636" in line)
+    assert "2" in row
+    report = check_layout(synthetic_copy)  # the default: every set there is
+    assert report.counts == {"train": 6, "P3M-500-P": 2, "P3M-500-NP": 2, "RWP": 2}
+    for spelling in ("RWP-636", "rwp636", "RWP"):
+        only = runner.invoke(app, ["check-data", str(synthetic_copy), "--sets", spelling], terminal_width=200)
+        assert only.exit_code == 0 and "RWP-636" in only.stdout, (spelling, only.output)
+    shutil.rmtree(synthetic_copy / "RWP-636")
+    without = runner.invoke(app, ["check-data", str(synthetic_copy)], terminal_width=200)
+    assert without.exit_code == 0 and "layout OK" in without.stdout
+    assert "RWP-636" in without.output and "not found" in without.output
+    assert "RWP" not in check_layout(synthetic_copy).counts
+    asked = runner.invoke(app, ["check-data", str(synthetic_copy), "--sets", "RWP-636"], terminal_width=200)
+    assert asked.exit_code == 1  # asked for by name: its absence is a problem

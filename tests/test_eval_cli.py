@@ -275,3 +275,37 @@ def test_nothing_evaluable_says_so_and_exits_nonzero(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "no image could be evaluated" in result.stderr
     assert "skipped 2 file(s)" in result.stderr
+
+
+def test_eval_reads_what_matte_writes(tmp_path: Path) -> None:
+    """`p3m matte` writes <stem>_alpha.png (beside _rgba.png and its journal); `p3m eval` pairs
+    them with <stem>.png ground truths, by detecting the suffix or with --pred-suffix."""
+    pred_dir, gt_dir = tmp_path / "out", tmp_path / "gt"
+    gt = {"a": np.tile(np.arange(16, dtype=np.uint8) * 16, (12, 1)), "b": np.full((12, 16), 255, np.uint8)}
+    for stem, matte in gt.items():
+        write_png(gt_dir / f"{stem}.png", matte)
+        write_png(pred_dir / f"{stem}_alpha.png", matte if stem == "a" else np.zeros_like(matte))
+        write_png(pred_dir / f"{stem}_rgba.png", np.zeros((12, 16, 4), np.uint8))
+    (pred_dir / "manifest.jsonl").write_text("")
+    json_path = tmp_path / "summary.json"
+    result = runner.invoke(app, ["eval", str(pred_dir), str(gt_dir), "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    assert "2 images evaluated, 0 skipped" in result.stdout
+    assert "<stem>_alpha.png" in result.stderr  # says how it paired them
+    summary = json.loads(json_path.read_text())
+    assert summary["means"]["sad"] == pytest.approx((0 + 12 * 16 / 1000) / 2)
+
+    evaluation = evaluate_folder(pred_dir, gt_dir, workers=1, pred_suffix="_alpha")
+    assert [name for name, _ in evaluation.rows] == ["a", "b"] and evaluation.pred_suffix == "_alpha"
+    assert evaluate_folder(pred_dir, gt_dir, workers=1).pred_suffix == "_alpha"  # detected
+    # An explicit suffix is taken as given: none at all pairs nothing here.
+    plain = runner.invoke(app, ["eval", str(pred_dir), str(gt_dir), "--pred-suffix", ""])
+    assert plain.exit_code == 1 and "no image could be evaluated" in plain.stderr
+    # Predictions named like the ground truths keep working, suffix or not in other files.
+    write_png(pred_dir / "b.png", gt["b"])
+    write_png(gt_dir / "c.png", gt["b"])
+    direct = evaluate_folder(pred_dir, gt_dir, workers=1, pred_suffix="")
+    assert [name for name, _ in direct.rows] == ["b"]
+    assert "no prediction" in {item.name: item.reason for item in direct.skipped}["a"]
+    missing = evaluate_folder(pred_dir, gt_dir, workers=1, pred_suffix="_alpha")
+    assert f"no prediction {pred_dir / 'c_alpha.png'}" in {s.name: s.reason for s in missing.skipped}["c"]

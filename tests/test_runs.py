@@ -216,3 +216,14 @@ def test_journal_ignores_a_torn_line_and_keeps_other_runs(tmp_path: Path) -> Non
     assert set(journal.read()) == {"old"}
     run_items([Item("new")], FunctionTask(lambda item: None), path)
     assert set(read_journal(path)) == {"old", "new"}
+
+
+def test_items_writing_the_same_output_fail_alone(tmp_path: Path) -> None:
+    """Different keys, one output file (a.png and a.jpg -> a_alpha.png): the later item fails,
+    naming the earlier one; its failure is journalled under its own key; the rest runs."""
+    items = make_items(tmp_path / "x", {"a": "1", "b": "2"})
+    clash = Item("a-again", tmp_path / "x" / "a.txt", {"upper": items[0].outputs["upper"]})
+    report = run_items([items[0], clash, items[1]], CopyTask(), tmp_path / "j.jsonl")
+    assert [r.status for r in report.records] == ["done", "failed", "done"]
+    assert f"another input ({tmp_path / 'x' / 'a.txt'}) writes the same output a.upper" in report.records[1].error
+    assert read_journal(tmp_path / "j.jsonl")["a-again"].status == "failed"

@@ -459,3 +459,43 @@ def test_stop_request_writes_resumable_checkpoint(small_data, tmp_path):
     assert _log(tmp_path / "run", "start")[0]["composition_loss"] is False
     assert "composition loss left out" in _log(tmp_path / "run", "note")[0]["message"]
     assert all(r["fusion_comp"] is None for r in _log(tmp_path / "run", "train"))
+
+
+def test_progress_without_a_terminal_is_plain_lines():
+    """Piped to a file (nohup, CI), training progress is a few plain lines: no bar redraws, no
+    blank lines. Folder runs print nothing but their results there either."""
+    import io
+
+    from rich.console import Console
+
+    from p3m.cli._ui import run_progress, training_progress
+    from p3m.runs import ItemFinished, ItemRecord, RunFinished, RunReport, RunStarted
+    from p3m.training.events import (
+        StepFinished,
+        TrainingFinished,
+        TrainingStarted,
+        ValidationFinished,
+        ValidationProgress,
+    )
+
+    log = io.StringIO()
+    with training_progress(Console(file=log, width=100)) as render:
+        render(TrainingStarted(step=0, total_steps=6, steps_per_epoch=2))
+        for step in range(1, 7):
+            render(StepFinished(step=step, total_steps=6, epoch=(step + 1) // 2, loss=1.0 / step, values={}))
+            if step == 4:
+                render(ValidationProgress("P3M-500-P", step, RunStarted(2, 2, 0)))
+                render(ValidationProgress("P3M-500-P", step, ItemFinished(ItemRecord("a", "done"), 1, 2)))
+                render(ValidationProgress("P3M-500-P", step, RunFinished(RunReport([]))))
+                render(ValidationFinished("P3M-500-P", step, 2, {"sad": 12.5, "mse": 0.01}, 2))
+        render(TrainingFinished(6, stopped=False))
+    lines = log.getvalue().splitlines()
+    assert lines and all(line.strip() for line in lines), lines
+    assert len(lines) <= 6, lines  # one per epoch and per validation, not one per redraw
+    assert any("epoch 3" in line and "step 6/6" in line and "loss 0.1667" in line for line in lines)
+    assert any("P3M-500-P" in line and "SAD 12.5" in line for line in lines)
+    piped = io.StringIO()
+    with run_progress("matting", Console(file=piped, width=100), describe=lambda record: None) as on_event:
+        on_event(RunStarted(1, 1, 0))
+        on_event(ItemFinished(ItemRecord("a", "done"), 1, 1))
+    assert piped.getvalue() == ""

@@ -299,3 +299,52 @@ def test_old_import_path_warns_and_still_works():
 
     with pytest.warns(DeprecationWarning, match="p3m.models.transfer"):
         assert old.download_file is transfer.download_file
+
+
+def test_import_never_silently_replaces_a_cached_checkpoint(home, r34_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from p3m.cli import app
+    from p3m.errors import ConfigError
+
+    path, payload = r34_checkpoint
+    installed = hub.import_weights(path, "p3mnet-r34")
+    assert hub.import_weights(path, "p3mnet-r34") == installed  # the same file again: nothing to do
+    # Other weights (here: the same tensors in the bare state_dict layout, so other bytes).
+    other = tmp_path / "mine.pth"
+    torch.save(torch.load(path, map_location="cpu", weights_only=True)["state_dict"], other)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["weights", "import", str(other), "--as", "p3mnet-r34"])
+    assert isinstance(refused.exception, ConfigError), refused.output
+    message = str(refused.exception)
+    assert "--force" in message and str(installed) in message and "\n" not in message
+    assert installed.read_bytes() == payload
+    forced = runner.invoke(app, ["weights", "import", str(other), "--as", "p3mnet-r34", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert installed.read_bytes() == other.read_bytes()
+    assert hub.weights_status("p3mnet-r34").source == f"import:{other.resolve()}"
+
+
+def test_weights_path_exit_codes_and_hints_match_the_help(home, capsys):
+    from typer.main import get_command
+
+    from p3m.cli import app, main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["weights", "path", *args])
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out, captured.err
+
+    help_text = get_command(app).commands["weights"].commands["path"].help
+    assert "exit code 1" in help_text and "exit code 2" in help_text
+    code, out, err = run("p3mnet-r34")
+    assert code == 1 and out == ""
+    assert "p3m weights download p3mnet-r34" in err and len(err.strip().splitlines()) == 1
+    # No checkpoint of Swin-T was ever published: no download to suggest, import or train instead.
+    code, _, err = run("p3mnet-swin-t")
+    assert code == 1 and "weights download" not in err
+    assert "p3m weights import FILE --as p3mnet-swin-t" in err and "p3m train" in err
+    code, _, err = run("p3mnet-r99")
+    assert code == 2 and "unknown model" in err
+    assert "weights download" not in hub.install_hint("p3mnet-swin-t")

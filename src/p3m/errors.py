@@ -62,6 +62,10 @@ class ConfigError(P3MError):
     """A configuration file or option is invalid."""
 
 
+class DeviceError(ConfigError):
+    """A device that does not exist (`--device gpu`) or that this machine lacks (`cuda` without CUDA)."""
+
+
 class MissingDependencyError(P3MError):
     """An optional dependency is needed for this feature; the message says what to install."""
 

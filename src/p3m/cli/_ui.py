@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 def item_progress(
     label: str, console: Console, show_name: bool = False, show_elapsed: bool = False
 ) -> Progress:
-    """A transient `label [bar] done/total [elapsed] eta [name]` bar on `console` (stderr).
+    """A transient `label [bar] done/total [elapsed] eta [name]` bar on `console` (stderr);
+    nothing without a terminal.
 
     With `show_name`, update the task's `name` field with the item being processed.
     """
@@ -46,7 +47,8 @@ def item_progress(
     columns.append(TimeRemainingColumn())
     if show_name:
         columns.append(TextColumn("{task.fields[name]}"))
-    return Progress(*columns, console=console, transient=True)
+    # Off a terminal (a pipe, a log file) a live bar has nothing to redraw and leaves blank lines.
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 
 @contextlib.contextmanager
@@ -60,7 +62,8 @@ def run_progress(
 
     A transient bar over the items to process (items/s, elapsed, time left, current item), one
     red line per failed item (unless `show_failures` is False: the command lists them at the
-    end), and `describe(record)` printed for each finished one when given.
+    end), and `describe(record)` printed for each finished one when given. Without a terminal
+    (a pipe, a log file) there is no bar, only those lines.
     """
     from rich.progress import (
         BarColumn,
@@ -84,6 +87,7 @@ def run_progress(
         TextColumn("{task.fields[name]}"),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # off a terminal a live bar only leaves blank lines
     )
     state: dict[str, object] = {}
 
@@ -112,10 +116,14 @@ def run_progress(
 def training_progress(console: Console) -> Iterator[Callable[[TrainingEvent], None]]:
     """Render a training run (`p3m.training.events`): yields the `on_event` callback to pass on.
 
-    A transient bar over the optimiser steps (epoch and loss in its label, time left) and, while
-    a validation pass runs, a second bar over its images; failed validation images are logged by
-    the trainer.
+    On a terminal, a transient bar over the optimiser steps (epoch and loss in its label, time
+    left) and, while a validation pass runs, a second bar over its images. Elsewhere (a log
+    file, nohup, CI) one plain line per epoch and per validation. Failed validation images are
+    logged by the trainer.
     """
+    if not console.is_terminal:
+        yield _plain_training_lines(console)
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -151,6 +159,33 @@ def training_progress(console: Console) -> Iterator[Callable[[TrainingEvent], No
 
     with progress:
         yield on_event
+
+
+def _plain_training_lines(console: Console) -> Callable[[TrainingEvent], None]:
+    """Training progress for a log: `epoch E step S/T loss L` at the end of each epoch, and the
+    means of each validation."""
+    from p3m.training.events import StepFinished, TrainingStarted, ValidationFinished
+
+    per_epoch = {"steps": 0}
+
+    def on_event(event: TrainingEvent) -> None:
+        if isinstance(event, TrainingStarted):
+            per_epoch["steps"] = event.steps_per_epoch
+        elif isinstance(event, StepFinished):
+            steps = per_epoch["steps"]
+            if event.step == event.total_steps or (steps and event.step % steps == 0):
+                console.print(
+                    f"epoch {event.epoch} step {event.step}/{event.total_steps} loss {event.loss:.4f}",
+                    highlight=False, soft_wrap=True,
+                )
+        elif isinstance(event, ValidationFinished):
+            means = "  ".join(f"{key.upper()} {value:.4g}" for key, value in event.means.items())
+            console.print(
+                f"validation on {event.set_name} at step {event.step} ({event.num_images} images): {means}",
+                highlight=False, soft_wrap=True,
+            )
+
+    return on_event
 
 
 def exit_if_failed(console: Console, failures: Iterable[tuple[str, str]], title: str) -> None:

@@ -37,8 +37,11 @@ def check_data_command(
     root: Path = typer.Argument(..., help="Data root (P3M-10k layout)."),
     protocol: str = typer.Option("B", "--protocol", help="B (blurred training images) or N (normal)."),
     normal_images: Path | None = typer.Option(None, "--normal-images", help="Normal training images (N)."),
-    sets: list[str] = typer.Option(
-        ["train", "P3M-500-P", "P3M-500-NP"], "--sets", help="Sets to check (repeatable): train, P3M-500-P, P3M-500-NP, RWP."
+    sets: list[str] | None = typer.Option(
+        None,
+        "--sets",
+        help="Sets to check (repeatable): train, P3M-500-P, P3M-500-NP, RWP-636 "
+        "(default: the first three, and RWP-636 when it is there).",
     ),
     deep: bool = typer.Option(False, "--deep", help="Also open every file: unreadable files, size mismatches."),
 ) -> None:
@@ -46,21 +49,23 @@ def check_data_command(
     from rich.console import Console
     from rich.table import Table
 
-    from p3m.data.layout import check_layout
+    from p3m.data.layout import check_layout, set_label
     from p3m.errors import DatasetError
 
     if not root.is_dir():
         # Nothing to tabulate: one red line (exit 2) instead of an empty table and a problem.
         raise DatasetError("data root does not exist" if not root.exists() else "data root is not a folder", root)
-    report = check_layout(root, sets, protocol, normal_images, deep=deep)
+    report = check_layout(root, sets or None, protocol, normal_images, deep=deep)
     table = Table(title=f"data layout of {root}")
     table.add_column("set")
     table.add_column("samples", justify="right")
     table.add_column("extras")
     for name, count in report.counts.items():
-        table.add_row(name, str(count), ", ".join(report.extras.get(name, ())) or "-")
+        table.add_row(set_label(name), str(count), ", ".join(report.extras.get(name, ())) or "-")
     console = Console()
     console.print(table)
+    for note in report.notes:
+        Console(stderr=True).print(f"note: {note}", highlight=False, soft_wrap=True)
     if report.problems:
         err = Console(stderr=True)
         for problem in report.problems:

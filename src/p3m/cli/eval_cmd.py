@@ -28,6 +28,12 @@ def eval_command(
     workers: int = typer.Option(
         2, "--workers", "-j", min=1, help="Worker processes (results do not depend on it)."
     ),
+    pred_suffix: str | None = typer.Option(
+        None,
+        "--pred-suffix",
+        help="Predictions are <stem><suffix>.png, e.g. _alpha (what p3m matte writes); "
+        "default: detected (_alpha when that pairs more files, else none).",
+    ),
     accumulate: Accumulate = typer.Option(
         Accumulate.eval_py,
         "--accumulate",
@@ -36,7 +42,8 @@ def eval_command(
 ) -> None:
     """Compute SAD, MSE, MAD, SAD-T, MSE-T, MAD-T, SAD-FG, SAD-BG, Grad and Conn for a folder.
 
-    Files are matched by stem and read as 8-bit PNG / 255 (the official eval.py convention).
+    Files are matched by stem and read as 8-bit PNG / 255 (the official eval.py convention);
+    a `p3m matte` output folder (<stem>_alpha.png) is recognised.
     Files that cannot be evaluated are listed and skipped; the exit code is 1 if any was.
     """
     from rich.console import Console
@@ -54,6 +61,13 @@ def eval_command(
             workers=workers,
             accumulate=accumulate.value,
             on_event=on_event,
+            pred_suffix=pred_suffix,
+        )
+    if pred_suffix is None and evaluation.pred_suffix:
+        err.print(
+            f"note: predictions paired as <stem>{evaluation.pred_suffix}.png with <stem>.png "
+            "(what p3m matte writes; set --pred-suffix to choose)",
+            highlight=False, soft_wrap=True,
         )
 
     if evaluation.rows:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 
@@ -27,9 +29,18 @@ def _describe_model(matter: Any) -> str:
     return matter.name if matter.name == "selfie-cf" else f"{matter.name} (P3M-Net, {matter.strategy})"
 
 
+STDIO = "-"
+"""`-` as the input reads the image from stdin; `-o -` writes one output image to stdout."""
+
+
 def matte_command(
-    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns ('photos/*.jpg')."),
-    out_dir: Path = typer.Option(Path("p3m-output"), "--out-dir", "-o", help="Folder for the outputs."),
+    inputs: list[str] | None = typer.Argument(
+        None, help="Image files, folders or glob patterns ('photos/*.jpg'); - reads one image from stdin."
+    ),
+    out_dir: Path = typer.Option(
+        Path("p3m-output"), "--out-dir", "-o",
+        help="Folder for the outputs; - writes one image to stdout (the first kind of --save, default rgba).",
+    ),
     model: str = typer.Option(
         "auto",
         "--model",
@@ -43,10 +54,10 @@ def matte_command(
     strategy: StrategyChoice = typer.Option(
         StrategyChoice.hybrid, "--strategy", help="Official P3M-Net test-time strategy."
     ),
-    save: str = typer.Option(
-        "alpha,rgba",
+    save: str | None = typer.Option(
+        None,
         "--save",
-        help=f"Comma list of outputs: {', '.join(values(OutputKind))}.",
+        help=f"Comma list of outputs: {', '.join(values(OutputKind))} (default: alpha,rgba; rgba with -o -).",
     ),
     background: str = typer.Option(
         "white", "--background", "-b", help="Composite background: colour (name, #rrggbb, r,g,b) or image file."
@@ -57,7 +68,9 @@ def matte_command(
         help="Pixel budget: larger images are matted shrunk and the alpha upsampled back "
         "(0 = default, about 1080 x 1620; -1 = no budget).",
     ),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)."
+    ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     download: bool = typer.Option(
@@ -66,24 +79,119 @@ def matte_command(
         help="Download the model's published weights first if they are not cached (the only "
         "network access; with --model auto this fetches P3M-Net ViTAE-S).",
     ),
+    trimap_band: float | None = typer.Option(
+        None, "--trimap-band", min=0.001, max=0.5,
+        help="selfie-cf: half-width of the trimap's unknown band, as a fraction of the image's "
+        "longer side (default 0.02; wider for hair and blurry edges).",
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", min=0.01, max=0.99,
+        help="selfie-cf: person probability above which a pixel is foreground (default 0.5; "
+        "higher keeps less background).",
+    ),
+    watch: Path | None = typer.Option(
+        None, "--watch",
+        help="Watch this folder and matte each new image once it is completely written, until "
+        "Ctrl-C or SIGTERM.",
+    ),
+    poll: float = typer.Option(1.0, "--poll", min=0.05, help="--watch: seconds between scans of the folder."),
 ) -> None:
     """Matte portraits: per image <stem>_alpha.png, <stem>_rgba.png (straight alpha) and more.
 
-    Existing outputs are kept unless --overwrite. Inputs that are missing or cannot be read are
-    reported and skipped, the rest matted; the exit code is 1 if any was skipped.
+    Existing outputs are kept unless --overwrite; files p3m wrote are never taken as inputs.
+    Inputs that are missing or cannot be read are reported and skipped, the rest matted; the
+    exit code is 1 if any was skipped. `p3m matte - -o - < in.jpg > out.png` reads stdin and
+    writes only the image to stdout.
     """
+    from p3m.errors import ConfigError
+    from p3m.inference.api import MATTE_MAX_PIXELS
+    from p3m.inference.batch import parse_save
+
+    inputs = list(inputs or [])
+    to_stdout = str(out_dir) == STDIO
+    if watch is not None:
+        if inputs or to_stdout:
+            raise ConfigError("--watch DIR takes no other inputs and writes into a folder (-o OUT)")
+    elif not inputs:
+        raise ConfigError("give image files, folders or patterns to matte (or - for stdin, or --watch DIR)")
+    if STDIO in inputs and len(inputs) > 1:
+        raise ConfigError("- (stdin) must be the only input")
+    kinds = parse_save(save if save is not None else ("rgba" if to_stdout else "alpha,rgba"))
+    options = {
+        "model": model, "weights": weights, "strategy": strategy.value, "device": device, "download": download,
+        "max_pixels": MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels,
+        "selfie": _selfie_config(trimap_band, threshold),
+    }
+    backdrop = _background(background) if "composite" in kinds else "white"
+    if watch is not None:
+        _watch_folder(watch, out_dir, kinds, backdrop, options, recursive, poll)
+    elif to_stdout or inputs == [STDIO]:
+        _matte_stream(inputs, out_dir, kinds, backdrop, options, to_stdout, overwrite)
+    else:
+        _matte_files(inputs, out_dir, kinds, backdrop, options, recursive, overwrite)
+
+
+def _selfie_config(trimap_band: float | None, threshold: float | None) -> Any:
+    if trimap_band is None and threshold is None:
+        return None
+    import dataclasses
+
+    from p3m.inference.selfie_cf import SelfieCFConfig
+
+    changes = {"band_fraction": trimap_band, "threshold": threshold}
+    return dataclasses.replace(SelfieCFConfig(), **{key: value for key, value in changes.items() if value is not None})
+
+
+def _load_matter(options: dict[str, Any], say: Any, note: Any) -> Any:
+    """The `Matter` the options ask for (downloading weights first with --download)."""
+    from p3m.inference.api import Matter
+
+    model, weights = options["model"], options["weights"]
+    if options["download"] and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
+        from p3m.inference.api import AUTO_PREFERRED_MODEL
+        from p3m.models.hub import download_weights, installed_weights
+
+        wanted_model = AUTO_PREFERRED_MODEL if model == "auto" else model
+        if installed_weights(wanted_model) is None:
+            say(f"downloading the {wanted_model} weights ...")
+            download_weights(wanted_model)
+    matter = Matter(
+        model, weights=weights, strategy=options["strategy"], device=options["device"],
+        max_pixels=options["max_pixels"], selfie_config=options["selfie"],
+    )
+    say(f"model: [bold]{_describe_model(matter)}[/bold]")
+    if matter.note:
+        note(f"[yellow]note:[/yellow] {matter.note}")
+    return matter
+
+
+def _describe_record(record: Any) -> str:
+    detail = f"; {record.details['resized']}" if record.details.get("resized") else ""
+    names = ", ".join(record.details.get("written", []))
+    return f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
+
+
+def _failure(record: Any) -> tuple[str, str]:
+    """(input, reason) of a failed record, the file named once (the error's own path prefix
+    is dropped when it is the input)."""
+    prefix = f"{record.source}: "
+    reason = record.error or "could not be matted"
+    return str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+def _matte_files(
+    inputs: list[str], out_dir: Path, kinds: tuple[str, ...], backdrop: Any, options: dict[str, Any],
+    recursive: bool, overwrite: bool,
+) -> None:
+    """A folder run: files, folders and globs into `out_dir`."""
     from rich.console import Console
 
     from p3m.cli._ui import exit_if_failed, run_progress
     from p3m.errors import ImageReadError
-    from p3m.inference.api import MATTE_MAX_PIXELS, Matter
-    from p3m.inference.batch import parse_save, plan_matte, run_matte
+    from p3m.inference.batch import plan_matte, run_matte
 
     out = Console()
     err = Console(stderr=True)
-    kinds = parse_save(save)
-    backdrop = _background(background) if "composite" in kinds else "white"
-    budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
     plan = plan_matte(inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite)
     failures = list(plan.missing)
     if len(failures) == len(inputs):
@@ -95,6 +203,14 @@ def matte_command(
         )
     for name, reason in failures:
         err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
+    if plan.passed_over:
+        shown = ", ".join(path.name for path in plan.passed_over[:3])
+        more = f", ... ({len(plan.passed_over)} in all)" if len(plan.passed_over) > 3 else ""
+        err.print(
+            f"note: passed over {len(plan.passed_over)} file(s) named like p3m's outputs, which are "
+            f"never inputs ({shown}{more}); name a file to matte it anyway",
+            highlight=False, soft_wrap=True,
+        )
     if not plan.jobs:
         err.print("[yellow]no images found[/yellow]")
         exit_if_failed(err, failures, "skipped {count} input(s)")
@@ -107,34 +223,161 @@ def matte_command(
         exit_if_failed(err, failures, "skipped {count} input(s)")
         return
 
-    if download and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
-        from p3m.inference.api import AUTO_PREFERRED_MODEL
-        from p3m.models.hub import download_weights, installed_weights
+    def note(text: str) -> None:
+        err.print(text, soft_wrap=True)
 
-        wanted_model = AUTO_PREFERRED_MODEL if model == "auto" else model
-        if installed_weights(wanted_model) is None:
-            out.print(f"downloading the {wanted_model} weights ...")
-            download_weights(wanted_model)
-    matter = Matter(model, weights=weights, strategy=strategy.value, device=device, max_pixels=budget)
-    out.print(f"model: [bold]{_describe_model(matter)}[/bold]")
-    if matter.note:
-        err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
-
-    def describe(record: Any) -> str:
-        detail = f"; {record.details['resized']}" if record.details.get("resized") else ""
-        names = ", ".join(record.details.get("written", []))
-        return f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
-
-    with run_progress("[bold]matting", err, describe=describe) as on_event:
+    matter = _load_matter(options, out.print, note)
+    with run_progress("[bold]matting", err, describe=_describe_record) as on_event:
         report = run_matte(plan, matter, backdrop, on_event=on_event)
-    for record in report.failed:
-        # Name the file once: drop the error's own path prefix when it is the input.
-        prefix = f"{record.source}: "
-        reason = record.error or "could not be matted"
-        failures.append((str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason))
+    failures.extend(_failure(record) for record in report.failed)
     done = report.counts.get("done", 0)
     out.print(f"matted {done} image(s) with {matter.name} into {out_dir}")
     exit_if_failed(err, failures, "skipped {count} input(s)")
+
+
+def _matte_stream(
+    inputs: list[str], out_dir: Path, kinds: tuple[str, ...], backdrop: Any, options: dict[str, Any],
+    to_stdout: bool, overwrite: bool,
+) -> None:
+    """One image from stdin or a file, to stdout or a folder. With stdout, nothing but the PNG
+    of the first kind of --save is written there (every message goes to stderr)."""
+    import sys
+
+    from rich.console import Console
+
+    from p3m.errors import ConfigError, ImageReadError
+    from p3m.inference.batch import MatteJob, output_image, write_outputs
+    from p3m.io import encode_png, load_image_input
+
+    err = Console(stderr=True)
+    if len(inputs) != 1 or (inputs[0] != STDIO and not Path(inputs[0]).is_file()):
+        raise ConfigError("-o - writes one image to stdout: give one image file, or - for stdin")
+    if to_stdout and len(kinds) > 1:
+        err.print(f"note: stdout holds one image: only {kinds[0]} is written (--save {','.join(kinds)})",
+                  highlight=False)
+    name = "stdin" if inputs[0] == STDIO else inputs[0]
+    stem = "stdin" if inputs[0] == STDIO else Path(inputs[0]).stem
+    job = MatteJob(Path(name), {kind: out_dir / f"{stem}_{kind}.png" for kind in kinds})
+    if not to_stdout and not overwrite and not job.missing(kinds):
+        err.print(f"kept {name}: its outputs exist (use --overwrite to redo them)", highlight=False)
+        return
+    if inputs[0] == STDIO:
+        payload = sys.stdin.buffer.read()
+        if not payload:
+            raise ImageReadError("no image data on stdin", "stdin")
+    else:
+        payload = Path(inputs[0])
+
+    def say(text: str) -> None:
+        err.print(text, highlight=False, soft_wrap=True)
+
+    with _stdout_for_the_image() as image_out:
+        matter = _load_matter(options, say, say)
+        try:
+            image = load_image_input(payload)
+        except ImageReadError as error:
+            if error.path is None:
+                raise ImageReadError(error.problem, name) from None
+            raise
+        kinds_needing_colour = {"rgba", "foreground", "composite"}
+        wanted = kinds[:1] if to_stdout else kinds
+        result = matter(image, foreground=bool(kinds_needing_colour & set(wanted)))
+        if result.resized is not None:
+            say(f"note: {result.resized.describe()}")
+        if to_stdout:
+            picture = output_image(result, kinds[0], backdrop)
+            if picture is None:
+                raise ConfigError(f"{matter.name} gives no {kinds[0]}; choose another --save")
+            image_out.write(encode_png(picture))
+            image_out.flush()
+            say(f"{name} -> stdout ({kinds[0]} PNG, {matter.name})")
+            return
+    written = write_outputs(job, result, kinds, backdrop)
+    say(f"{name} -> {', '.join(path.name for path in written)} ({matter.name})")
+
+
+@contextlib.contextmanager
+def _stdout_for_the_image() -> Iterator[BinaryIO]:
+    """Yield the real stdout for the image bytes while everything else that would be printed
+    to stdout (Python's or a native library's) goes to stderr instead."""
+    import io
+    import os
+    import sys
+
+    sys.stdout.flush()
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        descriptor = None  # not a real file (e.g. a test runner): redirect Python's stdout only
+    original = sys.stdout
+    if descriptor is None:
+        sys.stdout = sys.stderr
+        try:
+            yield original.buffer
+        finally:
+            sys.stdout = original
+        return
+    saved = os.dup(descriptor)
+    try:
+        os.dup2(sys.stderr.fileno(), descriptor)
+        sys.stdout = sys.stderr
+        with os.fdopen(os.dup(saved), "wb", closefd=True) as image_out:
+            yield image_out
+    finally:
+        sys.stdout = original
+        os.dup2(saved, descriptor)
+        os.close(saved)
+
+
+def _watch_folder(
+    folder: Path, out_dir: Path, kinds: tuple[str, ...], backdrop: Any, options: dict[str, Any],
+    recursive: bool, poll: float,
+) -> None:
+    """`--watch DIR`: matte new images until Ctrl-C or SIGTERM, then exit cleanly (code 0, or 1
+    if an image failed)."""
+    import signal
+    import threading
+
+    from rich.console import Console
+
+    from p3m.cli._ui import exit_if_failed
+    from p3m.errors import ImageReadError
+    from p3m.inference.watch import watch_matte
+    from p3m.runs import ItemFinished
+
+    out = Console()
+    err = Console(stderr=True)
+    if not folder.is_dir():
+        raise ImageReadError("no such folder to watch" if not folder.exists() else "not a folder", folder)
+    matter = _load_matter(options, out.print, lambda text: err.print(text, soft_wrap=True))
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stop.set()
+        err.print("stopping after the current image ...", highlight=False)
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, ItemFinished):
+            record = event.record
+            if record.failed:
+                err.print(f"[red]error:[/red] {record.error}", highlight=False, soft_wrap=True)
+            else:
+                err.print(_describe_record(record), highlight=False, soft_wrap=True)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        err.print(f"watching {folder} (outputs in {out_dir}); Ctrl-C or SIGTERM stops", highlight=False)
+        report = watch_matte(
+            folder, out_dir, matter, kinds, backdrop, stop=stop, recursive=recursive, poll_seconds=poll,
+            on_event=on_event,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    out.print(f"matted {report.counts.get('done', 0)} image(s) with {matter.name} into {out_dir}")
+    exit_if_failed(err, (_failure(record) for record in report.failed), "{count} image(s) failed")
 
 
 def demo_command(

@@ -174,7 +174,9 @@ def evaluate_model_command(
     model_name: str | None = typer.Option(
         None, "--model", help="Model variant (default: identified from the checkpoint)."
     ),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: what is available)."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)."
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
 ) -> None:
     """Run a trained model on a test set with the official procedure and report the metrics.
@@ -190,9 +192,11 @@ def evaluate_model_command(
     from p3m.evaluation.model import evaluate_on_set
     from p3m.models import create_model
     from p3m.models.checkpoints import identify_variant, read_state_dict
+    from p3m.models.device import resolve_device
     from p3m.training.config import training_protocol
     from p3m.vocabulary import Protocol as TableProtocol
 
+    resolve_device(device)  # a wrong --device fails before the checkpoint is read
     name = model_name
     if name is None:
         name = identify_variant(read_state_dict(checkpoint))

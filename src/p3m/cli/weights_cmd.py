@@ -51,9 +51,10 @@ def download_command(
     from p3m.models.hub import download_weights
 
     console = Console()
+    err = Console(stderr=True)
     with Progress(
         f"[bold]{name}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        console=Console(stderr=True), transient=True,
+        console=err, transient=True, disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task("download", total=None)
 
@@ -80,26 +81,40 @@ def _print_installed(console: Console, name: str, path: Path) -> None:
 def import_command(
     file: Path = typer.Argument(..., help="A checkpoint you already have."),
     name: str = typer.Option(..., "--as", help="The model it belongs to, e.g. p3mnet-vitae-s."),
+    force: bool = typer.Option(False, "--force", help="Replace other weights already cached for NAME."),
 ) -> None:
-    """Check FILE loads strictly into model NAME, then copy it into the cache."""
+    """Check FILE loads strictly into model NAME, then copy it into the cache.
+
+    Other weights cached for NAME are kept unless --force (exit code 2 then).
+    """
     from rich.console import Console
 
     from p3m.models.hub import import_weights
 
-    path = import_weights(file, name)
+    path = import_weights(file, name, force=force)
     _print_installed(Console(), name, path)
 
 
 @weights_app.command("path")
 def path_command(name: str = typer.Argument(..., help="Model name.")) -> None:
-    """Print the cached checkpoint path of NAME (exit 1 with instructions if absent)."""
-    from p3m.models.hub import install_hint, installed_weights
+    """Print the cached checkpoint path of NAME.
 
+    Exit code 0 with the path; exit code 1 when no weights of NAME are installed (with how to
+    get them, on stderr); exit code 2 for a name that is not a model.
+    """
+    from rich.console import Console
+
+    from p3m.models.hub import install_hint, installed_weights, weights_dir
+    from p3m.models.registry import get_spec
+
+    get_spec(name)  # an unknown name is a usage error (exit code 2)
     path = installed_weights(name)
     if path is None:
-        from p3m.errors import ModelNotFoundError
-
-        raise ModelNotFoundError(f"no weights for {name} in the cache; {install_hint(name)}")
+        Console(stderr=True).print(
+            f"[red]error:[/red] no weights for {name} in the cache {weights_dir()}; {install_hint(name)}",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1)
     typer.echo(str(path))
 
 

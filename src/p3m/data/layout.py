@@ -33,9 +33,12 @@ __all__ = [
     "Sample",
     "SetLayout",
     "TestSet",
+    "canonical_set_name",
     "check_layout",
     "find_samples",
     "resolve_set",
+    "rwp_present",
+    "set_label",
 ]
 
 SET_NAMES = DATA_SETS
@@ -81,9 +84,36 @@ def _set_directory(root: Path, name: str) -> Path:
     return root / "validation" / name
 
 
-def resolve_set(root: str | PathLike[str], name: str, protocol: str = "B") -> SetLayout:
-    """The folder layout of set `name` ('train', 'P3M-500-P', 'P3M-500-NP', 'RWP') under `root`."""
+def canonical_set_name(name: str) -> str:
+    """'train' or a `TestSet` value for any accepted spelling ('RWP-636', 'rwp636', 'p3m-500-p');
+    other names are returned as given."""
+    if name in SET_NAMES:
+        return name
+    if name.strip().lower() == "train":
+        return "train"
+    test_set = TestSet.parse(name)
+    return test_set.value if test_set is not None else name
+
+
+def set_label(name: str) -> str:
+    """The name of a set in the paper's tables: RWP-636 for RWP, the others as they are."""
+    test_set = TestSet.parse(name)
+    return test_set.label if test_set is not None else name
+
+
+def rwp_present(root: str | PathLike[str]) -> bool:
+    """True when `root` holds RWP-636 (`RWP-636/image`, `RWP/image`, or `image/` + `alpha/`)."""
     root = Path(root)
+    return any((root / folder / "image").is_dir() for folder in ("RWP-636", "RWP")) or (
+        (root / "image").is_dir() and (root / "alpha").is_dir()
+    )
+
+
+def resolve_set(root: str | PathLike[str], name: str, protocol: str = "B") -> SetLayout:
+    """The folder layout of set `name` ('train', 'P3M-500-P', 'P3M-500-NP', 'RWP' or another
+    spelling of it, such as 'RWP-636') under `root`."""
+    root = Path(root)
+    name = canonical_set_name(name)
     if name not in SET_NAMES:
         raise DatasetError(f"unknown set {name!r} (use one of {', '.join(SET_NAMES)})", root)
     if protocol not in PROTOCOLS:
@@ -113,6 +143,8 @@ class LayoutReport:
     counts: dict[str, int] = field(default_factory=dict)
     extras: dict[str, tuple[str, ...]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Remarks that are not problems (e.g. an optional test set that is not there)."""
 
     @property
     def ok(self) -> bool:
@@ -254,22 +286,33 @@ def _check_files(name: str, samples: list[Sample], problems: list[str]) -> None:
 
 def check_layout(
     root: str | PathLike[str],
-    sets: Sequence[str] = ("train", "P3M-500-P", "P3M-500-NP"),
+    sets: Sequence[str] | None = None,
     protocol: str = "B",
     normal_images: str | PathLike[str] | None = None,
     deep: bool = False,
 ) -> LayoutReport:
     """Check every requested set under `root` and report counts and problems (never raises).
 
-    `deep=True` also opens every file's header: unreadable files and mattes, trimaps, masks,
-    fg/bg whose size differs from their image are reported.
+    `sets=None` checks train, P3M-500-P and P3M-500-NP, and RWP-636 when it is there (its
+    absence is a note, not a problem); sets named explicitly (any spelling, e.g. 'RWP-636')
+    must be there. `deep=True` also opens every file's header: unreadable files and mattes,
+    trimaps, masks, fg/bg whose size differs from their image are reported.
     """
     root = Path(root)
     report = LayoutReport(root)
     if not root.is_dir():
         report.problems.append("data root does not exist or is not a folder")
         return report
-    for name in sets:
+    if sets is None:
+        sets = ["train", TestSet.P.value, TestSet.NP.value]
+        if rwp_present(root):
+            sets.append(TestSet.RWP.value)
+        else:
+            report.notes.append(
+                f"{TestSet.RWP.label} (the real-world test set) not found: expected "
+                f"{root / 'RWP-636'}/image and /alpha; it is optional"
+            )
+    for name in (canonical_set_name(name) for name in sets):
         try:
             layout = resolve_set(root, name, protocol)
         except DatasetError as error:

@@ -1,6 +1,7 @@
 """Evaluate a folder of predicted alpha mattes against ground truths (the official eval.py recipe).
 
-PNG files are matched by stem. Predictions and ground truths are read as 8-bit PNG / 255 in
+PNG files are matched by stem; predictions may carry a suffix (`<stem>_alpha.png`, what
+`p3m matte` writes), detected or given as `pred_suffix`. Predictions and ground truths are read as 8-bit PNG / 255 in
 float32 and trimaps as raw 0..255 values in float32, which is how the official P3M-Net
 `eval.py` reads its inputs, so the per-image numbers are the official ones. Files that cannot
 be evaluated (no ground truth, no prediction, no trimap, different sizes, unreadable) are
@@ -36,10 +37,14 @@ from p3m.evaluation.metrics import METRIC_KEYS, MetricSummary, compute_metrics, 
 from p3m.evaluation.record import CONVENTION, MetricsRecord, SkippedFile
 from p3m.io import atomic_open, files_by_stem, read_alpha_u8, read_trimap
 from p3m.runs import Event, Item, ItemFinished, Outcome, RunOptions, run_items
+from p3m.vocabulary import OutputKind
 
 logger = logging.getLogger(__name__)
 
 CSV_HEADER: tuple[str, ...] = ("name", *METRIC_KEYS)
+
+MATTE_SUFFIX = f"_{OutputKind.alpha.value}"
+"""The suffix of the alpha mattes `p3m matte` writes (`<stem>_alpha.png`)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class FolderEvaluation:
     gt_dir: Path
     trimap_dir: Path | None = None
     accumulate: str = "eval_py"
+    pred_suffix: str = ""
 
     def record(self, **fields: object) -> MetricsRecord:
         """The metrics.json record of this evaluation; `fields` add or override record fields."""
@@ -90,20 +96,44 @@ def _png_files(folder: Path, what: str) -> dict[str, Path]:
     return files_by_stem(folder, suffixes=(".png",))
 
 
+def _strip_suffix(files: dict[str, Path], suffix: str) -> dict[str, Path]:
+    """The files whose stem ends with `suffix`, by the stem without it."""
+    if not suffix:
+        return dict(files)
+    return {stem[: -len(suffix)]: path for stem, path in files.items() if stem.endswith(suffix) and stem != suffix}
+
+
+def detect_pred_suffix(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str]) -> str:
+    """The suffix of the prediction files: `MATTE_SUFFIX` ("_alpha") when the folder holds what
+    `p3m matte` writes (`<stem>_alpha.png` pairs more ground truths than `<stem>.png`), else ""."""
+    predictions = _png_files(Path(pred_dir), "prediction")
+    ground_truths = _png_files(Path(gt_dir), "ground-truth")
+    direct = len(predictions.keys() & ground_truths.keys())
+    suffixed = len(_strip_suffix(predictions, MATTE_SUFFIX).keys() & ground_truths.keys())
+    return MATTE_SUFFIX if suffixed > direct else ""
+
+
 def match_files(
-    pred_dir: Path, gt_dir: Path, trimap_dir: Path | None = None
+    pred_dir: Path, gt_dir: Path, trimap_dir: Path | None = None, pred_suffix: str = ""
 ) -> tuple[list[ImageTask], list[SkippedFile]]:
-    """Pair predictions, ground truths (and trimaps) by file stem; list what cannot be paired."""
-    predictions = _png_files(pred_dir, "prediction")
+    """Pair predictions, ground truths (and trimaps) by file stem; list what cannot be paired.
+
+    Prediction `<stem><pred_suffix>.png` pairs with ground truth `<stem>.png`; prediction files
+    without the suffix are then not predictions (e.g. the `_rgba.png` cut-outs beside
+    `p3m matte`'s `_alpha.png`).
+    """
+    found = _png_files(pred_dir, "prediction")
     ground_truths = _png_files(gt_dir, "ground-truth")
     trimaps = _png_files(trimap_dir, "trimap") if trimap_dir is not None else None
-    if not predictions:
+    if not found:
         raise DatasetError("no PNG predictions in this folder", pred_dir)
+    suffix = pred_suffix
+    predictions = _strip_suffix(found, suffix)
     tasks: list[ImageTask] = []
     skipped: list[SkippedFile] = []
     for stem in sorted(set(predictions) | set(ground_truths)):
         if stem not in predictions:
-            skipped.append(SkippedFile(stem, f"no prediction {pred_dir / (stem + '.png')}"))
+            skipped.append(SkippedFile(stem, f"no prediction {pred_dir / (stem + suffix + '.png')}"))
         elif stem not in ground_truths:
             skipped.append(SkippedFile(stem, f"no ground truth {gt_dir / (stem + '.png')}"))
         elif trimaps is not None and stem not in trimaps:
@@ -172,8 +202,12 @@ def evaluate_folder(
     accumulate: Literal["float64", "eval_py"] = "eval_py",
     on_progress: Callable[[int, int], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
+    pred_suffix: str | None = None,
 ) -> FolderEvaluation:
     """Evaluate every prediction PNG in `pred_dir` against the same-stem PNG in `gt_dir`.
+
+    `pred_suffix`: predictions are `<stem><pred_suffix>.png` (e.g. "_alpha", what `p3m matte`
+    writes); None detects it (`detect_pred_suffix`); the result's `pred_suffix` says which was used.
 
     `workers` processes share the images (1 = in this process; as with any multiprocessing code,
     call this under `if __name__ == "__main__":` in a script); the images go through
@@ -187,7 +221,8 @@ def evaluate_folder(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     chosen = None if metrics is None else tuple(metrics)
-    tasks, skipped = match_files(pred_path, gt_path, trimap_path)
+    suffix = detect_pred_suffix(pred_path, gt_path) if pred_suffix is None else pred_suffix
+    tasks, skipped = match_files(pred_path, gt_path, trimap_path, suffix)
     items = [Item(task.name, task.pred_path, payload=task) for task in tasks]
     options = RunOptions(
         resume=False,
@@ -222,6 +257,7 @@ def evaluate_folder(
         gt_dir=gt_path,
         trimap_dir=trimap_path,
         accumulate=accumulate,
+        pred_suffix=suffix,
     )
 
 
@@ -256,11 +292,13 @@ def write_json(path: str | os.PathLike[str], evaluation: FolderEvaluation) -> No
 
 __all__ = [
     "CSV_HEADER",
+    "MATTE_SUFFIX",
     "FolderEvaluation",
     "ImageTask",
     "ScoreTask",
     "SkippedFile",
     "csv_text",
+    "detect_pred_suffix",
     "evaluate_folder",
     "evaluate_image",
     "match_files",

@@ -22,6 +22,8 @@ _LAZY = {
     "predict_p3mnet": "p3m.inference.strategies",
     "P3MNetPrediction": "p3m.inference.strategies",
     "matte_selfie_cf": "p3m.inference.selfie_cf",
+    "SelfieCFConfig": "p3m.inference.selfie_cf",
+    "watch_matte": "p3m.inference.watch",
     "estimate_foreground": "p3m.inference.foreground",
     "cutout_rgba": "p3m.inference.foreground",
     "composite": "p3m.inference.foreground",

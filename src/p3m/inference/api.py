@@ -29,6 +29,7 @@ from p3m.inference.backends import (
     resolve_backend,
 )
 from p3m.inference.foreground import composite, cutout_rgba, estimate_foreground
+from p3m.inference.selfie_cf import SelfieCFConfig
 from p3m.inference.strategies import STRATEGIES, Strategy
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MatteResult",
     "Matter",
     "ResizeInfo",
+    "SelfieCFConfig",
     "matte",
 ]
 
@@ -78,10 +80,21 @@ class Matter:
     `model` is "auto", "selfie-cf", a registered P3M-Net name, an .onnx file from
     `p3m export-onnx`, a built model instance (any module returning `P3MOutput`), or a
     `MattingBackend` of one's own (an object with `name`, `note` and `matte(image)`);
-    `weights` is a checkpoint path or a cached model name. The work is done by a
+    `weights` is a checkpoint path or a cached model name; `device` is checked whatever the
+    model (`p3m.models.device.resolve_device`); `selfie_config` (a `SelfieCFConfig`: trimap
+    `band_fraction`, `threshold`) refines selfie-cf. The work is done by a
     `p3m.inference.backends.MattingBackend` (`self.backend`) chosen from these arguments.
     Raises `ModelNotFoundError` (unknown model, weights not installed), `ConfigError`
-    (conflicting options), `MissingDependencyError` (MediaPipe / onnxruntime absent).
+    (conflicting options; `DeviceError` for a device this machine lacks),
+    `MissingDependencyError` (MediaPipe / onnxruntime absent).
+
+    For many images build one `Matter` and call it on each (the model is loaded once):
+
+        >>> matter = Matter("auto")
+        >>> for path in paths:
+        ...     write_png(out / f"{path.stem}.png", matter(path).rgba())
+
+    (a folder run with resume, recorded failures and read-ahead: `p3m.inference.batch`).
     """
 
     def __init__(
@@ -91,6 +104,7 @@ class Matter:
         strategy: Strategy = "hybrid",
         device: str | None = None,
         max_pixels: int | None = MATTE_MAX_PIXELS,
+        selfie_config: SelfieCFConfig | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -98,7 +112,9 @@ class Matter:
             raise ConfigError(f"max_pixels must be at least 1024, got {max_pixels}")
         self.strategy = strategy
         self.max_pixels = max_pixels
-        self.backend: MattingBackend = resolve_backend(model, weights, strategy, device, max_pixels)
+        self.backend: MattingBackend = resolve_backend(
+            model, weights, strategy, device, max_pixels, selfie_config=selfie_config
+        )
         self.name = self.backend.name
         self.note: str | None = self.backend.note
 
@@ -132,13 +148,22 @@ def matte(
     device: str | None = None,
     max_pixels: int | None = MATTE_MAX_PIXELS,
     foreground: bool = True,
-) -> MatteResult:
-    """Alpha matte of the person in `image` (RGB uint8 array, path or PIL image).
+    selfie_config: SelfieCFConfig | None = None,
+) -> MatteResult | list[MatteResult]:
+    """Alpha matte of the person in `image` (RGB uint8 array, path, PIL image or encoded bytes);
+    given a list (or tuple) of images, a list of results in the same order, one model load.
 
     `model`: "auto" (P3M-Net ViTAE-S when its weights are cached, otherwise selfie-cf; the
     result's `note` says so), "selfie-cf", "p3mnet-r34" / "p3mnet-swin-t" / "p3mnet-vitae-s"
     (weights from `weights` or the cache), or a built model. `strategy`: the official "hybrid"
     or "resize". Images above `max_pixels` are shrunk first (see `MatteResult.resized`).
+    `selfie_config` refines selfie-cf (see `Matter`). A list stops at the first image that
+    cannot be matted (raising its P3MError); for folders that go on, see `p3m.inference.batch`.
     """
-    matter = Matter(model, weights=weights, strategy=strategy, device=device, max_pixels=max_pixels)
+    matter = Matter(
+        model, weights=weights, strategy=strategy, device=device, max_pixels=max_pixels,
+        selfie_config=selfie_config,
+    )
+    if isinstance(image, list | tuple):
+        return [matter(item, foreground=foreground) for item in image]
     return matter(image, foreground=foreground)

@@ -42,6 +42,8 @@ __all__ = [
     "P3MNetBackend",
     "ResizeInfo",
     "SelfieCFBackend",
+    "SelfieCFConfig",
+    "check_selfie_config",
     "resolve_backend",
 ]
 
@@ -105,12 +107,29 @@ def nearest_resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return values[rows[:, None], cols[None, :]]
 
 
+def check_selfie_config(config: SelfieCFConfig) -> SelfieCFConfig:
+    """`config` if its refinement options are in range, else ConfigError naming the option.
+
+    `threshold` (person probability) must lie strictly between 0 and 1; `band_fraction` (the
+    half-width of the trimap's unknown band, as a fraction of the longer side) in (0, 0.5].
+    """
+    if not 0.0 < config.threshold < 1.0:
+        raise ConfigError(f"the selfie-cf threshold must be between 0 and 1 (exclusive), got {config.threshold}")
+    if not 0.0 < config.band_fraction <= 0.5:
+        raise ConfigError(f"the selfie-cf trimap band must be in (0, 0.5] of the longer side, got {config.band_fraction}")
+    if config.model_selection not in (0, 1):
+        raise ConfigError(f"the selfie-cf model_selection must be 0 or 1, got {config.model_selection}")
+    return config
+
+
 class SelfieCFBackend:
     """The offline default: `p3m.inference.selfie_cf` (no downloaded weights).
 
     It mattes at its own bounded resolution and upsamples with a guided filter itself, so a big
     photo goes in whole; `resized` reports the matting size when the image is above the budget.
-    Raises `MissingDependencyError` at construction when MediaPipe is missing.
+    `config` refines it (`SelfieCFConfig`: `threshold`, `band_fraction`, ...; checked by
+    `check_selfie_config`). Raises `MissingDependencyError` at construction when MediaPipe is
+    missing.
     """
 
     def __init__(
@@ -121,7 +140,7 @@ class SelfieCFBackend:
     ) -> None:
         self.name = SELFIE_CF_NAME
         self.note = note
-        self.config = config or SelfieCFConfig()
+        self.config = check_selfie_config(config or SelfieCFConfig())
         self.max_pixels = max_pixels
         # Fail now, with the install hint, rather than on the first image.
         from p3m.inference.selfie_cf import _segmenter
@@ -232,10 +251,28 @@ def resolve_backend(
     strategy: Strategy = "hybrid",
     device: str | None = None,
     max_pixels: int | None = MATTE_MAX_PIXELS,
+    selfie_config: SelfieCFConfig | None = None,
 ) -> MattingBackend:
-    """The backend for `Matter`'s arguments (see `Matter`); raises the errors `Matter` documents."""
-    from p3m.inference.onnx_runtime import is_onnx_path
+    """The backend for `Matter`'s arguments (see `Matter`); raises the errors `Matter` documents.
 
+    The device is checked first, whatever the model (`DeviceError`: unknown, or not on this
+    machine), so a wrong `--device` fails before any weights are read. `selfie_config` refines
+    selfie-cf (also when "auto" falls back to it; a note says it was unused when "auto" found
+    P3M-Net); with any other model it is a ConfigError.
+    """
+    from p3m.inference.onnx_runtime import is_onnx_path, providers_for_device
+
+    if is_onnx_path(model):
+        providers = providers_for_device(device)  # onnxruntime's own CUDA, not torch's
+    else:
+        _resolve_device(device)
+    if selfie_config is not None:
+        check_selfie_config(selfie_config)
+        if model not in ("auto", SELFIE_CF_NAME):
+            raise ConfigError(
+                "the trimap band and threshold options refine selfie-cf only; drop them or use "
+                "--model selfie-cf (or auto)"
+            )
     if _is_backend(model):  # a backend built by the caller (e.g. a custom method)
         if weights is not None:
             raise ConfigError("a matting backend instance carries its own weights; drop weights")
@@ -243,9 +280,9 @@ def resolve_backend(
     if is_onnx_path(model):  # a file written by `p3m export-onnx`, run with onnxruntime
         if weights is not None:
             raise ConfigError("an ONNX model carries its own weights; drop --weights")
-        from p3m.inference.onnx_runtime import OnnxP3MNet, providers_for_device
+        from p3m.inference.onnx_runtime import OnnxP3MNet
 
-        network = OnnxP3MNet(model, providers=providers_for_device(device))
+        network = OnnxP3MNet(model, providers=providers)
         return P3MNetBackend(network, network.variant, strategy, max_pixels)
     if not isinstance(model, str):
         name = str(getattr(model, "variant", type(model).__name__))
@@ -260,12 +297,15 @@ def resolve_backend(
         path = installed_weights(AUTO_PREFERRED_MODEL)
         if path is not None:
             network = load_p3mnet(AUTO_PREFERRED_MODEL, path, device)
-            return P3MNetBackend(network, AUTO_PREFERRED_MODEL, strategy, max_pixels)
-        return SelfieCFBackend(max_pixels=max_pixels, note=_auto_fallback_note())
+            unused = None
+            if selfie_config is not None:
+                unused = f"auto chose {AUTO_PREFERRED_MODEL}, so the selfie-cf options were not used"
+            return P3MNetBackend(network, AUTO_PREFERRED_MODEL, strategy, max_pixels, note=unused)
+        return SelfieCFBackend(selfie_config, max_pixels=max_pixels, note=_auto_fallback_note())
     if model == SELFIE_CF_NAME:
         if weights is not None:
             raise ConfigError("selfie-cf takes no weights; drop --weights or pick a P3M-Net model")
-        return SelfieCFBackend(max_pixels=max_pixels)
+        return SelfieCFBackend(selfie_config, max_pixels=max_pixels)
     from p3m.models import get_spec
 
     get_spec(model)  # unknown names raise ModelNotFoundError listing the known ones

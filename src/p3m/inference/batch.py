@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -32,10 +34,14 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MANIFEST_NAME",
     "OUTPUT_KINDS",
+    "OUTPUT_SUFFIXES",
     "MatteJob",
     "MattePlan",
     "MatteTask",
+    "OwnOutputs",
     "collect_inputs",
+    "looks_like_output",
+    "output_image",
     "parse_save",
     "plan_matte",
     "plan_outputs",
@@ -47,6 +53,8 @@ MANIFEST_NAME = "manifest.jsonl"
 """The run journal `run_matte` keeps in the output folder (one JSON line per image)."""
 
 OUTPUT_KINDS: tuple[str, ...] = values(OutputKind)
+
+logger = logging.getLogger(__name__)
 
 
 def parse_save(text: str) -> tuple[str, ...]:
@@ -60,10 +68,67 @@ def parse_save(text: str) -> tuple[str, ...]:
     return kinds
 
 
+OUTPUT_SUFFIXES: tuple[str, ...] = tuple(f"_{kind}.png" for kind in OUTPUT_KINDS)
+"""The endings of the files `p3m matte` writes (`<stem>_alpha.png`, `<stem>_rgba.png`, ...)."""
+
+
+def looks_like_output(path: Path) -> bool:
+    """True for a name `p3m matte` writes: `<stem>_<kind>.png` for an output kind (any case)."""
+    return path.name.lower().endswith(OUTPUT_SUFFIXES)
+
+
+class OwnOutputs:
+    """The files p3m runs wrote, as their journals (`manifest.jsonl`) list them.
+
+    A run's journal sits in its output folder and lists every output of every image, so a file
+    is p3m's own when a journal in its folder or in any folder above it lists it. A relative
+    path in a journal is placed by the journal's folder and the image's key (the output of key
+    `sub/a.jpg` lies in `<journal folder>/sub/`), never by the current directory, so journals
+    written from another directory are read right. Journals are read once per folder, quietly
+    (a `manifest.jsonl` of another tool lists nothing).
+    """
+
+    def __init__(self) -> None:
+        self._listed: dict[Path, frozenset[Path]] = {}
+
+    def _journal_outputs(self, folder: Path) -> frozenset[Path]:
+        if folder not in self._listed:
+            self._listed[folder] = frozenset(_read_journal_outputs(folder))
+        return self._listed[folder]
+
+    def listed(self, path: Path) -> bool:
+        """True when a run journal in `path`'s folder or above lists `path` as an output."""
+        resolved = path.resolve()
+        return any(resolved in self._journal_outputs(folder) for folder in resolved.parents)
+
+
+def _read_journal_outputs(folder: Path) -> set[Path]:
+    try:
+        text = (folder / MANIFEST_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    listed: set[Path] = set()
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+            key = PurePosixPath(str(record["key"]))
+            outputs = record.get("outputs") or {}
+            paths = [Path(str(value)) for value in outputs.values()]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        for stored in paths:
+            listed.add(folder / key.parent / stored.name)
+            if stored.is_absolute():
+                listed.add(stored.resolve())
+    return listed
+
+
 def collect_inputs(
     inputs: Iterable[str],
     recursive: bool = False,
     missing: list[tuple[str, str]] | None = None,
+    passed_over: list[Path] | None = None,
+    own_outputs: OwnOutputs | None = None,
 ) -> list[tuple[Path, Path]]:
     """(image path, path relative to its input root) for every file, folder entry or glob match.
 
@@ -71,20 +136,37 @@ def collect_inputs(
     taken whatever its suffix (so a bad file is reported, not silently ignored). A missing file
     or a glob matching no image raises ImageReadError, or, when a `missing` list is given, is
     appended to it as (input, reason) and passed over, so a batch run can report it and go on.
+
+    p3m never takes its own outputs as inputs: a file a run journal lists (see `OwnOutputs`) is
+    left out wherever it comes from (also when a shell expanded `photos/*` into names), quietly:
+    it is certainly p3m's (so is the journal itself, `manifest.jsonl`). A folder or pattern also passes over the files named like outputs
+    (`looks_like_output`: `<stem>_alpha.png`, ...), so that deleting a journal does not make a
+    second run matte the first one's outputs; those are appended to `passed_over` (when given),
+    for the caller to mention, since a user's own file may be named so. Name such a file
+    explicitly to matte it.
     """
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
+    own = own_outputs or OwnOutputs()
 
     def not_found(reason: str, text: str) -> None:
         if missing is None:
             raise ImageReadError(reason, text)
         missing.append((text, reason))
 
-    def add(path: Path, relative: Path) -> None:
+    def add(path: Path, relative: Path, named: bool) -> None:
         key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            found.append((path, relative))
+        if key in seen:
+            return
+        seen.add(key)
+        if path.name == MANIFEST_NAME or own.listed(path):
+            logger.info("%s: left out, a p3m run wrote it", path)
+            return
+        if not named and looks_like_output(path):
+            if passed_over is not None:
+                passed_over.append(path)
+            return
+        found.append((path, relative))
 
     for text in inputs:
         path = Path(text).expanduser()
@@ -92,16 +174,16 @@ def collect_inputs(
             pattern = "**/*" if recursive else "*"
             for entry in sorted(path.glob(pattern)):
                 if is_image_file(entry):
-                    add(entry, entry.relative_to(path))
+                    add(entry, entry.relative_to(path), named=False)
         elif path.exists():
-            add(path, Path(path.name))
+            add(path, Path(path.name), named=True)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(str(path), recursive=recursive))
             files = [Path(match) for match in matches if is_image_file(Path(match))]
             if not files:
                 not_found("no image matches this pattern", text)
             for entry in files:
-                add(entry, Path(entry.name))
+                add(entry, Path(entry.name), named=False)
         else:
             not_found("no such file or folder", text)
     return found
@@ -123,20 +205,39 @@ class MatteJob:
 
 
 def plan_outputs(inputs: Sequence[tuple[Path, Path]], out_dir: Path) -> list[MatteJob]:
-    """`<out_dir>/<relative folder>/<stem>_<kind>.png` for every input; a name clash raises."""
+    """`<out_dir>/<relative folder>/<stem>_<kind>.png` for every input.
+
+    Two inputs with one stem (`a.png`, `a.jpg`) get the same outputs; the run (`run_matte`, the
+    engine) mattes the first and fails the other alone, naming both.
+    """
     jobs = []
-    claimed: dict[Path, Path] = {}
     for source, relative in inputs:
         base = out_dir / relative.parent / relative.stem
-        if base in claimed:
-            raise ConfigError(
-                f"{source} and {claimed[base]} would write the same outputs {base}_*.png; "
-                "rename one or run them separately"
-            )
-        claimed[base] = source
         outputs = {kind: base.with_name(f"{base.name}_{kind}.png") for kind in OUTPUT_KINDS}
         jobs.append(MatteJob(source, outputs))
     return jobs
+
+
+def output_image(result: Any, kind: str, background: np.ndarray | str = "white") -> np.ndarray | None:
+    """The image of one output kind of a `MatteResult`, as written to `<stem>_<kind>.png`.
+
+    alpha: uint8 H x W; rgba: uint8 H x W x 4 (straight alpha); foreground, composite (over
+    `background`, a colour or an RGB image): RGB uint8 H x W x 3; trimap: uint8 H x W in
+    {0, 128, 255}, or None when the model gives none.
+    """
+    from p3m.io import alpha_to_uint8
+
+    if kind == "alpha":
+        return alpha_to_uint8(result.alpha)
+    if kind == "rgba":
+        return result.rgba()
+    if kind == "foreground":
+        return result.ensure_foreground()
+    if kind == "composite":
+        return result.composite(background)
+    if kind == "trimap":
+        return result.trimap
+    raise ConfigError(f"unknown output kind {kind!r}; use one of {', '.join(OUTPUT_KINDS)}")
 
 
 def write_outputs(
@@ -146,24 +247,15 @@ def write_outputs(
     background: np.ndarray | str = "white",
 ) -> list[Path]:
     """Write the requested kinds of a `MatteResult` atomically as PNGs (no metadata)."""
-    from p3m.io import write_alpha, write_png
+    from p3m.io import write_png
 
     written = []
     for kind in kinds:
-        path = job.outputs[kind]
-        if kind == "alpha":
-            write_alpha(path, result.alpha)
-        elif kind == "rgba":
-            write_png(path, result.rgba())
-        elif kind == "foreground":
-            write_png(path, result.ensure_foreground())
-        elif kind == "composite":
-            write_png(path, result.composite(background))
-        elif kind == "trimap":
-            if result.trimap is None:
-                continue
-            write_png(path, result.trimap)
-        written.append(path)
+        image = output_image(result, kind, background)
+        if image is None:  # a model without a trimap
+            continue
+        write_png(job.outputs[kind], image)
+        written.append(job.outputs[kind])
     return written
 
 
@@ -174,7 +266,8 @@ def write_outputs(
 class MattePlan:
     """What a matte run will do: the images with their outputs, and the inputs that do not exist.
 
-    `missing` lists (input as given, reason) for files, folders or patterns that name no image.
+    `missing` lists (input as given, reason) for files, folders or patterns that name no image;
+    `passed_over` the files found that are named like p3m's outputs (see `collect_inputs`).
     """
 
     jobs: list[MatteJob]
@@ -183,11 +276,20 @@ class MattePlan:
     overwrite: bool = False
     missing: list[tuple[str, str]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    passed_over: list[Path] = field(default_factory=list)
 
     @property
     def pending(self) -> list[MatteJob]:
-        """The jobs to matte: all with `overwrite`, else those missing an output."""
-        return [job for job in self.jobs if self.overwrite or job.missing(self.kinds)]
+        """The jobs the run will process: all with `overwrite`, else those missing an output,
+        and those whose outputs an earlier job writes (the run reports them as clashes)."""
+        pending = []
+        claimed: set[Path] = set()
+        for job in self.jobs:
+            outputs = {job.outputs[kind] for kind in self.kinds}
+            if self.overwrite or job.missing(self.kinds) or outputs & claimed:
+                pending.append(job)
+            claimed |= outputs
+        return pending
 
     def items(self) -> list[Item]:
         return [job.item(self.kinds, key) for job, key in zip(self.jobs, self.keys, strict=True)]
@@ -202,15 +304,17 @@ def plan_matte(
 ) -> MattePlan:
     """Collect the inputs (files, folders, globs) and name every output; see `collect_inputs`.
 
-    Inputs that do not exist are listed in `missing`, not raised; two inputs that would write
-    the same outputs raise ConfigError (see `plan_outputs`). Each image's run key is its path
+    Inputs that do not exist are listed in `missing`, not raised; files p3m wrote are left out
+    (those recognised by their name alone are listed in `passed_over`); two inputs that would write the same outputs are both planned
+    and the run fails the second alone (see `plan_outputs`). Each image's run key is its path
     relative to its input root.
     """
     missing: list[tuple[str, str]] = []
-    collected = collect_inputs(inputs, recursive=recursive, missing=missing)
+    passed_over: list[Path] = []
+    collected = collect_inputs(inputs, recursive=recursive, missing=missing, passed_over=passed_over)
     jobs = plan_outputs(collected, Path(out_dir))
     keys = [relative.as_posix() for _, relative in collected]
-    return MattePlan(jobs, tuple(kinds), Path(out_dir), overwrite, missing, keys)
+    return MattePlan(jobs, tuple(kinds), Path(out_dir), overwrite, missing, keys, passed_over)
 
 
 class MatteTask:

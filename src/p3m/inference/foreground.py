@@ -56,11 +56,14 @@ def estimate_foreground(
 
     Where alpha is 1, F equals the photo. Above `max_pixels`, F is solved on a shrunk copy and
     only its difference to the photo is upsampled, so opaque areas keep full-resolution detail.
+    A single pixel has no neighbours to borrow colour from: its F is the photo itself.
     """
     image = np.asarray(image)
     alpha = np.asarray(alpha, dtype=np.float32)
     _check_pair(image, alpha)
     height, width = alpha.shape
+    if height * width == 1:  # pymatting's multilevel solver divides by zero on one pixel
+        return image.copy()
     if height * width <= max_pixels:
         foreground = _estimate_full(image, alpha)
         foreground *= 255.0

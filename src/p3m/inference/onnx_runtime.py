@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from p3m.errors import CheckpointError, InputSizeError, MissingDependencyError
+from p3m.errors import CheckpointError, DeviceError, InputSizeError, MissingDependencyError
+from p3m.models.device import parse_device
 from p3m.models.p3mnet import P3MOutput, check_input
 
 __all__ = ["OnnxP3MNet", "is_onnx_path", "providers_for_device"]
@@ -39,17 +40,43 @@ def _parse_floats(text: str | None) -> tuple[float, ...] | None:
     return tuple(float(part) for part in text.split(","))
 
 
-def providers_for_device(device: str | torch.device | None) -> list[str] | None:
-    """onnxruntime providers for a torch-style device: CUDA first for "cuda", else the default."""
-    if device is not None and torch.device(device).type == "cuda":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return None
+def providers_for_device(device: str | torch.device | None) -> list[Any] | None:
+    """onnxruntime providers for a torch-style device name: CUDA first for "cuda" / "cuda:N",
+    None (onnxruntime's CPU default) for None, "auto" and "cpu".
+
+    The name is checked like every `--device` (`p3m.models.device.parse_device`); "cuda" on an
+    onnxruntime without its CUDA provider raises `DeviceError` here, in p3m's words, instead of
+    onnxruntime warning and quietly running on the CPU.
+    """
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return None
+    parsed = parse_device(device)
+    if parsed.type == "cpu":
+        return None
+    if parsed.type != "cuda":
+        raise DeviceError(f"ONNX models run on cpu or cuda with onnxruntime, not on {parsed.type}")
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"running ONNX models needs onnxruntime ({error}); install it with {INSTALL_HINT}"
+        ) from None
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise DeviceError(
+            f"{parsed} requested but this onnxruntime has no CUDAExecutionProvider (install "
+            "onnxruntime-gpu on a machine with CUDA); use --device cpu"
+        )
+    cuda: Any = "CUDAExecutionProvider"
+    if parsed.index is not None:
+        cuda = ("CUDAExecutionProvider", {"device_id": parsed.index})
+    return [cuda, "CPUExecutionProvider"]
 
 
 class OnnxP3MNet:
     """A P3M-Net ONNX file behind the torch model's interface: `network(x) -> P3MOutput`.
 
-    `providers`: onnxruntime execution providers (default: CPU). `threads`: intra-op threads
+    `providers`: onnxruntime execution providers, names or (name, options) pairs (default: CPU;
+    `providers_for_device` gives them for a device name). `threads`: intra-op threads
     (default: onnxruntime's choice). `variant`, `min_size` and `size_multiple` come from the
     file's metadata; outputs the file does not contain (an "inference" export has no side
     outputs) are None in the returned `P3MOutput`.
@@ -58,7 +85,7 @@ class OnnxP3MNet:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        providers: Sequence[str] | None = None,
+        providers: Sequence[Any] | None = None,
         threads: int | None = None,
     ) -> None:
         try:

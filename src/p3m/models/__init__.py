@@ -25,6 +25,7 @@ from p3m.models.checkpoints import (
     read_state_dict,
     save_checkpoint,
 )
+from p3m.models.device import resolve_device
 from p3m.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 from p3m.models.p3mnet import (
     EncoderOutput,
@@ -35,7 +36,6 @@ from p3m.models.p3mnet import (
     P3MOutput,
     fuse_global_local,
     predict,
-    resolve_device,
 )
 from p3m.models.registry import CheckpointSpec, ModelSpec, get_spec, list_models, register_model
 
@@ -77,13 +77,15 @@ def create_model(
     """Build the registered model `name`, load `weights` (a checkpoint path) if given, move it to
     `device` (default: CUDA when available, else CPU) and put it in eval mode.
 
-    Without weights the parameters are randomly initialised (use this for training).
+    Without weights the parameters are randomly initialised (use this for training). The device
+    is checked first (`resolve_device`: `DeviceError` for one this machine lacks), then the name.
     """
+    target = resolve_device(device)
     spec = get_spec(name)
     model = spec.constructor()
     if weights is not None:
         load_checkpoint(model, weights, strict=strict)
-    return model.to(resolve_device(device)).eval()
+    return model.to(target).eval()
 
 
 # ONNX export lives in its own module (it needs onnx only when called); loaded on first use.

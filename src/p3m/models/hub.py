@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from p3m.errors import CheckpointError, DownloadError, ModelNotFoundError, P3MError
+from p3m.errors import CheckpointError, ConfigError, DownloadError, ModelNotFoundError, P3MError
 from p3m.io.atomic import atomic_write_text, temporary_path
 from p3m.models.registry import CheckpointSpec, ModelSpec, get_spec, list_models
 from p3m.models.transfer import ProgressCallback, download_file, sha256_of
@@ -163,11 +163,18 @@ def list_weights() -> list[WeightsStatus]:
 
 
 def install_hint(name: str) -> str:
-    """How to put weights for `name` into the cache (one line)."""
-    return (
-        f"run `p3m weights download {name}` (needs internet) or, with the file at hand, "
-        f"`p3m weights import FILE --as {name}`"
-    )
+    """How to put weights for `name` into the cache (one line); a download is suggested only
+    when one is registered."""
+    imported = f"`p3m weights import FILE --as {name}`"
+    checkpoints = _model_spec(name).checkpoints
+    if not checkpoints:
+        return (
+            f"no checkpoint of {name} has been published: train one (`p3m train`) or, with a file "
+            f"at hand, {imported}"
+        )
+    if not checkpoints[0].url:
+        return f"get {checkpoints[0].file_name} from {checkpoints[0].source_page}, then {imported}"
+    return f"run `p3m weights download {name}` (needs internet) or, with the file at hand, {imported}"
 
 
 def resolve_weights(name_or_path: str | os.PathLike[str], model: str | None = None) -> Path:
@@ -236,14 +243,25 @@ def download_weights(
     return destination
 
 
-def import_weights(file: str | os.PathLike[str], name: str) -> Path:
+def import_weights(file: str | os.PathLike[str], name: str, force: bool = False) -> Path:
     """Check that `file` loads strictly into model `name`, then copy it into the cache.
 
-    Raises CheckpointError (naming the file and the mismatch) when it belongs to another variant.
+    Other weights already cached for `name` are replaced only with `force` (ConfigError
+    otherwise, before anything is read or written); the same file again is a no-op. Raises
+    CheckpointError (naming the file and the mismatch) when it belongs to another variant.
     """
     source = Path(file).expanduser()
     if not source.is_file():
         raise CheckpointError("no such checkpoint file", source)
+    existing = installed_weights(name)
+    if existing is not None and sha256_of(existing) == sha256_of(source):
+        logger.info("%s is already in the cache: %s", source, existing)
+        return existing
+    if existing is not None and not force:
+        raise ConfigError(
+            f"other weights for {name} are already in the cache ({existing}); pass --force "
+            f"(force=True) to replace them with {source}"
+        )
     from p3m.models import create_model, load_checkpoint
 
     model = create_model(name, device="cpu")

@@ -408,13 +408,6 @@ class P3MNet(P3MModel):
         return self.decoder(self.encoder(x))
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The given device, or CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def predict(model: nn.Module, x: Tensor, device: str | torch.device | None = None) -> P3MOutput:
     """Run `model` on the normalised batch `x` under torch.inference_mode() on the model's device.
 

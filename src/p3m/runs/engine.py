@@ -298,7 +298,9 @@ def run_items(
 
     `journal` (a `Journal` or its path) records each finished item as it finishes and is read
     back to resume; without one, resuming relies on the outputs alone. Items with a key seen
-    before in the same run fail ("another input has the same name"). Returns the report with
+    before in the same run fail ("another input has the same name"), and so do items that would
+    write an output file an earlier item writes ("another input writes the same output", e.g.
+    `a.png` and `a.jpg` -> `a_alpha.png`); the rest runs. Returns the report with
     one record per item in input order; raises only for `options.fatal` errors (after the
     items already finished are journalled) and KeyboardInterrupt.
     """
@@ -311,7 +313,9 @@ def run_items(
     records: dict[int, ItemRecord] = {}
     pending: list[tuple[int, Item]] = []
     clashes: list[tuple[int, ItemRecord]] = []
+    journalled_clashes: list[tuple[int, ItemRecord]] = []
     seen: dict[str, Item] = {}
+    claimed: dict[str, Item] = {}  # output file (absolute, normalised) -> the item writing it
     all_items = list(items)
     for index, item in enumerate(all_items):
         if item.key in seen:
@@ -319,14 +323,26 @@ def run_items(
             problem = f"another input ({other}) has the same name {item.key!r}; skipped"
             clashes.append((index, _failed(item, P3MError(problem, item.source), 0.0)))
             continue
+        outputs = [(os.path.normcase(os.path.abspath(path)), Path(path)) for path in item.outputs.values()]
+        shared = [(key, path) for key, path in outputs if key in claimed]
+        if shared:
+            owner = claimed[shared[0][0]]
+            problem = (
+                f"another input ({owner.source or owner.key}) writes the same output "
+                f"{', '.join(path.name for _, path in shared)}; skipped (rename one of them)"
+            )
+            # Journalled under its own key: the next run reports it again.
+            journalled_clashes.append((index, _failed(item, P3MError(problem, item.source), 0.0)))
+            continue
         seen[item.key] = item
+        claimed.update((key, item) for key, _ in outputs)
         if not options.overwrite and options.resume and _is_done(item, previous.get(item.key)):
             records[index] = _kept_record(item, previous.get(item.key))
         else:
             pending.append((index, item))
 
     emit = on_event or (lambda event: None)
-    total_pending = len(pending) + len(clashes)
+    total_pending = len(pending) + len(clashes) + len(journalled_clashes)
     emit(RunStarted(total=len(all_items), pending=total_pending, kept=len(records)))
     finished = 0
 
@@ -341,6 +357,8 @@ def run_items(
     for index, record in clashes:
         # Not journalled: the key's record is the other input's.
         finish(index, record, journalled=False)
+    for index, record in journalled_clashes:
+        finish(index, record)
 
     if options.processes > 0 and len(pending) > 1:
         _run_processes(pending, task, options, finish)

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from p3m.errors import ConfigError
+from p3m.models.device import resolve_device as check_device
 
 __all__ = [
     "DistContext",
@@ -55,13 +55,10 @@ class DistContext:
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' (this rank's CUDA device if there is one, else CPU), 'cpu', 'cuda', 'cuda:1', ...
 
-    Raises ConfigError for a CUDA device on a machine without CUDA.
+    Checked by `p3m.models.device.resolve_device` (`DeviceError`, a ConfigError, for a device
+    that does not exist or that this machine lacks); a bare "cuda" is this rank's GPU.
     """
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name} but CUDA is not available")
+    device = check_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device

@@ -1,0 +1,197 @@
+"""`p3m matte` on odd folders and sizes (../shared/cases/odd-inputs c10, c15) and name clashes:
+every size gives a same-size result or one clear line, a folder run always goes on, p3m never
+takes its own outputs as inputs, and two inputs that would write the same files fail alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+from typer.testing import CliRunner
+
+from p3m.cli import app
+from p3m.inference.batch import plan_matte
+from p3m.runs import read_journal
+
+runner = CliRunner()
+
+PORTRAIT = data.astronaut()[:, 64:448]  # 512 high x 384 wide, as make_cases.py cuts it
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "p3m-home"))
+
+
+def _photo(height: int = 96, width: int = 72) -> Image.Image:
+    return Image.fromarray(PORTRAIT).resize((width, height), Image.Resampling.LANCZOS)
+
+
+def _mode_size(path) -> tuple[str, tuple[int, int]]:
+    with Image.open(path) as image:
+        return image.mode, image.size
+
+
+def _tree(folder) -> list[str]:
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+# --------------------------------------------------------------------------- c15: sizes
+
+
+@pytest.fixture(scope="module")
+def c15_sizes(tmp_path_factory):
+    """The c15 case: 1x1, 24x32, 1x5000, 5000x1, 333x501, 640x427 and a 1x1 between two photos."""
+    folder = tmp_path_factory.mktemp("c15_sizes")
+    small = Image.fromarray(PORTRAIT)
+    small.resize((24, 32), Image.Resampling.LANCZOS).save(folder / "tiny_24x32.png")
+    small.resize((1, 1), Image.Resampling.LANCZOS).save(folder / "dot_1x1.png")
+    strip = np.asarray(small.resize((5000, 1), Image.Resampling.BILINEAR))
+    Image.fromarray(strip).save(folder / "strip_5000x1.png")
+    Image.fromarray(np.ascontiguousarray(strip.transpose(1, 0, 2))).save(folder / "strip_1x5000.png")
+    astro = Image.fromarray(data.astronaut())
+    astro.resize((640, 427), Image.Resampling.LANCZOS).save(folder / "odd_640x427.png")
+    astro.resize((333, 501), Image.Resampling.LANCZOS).save(folder / "odd_333x501.png")
+    batch = folder / "batch_with_1x1"
+    batch.mkdir()
+    _photo().save(batch / "a_photo.png")
+    small.resize((1, 1), Image.Resampling.LANCZOS).save(batch / "b_pixel.png")
+    _photo().transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(batch / "c_photo.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_c15_every_size_gives_a_same_size_result(c15_sizes, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["matte", str(c15_sizes), "-o", str(out)])  # default: alpha + rgba
+    assert result.exit_code == 0, result.output
+    for source in c15_sizes.glob("*.png"):
+        size = _mode_size(source)[1]
+        assert _mode_size(out / f"{source.stem}_alpha.png") == ("L", size), source.name
+        assert _mode_size(out / f"{source.stem}_rgba.png") == ("RGBA", size), source.name
+    # The 1x1 cut-out keeps the photo's colour (the only foreground estimate there is).
+    dot = np.asarray(Image.open(c15_sizes / "dot_1x1.png").convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(out / "dot_1x1_rgba.png"))[..., :3], dot)
+
+
+def test_c15_a_1x1_between_two_photos_does_not_stop_the_folder(c15_sizes, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["matte", str(c15_sizes / "batch_with_1x1"), "-o", str(out), "--save", "alpha,rgba,composite"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ZeroDivisionError" not in result.output
+    assert _tree(out) == sorted(
+        [f"{stem}_{kind}.png" for stem in ("a_photo", "b_pixel", "c_photo") for kind in ("alpha", "rgba", "composite")]
+        + ["manifest.jsonl"]
+    )
+    assert _mode_size(out / "b_pixel_composite.png") == ("RGB", (1, 1))
+
+
+def test_degenerate_arrays_through_the_api():
+    import p3m
+    from p3m.inference.foreground import estimate_foreground
+
+    pixel = np.array([[[200, 40, 10]]], np.uint8)
+    assert np.array_equal(estimate_foreground(pixel, np.full((1, 1), 0.5, np.float32)), pixel)
+    result = p3m.matte(pixel, model="selfie-cf")
+    assert result.alpha.shape == (1, 1) and result.rgba().shape == (1, 1, 4)
+    assert result.composite("black").shape == (1, 1, 3)
+    with pytest.raises(p3m.P3MError, match="no pixels"):
+        p3m.matte(np.zeros((0, 5, 3), np.uint8), model="selfie-cf")
+
+
+# --------------------------------------------------------------------------- c10: own outputs
+
+
+@pytest.fixture()
+def c10(tmp_path):
+    """The c10 case: a photo folder, a tree, and a folder to run from (small photos)."""
+    for name in ("photos", "tree", "cwd"):
+        (tmp_path / name).mkdir()
+        _photo().save(tmp_path / name / "portrait.jpg", quality=95)
+    return tmp_path
+
+
+def _matte(*args: str) -> str:
+    result = runner.invoke(app, ["matte", *args, "--save", "alpha,rgba"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_c10_same_folder_twice_never_mattes_its_own_outputs(c10):
+    photos = c10 / "photos"
+    _matte(str(photos), "-o", str(photos))
+    second = _matte(str(photos), "-o", str(photos))
+    assert "kept 1" in second and "passed over" not in second  # the journal says whose they are
+    assert _tree(photos) == ["manifest.jsonl", "portrait.jpg", "portrait_alpha.png", "portrait_rgba.png"]
+    # Without the journal the names still tell: p3m's outputs are passed over, and said so.
+    (photos / "manifest.jsonl").unlink()
+    third = _matte(str(photos), "-o", str(photos), "--overwrite")
+    assert "passed over 2 file(s) named like p3m's outputs" in third
+    assert _tree(photos) == ["manifest.jsonl", "portrait.jpg", "portrait_alpha.png", "portrait_rgba.png"]
+    # A glob is expanded the same way, and so are the names a shell expands `photos/*` into.
+    _matte(str(photos / "*.png"), str(photos / "*.jpg"), "-o", str(photos))
+    _matte(*sorted(str(path) for path in photos.iterdir()), "-o", str(photos))
+    assert _tree(photos) == ["manifest.jsonl", "portrait.jpg", "portrait_alpha.png", "portrait_rgba.png"]
+
+
+def test_c10_output_folder_inside_the_tree(c10, monkeypatch):
+    tree = c10 / "tree"
+    for _ in range(2):
+        _matte(str(tree), "-r", "-o", str(tree / "sub"))
+    assert _tree(tree) == ["portrait.jpg", "sub/manifest.jsonl", "sub/portrait_alpha.png", "sub/portrait_rgba.png"]
+    # Run from inside the folder with the default output folder, twice.
+    monkeypatch.chdir(c10 / "cwd")
+    for _ in range(2):
+        _matte(".", "-r")
+    assert _tree(c10 / "cwd") == [
+        "p3m-output/manifest.jsonl", "p3m-output/portrait_alpha.png", "p3m-output/portrait_rgba.png", "portrait.jpg"
+    ]
+
+
+def test_journal_lists_outputs_whatever_their_name_and_the_cwd(c10, monkeypatch):
+    """The run journal is read from the output folder and from every folder above an input, and
+    its relative paths are placed by the journal's own folder, not by the current directory."""
+    photos = c10 / "photos"
+    monkeypatch.chdir(c10)
+    _matte("photos", "-o", "photos/out")
+    renamed = photos / "out" / "portrait_alpha.png"
+    journal = read_journal(photos / "out" / "manifest.jsonl")
+    assert journal["portrait.jpg"].outputs["alpha"] == "photos/out/portrait_alpha.png"
+    # A user's own file that merely looks like an output is matted when named explicitly ...
+    _photo().save(photos / "holiday_alpha.png")
+    plan = plan_matte([str(photos / "holiday_alpha.png")], c10 / "x")
+    assert [job.source.name for job in plan.jobs] == ["holiday_alpha.png"]
+    # ... but a file a journal lists is never an input, named or found, from any directory.
+    monkeypatch.chdir(photos / "out")
+    plan = plan_matte([str(renamed), str(photos)], c10 / "y", recursive=True)
+    assert sorted(job.source.name for job in plan.jobs) == ["portrait.jpg"]
+    # Only what is recognised by its name alone is worth a note (it may be the user's own file).
+    assert [path.name for path in plan.passed_over] == ["holiday_alpha.png"]
+
+
+# --------------------------------------------------------------------------- name clashes
+
+
+def test_inputs_that_would_write_the_same_outputs_fail_alone(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo().save(folder / "a.png")
+    _photo().save(folder / "a.jpg", quality=95)
+    _photo(80, 60).save(folder / "b.png")
+    plan = plan_matte([str(folder)], tmp_path / "out")  # no longer raises for the whole batch
+    assert len(plan.jobs) == 3
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["matte", str(folder), "-o", str(out), "--save", "alpha"])
+    assert result.exit_code == 1, result.output
+    assert _tree(out) == ["a_alpha.png", "b_alpha.png", "manifest.jsonl"]
+    # One line naming both files; a.jpg (first in order) was matted, a.png was not.
+    flat = " ".join(result.output.split())
+    assert f"{folder / 'a.png'}: another input ({folder / 'a.jpg'}) writes the same output" in flat
+    journal = read_journal(out / "manifest.jsonl")
+    assert journal["a.jpg"].status == "done" and journal["a.png"].status == "failed"
+    # The next run says the same and keeps the rest.
+    again = runner.invoke(app, ["matte", str(folder), "-o", str(out), "--save", "alpha"])
+    assert again.exit_code == 1 and "kept 2" in again.output and "a.png" in again.output

@@ -148,6 +148,10 @@ def matte_command(
                     highlight=False,
                     soft_wrap=True,
                 )
+                if result.image_note:
+                    progress.console.print(
+                        f"[yellow]note:[/yellow] {job.source}: {result.image_note}", highlight=False, soft_wrap=True
+                    )
             progress.advance(task)
     out.print(f"matted {done} image(s) with {matter.name} into {out_dir}")
     exit_if_failed(err, failures, "skipped {count} input(s)")

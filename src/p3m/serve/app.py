@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import MissingDependencyError, P3MError
-from p3m.io import alpha_to_uint8, encode_png, load_image_input
+from p3m.io import alpha_to_uint8, encode_png, load_image_and_alpha
 
 try:  # FastAPI resolves the endpoint annotations from this module's globals
     from fastapi import FastAPI, File, Form, HTTPException, UploadFile
@@ -117,12 +117,12 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
         if len(data) > config.max_upload_bytes:
             raise HTTPException(413, f"upload larger than {config.max_upload_bytes} bytes")
         try:
-            rgb = load_image_input(data, max_pixels=config.max_image_pixels)
+            rgb, input_alpha = load_image_and_alpha(data, max_pixels=config.max_image_pixels)
         except P3MError as error:
             raise HTTPException(400, error.problem) from error
         try:
             with lock:
-                result = matter()(rgb, foreground=output != "alpha")
+                result = matter()(rgb, foreground=output != "alpha", input_alpha=input_alpha)
                 if output == "alpha":
                     array = alpha_to_uint8(result.alpha)
                 elif output == "rgba":

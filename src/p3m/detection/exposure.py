@@ -44,7 +44,7 @@ class Exposure:
         return self.lookup_table()[image]
 
 
-def _luma(image: np.ndarray, max_samples: int = 250_000) -> np.ndarray:
+def _luma(image: np.ndarray, max_samples: int = 40_000) -> np.ndarray:
     step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / max_samples)))
     sample = image[::step, ::step].astype(np.float32)
     return sample[..., 0] * 0.299 + sample[..., 1] * 0.587 + sample[..., 2] * 0.114

@@ -2,19 +2,23 @@
 
 A portrait matting method made for one person close to the camera (a selfie segmenter) fails on
 groups, on distant people and on photos without anyone in them; knowing where each person is
-lets it look at one person at a time, at a useful size. `find_people` returns one `Person` per
-person found:
+lets it look at one person at a time, at a useful size. A `Person` is found from:
 
-1. faces anywhere in the image, from `p3m.detection.detect_faces` (whichever detectors it offers;
-   the default is every available face detector in `PERSON_DETECTORS` order);
-2. in each candidate region the caller proposes (e.g. the blobs of a whole-image segmentation)
-   that no found person explains yet: faces again, in a crop of the region (a face too small for
-   the whole-image pass is large enough in a crop; detectors see their input at 128-192 px), and
-   where there is none, MediaPipe Pose (BlazePose full, the one pose model in the `mediapipe`
-   wheel; it tracks one person, so it runs per crop) as the body cue;
-3. when nothing was found at all, a finer tiled face search over the whole image.
+1. faces in the whole image, from `p3m.detection.detect_faces` (whichever detectors it offers:
+   `default_person_detectors()`, MediaPipe short and full range, CenterFace when available);
+   `people_from_faces`;
+2. candidate regions a caller proposes (e.g. the blobs of a segmentation) that no found person
+   explains yet: faces again in a crop of the region (a face too small for the whole-image pass
+   is large enough in a crop: detectors see their input at 128-192 px), then MediaPipe Pose
+   (BlazePose full, the one pose model in the `mediapipe` wheel; it tracks one person, so it
+   runs per crop), then faces in the four quarters of a large region; `people_in_regions`;
+3. faces in overlapping tiles, for faces of ~20 px in large images; `people_in_tiles`.
 
-The image is seen through `normalize_exposure` (a dark photo is brightened for detection only).
+Faces smaller than `REFINE_BELOW` px are detected again in a close crop (their boxes from a wide
+view are often twice too large), and a face seen by one detector with a score below
+`CONFIDENT_FACE_SCORE` must be confirmed by a pose whose nose lies on it (a coffee cup reads as
+a face at 0.50 to the short-range model). `find_people` runs 1 and 2, and 3 when nothing was
+found. Images are looked at through `normalize_exposure` (a dark photo is brightened).
 
     >>> people = find_people(image)                          # list of Person, best first
     >>> people = find_people(image, proposals=[(x0, y0, x1, y1), ...])
@@ -51,6 +55,7 @@ __all__ = [
     "people_in_regions",
     "people_in_tiles",
     "pose_person",
+    "pose_segmentation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -156,6 +161,27 @@ def _pose_graph(min_confidence: float):
         enable_segmentation=False,
         min_detection_confidence=min_confidence,
     )
+
+
+@functools.cache
+def _pose_segmentation_graph():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    from mediapipe.python.solutions import pose
+
+    return pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
+
+
+def pose_segmentation(image: np.ndarray) -> np.ndarray | None:
+    """BlazePose's person mask (float32 H x W in [0, 1]) of the one person in an RGB uint8 crop,
+    or None when it finds no pose. A second opinion beside a selfie segmenter: it is trained on
+    whole bodies and holds on where colours barely separate a body from its background."""
+    image = np.ascontiguousarray(image)
+    if min(image.shape[:2]) < 16:
+        return None
+    result = mediapipe_process(_pose_segmentation_graph(), image)
+    if result.pose_landmarks is None or result.segmentation_mask is None:
+        return None
+    return np.clip(np.asarray(result.segmentation_mask, dtype=np.float32), 0.0, 1.0)
 
 
 def pose_person(image: np.ndarray, min_confidence: float = 0.5) -> Person | None:

@@ -4,23 +4,25 @@ MediaPipe's selfie segmentation is made for one person close to a webcam. On the
 send (groups, distant people, dark rooms, nobody at all) it has to be told where to look, so
 the pipeline is people-aware:
 
-1. **Exposure** (`p3m.detection.normalize_exposure`): a dark or flat photo is stretched for the
-   detectors and the segmenter only; the matte is solved on the photo's own pixels.
+1. **Exposure** (`p3m.detection.exposure.normalize_exposure`): a dark photo is brightened for
+   the detectors and the segmenter only; the matte is solved on the photo's own pixels (times
+   one gain, a linear map that keeps the compositing equation true).
 2. **Whole-frame pass**: the selfie segmentation of the whole image (MediaPipe's legacy model 0,
    the 256 x 256 "general" model bundled in the `mediapipe==0.10.21` wheel; the landscape model 1
    marks parts of the astronaut's flag and table as person). Its blobs are candidate people.
-3. **People** (`p3m.detection.find_people`): faces (every face detector `detect_faces` offers),
-   then faces or a pose inside each candidate blob no face explains. No person: an empty matte
-   and a note (`SelfieCFConfig.require_person`), instead of a guess.
-4. **Per-person segmentation**: each person is segmented in a crop around them, letterboxed to
-   the square the model expects (a distant person is seen at a useful size, a row of people is
-   not one squeezed frame); a crop whose mask runs into its border grows and is segmented again.
-   The per-person masks are united (maximum).
+3. **People** (`p3m.detection.people`): faces in the whole image, then faces or a pose inside
+   each candidate blob no face explains; when the people found are small (or none), the blobs of
+   the segmenter run on 512-px tiles and faces in 256-px tiles too. No person: an empty matte
+   and a note (`SelfieCFConfig.require_person`), not a guess.
+4. **Per-person segmentation**: each person is segmented in a square crop around them (the
+   model's input is square: a row of people is not squeezed into it, a distant person is seen at
+   a useful size), also mirrored; a crop whose mask runs into its border grows and is segmented
+   again. The per-person masks are united (maximum).
 5. **Trimap and closed-form matting** (Levin, Lischinski & Weiss, TPAMI 2008;
-   `p3m.inference.closed_form`, which never fails on thin or empty regions): in regions around
-   the people only, at the highest resolution the pixel budget allows (`solve_pixels`), with an
-   unknown band proportional to each region's size; then guided upsampling of the alpha
-   (`p3m.inference.upsample`) back to full resolution.
+   `p3m.inference.closed_form`, which never fails on thin or empty regions): only in regions
+   around the people, at one scale chosen so that at most `solve_pixels` pixels are solved (the
+   pixel budget decides it, see `SelfieCFBackend`), with an unknown band proportional to each
+   region's size; then guided upsampling (`p3m.inference.upsample`) back to full resolution.
 
     >>> alpha = matte_selfie_cf(image)                  # float32 H x W in [0, 1]
     >>> result = run_selfie_cf(image)                   # alpha, trimap, people, solve sizes, note
@@ -66,8 +68,10 @@ INSTALL_HINT = 'pip install "p3m[privacy]" (it installs mediapipe==0.10.21)'
 
 NO_PERSON_NOTE = "no person found (no face or body in the image): the matte is empty"
 
-DEFAULT_SOLVE_PIXELS = 160_000
-"""Pixels closed-form matting solves at the default budget (about 400 x 400 around the people)."""
+DEFAULT_SOLVE_PIXELS = 120_000
+"""Pixels closed-form matting solves at the default budget (about 350 x 350 around the people;
+the pipeline before people-awareness solved 448 x 299 of every 1620 x 1080 photo, background
+included)."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +110,17 @@ class SelfieCFConfig:
     same at every exposure. The compositing equation stays true under a linear map."""
     crop_side: int = 512
     """Person crops are given to the segmenter with their longer side at most this long."""
-    crop_views: tuple[float, ...] = (1.0, 1.4)
-    """Framings of each person crop (square side / the crop's longer side); masks are averaged."""
+    crop_views: tuple[float, ...] = (1.0,)
+    """Framings of each person crop (square side / the crop's longer side, at least 1)."""
     flip_views: bool = True
     """Segment each framing mirrored too (the model is not left-right symmetric)."""
-    view_union: bool = False
-    """Combine the views by their maximum instead of their mean."""
+    view_union: bool = True
+    """Combine the views by their maximum (a part of the person seen in one view is kept: the
+    model's answer on a held helmet or bag flips with the framing and the side) instead of
+    their mean."""
+    pose_rescue_below: float = 0.7
+    """When a person's mask is weaker than this over their face and chest (colours close to the
+    background's), BlazePose's person mask of the crop is united with it (0 never)."""
     crop_growth_rounds: int = 3
     """How often a person crop whose mask runs into its border grows and is segmented again."""
     min_blob_fraction: float = 0.0002
@@ -291,14 +300,14 @@ def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) 
     The segmenter's input is square (a long crop would be squeezed), so it gets squares around
     the box, taken from the image where it extends that far; one per framing in `crop_views`
     (the box's longer side times the factor), each also mirrored with `flip_views`; the masks
-    are averaged. The model's answer on a small or ambiguous person (a held helmet, a patch of
-    grass beside a shoulder) changes with the framing and the side; the mean is steadier.
+    are combined by their maximum (`view_union`) or mean. The model's answer on an ambiguous
+    part (a held helmet, a patch of grass beside a shoulder) changes with framing and side.
     """
     height, width = seen.shape[:2]
     x0, y0, x1, y1 = box
     views = []
     for factor in config.crop_views:
-        side = max(2, round(max(x1 - x0, y1 - y0) * factor))
+        side = max(2, round(max(x1 - x0, y1 - y0) * max(1.0, factor)))
         left = int(round((x0 + x1 - side) / 2))
         top = int(round((y0 + y1 - side) / 2))
         # Keep the square inside the image where it fits: padding only beyond the frame.
@@ -332,6 +341,18 @@ def _grown(box: Sequence[int], mask: np.ndarray, threshold: float, width: int, h
     )
 
 
+def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
+    """Mean probability where the person surely is: the face and the chest below it (a face
+    width wide, two face heights down); 0 for a person found without a face."""
+    if person.face is None:
+        return 0.0
+    fx0, fy0, fx1, fy1 = person.face.box
+    top, bottom = int(fy0) - box[1], int(fy1 + 2 * (fy1 - fy0)) - box[1]
+    left, right = int(fx0) - box[0], int(math.ceil(fx1)) - box[0]
+    core = mask[max(0, top) : max(0, bottom), max(0, left) : max(0, right)]
+    return float(core.mean()) if core.size else 0.0
+
+
 def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieCFConfig) -> np.ndarray:
     """The united per-person probabilities (maximum), float32 at the image size."""
     height, width = seen.shape[:2]
@@ -347,6 +368,7 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
         )
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
             continue
+        first = box
         mask = _segment_crop(seen, box, config)
         for _ in range(config.crop_growth_rounds):
             bigger = _grown(box, mask, config.threshold, width, height)
@@ -354,14 +376,37 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
                 break
             box = bigger
             mask = _segment_crop(seen, box, config)
+        if config.pose_rescue_below > 0 and _core_probability(person, box, mask) < config.pose_rescue_below:
+            from p3m.detection.people import pose_segmentation
+
+            # BlazePose segments one person: show it this one, centred (the grown crop may hold
+            # a more prominent neighbour).
+            px0, py0 = max(box[0], first[0]), max(box[1], first[1])
+            px1, py1 = min(box[2], first[2]), min(box[3], first[3])
+            rescue = pose_segmentation(np.ascontiguousarray(seen[py0:py1, px0:px1]))
+            if rescue is not None:
+                logger.debug("selfie-cf: weak person mask at %s; united with the pose's mask", box)
+                window = mask[py0 - box[1] : py1 - box[1], px0 - box[0] : px1 - box[0]]
+                np.maximum(window, rescue, out=window)
         region = united[box[1] : box[3], box[0] : box[2]]
         np.maximum(region, mask, out=region)
     return united
 
 
-def _blob_boxes(probability: np.ndarray, threshold: float, min_fraction: float) -> list[tuple[float, float, float, float]]:
-    """Bounding boxes (x0, y0, x1, y1) of the connected parts of probability > threshold."""
-    person = probability > threshold
+def _blob_boxes(
+    probability: np.ndarray, threshold: float, min_fraction: float, max_side: int = 640
+) -> list[tuple[float, float, float, float]]:
+    """Bounding boxes (x0, y0, x1, y1, image pixels) of the connected parts of probability >
+    threshold, found on a copy at most `max_side` long (boxes are rounded outwards)."""
+    height, width = probability.shape
+    step = max(1, math.ceil(max(height, width) / max_side))
+    reduced = probability
+    if step > 1:  # block maxima: a part thinner than a block still shows
+        rows, cols = math.ceil(height / step), math.ceil(width / step)
+        padded = np.zeros((rows * step, cols * step), dtype=probability.dtype)
+        padded[:height, :width] = probability
+        reduced = padded.reshape(rows, step, cols, step).max(axis=(1, 3))
+    person = reduced > threshold
     labels, count = ndimage.label(person)
     if count == 0:
         return []
@@ -371,7 +416,12 @@ def _blob_boxes(probability: np.ndarray, threshold: float, min_fraction: float) 
         if found is None or sizes[index] < min_fraction * person.size:
             continue
         rows, cols = found
-        boxes.append((float(cols.start), float(rows.start), float(cols.stop), float(rows.stop)))
+        boxes.append((
+            float(max(0, cols.start * step - step)),
+            float(max(0, rows.start * step - step)),
+            float(min(width, cols.stop * step + step)),
+            float(min(height, rows.stop * step + step)),
+        ))
     return boxes
 
 
@@ -384,7 +434,7 @@ def _face_height(person: Any) -> float:
 def _tiled_mask(seen: np.ndarray, tile: int, config: SelfieCFConfig) -> np.ndarray:
     """Person probability from the segmenter run on overlapping tiles (maximum where they overlap)."""
     height, width = seen.shape[:2]
-    stride = tile * 3 // 4
+    stride = max(1, tile * 3 // 4)
     united = np.zeros((height, width), dtype=np.float32)
     rows = list(range(0, max(1, height - tile + 1), stride))
     cols = list(range(0, max(1, width - tile + 1), stride))
@@ -401,17 +451,24 @@ def _tiled_mask(seen: np.ndarray, tile: int, config: SelfieCFConfig) -> np.ndarr
 
 def _find_people(seen: np.ndarray, whole: np.ndarray, config: SelfieCFConfig) -> list[Any]:
     """Faces, then the whole-frame blobs; when the people found are small (or none), the blobs
-    of a segmentation in tiles, where small people are seen large enough to be found."""
+    of a segmentation in tiles and faces in smaller tiles, where small people are large enough
+    to be found."""
     from p3m.detection.people import people_from_faces, people_in_regions, people_in_tiles
 
     height, width = seen.shape[:2]
+    if min(height, width) < 8:  # a strip or a dot: nobody to find
+        return []
     options = {"detectors": config.detectors, "use_pose": config.use_pose}
-    people = people_from_faces(seen, **options)
+    # Face detectors squeeze their input into a square: a long image is also searched in square
+    # windows along it (no 640-px tiled pass: small people are looked for below, when needed).
+    people = people_from_faces(seen, tiled=False, **options)
+    if max(height, width) > 1.34 * min(height, width):
+        people += people_in_tiles(seen, min(height, width), people, **options)
     blobs = _blob_boxes(whole, config.threshold, config.min_blob_fraction)
     people += people_in_regions(seen, blobs, people, **options)
     largest = max((_face_height(person) for person in people), default=0.0)
     tile = min(config.fine_search_tile, height, width)
-    if largest < config.fine_search_below * height and max(height, width) > tile:
+    if largest < config.fine_search_below * height and max(height, width) > tile >= 64:
         fine = _blob_boxes(_tiled_mask(seen, tile, config), config.threshold, config.min_blob_fraction)
         found = people_in_regions(seen, fine, people, **options)
         found += people_in_tiles(seen, config.face_tile, people + found, **options)

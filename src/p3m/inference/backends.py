@@ -131,9 +131,9 @@ class SelfieCFBackend:
     """The offline default: `p3m.inference.selfie_cf` (no downloaded weights).
 
     The whole image is analysed (people, segmentation); closed-form matting then solves the
-    regions around the people with at most `solve_pixels(max_pixels)` pixels: the config's
-    `solve_pixels` at the default budget, in proportion to `max_pixels` otherwise, and at full
-    resolution with `max_pixels=None`. `resized` (kind "solve") reports the solve scale whenever
+    regions around the people with at most `solve_pixels(max_pixels)` pixels per person: the
+    config's `solve_pixels` at the default budget, in proportion to `max_pixels` otherwise, and at
+    full resolution with `max_pixels=None`. `resized` (kind "solve") reports the solve scale whenever
     it is below 1; the per-image note says when no person was found.
     Raises `MissingDependencyError` at construction when MediaPipe is missing.
     """

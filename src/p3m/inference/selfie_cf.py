@@ -20,9 +20,9 @@ the pipeline is people-aware:
    again. The per-person masks are united (maximum).
 5. **Trimap and closed-form matting** (Levin, Lischinski & Weiss, TPAMI 2008;
    `p3m.inference.closed_form`, which never fails on thin or empty regions): only in regions
-   around the people, at one scale chosen so that at most `solve_pixels` pixels are solved (the
-   pixel budget decides it, see `SelfieCFBackend`), with an unknown band proportional to each
-   region's size; then guided upsampling (`p3m.inference.upsample`) back to full resolution.
+   around the people, at one scale chosen so that at most `solve_pixels` pixels per person are
+   solved (the pixel budget decides it, see `SelfieCFBackend`), with an unknown band proportional
+   to each region's size; then guided upsampling (`p3m.inference.upsample`) back to full resolution.
 
     >>> alpha = matte_selfie_cf(image)                  # float32 H x W in [0, 1]
     >>> result = run_selfie_cf(image)                   # alpha, trimap, people, solve sizes, note
@@ -92,9 +92,10 @@ class SelfieCFConfig:
     segmentation_max_side: int = 1024
     """The image given to MediaPipe is at most this long (it works at 256 px internally)."""
     solve_pixels: int | None = DEFAULT_SOLVE_PIXELS
-    """Closed-form matting solves at most this many pixels (summed over the regions around the
-    people), at one common scale; None solves at full resolution. `SelfieCFBackend` scales it
-    with the pixel budget (`max_pixels`)."""
+    """Closed-form matting solves at most this many pixels per person found (summed over the
+    regions around the people, at one common scale), so a group is not solved coarser than a
+    portrait; None solves at full resolution. `SelfieCFBackend` scales it with the pixel budget
+    (`max_pixels`)."""
     people: bool = True
     """Find people and segment each in its own crop; False runs the whole-frame pass only."""
     require_person: bool = True
@@ -463,7 +464,11 @@ def _find_people(seen: np.ndarray, whole: np.ndarray, config: SelfieCFConfig) ->
     # windows along it (no 640-px tiled pass: small people are looked for below, when needed).
     people = people_from_faces(seen, tiled=False, **options)
     if max(height, width) > 1.34 * min(height, width):
-        people += people_in_tiles(seen, min(height, width), people, **options)
+        # Windows in which a face like the smallest found (or of a person filling half the
+        # height) is at least a sixth of the window: large enough for the detectors.
+        smallest = min((_face_height(person) for person in people), default=min(height, width) / 12)
+        window = int(min(height, width, max(256, 6 * smallest)))
+        people += people_in_tiles(seen, window, people, **options)
     blobs = _blob_boxes(whole, config.threshold, config.min_blob_fraction)
     people += people_in_regions(seen, blobs, people, **options)
     largest = max((_face_height(person) for person in people), default=0.0)
@@ -525,6 +530,7 @@ def _solve_regions(
     exposure: Exposure,
     config: SelfieCFConfig,
     threshold: float,
+    people: int,
 ) -> tuple[np.ndarray, np.ndarray, list[SolveRegion], float]:
     height, width = image.shape[:2]
     alpha = np.zeros((height, width), dtype=np.float32)
@@ -532,8 +538,9 @@ def _solve_regions(
     boxes = _regions(probability, threshold, pad=2 * config.band_fraction + 0.03)
     area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes)
     scale = 1.0
-    if config.solve_pixels is not None and area > config.solve_pixels:
-        scale = math.sqrt(config.solve_pixels / area)
+    budget = None if config.solve_pixels is None else config.solve_pixels * max(1, people)
+    if budget is not None and area > budget:
+        scale = math.sqrt(budget / area)
     regions = []
     for x0, y0, x1, y1 in boxes:
         window = (slice(y0, y1), slice(x0, x1))
@@ -605,7 +612,7 @@ def run_selfie_cf(
             if config.people:
                 note = "no person found: matted the whole-frame segmentation as it is"
     threshold = config.person_threshold if people else config.threshold
-    alpha, trimap, regions, scale = _solve_regions(image, probability, exposure, config, threshold)
+    alpha, trimap, regions, scale = _solve_regions(image, probability, exposure, config, threshold, len(people))
     solved_size = (max(1, round(height * scale)), max(1, round(width * scale)))
     return SelfieCFResult(
         alpha=alpha,

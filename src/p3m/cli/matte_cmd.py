@@ -168,7 +168,10 @@ def _load_matter(options: dict[str, Any], say: Any, note: Any) -> Any:
 def _describe_record(record: Any) -> str:
     detail = f"; {record.details['resized']}" if record.details.get("resized") else ""
     names = ", ".join(record.details.get("written", []))
-    return f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
+    line = f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
+    if record.details.get("note"):
+        line += f"\n[yellow]note:[/yellow] {record.source}: {record.details['note']}"
+    return line
 
 
 def _failure(record: Any) -> tuple[str, str]:
@@ -247,7 +250,7 @@ def _matte_stream(
 
     from p3m.errors import ConfigError, ImageReadError
     from p3m.inference.batch import MatteJob, output_image, write_outputs
-    from p3m.io import encode_png, load_image_input
+    from p3m.io import encode_png, load_image_and_alpha
 
     err = Console(stderr=True)
     if len(inputs) != 1 or (inputs[0] != STDIO and not Path(inputs[0]).is_file()):
@@ -274,16 +277,20 @@ def _matte_stream(
     with _stdout_for_the_image() as image_out:
         matter = _load_matter(options, say, say)
         try:
-            image = load_image_input(payload)
+            image, input_alpha = load_image_and_alpha(payload)
         except ImageReadError as error:
             if error.path is None:
                 raise ImageReadError(error.problem, name) from None
             raise
         kinds_needing_colour = {"rgba", "foreground", "composite"}
         wanted = kinds[:1] if to_stdout else kinds
-        result = matter(image, foreground=bool(kinds_needing_colour & set(wanted)))
+        result = matter(
+            image, foreground=bool(kinds_needing_colour & set(wanted)), input_alpha=input_alpha
+        )
         if result.resized is not None:
             say(f"note: {result.resized.describe()}")
+        if result.image_note:
+            say(f"note: {name}: {result.image_note}")
         if to_stdout:
             picture = output_image(result, kinds[0], backdrop)
             if picture is None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from p3m.errors import ConfigError
+from p3m.errors import ConfigError, ShapeMismatchError
 from p3m.inference.backends import (
     AUTO_PREFERRED_MODEL,
     MATTE_MAX_PIXELS,
@@ -46,7 +46,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class MatteResult:
-    """Output of `p3m.matte`: alpha float32 H x W in [0, 1] at the input size, and context."""
+    """Output of `p3m.matte`: alpha float32 H x W in [0, 1] at the input size, and context.
+
+    `note` joins the model's note (e.g. why "auto" used selfie-cf) and this image's
+    (`image_note`, e.g. no person found). `input_alpha` is the input's own transparency (None if
+    it had none); `alpha` never exceeds it. `details`: what the backend reports besides (selfie-cf:
+    a `SelfieCFResult` with the people found and the solved regions).
+    """
 
     alpha: np.ndarray
     image: np.ndarray = field(repr=False)
@@ -55,6 +61,14 @@ class MatteResult:
     resized: ResizeInfo | None = None
     trimap: np.ndarray | None = field(default=None, repr=False)
     note: str | None = None
+    image_note: str | None = None
+    input_alpha: np.ndarray | None = field(default=None, repr=False)
+    details: Any = field(default=None, repr=False)
+
+    @property
+    def solved_size(self) -> tuple[int, int]:
+        """(height, width) at which the matte was computed (`resized.processed_size` if resized)."""
+        return self.resized.processed_size if self.resized is not None else self.alpha.shape[:2]
 
     def ensure_foreground(self) -> np.ndarray:
         """The estimated foreground colours (RGB uint8), computed on first use."""
@@ -118,26 +132,66 @@ class Matter:
         self.name = self.backend.name
         self.note: str | None = self.backend.note
 
-    def __call__(self, image: Any, foreground: bool = True) -> MatteResult:
-        """Matte one image (array, path or PIL image); `foreground=False` skips colour estimation."""
-        from p3m.io import load_image_input
+    def __call__(
+        self, image: Any, foreground: bool = True, input_alpha: np.ndarray | None = None
+    ) -> MatteResult:
+        """Matte one image (array, path, PIL image or encoded bytes); `foreground=False` skips
+        colour estimation.
 
-        image = load_image_input(image)
-        output = self.backend.matte(image)
+        The input's own transparency (RGBA / LA / palette files, an H x W x 4 array, or
+        `input_alpha`, float H x W in [0, 1]) bounds the result: the matte is at most the input
+        alpha, and the backend sees the image over mid-grey, so nothing hidden is matted back.
+        """
+        from p3m.io import load_image_and_alpha
+
+        image, own_alpha = load_image_and_alpha(image)
+        limit = _combine_alpha(own_alpha, input_alpha, image.shape[:2])
+        seen = image if limit is None else _over_grey(image, limit)
+        output = self.backend.matte(seen)
+        alpha = output.alpha
+        if limit is not None:
+            alpha = np.minimum(alpha, limit)
         if output.resized is not None:
             logger.info(output.resized.describe())
         notes = [note for note in (self.note, output.note) if note]
         result = MatteResult(
-            alpha=output.alpha,
+            alpha=alpha,
             image=image,
             model=self.name,
             resized=output.resized,
             trimap=output.trimap,
             note="; ".join(notes) if notes else None,
+            image_note=output.note,
+            input_alpha=limit,
+            details=output.details,
         )
         if foreground:
             result.ensure_foreground()
         return result
+
+
+def _combine_alpha(
+    own: np.ndarray | None, given: np.ndarray | None, shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The tighter of the image's own alpha and the caller's `input_alpha` (float32), or None."""
+    if given is not None:
+        given = np.asarray(given)
+        if given.dtype == np.uint8:
+            given = given.astype(np.float32) / np.float32(255)
+        given = np.clip(np.asarray(given, dtype=np.float32), 0.0, 1.0)
+        if given.shape != tuple(shape):
+            raise ShapeMismatchError(
+                f"input_alpha is {given.shape[1]}x{given.shape[0]}, the image {shape[1]}x{shape[0]}"
+            )
+        own = given if own is None else np.minimum(own, given)
+    return own
+
+
+def _over_grey(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The image as a viewer shows it over mid-grey (RGB uint8): hidden pixels are not seen."""
+    weight = alpha[:, :, None]
+    blended = image.astype(np.float32) * weight + np.float32(128.0) * (1.0 - weight)
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
 def matte(
@@ -149,6 +203,7 @@ def matte(
     max_pixels: int | None = MATTE_MAX_PIXELS,
     foreground: bool = True,
     selfie_config: SelfieCFConfig | None = None,
+    input_alpha: np.ndarray | None = None,
 ) -> MatteResult | list[MatteResult]:
     """Alpha matte of the person in `image` (RGB uint8 array, path, PIL image or encoded bytes);
     given a list (or tuple) of images, a list of results in the same order, one model load.
@@ -159,11 +214,15 @@ def matte(
     or "resize". Images above `max_pixels` are shrunk first (see `MatteResult.resized`).
     `selfie_config` refines selfie-cf (see `Matter`). A list stops at the first image that
     cannot be matted (raising its P3MError); for folders that go on, see `p3m.inference.batch`.
+    The matte never exceeds the input's own alpha (RGBA files or arrays) or `input_alpha`
+    (for a list, `input_alpha` must be None: each file's own alpha still applies).
     """
     matter = Matter(
         model, weights=weights, strategy=strategy, device=device, max_pixels=max_pixels,
         selfie_config=selfie_config,
     )
     if isinstance(image, list | tuple):
+        if input_alpha is not None:
+            raise ConfigError("input_alpha goes with one image, not a list")
         return [matter(item, foreground=foreground) for item in image]
-    return matter(image, foreground=foreground)
+    return matter(image, foreground=foreground, input_alpha=input_alpha)

@@ -23,14 +23,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from p3m.errors import ConfigError, ModelNotFoundError
-from p3m.inference.selfie_cf import SELFIE_CF_NAME, SelfieCFConfig, matte_selfie_cf
+from p3m.inference.selfie_cf import (
+    DEFAULT_SOLVE_PIXELS,
+    SELFIE_CF_NAME,
+    SelfieCFConfig,
+    run_selfie_cf,
+)
 from p3m.inference.strategies import Strategy, predict_p3mnet
 from p3m.inference.upsample import budget_scale, shrink_image, upsample_alpha
 
@@ -58,7 +63,12 @@ AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
 
 @dataclass(frozen=True)
 class ResizeInfo:
-    """How an image above the pixel budget was processed: sizes are (height, width)."""
+    """At which size an image was matted when not at its own: sizes are (height, width).
+
+    `kind` "budget": the image was above the pixel budget and processed shrunk as a whole
+    (P3M-Net). `kind` "solve": the image was analysed whole, and only the closed-form solve ran
+    at `scale` (selfie-cf); `processed_size` is then the whole image at that scale.
+    """
 
     original_size: tuple[int, int]
     processed_size: tuple[int, int]
@@ -66,9 +76,16 @@ class ResizeInfo:
     max_pixels: int
     downscale: str = "antialiased bilinear"
     upsample: str = "guided filter"
+    kind: str = "budget"
 
     def describe(self) -> str:
         (h, w), (ph, pw) = self.original_size, self.processed_size
+        if self.kind == "solve":
+            budget = f"{self.max_pixels / 1e6:.2f} MP" if self.max_pixels else "no"
+            return (
+                f"closed-form solved at {self.scale:.2f}x (as if {pw}x{ph}; pixel budget {budget}), "
+                f"alpha upsampled back to {w}x{h} with a {self.upsample}"
+            )
         return (
             f"{w}x{h} ({h * w / 1e6:.1f} MP) is above the pixel budget of {self.max_pixels / 1e6:.2f} MP: "
             f"matted at {pw}x{ph} ({self.downscale}), alpha upsampled back with a {self.upsample}"
@@ -77,12 +94,17 @@ class ResizeInfo:
 
 @dataclass
 class BackendOutput:
-    """One image's matte from a backend; see the module doc for shapes and ranges."""
+    """One image's matte from a backend; see the module doc for shapes and ranges.
+
+    `details` is whatever else the backend reports (selfie-cf: its `SelfieCFResult`, with the
+    people found and the solved regions), or None.
+    """
 
     alpha: np.ndarray
     trimap: np.ndarray | None = None
     resized: ResizeInfo | None = None
     note: str | None = None
+    details: Any = None
 
 
 class MattingBackend(Protocol):
@@ -125,11 +147,13 @@ def check_selfie_config(config: SelfieCFConfig) -> SelfieCFConfig:
 class SelfieCFBackend:
     """The offline default: `p3m.inference.selfie_cf` (no downloaded weights).
 
-    It mattes at its own bounded resolution and upsamples with a guided filter itself, so a big
-    photo goes in whole; `resized` reports the matting size when the image is above the budget.
-    `config` refines it (`SelfieCFConfig`: `threshold`, `band_fraction`, ...; checked by
-    `check_selfie_config`). Raises `MissingDependencyError` at construction when MediaPipe is
-    missing.
+    The whole image is analysed (people, segmentation); closed-form matting then solves the
+    regions around the people with at most `solve_pixels(max_pixels)` pixels per person: the
+    config's `solve_pixels` at the default budget, in proportion to `max_pixels` otherwise, and at
+    full resolution with `max_pixels=None`. `resized` (kind "solve") reports the solve scale whenever
+    it is below 1; the per-image note says when no person was found.
+    `config` refines it (`SelfieCFConfig`; checked by `check_selfie_config`).
+    Raises `MissingDependencyError` at construction when MediaPipe is missing.
     """
 
     def __init__(
@@ -140,22 +164,33 @@ class SelfieCFBackend:
     ) -> None:
         self.name = SELFIE_CF_NAME
         self.note = note
-        self.config = check_selfie_config(config or SelfieCFConfig())
         self.max_pixels = max_pixels
+        base = config or SelfieCFConfig()
+        base = check_selfie_config(base)
+        self.config = replace(base, solve_pixels=self.solve_pixels(max_pixels, base.solve_pixels))
         # Fail now, with the install hint, rather than on the first image.
         from p3m.inference.selfie_cf import _segmenter
 
         _segmenter(self.config.model_selection)
 
+    @staticmethod
+    def solve_pixels(max_pixels: int | None, at_default: int | None = DEFAULT_SOLVE_PIXELS) -> int | None:
+        """Closed-form pixels for a pixel budget: `at_default` scaled by max_pixels / MATTE_MAX_PIXELS."""
+        if max_pixels is None or at_default is None:
+            return None
+        return max(1024, round(at_default * max_pixels / MATTE_MAX_PIXELS))
+
     def matte(self, image: np.ndarray) -> BackendOutput:
         height, width = image.shape[:2]
-        alpha, trimap = matte_selfie_cf(image, config=self.config, return_trimap=True)
+        result = run_selfie_cf(image, config=self.config)
         resized = None
-        if budget_scale(height, width, self.max_pixels) < 1.0:
-            factor = min(1.0, self.config.matting_max_side / max(height, width))
-            size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            resized = ResizeInfo((height, width), size, factor, int(self.max_pixels or 0))
-        return BackendOutput(alpha=alpha, trimap=trimap, resized=resized)
+        if result.scale < 1.0:
+            resized = ResizeInfo(
+                (height, width), result.solved_size, result.scale, int(self.max_pixels or 0), kind="solve"
+            )
+        return BackendOutput(
+            alpha=result.alpha, trimap=result.trimap, resized=resized, note=result.note, details=result
+        )
 
 
 class P3MNetBackend:

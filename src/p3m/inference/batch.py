@@ -339,16 +339,19 @@ class MatteTask:
         self.background = background
         self.overwrite = overwrite
 
-    def load(self, item: Item) -> np.ndarray:
-        from p3m.io import read_image
+    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None]:
+        from p3m.io import read_image_and_alpha
 
-        return read_image(item.source)
+        return read_image_and_alpha(item.source)
 
-    def compute(self, item: Item, image: np.ndarray) -> tuple[Any, tuple[str, ...]]:
+    def compute(
+        self, item: Item, loaded: tuple[np.ndarray, np.ndarray | None]
+    ) -> tuple[Any, tuple[str, ...]]:
         job: MatteJob = item.payload
+        image, input_alpha = loaded
         wanted = self.kinds if self.overwrite else job.missing(self.kinds)
         needs_colour = any(kind in ("rgba", "foreground", "composite") for kind in wanted)
-        return self.matter(image, foreground=needs_colour), wanted
+        return self.matter(image, foreground=needs_colour, input_alpha=input_alpha), wanted
 
     def write(self, item: Item, result: tuple[Any, tuple[str, ...]]) -> Outcome:
         matted, wanted = result
@@ -356,6 +359,8 @@ class MatteTask:
         details: dict[str, Any] = {"written": [path.name for path in written], "model": matted.model}
         if matted.resized is not None:
             details["resized"] = matted.resized.describe()
+        if matted.image_note:
+            details["note"] = matted.image_note
         return Outcome(outputs={kind: item.outputs[kind] for kind in self.kinds if item.outputs[kind].is_file()}, details=details)
 
 

@@ -65,11 +65,8 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _luma(image: np.ndarray) -> np.ndarray:
     """float32 luma in [0, 1] of an RGB uint8 image (ITU-R 601 weights)."""
-    pixels = _as_tensor(image)
-    luma = pixels[:, :, 0].float().mul_(0.299 / 255)
-    luma.add_(pixels[:, :, 1].float(), alpha=0.587 / 255)
-    luma.add_(pixels[:, :, 2].float(), alpha=0.114 / 255)
-    return luma.numpy()
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32) / np.float32(255)
+    return np.dot(np.asarray(image).reshape(-1, 3), weights).reshape(image.shape[:2])
 
 
 def upsample_alpha(

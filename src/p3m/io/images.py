@@ -258,6 +258,25 @@ def _float_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _pil_alpha(image: Image.Image) -> np.ndarray | None:
+    """The image's own transparency as float32 H x W in [0, 1], or None when it has none.
+
+    Covers LA / RGBA / PA (premultiplied La / RGBa too), palette images with a transparent index
+    and grey or RGB images with a transparent colour (PNG tRNS). A fully opaque alpha channel
+    counts as none.
+    """
+    mode = image.mode
+    if mode in _ALPHA_MODES or mode == "PA":
+        alpha = np.asarray(image.getchannel("A"))
+    elif "transparency" in image.info and mode in ("P", "L", "RGB", "1"):
+        alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+    else:
+        return None
+    if alpha.min() >= 255:
+        return None
+    return alpha.astype(np.float32) / np.float32(255)
+
+
 def _matte_channel(image: Image.Image, name: PathLike | None) -> tuple[np.ndarray, float]:
     """The one channel that holds a matte, and its full-scale value (255, 65535 or 1.0).
 
@@ -326,6 +345,19 @@ def read_image(
     """
     with _open_loaded(path, max_pixels, apply_exif_orientation) as image:
         return _pil_to_rgb_array(image, path)
+
+
+def read_image_and_alpha(
+    path: PathLike, max_pixels: int | None = None, apply_exif_orientation: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a photo as `read_image` does, plus its own alpha (float32 H x W in [0, 1], or None).
+
+    The alpha is the input's transparency (RGBA, LA, PA, palette or tRNS transparency), EXIF
+    orientation applied like the colour; None when the file has none or it is fully opaque.
+    Matting never gives a pixel more opacity than this alpha.
+    """
+    with _open_loaded(path, max_pixels, apply_exif_orientation) as image:
+        return _pil_to_rgb_array(image, path), _pil_alpha(image)
 
 
 def read_alpha(path: PathLike | bytes, max_pixels: int | None = None) -> np.ndarray:
@@ -418,7 +450,8 @@ def load_image_input(
     """Turn what an API user passes (path, PIL image, array, encoded bytes) into RGB uint8 H x W x 3.
 
     Arrays: uint8 H x W (grey), H x W x 1, H x W x 3 (RGB, returned as is, not copied when
-    contiguous) or H x W x 4 (alpha dropped); uint16 is scaled to 8 bits. Float arrays are
+    contiguous) or H x W x 4 (alpha dropped: `load_image_and_alpha` keeps it); uint16 is scaled
+    to 8 bits. Float arrays are
     rejected rather than guessed at. PIL images get the same mode handling as `read_image`.
     """
     if isinstance(image, np.ndarray):
@@ -433,6 +466,36 @@ def load_image_input(
             return _pil_to_rgb_array(opened, None)
     if isinstance(image, str | os.PathLike):
         return read_image(image, max_pixels=max_pixels)
+    raise TypeError(f"expected a path, PIL.Image, numpy array or bytes, got {type(image).__name__}")
+
+
+def load_image_and_alpha(
+    image: PathLike | Image.Image | np.ndarray | bytes, max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`load_image_input`, plus the input's own alpha (float32 H x W in [0, 1], or None).
+
+    Files, bytes and PIL images give their transparency (see `read_image_and_alpha`); an
+    H x W x 4 array gives its fourth channel (uint8 / 255, uint16 / 65535); anything without an
+    alpha channel, or with a fully opaque one, gives None.
+    """
+    if isinstance(image, np.ndarray):
+        alpha = None
+        if image.ndim == 3 and image.shape[2] == 4 and image.dtype in (np.uint8, np.uint16):
+            full_scale = 255.0 if image.dtype == np.uint8 else 65535.0
+            channel = image[:, :, 3]
+            if channel.min() < full_scale:
+                alpha = channel.astype(np.float32) / np.float32(full_scale)
+        return _array_to_rgb(image), alpha
+    if isinstance(image, Image.Image):
+        cap = _resolve_max_pixels(max_pixels)
+        _check_pixels(image, cap, None)
+        oriented = _apply_exif_orientation(image, None, close_original=False)
+        return _pil_to_rgb_array(oriented, None), _pil_alpha(oriented)
+    if isinstance(image, bytes | bytearray):
+        with _open_loaded(bytes(image), max_pixels) as opened:
+            return _pil_to_rgb_array(opened, None), _pil_alpha(opened)
+    if isinstance(image, str | os.PathLike):
+        return read_image_and_alpha(image, max_pixels=max_pixels)
     raise TypeError(f"expected a path, PIL.Image, numpy array or bytes, got {type(image).__name__}")
 
 

@@ -21,7 +21,7 @@ from p3m.errors import (
     MissingDependencyError,
     P3MError,
 )
-from p3m.io import alpha_to_uint8, encode_png, load_image_input
+from p3m.io import alpha_to_uint8, encode_png, load_image_and_alpha, load_image_input
 from p3m.serve.encoding import data_url, header_text, jsonable, result_notes
 
 __all__ = [
@@ -121,7 +121,7 @@ class MatteJob:
     def __call__(self, matter: Any) -> Reply:
         rgb = None
         try:
-            rgb = load_image_input(self.image, max_pixels=self.max_image_pixels)
+            rgb, input_alpha = load_image_and_alpha(self.image, max_pixels=self.max_image_pixels)
             backdrop: Any = self.background
             if self.background_image is not None and self.output in ("composite", "json"):
                 try:
@@ -129,7 +129,7 @@ class MatteJob:
                 except P3MError as error:
                     raise type(error)(f"background image: {error.problem}") from error
                 backdrop = cover_crop(backdrop, *rgb.shape[:2])
-            result = matter(rgb, foreground=self.output != "alpha")
+            result = matter(rgb, foreground=self.output != "alpha", input_alpha=input_alpha)
             return self._encode(result, backdrop)
         except Exception as error:  # noqa: BLE001 - every failure becomes a clear 4xx
             return _failure(error, "matte", rgb)

@@ -44,8 +44,8 @@ __all__ = ["VERSIONS", "BaselineStudySettings", "run_baseline_study"]
 STUDY = "baselines"
 SET = TestSet.P.value
 VERSIONS: tuple[Group, ...] = (
-    Group("blurred", "P3M-500-P, blurred faces (B)"),
-    Group("normal", "P3M-500-P, normal faces (N)"),
+    Group("blurred", "Blurred faces (B)"),
+    Group("normal", "Normal faces (N)"),
 )
 """The two versions of P3M-500-P (the table's column groups)."""
 

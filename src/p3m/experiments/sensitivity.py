@@ -44,10 +44,9 @@ import numpy as np
 
 from p3m.errors import DatasetError, ExperimentError, ShapeMismatchError
 from p3m.evaluation.tables import Cell, Column, ResultTable
-from p3m.experiments.events import CellProgress, StudyEvent, StudyFinished, StudyStarted
+from p3m.experiments.events import CellProgress, CellReset, StudyEvent, StudyFinished, StudyStarted
 from p3m.experiments.heatmap import DEFAULT_VMAX, heatmap_sheet
 from p3m.experiments.runner import file_identity, prepare_run_dir
-from p3m.inference.backends import MATTE_MAX_PIXELS
 from p3m.io import atomic_write_text
 from p3m.runs import Item, Outcome, RunOptions, run_items
 from p3m.vocabulary import ObfuscationMethod, TestStrategy, check_choice
@@ -99,8 +98,8 @@ class Obfuscation:
 
     @property
     def key(self) -> str:
-        """E.g. "blur-x0.5", "mosaic", "mask" (the CSV's obfuscation column)."""
-        if self.method == "mask" or (self.method == "mosaic" and self.strength == 1.0):
+        """E.g. "blur-x0.5", "blur" (strength 1), "mosaic", "mask" (the CSV's obfuscation column)."""
+        if self.method == "mask" or self.strength == 1.0:
             return self.method
         return f"{self.method}-x{self.strength:g}"
 
@@ -141,8 +140,8 @@ class SensitivitySettings:
     """What the sensitivity study runs.
 
     `images`: image files and/or folders (their images, not recursive); `model`, `weights`,
-    `strategy`, `device`, `max_pixels`: as `p3m.Matter` takes them ("auto" = P3M-Net ViTAE-S
-    when cached, else selfie-cf); `alphas`: ground-truth mattes by stem (optional: the band then
+    `strategy`, `device`: as `p3m.Matter` takes them ("auto" = P3M-Net ViTAE-S when cached,
+    else selfie-cf); `max_pixels`: the matting pixel budget (None: Matter's default, 0: none); `alphas`: ground-truth mattes by stem (optional: the band then
     comes from the model's matte and there is no ΔSAD); `facemasks`: face masks by stem (0/255
     PNG; default: detected); `landmarks`: the landmark scheme of detected masks;
     `band_margin`: px the transition band is dilated by; `changed_threshold`: |Δα| above which a
@@ -158,7 +157,7 @@ class SensitivitySettings:
     obfuscations: tuple[Obfuscation, ...] = DEFAULT_OBFUSCATIONS
     strategy: str = TestStrategy.hybrid.value
     device: str | None = None
-    max_pixels: int | None = MATTE_MAX_PIXELS
+    max_pixels: int | None = None
     landmarks: str = "mediapipe"
     band_margin: int = 3
     changed_threshold: float = 0.1
@@ -265,12 +264,16 @@ class SensitivityTask:
         else:
             source = "given"
         if not facemask.any():
-            raise ExperimentError(
-                "no face found to obfuscate; pass a face-mask folder (--facemasks)"
-                if source == "detected"
-                else "its face mask is empty",
-                item.source,
-            )
+            if source == "given":
+                problem = "its face mask is empty"
+            elif faces:
+                problem = (
+                    f"{len(faces)} face(s) found, but the matte is semi-transparent over all of them "
+                    "(0 < alpha < 1 is left unobfuscated): nothing to obfuscate; pass --facemasks"
+                )
+            else:
+                problem = "no face found to obfuscate; pass a face-mask folder (--facemasks)"
+            raise ExperimentError(problem, item.source)
         band = transition_area(reference, settings.band_margin) & ~facemask
         regions = {"overall": np.ones_like(facemask), "face": facemask, "band": band, "rest": ~(facemask | band)}
         sad_clean = compute_metrics(clean, gt, metrics=("sad",))["sad"] if gt is not None else None
@@ -472,14 +475,19 @@ def run_sensitivity(
     _check(settings)
     emit = on_event or (lambda event: None)
     out_dir = Path(out_dir)
-    matter = Matter(settings.model, settings.weights, settings.strategy, settings.device, settings.max_pixels)
+    from p3m.inference.backends import MATTE_MAX_PIXELS
+
+    budget = MATTE_MAX_PIXELS if settings.max_pixels is None else settings.max_pixels or None
+    matter = Matter(settings.model, settings.weights, settings.strategy, settings.device, budget)
     model = matter.name
-    prepare_run_dir(
+    reason = prepare_run_dir(
         out_dir,
         _identity(settings, model),
         fresh,
         [SENSITIVITY_FILES[kind] for kind in ("journal", "heatmaps", "per_image", "markdown", "csv", "json")],
     )
+    if reason is not None:
+        emit(CellReset(STUDY, reason))
     task = SensitivityTask(settings, matter, out_dir)
     items = [task.item(path) for path in _expand(settings.images)]
     journal = out_dir / SENSITIVITY_FILES["journal"]

@@ -114,7 +114,7 @@ def _obfuscator(method: str, strength: float) -> ImageTransform:
                 f"{image.shape[1]}x{image.shape[0]}",
                 sample.facemask,
             )
-        obfuscated, regions = obfuscate(image, facemask, method, strength)
+        obfuscated, regions = obfuscate(image, facemask, method, strength=strength)
         return obfuscated, {
             "obfuscation": {
                 "method": method,

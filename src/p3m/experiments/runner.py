@@ -97,8 +97,13 @@ def check_metrics(metrics: Iterable[str]) -> tuple[str, ...]:
 
 
 def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What identifies a file for resuming: its resolved path, size and modification time."""
+    """What identifies a file for resuming: its resolved path, size and modification time.
+
+    Raises ExperimentError naming the file when it does not exist.
+    """
     file = Path(path).expanduser()
+    if not file.is_file():
+        raise ExperimentError("no such file" if not file.exists() else "is not a file", file)
     stat = file.stat()
     return {"path": str(file.resolve()), "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
 

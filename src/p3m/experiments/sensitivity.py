@@ -279,7 +279,9 @@ class SensitivityTask:
         sad_clean = compute_metrics(clean, gt, metrics=("sad",))["sad"] if gt is not None else None
         rows, obfuscated_images, changes = [], [], []
         for obfuscation in settings.obfuscations:
-            obfuscated, parts = obfuscate(image, facemask, obfuscation.method, obfuscation.strength, face_boxes)
+            obfuscated, parts = obfuscate(
+                image, facemask, obfuscation.method, strength=obfuscation.strength, face_boxes=face_boxes
+            )
             moved = self._matte(obfuscated)
             row: dict[str, Any] = {
                 "obfuscation": obfuscation.key,
@@ -404,7 +406,11 @@ def _digits(key: str) -> int:
 
 
 def _table(
-    settings: SensitivitySettings, images: Mapping[str, Mapping[str, Any]], model: str, failed: int
+    settings: SensitivitySettings,
+    images: Mapping[str, Mapping[str, Any]],
+    model: str,
+    failed: int,
+    model_note: str | None = None,
 ) -> ResultTable:
     with_gt = settings.alphas is not None
     numeric = _columns(with_gt)
@@ -436,6 +442,8 @@ def _table(
         f"Face masks: {detected} detected with p3m's detection and {settings.landmarks} landmarks, "
         f"{len(images) - detected} given.",
     ]
+    if model_note:
+        notes.append(model_note)
     if failed:
         notes.append(f"{failed} image(s) failed (see the run's output and manifest.jsonl).")
     title = "Obfuscation sensitivity: how far face obfuscation moves the matte"
@@ -490,6 +498,8 @@ def run_sensitivity(
         emit(CellReset(STUDY, reason))
     task = SensitivityTask(settings, matter, out_dir)
     items = [task.item(path) for path in _expand(settings.images)]
+    if not items:
+        raise ExperimentError(f"no image found in {', '.join(str(path) for path in settings.images)}")
     journal = out_dir / SENSITIVITY_FILES["journal"]
     emit(StudyStarted(STUDY, (STUDY,), len(items)))
     report = run_items(
@@ -509,7 +519,7 @@ def run_sensitivity(
     emit(StudyFinished(STUDY, len(failed)))
 
     with_gt = settings.alphas is not None
-    table = _table(settings, images, model, len(failed))
+    table = _table(settings, images, model, len(failed), matter.note)
     files = {kind: out_dir / name for kind, name in SENSITIVITY_FILES.items() if kind != "journal"}
     summary = {
         "format": "p3m-experiment/1",

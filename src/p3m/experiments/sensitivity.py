@@ -76,6 +76,7 @@ SENSITIVITY_FILES = {
     "per_image": "per_image.csv",
     "heatmaps": "heatmaps",
     "journal": "manifest.jsonl",
+    "settings": "settings.json",
 }
 """What `run_sensitivity` writes into its output folder."""
 
@@ -520,7 +521,7 @@ def run_sensitivity(
 
     with_gt = settings.alphas is not None
     table = _table(settings, images, model, len(failed), matter.note)
-    files = {kind: out_dir / name for kind, name in SENSITIVITY_FILES.items() if kind != "journal"}
+    files = {kind: out_dir / name for kind, name in SENSITIVITY_FILES.items() if kind not in ("journal", "settings")}
     summary = {
         "format": "p3m-experiment/1",
         "study": STUDY,

@@ -19,7 +19,11 @@ def synth_data_command(
     min_size: int = typer.Option(256, "--min-size", min=64, help="Smallest image side."),
     max_size: int = typer.Option(320, "--max-size", min=64, help="Largest image side."),
 ) -> None:
-    """Write a small synthetic portrait set in the P3M-10k layout (train, P3M-500-P/NP, RWP-636)."""
+    """Write a small synthetic portrait set in the P3M-10k layout (train, P3M-500-P/NP, RWP-636).
+
+    Unlike the public P3M-10k, P3M-500-P also gets its normal (unobfuscated) images, in
+    validation/P3M-500-P/original_image/ (for `p3m experiment baselines --normal-images`).
+    """
     from rich.console import Console
 
     from p3m.data.synthetic import write_synthetic_dataset
@@ -28,8 +32,15 @@ def synth_data_command(
     if min_size > max_size:
         raise ConfigError(f"--min-size {min_size} is larger than --max-size {max_size}")
     counts = write_synthetic_dataset(out, n_train=n, n_val=n_val, seed=seed, min_size=min_size, max_size=max_size)
-    Console().print(
+    console = Console()
+    console.print(
         f"wrote {out}: " + ", ".join(f"{name} {count}" for name, count in counts.items()), highlight=False
+    )
+    console.print(
+        f"normal (unobfuscated) P3M-500-P images, for --normal-images: "
+        f"{out / 'validation' / 'P3M-500-P' / 'original_image'}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

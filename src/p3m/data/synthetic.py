@@ -4,7 +4,7 @@ Each sample is a portrait-like figure (head, neck, shoulders, hair with soft, ha
 composited over a varied background. The face region is obfuscated (Gaussian-blurred) in the
 privacy-preserving ("P", `blurred_image`) version and intact in the normal ("NP",
 `original_image`) one. Written: train/{blurred_image, original_image, mask, fg, bg, facemask},
-validation/P3M-500-P/{blurred_image, mask, trimap, facemask},
+validation/P3M-500-P/{blurred_image, mask, trimap, facemask, original_image},
 validation/P3M-500-NP/{original_image, mask, trimap} and RWP-636/{image, alpha}.
 
     >>> summary = write_synthetic_dataset("synthetic", n_train=32, seed=0)
@@ -202,6 +202,9 @@ def write_synthetic_dataset(
 ) -> dict[str, int]:
     """Write the synthetic set under `out`; returns the number of samples per set.
 
+    P3M-500-P also gets `original_image/`, the normal (unobfuscated) version of its images,
+    which the public P3M-10k does not ship: the studies comparing blurred and normal faces
+    (`p3m experiment baselines --normal-images`, `obfuscation --normal-images`) use it.
     Validation trimaps are made from the mask with `trimap_kernel`. Files are PNG (lossless), so
     the P and NP versions differ only inside the face.
     """
@@ -236,6 +239,7 @@ def write_synthetic_dataset(
         name = f"synth_p_{i:04d}"
         p = make_portrait(rng, *_size(rng, min_size, max_size))
         write(private / "blurred_image", name, p.blurred_image)
+        write(private / "original_image", name, p.image)
         write(private / "mask", name, p.alpha)
         write(private / "trimap", name, trimap_from_alpha(p.alpha, trimap_kernel))
         write(private / "facemask", name, p.facemask)

@@ -46,7 +46,9 @@ __all__ = [
     "Column",
     "ResultEntry",
     "ResultTable",
+    "format_metric",
     "load_result",
+    "mark_best",
     "parse_result_spec",
     "protocol_table",
     "results_table",
@@ -270,6 +272,17 @@ def _mark_best(cells: Iterable[tuple[Cell, str]]) -> None:
     best = min(value for value, _ in candidates)
     for value, cell in candidates:
         cell.bold = value == best
+
+
+def format_metric(value: float | None, key: str) -> str:
+    """A mean as the paper prints it: 2 decimals for SAD-like keys, 4 for MSE/MAD; "–" if None."""
+    return _format(value, key)
+
+
+def mark_best(cells: Iterable[tuple[Cell, str]]) -> None:
+    """Bold the lowest finite value(s) of a column, (cell, metric key) pairs, at the displayed
+    precision, when there are at least two values (ties are all bold)."""
+    _mark_best(cells)
 
 
 def _check_metrics(metrics: Sequence[str]) -> list[str]:

@@ -1,0 +1,62 @@
+"""Typed progress events of a study: what `p3m.cli` renders while an experiment runs.
+
+A study is a sequence of runs of the folder-run engine (`p3m.runs`), one per cell of its table
+(a model on a test set, a baseline on the blurred images, ...). It reports:
+
+* `StudyStarted` once, with the number of cells and of items over all cells;
+* `CellReset` when the results already in a cell's folder were made with other settings (another
+  checkpoint, strategy, obfuscation strength) or `fresh` was asked for, and are discarded;
+* `CellProgress` for every event of a cell's run (`p3m.runs.RunStarted`, `ItemFinished`,
+  `RunFinished`), tagged with the cell;
+* `StudyFinished` once at the end, with the number of images that failed.
+
+    >>> def on_event(event):
+    ...     if isinstance(event, CellProgress) and isinstance(event.event, ItemFinished): ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p3m.runs import Event
+
+__all__ = ["CellProgress", "CellReset", "StudyEvent", "StudyFinished", "StudyStarted"]
+
+
+@dataclass(frozen=True)
+class StudyStarted:
+    """Emitted once: the study's name, its cells (labels, in run order) and items over all cells."""
+
+    study: str
+    cells: tuple[str, ...]
+    items: int
+
+
+@dataclass(frozen=True)
+class CellReset:
+    """The results in a cell's folder are discarded and computed again; `reason` says why."""
+
+    cell: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """One event of a cell's run (`index` of `cells`, from 0), tagged with the cell's label."""
+
+    cell: str
+    index: int
+    cells: int
+    event: Event
+
+
+@dataclass(frozen=True)
+class StudyFinished:
+    """Emitted once at the end: the study's name and how many images failed over all cells."""
+
+    study: str
+    failed: int
+
+
+StudyEvent = StudyStarted | CellReset | CellProgress | StudyFinished
+"""A progress event of a study (typed: match on the class)."""

@@ -1,0 +1,375 @@
+"""p3m.experiments and `p3m experiment ...`: every study end to end on a tiny synthetic set.
+
+Each study is interrupted part-way through the library (a KeyboardInterrupt from its progress
+callback), then finished by the command, which must keep what was done (the predictions are not
+rewritten) and print and write the complete table in the paper's layout. The checkpoints are
+randomly initialised ResNet-34 models: the numbers mean nothing, but they are reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from p3m.data.synthetic import write_synthetic_dataset
+from p3m.errors import CheckpointError, DatasetError, ExperimentError
+from p3m.experiments.events import CellProgress, CellReset, StudyFinished, StudyStarted
+from p3m.runs import ItemFinished
+
+P_SET = "validation/P3M-500-P"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # 64-pixel images gain nothing from threads, and on a shared machine they cost a lot.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("experiments") / "data"
+    write_synthetic_dataset(root, n_train=1, n_val=2, seed=3, min_size=64, max_size=64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from p3m.models import create_model, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    made = {}
+    for key, name, seed in (("a", "p3mnet-r34", 0), ("b", "p3mnet-r34", 1), ("basic", "basic-r34", 0)):
+        torch.manual_seed(seed)
+        made[key] = save_checkpoint(create_model(name, device="cpu"), folder / f"{key}.pth")
+    return made
+
+
+def interrupt_after(count: int, events: list) -> Callable[[object], None]:
+    """A progress callback that records events and raises KeyboardInterrupt at the count-th image."""
+
+    def on_event(event: object) -> None:
+        events.append(event)
+        finished = [e for e in events if isinstance(e, CellProgress) and isinstance(e.event, ItemFinished)]
+        if isinstance(event, CellProgress) and isinstance(event.event, ItemFinished) and len(finished) == count:
+            raise KeyboardInterrupt
+
+    return on_event
+
+
+def predictions(out: Path) -> dict[Path, int]:
+    """Every prediction under a study's folder and its modification time."""
+    return {path: path.stat().st_mtime_ns for path in out.glob("*/*/predictions/*.png")}
+
+
+def invoke(args: list[str]) -> object:
+    from p3m.cli import app
+
+    return CliRunner().invoke(app, ["experiment", *args])
+
+
+def processed(events: list) -> int:
+    return sum(1 for e in events if isinstance(e, CellProgress) and isinstance(e.event, ItemFinished))
+
+
+# --------------------------------------------------------------------------- Table 8
+
+
+def test_obfuscation_resumes_after_an_interruption_and_reproduces(data, checkpoints, tmp_path):
+    from p3m.experiments.obfuscation import ObfuscationSettings, run_obfuscation_study
+
+    normal = data / P_SET / "original_image"
+    settings = ObfuscationSettings(checkpoints["a"], data, normal_images=normal, strategy="resize")
+    out = tmp_path / "interrupted"
+    events: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run_obfuscation_study(settings, out, on_event=interrupt_after(3, events))
+    assert isinstance(events[0], StudyStarted) and events[0].items == 8  # 4 rows x 2 images
+    done = predictions(out)
+    assert 3 <= len(done) < 8
+
+    events.clear()
+    result = run_obfuscation_study(settings, out, on_event=events.append)
+    assert processed(events) == 8 - len(done)  # only what was left
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in done.items())
+    assert isinstance(events[-1], StudyFinished) and events[-1].failed == 0
+
+    labels = [row[0].text for row in result.table.rows]
+    assert labels == ["None (normal faces)", "Blurring", "Mosaicing", "Masking (zeros)"]
+    assert [column.label for column in result.table.columns] == ["Obfuscation", "SAD", "MSE", "MAD"]
+    assert all(cell.value is not None for row in result.table.rows for cell in row[1:])
+    masked = next(r for r in result.cells if r.spec.row == "mask")
+    assert masked.means["sad"] != next(r for r in result.cells if r.spec.row == "none").means["sad"]
+    assert all(d["obfuscation"]["pixels"] > 0 for d in masked.details.values())
+    assert (out / "mask" / "P3M-500-P" / "metrics.csv").read_text().count("\n") == 3  # header + 2 images
+    markdown = (out / "obfuscation.md").read_text()
+    assert markdown.startswith("**Table 8: P3M-Net (ResNet-34) on P3M-500-P") and "normal P3M-500-P images" in markdown
+
+    # Interrupted and resumed = run in one go: tables and summary are equal, byte for byte.
+    again = run_obfuscation_study(settings, tmp_path / "in-one-go")
+    for kind in ("markdown", "csv", "json"):
+        assert again.files[kind].read_text() == result.files[kind].read_text()
+
+    # Another strength: the three obfuscated rows are computed again, the normal row is kept.
+    events.clear()
+    stronger = ObfuscationSettings(checkpoints["a"], data, normal_images=normal, strategy="resize", strength=2.0, limit=1)
+    run_obfuscation_study(stronger, out, on_event=events.append)
+    assert sorted(e.cell for e in events if isinstance(e, CellReset)) == ["Blurring", "Masking (zeros)", "Mosaicing"]
+    assert processed(events) == 3
+
+
+def test_obfuscation_command_on_the_released_images(data, checkpoints, tmp_path):
+    out = tmp_path / "t8"
+    args = ["obfuscation", "-w", str(checkpoints["a"]), "--data-root", str(data), "--strategy", "resize",
+            "--limit", "1", "--metrics", "sad,mad,conn", "--out", str(out)]  # fmt: skip
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "Table 8" in result.output and "Blurring (as released)" in result.output
+    table = (out / "obfuscation.csv").read_text().splitlines()
+    assert table[0] == "Obfuscation,P3M-500-P/SAD,P3M-500-P/MAD,P3M-500-P/Conn"
+    assert [line.split(",")[0] for line in table[1:]] == ["Blurring (as released)", "Mosaicing", "Masking (zeros)"]
+    summary = json.loads((out / "obfuscation.json").read_text())
+    assert summary["settings"]["model"] == "p3mnet-r34" and [c["num_images"] for c in summary["cells"]] == [1, 1, 1]
+    assert "already blurred" in (out / "obfuscation.md").read_text()
+    # The released images' own blur: the blurring cell predicts the set's images unchanged.
+    record = json.loads((out / "blur" / "P3M-500-P" / "metrics.json").read_text())
+    assert record["set"] == "P3M-500-P" and record["obfuscation"]["faces"] == "released (blurred)"
+
+    saved = (out / "obfuscation.json").read_text()
+    assert invoke(args).exit_code == 0 and (out / "obfuscation.json").read_text() == saved
+
+    bad = invoke(["obfuscation", "-w", str(checkpoints["a"]), "--data-root", str(data), "--methods", "pixelate", "--out", str(out)])
+    assert bad.exit_code != 0 and "pixelate" in str(bad.exception)
+
+
+def test_obfuscation_needs_face_masks_and_complete_normal_images(data, checkpoints, tmp_path):
+    from p3m.experiments.obfuscation import ObfuscationSettings, run_obfuscation_study
+
+    root = tmp_path / "data"
+    shutil.copytree(data / P_SET, root / P_SET, ignore=shutil.ignore_patterns("facemask"))
+    with pytest.raises(DatasetError, match="facemask"):
+        run_obfuscation_study(ObfuscationSettings(checkpoints["a"], root), tmp_path / "out")
+    (tmp_path / "few").mkdir()
+    shutil.copy(next((data / P_SET / "original_image").iterdir()), tmp_path / "few")
+    with pytest.raises(DatasetError, match="1 of the 2 P3M-500-P images have no normal version"):
+        run_obfuscation_study(ObfuscationSettings(checkpoints["a"], data, normal_images=tmp_path / "few"), tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- Table 7
+
+
+def test_ablation_resumes_and_lists_every_row_with_its_parameters(data, checkpoints, tmp_path):
+    from p3m.experiments.ablation import AblationSettings, run_ablation_study
+
+    out = tmp_path / "t7"
+    rows = {"basic": checkpoints["basic"], "full": checkpoints["a"]}
+    events: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation_study(AblationSettings(rows, data, strategy="resize"), out, on_event=interrupt_after(3, events))
+    done = predictions(out)
+    assert 3 <= len(done) < 8
+
+    spec = ",".join(f"{key}={path}" for key, path in rows.items())
+    result = invoke(["ablation", "-c", spec, "--data-root", str(data), "--strategy", "resize", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Table 7" in result.output and "+TFI+sBFI+dBFI" in result.output
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in done.items())
+    assert len(predictions(out)) == 8
+
+    markdown = (out / "ablation.md").read_text().splitlines()
+    assert markdown[2] == "|  |  |  |  |  | P3M-500-P |  |  | P3M-500-NP |  |  |"
+    assert markdown[4] == "| Method | TFI | sBFI | dBFI | Params (M) | SAD | MSE | MAD | SAD | MSE | MAD |"
+    body = markdown[5:10]
+    for line, start in zip(body, ["| Basic |  |  |  | 37.67 |", "| +TFI | ✓ |  |  | 38.93 | – |",
+                                  "| +TFI+sBFI | ✓ | ✓ |  | 39.17 | – |", "| +TFI+dBFI | ✓ |  | ✓ | 39.24 | – |",
+                                  "| +TFI+sBFI+dBFI (P3M-Net) | ✓ | ✓ | ✓ | 39.48 |"], strict=True):  # fmt: skip
+        assert line.startswith(start), line
+    assert "–" not in body[0] and "–" not in body[4]
+    summary = json.loads((out / "ablation.json").read_text())
+    assert summary["parameters"]["basic"] == 37_666_860
+    assert {(c["row"], c["set"], c["model"]) for c in summary["cells"]} == {
+        ("basic", "P3M-500-P", "basic-r34"), ("basic", "P3M-500-NP", "basic-r34"),
+        ("full", "P3M-500-P", "p3mnet-r34"), ("full", "P3M-500-NP", "p3mnet-r34"),
+    }  # fmt: skip
+
+    # A checkpoint of another variant than its row's is one clear error naming the file.
+    with pytest.raises(CheckpointError, match=r"a\.pth"):
+        run_ablation_study(AblationSettings({"tfi": checkpoints["a"]}, data, limit=1), tmp_path / "wrong")
+    bad = invoke(["ablation", "-c", f"sbfi={checkpoints['a']}", "--data-root", str(data), "--out", str(out)])
+    assert bad.exit_code != 0 and isinstance(bad.exception, ExperimentError) and "tfi-sbfi" in str(bad.exception)
+
+
+# --------------------------------------------------------------------------- Tables 9/10
+
+
+def test_copy_paste_resumes_and_tags_the_protocols(data, checkpoints, tmp_path):
+    from p3m.evaluation.tables import load_result, protocol_table
+    from p3m.experiments.copy_paste import CopyPasteSettings, run_copy_paste_study
+
+    out = tmp_path / "t9"
+    rows = {"none": checkpoints["a"], "icp": checkpoints["a"], "fcp": checkpoints["b"], "normal": checkpoints["b"]}
+    events: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run_copy_paste_study(CopyPasteSettings(rows, data, strategy="resize", limit=1), out, on_event=interrupt_after(3, events))
+    done = predictions(out)
+
+    args = ["copy-paste", "--data-root", str(data), "--strategy", "resize", "--limit", "1", "--out", str(out)]
+    result = invoke([*args, "-c", f"none={rows['none']},icp={rows['icp']}", "-c", f"fcp={rows['fcp']},normal={rows['normal']}"])
+    assert result.exit_code == 0, result.output
+    assert "Tables 9/10" in result.output
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in done.items())
+
+    lines = (out / "copy-paste.csv").read_text().splitlines()
+    assert lines[0] == "Method,Training,P3M-CP,P3M-500-P/SAD,P3M-500-P/MSE,P3M-500-P/MAD,P3M-500-NP/SAD,P3M-500-NP/MSE,P3M-500-NP/MAD"
+    cells = [line.split(",") for line in lines[1:]]
+    assert [row[:3] for row in cells] == [["w/o P3M-CP", "B", "–"], ["P3M-CP (ICP)", "B", "ICP"],
+                                          ["P3M-CP (FCP)", "B", "FCP"], ["Normal training images", "N", "–"]]  # fmt: skip
+    assert cells[0][3:] == cells[1][3:] and cells[2][3:] == cells[3][3:] != cells[0][3:]  # same checkpoint, same numbers
+
+    records = {(row, name): json.loads((out / row / name / "metrics.json").read_text()) for row in rows for name in ("P3M-500-P", "P3M-500-NP")}
+    assert records["none", "P3M-500-P"]["protocol"] == "B:B" and records["fcp", "P3M-500-NP"]["protocol"] == "B:N"
+    assert records["normal", "P3M-500-NP"]["protocol"] == "N:N" and "protocol" not in records["normal", "P3M-500-P"]
+    # `p3m table --protocols` reads the cells as they are.
+    entries = [load_result(out / row / name / "metrics.json") for row in ("none", "normal") for name in ("P3M-500-P", "P3M-500-NP")]
+    assert [cell.text for cell in protocol_table(entries).rows[0][:2]] == ["w/o P3M-CP", "B:B"]
+
+    bad = invoke([*args, "-c", f"cp={rows['none']}"])
+    assert bad.exit_code != 0 and "unknown key 'cp'" in str(bad.exception)
+
+
+# --------------------------------------------------------------------------- Table 2
+
+
+def test_baselines_on_blurred_and_normal_images_resume(data, tmp_path):
+    from p3m.experiments.baselines import BaselineStudySettings, run_baseline_study
+
+    out = tmp_path / "t2"
+    normal = data / P_SET / "original_image"
+    events: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run_baseline_study(BaselineStudySettings(data, normal, methods=("cf",)), out, on_event=interrupt_after(2, events))
+    done = predictions(out)
+    assert len(done) >= 2
+
+    args = ["baselines", "--data-root", str(data), "--normal-images", str(normal), "--methods", "cf", "--out", str(out)]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "Table 2" in result.output
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in done.items())
+    lines = (out / "baselines.csv").read_text().splitlines()
+    assert lines[0] == (
+        "Method,Blurred faces (B)/SAD,Blurred faces (B)/MSE,Blurred faces (B)/MAD,"
+        "Normal faces (N)/SAD,Normal faces (N)/MSE,Normal faces (N)/MAD"
+    )
+    assert lines[1].startswith("CF,") and "–" not in lines[1]
+    # The normal cell really solved the normal images.
+    journal = (out / "cf" / "normal" / "manifest.jsonl").read_text()
+    assert "original_image" in journal and "blurred_image" not in journal
+    record = json.loads((out / "cf" / "blurred" / "metrics.json").read_text())
+    assert record["method_label"] == "CF" and record["images"] == "blurred" and record["num_evaluated"] == 2
+
+    empty = tmp_path / "none"
+    empty.mkdir()
+    missing = invoke(["baselines", "--data-root", str(data), "--normal-images", str(empty), "--methods", "cf", "--out", str(out)])
+    assert missing.exit_code != 0 and isinstance(missing.exception, DatasetError)
+
+
+# --------------------------------------------------------------------------- sensitivity
+
+
+def test_sensitivity_with_the_offline_default_resumes(data, tmp_path, monkeypatch):
+    from p3m.experiments.sensitivity import (
+        SENSITIVITY_FILES,
+        SensitivitySettings,
+        SensitivityTask,
+        run_sensitivity,
+    )
+
+    # Three images (the two of the set and a copy); the run is interrupted while matting the
+    # second (each image is matted 6 times: as it is and with 5 obfuscations).
+    folders = {kind: tmp_path / kind for kind in ("images", "alphas", "facemasks")}
+    for kind, source in (("images", "original_image"), ("alphas", "mask"), ("facemasks", "facemask")):
+        shutil.copytree(data / P_SET / source, folders[kind])
+        shutil.copy(sorted(folders[kind].iterdir())[0], folders[kind] / "copy.png")
+    settings = SensitivitySettings(
+        images=(folders["images"],), model="selfie-cf", alphas=folders["alphas"], facemasks=folders["facemasks"]
+    )
+    out = tmp_path / "sensitivity"
+    calls = []
+    matte = SensitivityTask._matte
+
+    def interrupted(self, image):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return matte(self, image)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SensitivityTask, "_matte", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_sensitivity(settings, out)
+    first = {path: path.stat().st_mtime_ns for path in (out / "heatmaps").iterdir()}
+    assert len(first) == 1
+    events: list = []
+    events.clear()
+    result = run_sensitivity(settings, out, on_event=events.append)
+    assert processed(events) == 2
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in first.items())
+    assert result.model == "selfie-cf" and not result.failures
+    assert [row[0].text for row in result.table.rows] == ["Blur x0.5", "Blur x1", "Blur x2", "Mosaic", "Mask (zeros)"]
+    labels = [column.label for column in result.table.columns]
+    assert labels[2:6] == ["Overall", "Face mask", "Hair/transition band", "Rest"] and labels[-1] == "ΔSAD"
+    per_image = (out / SENSITIVITY_FILES["per_image"]).read_text().splitlines()
+    assert len(per_image) == 1 + 3 * 5 and per_image[0].startswith("image,obfuscation,method,strength")
+    for details in result.images.values():
+        assert details["facemask"] == "given" and details["face_pixels"] > 0 and details["band_pixels"] > 0
+        for row in details["rows"]:
+            assert 0 <= row["mean_abs_face"] <= 1 and row["max_abs"] <= 1
+            assert row["delta_sad"] == pytest.approx(row["sad_obfuscated"] - row["sad_clean"])
+    from p3m.io import read_image
+
+    sheet = read_image(out / "heatmaps" / "copy.png")
+    assert sheet.shape[1] > 6 * 256 and sheet.shape[0] > 2 * 256  # 6 tiles wide, 2 high, labels, colour bar
+
+    # Other settings: earlier results are discarded and computed again.
+    events.clear()
+    run_sensitivity(dataclasses.replace(settings, changed_threshold=0.2), out, on_event=events.append)
+    assert any(isinstance(e, CellReset) for e in events) and processed(events) == 3
+
+
+def test_sensitivity_command_detects_faces_and_reports_images_without_one(data, checkpoints, tmp_path):
+    import cv2
+    from skimage import data as skdata
+
+    from p3m.io import write_png
+
+    face = tmp_path / "astronaut.png"
+    write_png(face, cv2.resize(skdata.astronaut(), (160, 160), interpolation=cv2.INTER_AREA))
+    no_face = tmp_path / "wall.png"
+    write_png(no_face, np.full((64, 64, 3), 120, np.uint8))
+    out = tmp_path / "out"
+    result = invoke(["sensitivity", str(face), str(no_face), "--model", "p3mnet-r34", "--weights", str(checkpoints["a"]),
+                     "--obfuscations", "blur:1,mask", "--strategy", "resize", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "no face found" in result.output and "1 image(s) failed" in result.output
+    summary = json.loads((out / "sensitivity.json").read_text())
+    details = summary["images"]["astronaut"]
+    assert details["facemask"] == "detected" and details["face_pixels"] > 100
+    assert [row["obfuscation"] for row in details["rows"]] == ["blur", "mask"]
+    assert summary["failed"][0]["name"] == no_face.stem
+    header = (out / "sensitivity.csv").read_text().splitlines()[0]
+    assert "ΔSAD" not in header and "Mean |Δα|/Face mask" in header  # no ground truth: no SAD columns
+    assert np.isfinite(details["rows"][1]["mean_abs_face"])
+
+    bad = invoke(["sensitivity", str(face), "--obfuscations", "pixelate", "--out", str(out)])
+    assert bad.exit_code != 0 and "pixelate" in str(bad.exception)

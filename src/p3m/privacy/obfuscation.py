@@ -29,6 +29,8 @@ __all__ = [
     "ObfuscationRegion",
     "mask_regions",
     "obfuscate",
+    "obfuscate_area",
+    "strengthening_ladder",
 ]
 
 METHODS: tuple[str, ...] = ("blur", "mosaic", "mask")
@@ -99,6 +101,66 @@ def _region_size(box: tuple[int, int, int, int], face_boxes: Sequence[Sequence[f
     return size
 
 
+def _replacement(
+    image: np.ndarray, box: tuple[int, int, int, int], size: float, method: str, strength: float
+) -> tuple[np.ndarray, float]:
+    x0, y0, x1, y1 = box
+    if method == "blur":
+        parameter = max(1.0, BLUR_SIGMA_FRACTION * size * strength)
+        return _blurred_crop(image, box, parameter), parameter
+    if method == "mosaic":
+        parameter = float(max(2, round(size / MOSAIC_BLOCKS * strength)))
+        return _mosaic_crop(image, box, int(parameter)), parameter
+    return np.zeros((y1 - y0, x1 - x0, 3), np.uint8), 0.0
+
+
+def strengthening_ladder(method: str, strength: float = 1.0) -> list[tuple[str, float]]:
+    """The (method, strength) steps tried in turn until a face is no longer recognised.
+
+    Blur at `strength`, its sigma doubled while it stays within 4x the default (or 4x the
+    requested strength), then mosaic (1x, 2x the block), then a solid fill ("mask"); a mosaic
+    starts at its own rung; "mask" is already the last.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown obfuscation method {method!r}; choose from {', '.join(METHODS)}")
+    steps: list[tuple[str, float]] = []
+    if method == "blur":
+        value, ceiling = strength, 4.0 * max(strength, 1.0)
+        while value <= ceiling * (1 + 1e-9):
+            steps.append(("blur", round(value, 4)))
+            value *= 2
+    if method in ("blur", "mosaic"):
+        first = strength if method == "mosaic" else 1.0
+        steps += [("mosaic", first), ("mosaic", 2.0 * first)]
+    steps.append(("mask", 1.0))
+    return steps
+
+
+def obfuscate_area(
+    image: np.ndarray,
+    out: np.ndarray,
+    window: tuple[int, int, int, int],
+    mask: np.ndarray,
+    size: float,
+    method: str,
+    strength: float = 1.0,
+) -> float:
+    """Obfuscate one face: write into `out` (H x W x 3, in place) where `mask` (bool, the size
+    of `window` = x0, y0, x1, y1) is True, from the pixels of `image`. The blur sigma / mosaic
+    block follow the face's `size` (px). Returns that parameter (0 for "mask")."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown obfuscation method {method!r}; choose from {', '.join(METHODS)}")
+    if strength <= 0:
+        raise ConfigError(f"obfuscation strength must be > 0, got {strength}")
+    x0, y0, x1, y1 = window
+    if x1 <= x0 or y1 <= y0 or not mask.any():
+        return 0.0
+    replacement, parameter = _replacement(image, window, size, method, strength)
+    target = out[y0:y1, x0:x1]
+    target[mask] = replacement[mask]
+    return round(parameter, 2)
+
+
 def obfuscate(
     image: np.ndarray,
     facemask: np.ndarray,
@@ -126,15 +188,7 @@ def obfuscate(
     for box, member in mask_regions(facemask):
         x0, y0, x1, y1 = box
         size = _region_size(box, face_boxes)
-        if method == "blur":
-            parameter = max(1.0, BLUR_SIGMA_FRACTION * size * strength)
-            replacement = _blurred_crop(image, box, parameter)
-        elif method == "mosaic":
-            parameter = float(max(2, round(size / MOSAIC_BLOCKS * strength)))
-            replacement = _mosaic_crop(image, box, int(parameter))
-        else:
-            parameter = 0.0
-            replacement = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+        replacement, parameter = _replacement(image, box, size, method, strength)
         target = out[y0:y1, x0:x1]
         target[member] = replacement[member]
         regions.append(

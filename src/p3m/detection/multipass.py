@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 _CONFIDENT = 0.5  # a native-scale CenterFace face at least this sure needs no upscaled look
 _GATE_MARGIN = 24  # px (in the pass's pixels) around gated cells: a 48-px face centred in one fits
 _WHOLE_IMAGE_FRACTION = 0.6  # gated windows covering more than this: upscale the whole image
+_LARGE_FACE = 40  # px: a face found at least this wide at native scale needs no upscaled look
 
 
 @dataclass(frozen=True)
@@ -242,24 +243,46 @@ def _gated_windows(
     return windows
 
 
-def _centerface_passes(
-    image: np.ndarray, rotation: int, config: DetectionConfig, records: list[PassRecord]
-) -> list[Face]:
-    from p3m.detection.centerface import decode_centerface, predict_centerface, resize_for_scale
+def _rotate(points: np.ndarray, quarter_turns: int, shape: tuple[int, int]) -> np.ndarray:
+    """Image points (..., 2) in `np.rot90(image, quarter_turns)` (inverse of `_unrotate`)."""
+    height, width = shape
+    x, y = points[..., 0], points[..., 1]
+    turns = quarter_turns % 4
+    if turns == 1:
+        x, y = y, width - x
+    elif turns == 2:
+        x, y = width - x, height - y
+    elif turns == 3:
+        x, y = height - y, x
+    return np.stack([x, y], axis=-1).astype(np.float32)
 
-    view = np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
-    shape = image.shape[:2]
-    side = max(view.shape[:2])
-    base = 1.0 if rotation == 0 else min(1.0, config.rotated_max_side / side)
-    threshold = config.centerface_confidence
-    found: list[Face] = []
 
-    def run(pixels: np.ndarray, scale: float, region: str, origin=(0, 0), prescale=1.0):
+class _CenterFaceView:
+    """CenterFace passes over the image turned by `rotation`, seen at scale `base`."""
+
+    def __init__(
+        self, image: np.ndarray, rotation: int, config: DetectionConfig, records: list[PassRecord]
+    ) -> None:
+        self.view = np.ascontiguousarray(np.rot90(image, rotation // 90)) if rotation else image
+        self.rotation = rotation
+        self.shape = image.shape[:2]
+        self.config = config
+        self.records = records
+        self.side = max(self.view.shape[:2])
+        self.base = 1.0 if rotation == 0 else min(1.0, config.rotated_max_side / self.side)
+        self.heatmap: np.ndarray | None = None
+        self.heatmap_shape = (0, 0)
+
+    def run(
+        self, pixels: np.ndarray, scale: float, region: str, origin=(0, 0), prescale=1.0
+    ) -> tuple[list[Face], object]:
         """CenterFace on `pixels` resized by `scale`; `pixels` is the view resized by
-        `prescale` and cropped at `origin`."""
+        `prescale` and cropped at `origin`. Faces in image coordinates."""
+        from p3m.detection.centerface import decode_centerface, predict_centerface
+
         start = time.perf_counter()
         output = predict_centerface(pixels, scale)
-        boxes, scores, keypoints = decode_centerface(output, threshold)
+        boxes, scores, keypoints = decode_centerface(output, self.config.centerface_confidence)
         shift = np.float32(origin)
         faces = [
             _to_image(
@@ -269,35 +292,72 @@ def _centerface_passes(
                     ("centerface",),
                     keypoints5=(points + shift) / np.float32(prescale),
                 ),
-                rotation,
-                shape,
+                self.rotation,
+                self.shape,
             )
             for box, score, points in zip(boxes, scores, keypoints, strict=True)
         ]
-        found.extend(faces)
-        records.append(
-            PassRecord("centerface", rotation, scale * prescale, region,
+        self.records.append(
+            PassRecord("centerface", self.rotation, scale * prescale, region,
                        output.shape[0] * output.shape[1], time.perf_counter() - start, len(faces))
         )  # fmt: skip
-        return output, boxes, scores
+        return faces, output
 
-    output, boxes, scores = run(view, base, "whole")
-    if side * base > 1.5 * config.coarse_side:
-        run(view, config.coarse_side / side, "coarse")
-    if config.upscale > 1:
-        # Heatmap cells are in the `base`-scaled view; so are the windows.
-        confident = [b * base for b, s in zip(boxes, scores, strict=True) if s >= _CONFIDENT]
+    def whole(self) -> list[Face]:
+        """The native pass (at `base`) and, on large images, the coarse pass."""
+        faces, output = self.run(self.view, self.base, "whole")
+        self.heatmap, self.heatmap_shape = output.heatmap, output.shape
+        if self.side * self.base > 1.5 * self.config.coarse_side:
+            faces += self.run(self.view, self.config.coarse_side / self.side, "coarse")[0]
+        return faces
+
+    def upscaled(self, explained: Sequence[Face]) -> list[Face]:
+        """The upscaled pass where small faces can be: around heatmap peaks not inside a face
+        already `explained` (found confidently, or too large to need an upscaled look)."""
+        if self.heatmap is None or self.config.upscale <= 1:
+            return []
+        turns = self.rotation // 90
+        boxes = []
+        for face in explained:
+            x0, y0, x1, y1 = face.box
+            corners = _rotate(np.float32([[x0, y0], [x1, y1]]), turns, self.shape) * self.base
+            boxes.append((*corners.min(axis=0), *corners.max(axis=0)))
         windows = _gated_windows(
-            output.heatmap, output.shape, confident, config.gate_threshold, config.gate_cell
+            self.heatmap, self.heatmap_shape, boxes, self.config.gate_threshold, self.config.gate_cell
         )
         area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in windows)
-        if area > _WHOLE_IMAGE_FRACTION * output.shape[0] * output.shape[1]:
-            run(view, base * config.upscale, "upscaled")
-        elif windows:
-            scaled = resize_for_scale(view, base)
+        height, width = self.heatmap_shape
+        if area > _WHOLE_IMAGE_FRACTION * height * width:
+            return self.run(self.view, self.base * self.config.upscale, "upscaled")[0]
+        faces: list[Face] = []
+        if windows:
+            from p3m.detection.centerface import resize_for_scale
+
+            scaled = resize_for_scale(self.view, self.base)
             for x0, y0, x1, y1 in windows:
                 crop = np.ascontiguousarray(scaled[y0:y1, x0:x1])
-                run(crop, config.upscale, "gated", (x0, y0), base)
+                faces += self.run(crop, self.config.upscale, "gated", (x0, y0), self.base)[0]
+        return faces
+
+
+def _explains_small_faces(face: Face) -> bool:
+    """A face whose centre region needs no upscaled look: confident, or large enough that the
+    native pass sees it well (a small face is never inside another face)."""
+    return face.score >= _CONFIDENT or face.width >= _LARGE_FACE
+
+
+def _centerface_search(
+    image: np.ndarray, config: DetectionConfig, records: list[PassRecord]
+) -> list[Face]:
+    """Native passes for every orientation first; then the upscaled windows of each, around
+    heatmap peaks that no face found so far (in any orientation) explains."""
+    views = [_CenterFaceView(image, rotation, config, records) for rotation in config.rotations]
+    found: list[Face] = []
+    for view in views:
+        found += view.whole()
+    explained = [face for face in found if _explains_small_faces(face)]
+    for view in views:
+        found += view.upscaled(explained)
     return found
 
 
@@ -330,8 +390,7 @@ def detect(image: np.ndarray, config: DetectionConfig | None = None) -> FaceDete
     found: list[Face] = []
     start = time.perf_counter()
     if "centerface" in names:
-        for rotation in config.rotations:
-            found += _centerface_passes(image, rotation, config, records)
+        found += _centerface_search(image, config, records)
     for name in names:
         if name == "centerface":
             continue

@@ -51,6 +51,7 @@ from p3m.errors import ConfigError, MissingDependencyError
 
 __all__ = [
     "AGREEMENT_TOLERANCE",
+    "box_chin",
     "COVERAGE_MARGIN",
     "CROP_MARGIN",
     "DLIB68_LICENCE_NOTE",
@@ -127,7 +128,7 @@ DLIB68_INNER_FACE: tuple[int, ...] = tuple(range(27, 68))
 # half its width is what that detector is trained for.
 CROP_MARGIN = 0.5
 MESH_CROP_SIDE = 256  # small faces are enlarged so that the crop is at least this many px
-COVERAGE_MARGIN = 0.1  # x face width, around the hull of the inner-face landmarks
+COVERAGE_MARGIN = 0.15  # x face width, around the hull of the inner-face landmarks
 AGREEMENT_TOLERANCE = 0.3  # x face width: mesh feature vs detector keypoint
 FALLBACK_GROWTH = 1.1  # the fallback ellipse is the box's inscribed ellipse, this much larger
 
@@ -351,9 +352,35 @@ def face_width(face: Face) -> float:
     return _face_frame(face)[2]
 
 
+def box_chin(face: Face) -> np.ndarray | None:
+    """Where CenterFace's box puts the chin (1 x 2): the box edge straight below the eyes.
+
+    CenterFace's boxes run from the hairline to the chin (WIDER FACE annotations), so the edge
+    point on the face's own downward axis (perpendicular to its eye line) is an estimate of the
+    chin independent of the landmarks. Face Mesh tends to place the chin too high on faces seen
+    from below; this point keeps the real chin in the coverage hull.
+    """
+    if face.keypoints5 is None or "centerface" not in face.detectors:
+        return None
+    right, left = face.keypoints5[0], face.keypoints5[1]
+    axis = left - right
+    length = float(np.linalg.norm(axis))
+    if length < 1e-3:
+        return None
+    down = np.array([-axis[1], axis[0]], np.float32) / length
+    x0, y0, x1, y1 = face.box
+    reach = abs(down[0]) * (x1 - x0) / 2 + abs(down[1]) * (y1 - y0) / 2
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+    return (centre + down * reach)[None].astype(np.float32)
+
+
 def feature_points(face: Face) -> np.ndarray:
-    """Every point a mask must contain (K x 2): inner-face landmarks and detector keypoints."""
+    """Every point a mask must contain (K x 2): inner-face landmarks, detector keypoints and
+    the detector box's chin (`box_chin`)."""
     parts = _keypoints(face)
+    chin = box_chin(face)
+    if chin is not None:
+        parts.append(chin)
     if face.landmarks is not None:
         parts.append(face.landmarks[list(_scheme_indices(face.landmark_scheme)["features"])])
     parts = [p for p in parts if len(p)]

@@ -92,8 +92,8 @@ def test_detects_the_face_in_each_photo(photo):
     assert len(faces) == 1, f"{name}: {faces}"
     assert box_iou(faces[0].box, FACE_BOXES[name]) > 0.5
     assert faces[0].score > 0.7
-    assert set(faces[0].detectors) == {"mediapipe-short", "mediapipe-full"}
-    assert faces[0].keypoints is not None and faces[0].keypoints.shape == (6, 2)
+    assert {"centerface", "mediapipe-full"} <= set(faces[0].detectors)
+    assert faces[0].keypoints5 is not None and faces[0].keypoints5.shape == (5, 2)
 
 
 def test_no_face_on_a_cat_leaves_the_image_unchanged():

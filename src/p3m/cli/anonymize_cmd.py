@@ -105,7 +105,7 @@ def anonymize_command(
         help="Comma list of detectors to union: default (centerface + mediapipe + dlib-hog where installed), centerface, mediapipe (short+full range), mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib.",
     ),
     centerface_confidence: float = typer.Option(
-        0.15, "--centerface-confidence", min=0.01, max=0.99, help="CenterFace detection threshold."
+        0.1, "--centerface-confidence", min=0.01, max=0.99, help="CenterFace detection threshold."
     ),
     upscale: float = typer.Option(
         2.0,

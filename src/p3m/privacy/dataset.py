@@ -109,7 +109,7 @@ class AnonymizeConfig:
     identity_margin: float = 0.65
     alpha_estimated: bool | None = None
     """The given mattes are estimates (never spare the inner face); None: only computed ones."""
-    centerface_confidence: float = 0.15
+    centerface_confidence: float = 0.1
     upscale: float = 2.0
     rotations: tuple[int, ...] = (0, 90, 180, 270)
 

@@ -73,7 +73,13 @@ def test_dataset_mode_writes_the_p3m_layout_and_skips_bad_inputs(folder):
     assert "no alpha matte" in errors["noalpha"]
     for sub in ("blurred_image", "mask", "facemask", "trimap"):
         assert sorted(p.name for p in (out / sub).iterdir()) == ["astronaut.png"], sub
-    assert (out / "needs_annotation.txt").read_text().split() == ["cat"]
+    assert (out / "needs_annotation.txt").read_text() == "cat\tno face found\n"
+    privacy = json.loads((out / "privacy_report.json").read_text())
+    assert privacy["images"] == 5 and privacy["errors"] == 3 and privacy["faces"] >= 1
+    assert privacy["faces_by_detector"]["centerface"] >= 1 and privacy["faces_masked"] >= 1
+    assert privacy["needs_annotation"] == {"cat": ["no face found"]}
+    assert privacy["spared_pixels"] > 0  # the strand over the cheek (an exact matte)
+    assert "faces strengthened" in (out / "privacy_report.html").read_text()
     record = next(r for r in manifest["images"] if r["name"] == "astronaut")
     assert len(record["faces"]) == 1 and record["mask_area"] > 3000
     # The audit ran both MediaPipe models on the output. (The short-range one may fire on the blurred

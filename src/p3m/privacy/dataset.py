@@ -448,7 +448,6 @@ def anonymize_samples(
     from p3m.detection.faces import expand_detector_names
     from p3m.privacy.landmarks import LANDMARK_SCHEMES
     from p3m.privacy.obfuscation import METHODS
-
     from p3m.privacy.verification import resolve_verify
 
     # Option errors are the same for every image: raise them once, before the run.

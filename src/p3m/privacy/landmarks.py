@@ -375,12 +375,8 @@ def box_chin(face: Face) -> np.ndarray | None:
 
 
 def feature_points(face: Face) -> np.ndarray:
-    """Every point a mask must contain (K x 2): inner-face landmarks, detector keypoints and
-    the detector box's chin (`box_chin`)."""
+    """Every point a mask must contain (K x 2): inner-face landmarks and detector keypoints."""
     parts = _keypoints(face)
-    chin = box_chin(face)
-    if chin is not None:
-        parts.append(chin)
     if face.landmarks is not None:
         parts.append(face.landmarks[list(_scheme_indices(face.landmark_scheme)["features"])])
     parts = [p for p in parts if len(p)]
@@ -456,12 +452,16 @@ def private_polygons(face: Face) -> list[np.ndarray]:
     """The polygons (K x 2 float32, image pixels) whose filled union is the face's private area.
 
     The P3M-10k jaw-and-eyebrows outline (or, without landmarks, the box's inscribed ellipse
-    grown by `FALLBACK_GROWTH`), and the hull of every inner-face landmark and detector keypoint
-    grown by `COVERAGE_MARGIN` x the face width: eyes, nose, mouth and chin are inside whatever
-    the pose.
+    grown by `FALLBACK_GROWTH`), the hull of every inner-face landmark and detector keypoint
+    grown by `COVERAGE_MARGIN` x the face width, and the hull of those points with the
+    detector's chin (`box_chin`, not grown: the box already reaches the chin): eyes, nose,
+    mouth and chin are inside whatever the pose.
     """
     polygons = [outline_polygon(face)]
     features = feature_points(face)
     if len(features):
         polygons.append(offset_hull(features, COVERAGE_MARGIN * face_width(face)))
+        chin = box_chin(face)
+        if chin is not None:
+            polygons.append(cv2.convexHull(np.concatenate([features, chin])).reshape(-1, 2))
     return polygons

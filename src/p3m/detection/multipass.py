@@ -92,6 +92,7 @@ class DetectionConfig:
     min_confidence: float = 0.5
     centerface_confidence: float = 0.1
     dlib_confidence: float = 0.6
+    dlib_max_side: int = 1600
     iou_threshold: float = 0.3
     rotations: tuple[int, ...] = (0, 90, 180, 270)
     rotated_max_side: int = 2048
@@ -355,7 +356,7 @@ class _CenterFaceView:
 
 def _confirm(image: np.ndarray, face: Face, config: DetectionConfig) -> Face | None:
     """A second, closer look at a weak CenterFace detection: the face's surroundings, turned
-    upright by its pass's quarter turns and enlarged so the face is `_FOCUS_SIDE` px wide.
+    upright by its pass's quarter turns and resized so the face is `_FOCUS_SIDE` px wide.
 
     A small real face scores higher when enlarged (the upscaled pass shows it); a texture that
     looked like a face at one scale rarely holds up. Returns the face with the better score, or
@@ -373,7 +374,7 @@ def _confirm(image: np.ndarray, face: Face, config: DetectionConfig) -> Face | N
         return None
     turns = face.rotation // 90
     crop = np.ascontiguousarray(np.rot90(image[top:bottom, left:right], turns))
-    scale = min(4.0, max(1.0, _FOCUS_SIDE / size))
+    scale = min(4.0, max(0.1, _FOCUS_SIDE / size))  # large candidates are looked at smaller
     boxes, scores, _ = decode_centerface(predict_centerface(crop, scale), config.centerface_confidence)
     if not len(boxes):
         return None
@@ -421,6 +422,25 @@ def _centerface_search(
 # ----------------------------------------------------------------------------- the search
 
 
+def _run_dlib(image: np.ndarray, name: str, config: DetectionConfig) -> list[Face]:
+    """dlib's detectors on a copy at most `dlib_max_side` px long (HOG upsampled once on images
+    up to 1.2 MP), scores at least `dlib_confidence`: a complement for frontal faces, whose
+    cost must not grow with the photo (HOG upsampled on 12 MP takes seconds)."""
+    from p3m.detection.centerface import resize_for_scale
+
+    scale = min(1.0, config.dlib_max_side / max(image.shape[:2]))
+    small = np.ascontiguousarray(resize_for_scale(image, scale))
+    upsample = 1 if small.shape[0] * small.shape[1] <= 1.2e6 else 0
+    if name == "dlib-cnn":
+        upsample = 0
+    faces = run_detector(small, name, dlib_upsample=upsample)
+    return [
+        replace(face, box=tuple(v / scale for v in face.box))
+        for face in faces
+        if face.score >= config.dlib_confidence
+    ]
+
+
 def _timed(
     records: list[PassRecord], name: str, region: str, pixels: int, call
 ) -> list[Face]:
@@ -451,12 +471,13 @@ def detect(image: np.ndarray, config: DetectionConfig | None = None) -> FaceDete
     for name in names:
         if name == "centerface":
             continue
-        faces = _timed(
-            records, name, "whole", pixels,
-            lambda name=name: run_detector(image, name, min_confidence=config.min_confidence),
-        )  # fmt: skip
         if name.startswith("dlib"):
-            faces = [face for face in faces if face.score >= config.dlib_confidence]
+            faces = _timed(records, name, "whole", pixels, lambda name=name: _run_dlib(image, name, config))
+        else:
+            faces = _timed(
+                records, name, "whole", pixels,
+                lambda name=name: run_detector(image, name, min_confidence=config.min_confidence),
+            )  # fmt: skip
         found += faces
     tiled = config.tiled if config.tiled is not None else max(height, width) > TILE_TRIGGER
     if tiled and "mediapipe-full" in names:

@@ -37,6 +37,7 @@ METHODS: tuple[str, ...] = ("blur", "mosaic", "mask")
 BLUR_SIGMA_FRACTION = 0.12
 MOSAIC_BLOCKS = 7
 _GROUPING_RADIUS = 4  # px: mask parts closer than this count as one region
+_DIRECT_SIGMA = 8.0  # px: larger blurs are computed at reduced resolution (`_wide_blur`)
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,32 @@ def _blurred_crop(image: np.ndarray, box: tuple[int, int, int, int], sigma: floa
     px0, py0 = max(0, x0 - radius), max(0, y0 - radius)
     px1, py1 = min(width, x1 + radius), min(height, y1 + radius)
     padded = image[py0:py1, px0:px1]
-    blurred = cv2.GaussianBlur(
-        padded, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT
-    )
+    if sigma > _DIRECT_SIGMA:
+        blurred = _wide_blur(padded, sigma)
+    else:
+        blurred = cv2.GaussianBlur(
+            padded, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT
+        )
     return blurred[y0 - py0 : y1 - py0, x0 - px0 : x1 - px0]
+
+
+def _wide_blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of large `sigma` computed at reduced resolution.
+
+    Shrunk by `sigma / _DIRECT_SIGMA` (area averaging), blurred with the equivalent sigma and
+    enlarged again (bilinear): what is left of the face is the same low-pass image, at a cost
+    that no longer grows with sigma squared (a 600-px face at 4x strength: seconds -> ms).
+    """
+    factor = sigma / _DIRECT_SIGMA
+    height, width = pixels.shape[:2]
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    small_sigma = math.sqrt(max(_DIRECT_SIGMA**2 - 0.25, 0.25))  # area averaging blurred a little
+    radius = int(math.ceil(3 * small_sigma))
+    small = cv2.GaussianBlur(
+        small, (2 * radius + 1, 2 * radius + 1), small_sigma, borderType=cv2.BORDER_REFLECT
+    )
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _mosaic_crop(image: np.ndarray, box: tuple[int, int, int, int], block: int) -> np.ndarray:

@@ -283,6 +283,14 @@ def _kept_warning(fraction: float) -> str:
     )
 
 
+DOUBTFUL_SCORE = 0.5
+
+
+def _doubtful(face: Face) -> bool:
+    """A detection with little evidence of being a face: weak score, and no landmarks found."""
+    return face.score < DOUBTFUL_SCORE and face.landmarks is None
+
+
 def _obfuscate_faces(
     image: np.ndarray,
     faces: list[Face],
@@ -336,6 +344,14 @@ def _obfuscate_faces(
                 records[i]["identity_distance"] = round(distance, 4)
                 if distance >= margin:
                     records[i]["status"] = "verified"
+                elif _doubtful(faces[i]):
+                    # Likely not a face (a texture the low threshold let in): no black blob on
+                    # a spoon; a person decides.
+                    records[i]["status"] = "unverified"
+                    records[i]["note"] = (
+                        f"weak detection (score {faces[i].score:.2f}) without landmarks: "
+                        "possibly not a face, not strengthened"
+                    )
                 elif steps[i] + 1 < len(ladder):
                     steps[i] += 1
                     apply(i)
@@ -352,9 +368,10 @@ def _obfuscate_faces(
                     else "no eye/nose keypoints to align a face chip"
                 )  # fmt: skip
             if record["status"] == "unverified":
+                how = record.get("note") or "even with a solid fill"
                 reasons.append(
                     f"face {i} unverified: identity distance {record['identity_distance']:.3f} "
-                    f"< {margin:.2f} even with a solid fill"
+                    f"< {margin:.2f} ({how})"
                 )
     else:
         for record in records:

@@ -87,6 +87,22 @@ def _recognizer():
     )
 
 
+def _surroundings(image: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A crop holding everything an aligned chip of these points can show, and its origin.
+
+    The chip spans about 2.5 eye-to-nose-bottom spans around the points (dlib's padding of
+    0.25 on a face of ~2 spans); 4 spans either side is ample, and cheap to copy.
+    """
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    reach = 4 * max(float(np.max(hi - lo)), 4.0)
+    height, width = image.shape[:2]
+    x0, y0 = int(max(0, np.floor(lo[0] - reach))), int(max(0, np.floor(lo[1] - reach)))
+    x1, y1 = int(min(width, np.ceil(hi[0] + reach))), int(min(height, np.ceil(hi[1] + reach)))
+    if x1 <= x0 or y1 <= y0:  # points outside the image: a chip of padding
+        x0, y0, x1, y1 = 0, 0, min(width, 2), min(height, 2)
+    return np.ascontiguousarray(image[y0:y1, x0:x1]), np.float32([x0, y0])
+
+
 class IdentityVerifier:
     """dlib descriptors of face chips aligned on given 5-point layouts (see the module doc)."""
 
@@ -115,14 +131,16 @@ class IdentityVerifier:
 
         from p3m.detection.faces import _LOCK
 
-        image = np.ascontiguousarray(image)
-        with _LOCK:
-            return [
-                np.asarray(
-                    dlib.get_face_chip(image, self._shape(points), size=CHIP_SIZE, padding=CHIP_PADDING)
+        chips = []
+        for points in layouts:
+            # dlib copies the whole image it is given: hand it the face's surroundings only.
+            crop, origin = _surroundings(image, np.asarray(points, np.float32))
+            with _LOCK:
+                chip = dlib.get_face_chip(
+                    crop, self._shape(points - origin), size=CHIP_SIZE, padding=CHIP_PADDING
                 )
-                for points in layouts
-            ]
+            chips.append(np.asarray(chip))
+        return chips
 
     def descriptors(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """N x 128 descriptors of aligned chips."""

@@ -80,7 +80,7 @@ def pipelines(with_dlib: bool) -> dict[str, Callable[[np.ndarray], list]]:
 def measure(photos, runs) -> tuple[dict[str, list], dict[str, list[float]]]:
     found: dict[str, list] = {name: [] for name in runs}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for name, run in runs.items():  # warm-up: models load outside the timing
+    for run in runs.values():  # warm-up: models load outside the timing
         run(photos[0].image)
     for index, photo in enumerate(photos):
         order = list(runs) if index % 2 == 0 else list(reversed(runs))  # interleaved rounds

@@ -194,3 +194,24 @@ def test_train_layout_is_accepted_by_the_training_loader(folder, tmp_path):
     assert sample.facemask == out / "facemask" / "astronaut.png"
     record = json.loads((out / "manifest.json").read_text())["images"][0]
     assert record["method"] == "mosaic" and record["parameters"]["mosaic_block"][0] >= 2
+
+
+def test_rgba_input_keeps_its_alpha_and_the_report_is_written(tmp_path):
+    """c18: an RGBA face whose alpha hides a strip: the output keeps that alpha channel."""
+    from skimage import data
+
+    rgba = np.dstack([data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    rgba[:, 400:, 3] = 0
+    source = _save(tmp_path / "face_rgba.png", rgba)
+    result = _run(str(source), "-o", str(tmp_path / "out"), "--no-alpha", "--no-audit",
+                  "--verify", "none")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "face_rgba.png") as output:
+        assert output.mode == "RGBA"
+        written = np.asarray(output)
+    assert np.array_equal(written[:, :, 3], rgba[:, :, 3])
+    facemask = np.asarray(Image.open(tmp_path / "out" / "face_rgba.facemask.png")) > 0
+    assert np.array_equal(written[:, :, :3][~facemask], rgba[:, :, :3][~facemask])
+    report = json.loads((tmp_path / "out" / "privacy_report.json").read_text())
+    assert report["faces"] >= 1 and report["verify"] == "none"
+    assert "privacy:" in result.output

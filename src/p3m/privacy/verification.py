@@ -10,7 +10,9 @@ descriptor is compared with the original's. A face passes when the distance is a
 stronger, along `strengthening_ladder` (larger blur sigma, then mosaic, then a solid fill),
 until it passes; where even the solid fill stays below the margin (hair, outline and what the
 transition area keeps still match) the face is "unverified" and the image goes to
-`needs_annotation.txt`.
+`needs_annotation.txt`. A weak detection (score < 0.5) without landmarks that stays close is
+not strengthened (it is most likely a texture, and a black blob on it helps nobody) but is
+"unverified" too, for a person to decide.
 
 What this does not check: recognisers trained on obfuscated faces (published work re-identifies
 blurred and mosaicked faces that way, so blur at any strength is obfuscation for data set parity

@@ -356,7 +356,8 @@ class _CenterFaceView:
 
 def _confirm(image: np.ndarray, face: Face, config: DetectionConfig) -> Face | None:
     """A second, closer look at a weak CenterFace detection: the face's surroundings, turned
-    upright by its pass's quarter turns and resized so the face is `_FOCUS_SIDE` px wide.
+    upright by its pass's quarter turns and enlarged so the face is `_FOCUS_SIDE` px wide
+    (a larger candidate is looked at again at native scale, in its own surroundings).
 
     A small real face scores higher when enlarged (the upscaled pass shows it); a texture that
     looked like a face at one scale rarely holds up. Returns the face with the better score, or
@@ -374,7 +375,7 @@ def _confirm(image: np.ndarray, face: Face, config: DetectionConfig) -> Face | N
         return None
     turns = face.rotation // 90
     crop = np.ascontiguousarray(np.rot90(image[top:bottom, left:right], turns))
-    scale = min(4.0, max(0.1, _FOCUS_SIDE / size))  # large candidates are looked at smaller
+    scale = min(4.0, max(1.0, _FOCUS_SIDE / size))
     boxes, scores, _ = decode_centerface(predict_centerface(crop, scale), config.centerface_confidence)
     if not len(boxes):
         return None

@@ -73,7 +73,13 @@ def test_dataset_mode_writes_the_p3m_layout_and_skips_bad_inputs(folder):
     assert "no alpha matte" in errors["noalpha"]
     for sub in ("blurred_image", "mask", "facemask", "trimap"):
         assert sorted(p.name for p in (out / sub).iterdir()) == ["astronaut.png"], sub
-    assert (out / "needs_annotation.txt").read_text().split() == ["cat"]
+    assert (out / "needs_annotation.txt").read_text() == "cat\tno face found\n"
+    privacy = json.loads((out / "privacy_report.json").read_text())
+    assert privacy["images"] == 5 and privacy["errors"] == 3 and privacy["faces"] >= 1
+    assert privacy["faces_by_detector"]["centerface"] >= 1 and privacy["faces_masked"] >= 1
+    assert privacy["needs_annotation"] == {"cat": ["no face found"]}
+    assert privacy["spared_pixels"] > 0  # the strand over the cheek (an exact matte)
+    assert "faces strengthened" in (out / "privacy_report.html").read_text()
     record = next(r for r in manifest["images"] if r["name"] == "astronaut")
     assert len(record["faces"]) == 1 and record["mask_area"] > 3000
     # The audit ran both MediaPipe models on the output. (The short-range one may fire on the blurred
@@ -188,3 +194,24 @@ def test_train_layout_is_accepted_by_the_training_loader(folder, tmp_path):
     assert sample.facemask == out / "facemask" / "astronaut.png"
     record = json.loads((out / "manifest.json").read_text())["images"][0]
     assert record["method"] == "mosaic" and record["parameters"]["mosaic_block"][0] >= 2
+
+
+def test_rgba_input_keeps_its_alpha_and_the_report_is_written(tmp_path):
+    """c18: an RGBA face whose alpha hides a strip: the output keeps that alpha channel."""
+    from skimage import data
+
+    rgba = np.dstack([data.astronaut(), np.full((512, 512), 255, np.uint8)])
+    rgba[:, 400:, 3] = 0
+    source = _save(tmp_path / "face_rgba.png", rgba)
+    result = _run(str(source), "-o", str(tmp_path / "out"), "--no-alpha", "--no-audit",
+                  "--verify", "none")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "face_rgba.png") as output:
+        assert output.mode == "RGBA"
+        written = np.asarray(output)
+    assert np.array_equal(written[:, :, 3], rgba[:, :, 3])
+    facemask = np.asarray(Image.open(tmp_path / "out" / "face_rgba.facemask.png")) > 0
+    assert np.array_equal(written[:, :, :3][~facemask], rgba[:, :, :3][~facemask])
+    report = json.loads((tmp_path / "out" / "privacy_report.json").read_text())
+    assert report["faces"] >= 1 and report["verify"] == "none"
+    assert "privacy:" in result.output

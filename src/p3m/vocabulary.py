@@ -189,6 +189,15 @@ class LandmarkScheme(str, Enum):
     dlib68 = "dlib68"
 
 
+class Verification(str, Enum):
+    """Identity verification of each obfuscated face: dlib's face descriptor against the
+    original's ("identity"), none, or "auto" (identity where dlib is installed)."""
+
+    auto = "auto"
+    identity = "identity"
+    none = "none"
+
+
 class AnonymizeLayout(str, Enum):
     """Output layouts of `p3m anonymize`: a P3M-10k training set, P3M-500-P, or flat files."""
 

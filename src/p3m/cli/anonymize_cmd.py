@@ -11,6 +11,7 @@ import typer
 from p3m.vocabulary import AnonymizeLayout
 from p3m.vocabulary import LandmarkScheme as Landmarks
 from p3m.vocabulary import ObfuscationMethod as Method
+from p3m.vocabulary import Verification as Verify
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,6 +24,15 @@ Layout = Enum(  # type: ignore[misc]
     {member.name: member.value for member in AnonymizeLayout if member is not AnonymizeLayout.flat},
     type=str,
 )
+
+
+def _rotations(value: str) -> tuple[int, ...]:
+    from p3m.errors import ConfigError
+
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--rotations takes degrees such as 0,90,180,270, got {value!r}") from None
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
@@ -72,9 +82,39 @@ def anonymize_command(
         help="Single-image mode: do not compute a matte; hair over the face is then obfuscated too.",
     ),
     detectors: str = typer.Option(
-        "mediapipe",
+        "default",
         "--detectors",
-        help="Comma list of detectors to union: mediapipe (short+full range), mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib.",
+        help="Comma list of detectors to union: default (centerface + mediapipe + dlib-hog where installed), centerface, mediapipe (short+full range), mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib.",
+    ),
+    centerface_confidence: float = typer.Option(
+        0.1, "--centerface-confidence", min=0.01, max=0.99, help="CenterFace detection threshold."
+    ),
+    upscale: float = typer.Option(
+        2.0,
+        "--upscale",
+        min=1.0,
+        help="Factor of the upscaled CenterFace pass where small faces can be (1 = off).",
+    ),
+    rotations: str = typer.Option(
+        "0,90,180,270",
+        "--rotations",
+        help="Orientations searched for heads lying down or upside down (degrees, comma list).",
+    ),
+    verify: Verify = typer.Option(
+        Verify.auto,
+        "--verify",
+        help="identity: attack each obfuscated face with dlib's face descriptor and strengthen until it is not recognised; none; auto = identity where dlib is installed.",
+    ),
+    identity_margin: float = typer.Option(
+        0.65,
+        "--identity-margin",
+        min=0.0,
+        help="Descriptor distance a face must reach (dlib's same-person threshold is 0.6).",
+    ),
+    alpha_estimated: bool = typer.Option(
+        False,
+        "--alpha-estimated",
+        help="The given mattes are estimates (model output), not exact: never spare the inner face.",
     ),
     landmarks: Landmarks = typer.Option(
         Landmarks.mediapipe,
@@ -124,9 +164,11 @@ def anonymize_command(
 
     Dataset mode: `p3m anonymize --images DIR --alphas DIR --out DIR [--layout train|P3M-500-P]`
     writes blurred_image/, mask/, facemask/ (and trimap/). Single-image mode:
-    `p3m anonymize IMAGE... -o OUTDIR` writes <stem>.png and <stem>.facemask.png. Images where no
-    face is found are listed in needs_annotation.txt and not written. Exit code 1 if an image
-    failed.
+    `p3m anonymize IMAGE... -o OUTDIR` writes <stem>.png and <stem>.facemask.png. Each obfuscated
+    face is attacked with dlib's face descriptor and strengthened until it is not recognised
+    (--verify). Images where no face is found (not written) or a face stays recognisable are
+    listed in needs_annotation.txt; privacy_report.json/.html sum the run up. Exit code 1 if an
+    image failed.
     """
     from rich.console import Console
 
@@ -152,7 +194,7 @@ def anonymize_command(
     config = AnonymizeConfig(
         method=method.value,
         layout=layout.value if images_dir is not None else "flat",
-        detectors=_split(detectors) or ("mediapipe",),
+        detectors=_split(detectors) or ("default",),
         landmarks=landmarks.value,
         min_confidence=min_confidence,
         transition_margin=transition_margin,
@@ -163,6 +205,12 @@ def anonymize_command(
         audit_detectors=_split(audit_detectors),
         review=review,
         resume=resume,
+        verify=verify.value,
+        identity_margin=identity_margin,
+        alpha_estimated=True if alpha_estimated else None,
+        centerface_confidence=centerface_confidence,
+        upscale=upscale,
+        rotations=_rotations(rotations),
     )
     if images_dir is not None:
         if alphas_dir is None:
@@ -190,6 +238,10 @@ def anonymize_command(
     )
     if audit:
         err.print(f"audit detectors: {', '.join(audit_names)}", highlight=False)
+    from p3m.privacy.verification import NO_DLIB_NOTE, resolve_verify
+
+    if verify is Verify.auto and resolve_verify("auto") == "none":
+        err.print(f"[yellow]note:[/yellow] {NO_DLIB_NOTE}", highlight=False, soft_wrap=True)
 
     with item_progress("[bold]anonymizing", err, show_name=True) as progress:
         task_id = progress.add_task("anonymizing", total=len(samples), name="")
@@ -230,6 +282,17 @@ def _print_summary(out_console: Console, err: Console, report: FolderReport) -> 
             str(audit.get("identity_matches", "")),
         )
     out_console.print(table)
+    privacy = report.privacy_report()
+    distance = privacy.min_identity_distance
+    out_console.print(
+        f"privacy: {privacy.faces} face(s) found "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(privacy.faces_by_detector.items())) or 'none'}), "
+        f"{privacy.faces_masked} masked, {privacy.spared_pixels} px spared as transition area, "
+        f"{privacy.strengthened} strengthened, {privacy.unverified} unverified, minimum identity "
+        f"distance {'n/a' if distance is None else f'{distance:.3f}'}. "
+        f"Report: {report.out_dir / 'privacy_report.json'} and privacy_report.html",
+        highlight=False,
+    )
     out_console.print(
         f"done {report.count('done')}, kept {report.count('kept')}, "
         f"needs annotation {len(report.needs_annotation)}, errors {len(report.failed)}; "
@@ -247,8 +310,11 @@ def _print_summary(out_console: Console, err: Console, report: FolderReport) -> 
         )
     if report.needs_annotation:
         err.print(
-            "[yellow]no face found (annotate by hand, see needs_annotation.txt; rerun with --facemask-dir):[/yellow] "
-            + ", ".join(report.needs_annotation),
+            "[yellow]needs annotation (see needs_annotation.txt; a hand-made mask goes in with --facemask-dir):[/yellow] "
+            + ", ".join(
+                f"{name} ({'; '.join(reasons)})"
+                for name, reasons in report.needs_annotation_reasons.items()
+            ),
             highlight=False,
             soft_wrap=True,
         )

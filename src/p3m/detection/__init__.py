@@ -5,9 +5,12 @@ offline matting default finds people to segment one by one, without either impor
 
     >>> from p3m.detection import detect_faces
     >>> faces = detect_faces(image)          # list of Face: box, score, detectors, keypoints
+    >>> found = detect(image, DetectionConfig(rotations=(0,)))   # + timed passes
 
-Modules: `faces` (the detector union: MediaPipe short/full range, dlib HOG/CNN; box merging,
-tiling). Heavy libraries (mediapipe, dlib) are imported on first use.
+Modules: `faces` (the `Face` record, one runner per detector: CenterFace, MediaPipe
+short/full range, dlib HOG/CNN; box merging, tiling), `centerface` (the CenterFace network and
+its decoding), `multipass` (the search over scales, gated upscaled windows and orientations).
+Heavy libraries (onnxruntime, mediapipe, dlib) are imported on first use.
 """
 
 from __future__ import annotations
@@ -18,20 +21,32 @@ from p3m.detection.faces import (
     Face,
     available_detectors,
     box_iou,
-    detect_faces,
+    default_detectors,
     dlib_model_path,
     expand_detector_names,
     merge_faces,
     run_detector,
     run_tiled,
 )
+from p3m.detection.multipass import (
+    DetectionConfig,
+    FaceDetections,
+    PassRecord,
+    detect,
+    detect_faces,
+)
 
 __all__ = [
     "DEFAULT_DETECTORS",
     "DETECTOR_NAMES",
+    "DetectionConfig",
     "Face",
+    "FaceDetections",
+    "PassRecord",
     "available_detectors",
     "box_iou",
+    "default_detectors",
+    "detect",
     "detect_faces",
     "dlib_model_path",
     "expand_detector_names",

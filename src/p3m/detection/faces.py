@@ -1,12 +1,14 @@
-"""Face detection, recall first: the union of several detectors, boxes merged by IoU.
+"""Face detectors and their union: the `Face` record, one runner per detector, box merging.
 
-A missed face is a privacy leak, so the default runs both MediaPipe face detectors shipped in the
-`mediapipe` wheel (BlazeFace short-range, model_selection=0, good on close-ups; full-range,
-model_selection=1, good on small and turned faces) and merges their boxes. dlib's HOG detector and
-its CNN (MMOD) detector from `face_recognition_models` can be added to the union.
+A missed face is a privacy leak, so p3m unites several detectors: CenterFace
+(`p3m.detection.centerface`, trained on WIDER FACE, strong on small faces and crowds), both
+MediaPipe face detectors shipped in the `mediapipe` wheel (BlazeFace short-range,
+model_selection=0, good on close-ups; full-range, model_selection=1), and dlib's HOG detector
+and CNN (MMOD) detector from `face_recognition_models` where dlib is installed. The multi-pass
+search over scales, tiles and rotations, and its public entry point `detect_faces`, are in
+`p3m.detection.multipass` (both exported by `p3m.detection`).
 
-    >>> faces = detect_faces(image)                                  # MediaPipe short + full range
-    >>> faces = detect_faces(image, detectors=("mediapipe", "dlib-hog", "dlib-cnn"))
+    >>> faces = run_detector(image, "mediapipe-full")  # one detector, one pass
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ __all__ = [
     "DETECTOR_NAMES",
     "Face",
     "available_detectors",
+    "box_containment",
     "box_iou",
-    "detect_faces",
+    "default_detectors",
     "dlib_model_path",
     "expand_detector_names",
     "merge_faces",
@@ -43,23 +46,40 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# "mediapipe" is a shorthand for both MediaPipe models.
-DETECTOR_NAMES: tuple[str, ...] = ("mediapipe-short", "mediapipe-full", "dlib-hog", "dlib-cnn")
-DEFAULT_DETECTORS: tuple[str, ...] = ("mediapipe-short", "mediapipe-full")
+DETECTOR_NAMES: tuple[str, ...] = (
+    "centerface", "mediapipe-short", "mediapipe-full", "dlib-hog", "dlib-cnn",
+)  # fmt: skip
+# "default" expands to `default_detectors()`: CenterFace, both MediaPipe models, and dlib's HOG
+# detector where dlib is installed. "mediapipe" and "dlib" name both models of each.
+DEFAULT_DETECTORS: tuple[str, ...] = ("default",)
+LEGACY_DETECTORS: tuple[str, ...] = ("mediapipe-short", "mediapipe-full")  # before CenterFace
 TILE_SIDE = 640
 TILE_TRIGGER = 1024
 _ALIASES = {"mediapipe": ("mediapipe-short", "mediapipe-full"), "dlib": ("dlib-hog", "dlib-cnn")}
+# Order in which a merged cluster picks its box: CenterFace and MediaPipe boxes span forehead
+# to chin, dlib's are tighter; CenterFace's keypoints include the mouth corners.
+_BOX_PREFERENCE = ("centerface", "mediapipe-full", "mediapipe-short", "dlib-cnn", "dlib-hog")
 
 
 @dataclass(frozen=True)
 class Face:
     """One detected face in image pixel coordinates.
 
-    `box` is (x0, y0, x1, y1) as floats, `score` the best detector confidence (MediaPipe: [0, 1];
-    dlib scores are mapped into (0, 1) by a logistic), `detectors` the detectors that found it,
-    `keypoints` the six MediaPipe keypoints (right eye, left eye, nose tip, mouth centre, right ear,
-    left ear; subject's sides) when a MediaPipe detector found the face, and `landmarks` the dense
-    landmarks (N x 2, x then y) once `p3m.privacy.landmarks` ran, in scheme `landmark_scheme`.
+    `box` is (x0, y0, x1, y1) as floats; a CenterFace box is not clipped to the image, so a face
+    cut by the border keeps its true centre and size (MediaPipe and dlib boxes are clipped).
+    `score` the best detector confidence (CenterFace, MediaPipe: [0, 1]; dlib scores are mapped
+    into (0, 1) by a logistic), `detectors` the detectors that found it, `keypoints` the six
+    MediaPipe keypoints (right eye, left eye, nose tip, mouth centre, right ear, left ear;
+    subject's sides) when a MediaPipe detector found the face, `keypoints5` CenterFace's five
+    (5 x 2: subject's right eye, left eye, nose tip, right and left mouth corner) when it found
+    the face, `rotation` the quarter turn (0, 90, 180, 270 degrees counter-clockwise) the image
+    was given for the detector to see the face upright, and `roll` the in-plane angle of the head
+    in degrees (counter-clockwise from upright; from the eye line where keypoints exist).
+
+    Set later by `p3m.privacy`: `landmarks`, the dense landmarks (N x 2, x then y) in scheme
+    `landmark_scheme` (None: the mask is an ellipse from box and keypoints, `landmark_note`
+    says why), and `obfuscation`, a JSON-friendly record of how the face was obfuscated and
+    verified (method, strength, identity distance, status).
     """
 
     box: tuple[float, float, float, float]
@@ -68,6 +88,11 @@ class Face:
     keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
     landmarks: np.ndarray | None = field(default=None, compare=False, repr=False)
     landmark_scheme: str | None = None
+    keypoints5: np.ndarray | None = field(default=None, compare=False, repr=False)
+    rotation: int = 0
+    roll: float | None = None
+    landmark_note: str | None = None
+    obfuscation: dict | None = field(default=None, compare=False)
 
     @property
     def size(self) -> float:
@@ -78,8 +103,18 @@ class Face:
     def with_landmarks(self, landmarks: np.ndarray, scheme: str) -> Face:
         return replace(self, landmarks=np.asarray(landmarks, np.float32), landmark_scheme=scheme)
 
+    @property
+    def width(self) -> float:
+        """Box width in pixels (the face size used for margins and size bins)."""
+        return float(max(self.box[2] - self.box[0], 1.0))
+
+    def points(self) -> np.ndarray:
+        """Every keypoint the detectors gave (K x 2 float32; empty when none)."""
+        parts = [p for p in (self.keypoints5, self.keypoints) if p is not None]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 2), np.float32)
+
     def to_dict(self) -> dict:
-        """JSON-friendly summary (landmarks as lists of [x, y] rounded to 0.1 px)."""
+        """JSON-friendly summary (coordinates rounded to 0.1 px)."""
         out: dict = {
             "box": [round(float(v), 1) for v in self.box],
             "score": round(float(self.score), 4),
@@ -88,20 +123,35 @@ class Face:
         }
         if self.landmarks is not None:
             out["landmark_count"] = int(len(self.landmarks))
+        if self.keypoints5 is not None:
+            out["keypoints5"] = np.round(self.keypoints5.astype(np.float64), 1).tolist()
+        out["rotation"] = int(self.rotation)
+        out["roll"] = None if self.roll is None else round(float(self.roll), 1)
+        if self.landmark_note:
+            out["landmark_note"] = self.landmark_note
+        if self.obfuscation is not None:
+            out["obfuscation"] = dict(self.obfuscation)
         return out
 
 
+def default_detectors() -> tuple[str, ...]:
+    """What "default" means here: CenterFace, both MediaPipe models, dlib HOG if dlib is there."""
+    names = ("centerface", "mediapipe-short", "mediapipe-full")
+    return names + (("dlib-hog",) if _has_module("dlib") else ())
+
+
 def expand_detector_names(detectors: Sequence[str] | str) -> tuple[str, ...]:
-    """Detector names with the aliases "mediapipe" and "dlib" expanded, duplicates dropped."""
+    """Detector names with the aliases "default", "mediapipe" and "dlib" expanded, no duplicates."""
     if isinstance(detectors, str):
         detectors = (detectors,)
     names: list[str] = []
     for name in detectors:
-        for expanded in _ALIASES.get(name, (name,)):
+        aliases = _ALIASES.get(name, (name,)) if name != "default" else default_detectors()
+        for expanded in aliases:
             if expanded not in DETECTOR_NAMES:
                 raise ConfigError(
                     f"unknown face detector {expanded!r}; choose from "
-                    f"{', '.join(DETECTOR_NAMES + tuple(_ALIASES))}"
+                    f"{', '.join(DETECTOR_NAMES + ('default', *_ALIASES))}"
                 )
             if expanded not in names:
                 names.append(expanded)
@@ -138,9 +188,21 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _centerface_available() -> bool:
+    from p3m.detection.centerface import centerface_model_path
+
+    try:
+        centerface_model_path()
+    except MissingDependencyError:
+        return False
+    return _has_module("onnxruntime") and _has_module("onnx")
+
+
 def available_detectors() -> tuple[str, ...]:
     """The detectors usable in this environment, in `DETECTOR_NAMES` order."""
     found: list[str] = []
+    if _centerface_available():
+        found.append("centerface")
     if _has_module("mediapipe"):
         found += ["mediapipe-short", "mediapipe-full"]
     if _has_module("dlib"):
@@ -284,15 +346,50 @@ def _clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, flo
     )
 
 
-def run_detector(
-    image: np.ndarray, name: str, min_confidence: float = 0.5, dlib_upsample: int | None = None
-) -> list[Face]:
-    """Faces found by one detector (`mediapipe-short`, `mediapipe-full`, `dlib-hog`, `dlib-cnn`).
+def _run_centerface(image: np.ndarray, min_confidence: float, scale: float) -> list[Face]:
+    from p3m.detection.centerface import decode_centerface, predict_centerface
 
-    `dlib_upsample` defaults to 1 for HOG (faces down to ~40 px) and 0 for the CNN (~80 px; the
-    CNN takes seconds per image on a CPU).
+    boxes, scores, keypoints = decode_centerface(predict_centerface(image, scale), min_confidence)
+    return [
+        Face(
+            box=tuple(float(v) for v in box),
+            score=float(score),
+            detectors=("centerface",),
+            keypoints5=points,
+            roll=eye_line_roll(points),
+        )
+        for box, score, points in zip(boxes, scores, keypoints, strict=True)
+    ]
+
+
+def eye_line_roll(keypoints5: np.ndarray) -> float:
+    """In-plane head angle in degrees (counter-clockwise, 0 = upright) from the two eyes.
+
+    The subject's right eye is on the image left of an upright face: the vector from it to the
+    left eye points along +x; its angle, measured with y up, is the roll.
+    """
+    (rx, ry), (lx, ly) = keypoints5[0], keypoints5[1]
+    return float(np.degrees(np.arctan2(-(ly - ry), lx - rx)))
+
+
+def run_detector(
+    image: np.ndarray,
+    name: str,
+    min_confidence: float = 0.5,
+    dlib_upsample: int | None = None,
+    scale: float = 1.0,
+) -> list[Face]:
+    """Faces found by one detector (`centerface`, `mediapipe-short`, `mediapipe-full`,
+    `dlib-hog`, `dlib-cnn`) in one pass over the whole image.
+
+    `min_confidence` is the detection threshold of CenterFace and MediaPipe. `scale` resizes
+    the image for CenterFace (2.0: faces down to ~10 px). `dlib_upsample` defaults to 1 for
+    HOG (faces down to ~40 px) and 0 for the CNN (~80 px; the CNN takes seconds per image on a
+    CPU).
     """
     image = _check_image(image)
+    if name == "centerface":
+        return _run_centerface(image, min_confidence, scale)
     if name in ("mediapipe-short", "mediapipe-full"):
         faces = _run_mediapipe(image, name, min_confidence)
     elif name in ("dlib-hog", "dlib-cnn"):
@@ -324,20 +421,46 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return intersection / union if union > 0 else 0.0
 
 
-def merge_faces(faces: Sequence[Face], iou_threshold: float = 0.3) -> list[Face]:
-    """Merge detections of the same face (IoU >= threshold) from several detectors.
+def _preference(face: Face) -> int:
+    name = face.detectors[0]
+    return _BOX_PREFERENCE.index(name) if name in _BOX_PREFERENCE else len(_BOX_PREFERENCE)
 
-    Greedy by score: each cluster keeps the box and keypoints of its best-scoring MediaPipe
-    detection (MediaPipe boxes include the forehead; dlib's are tighter), the best score, and the
-    names of every detector that contributed. Returned by decreasing score.
+
+def box_containment(outer: Sequence[float], inner: Sequence[float]) -> float:
+    """Share of box `inner`'s area that lies inside box `outer` (1: entirely inside)."""
+    ix = max(0.0, min(outer[2], inner[2]) - max(outer[0], inner[0]))
+    iy = max(0.0, min(outer[3], inner[3]) - max(outer[1], inner[1]))
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
+CONTAINMENT_THRESHOLD = 0.6
+
+
+def merge_faces(faces: Sequence[Face], iou_threshold: float = 0.3) -> list[Face]:
+    """Merge detections of the same face from several detectors and passes.
+
+    Two detections are the same face when their IoU is at least `iou_threshold`, or when most
+    (`CONTAINMENT_THRESHOLD`) of a later detection's box lies inside the cluster's box: a pass
+    that sees the face at the wrong scale or orientation often fires on part of it (an eye, half
+    the face). Never the other way round: a larger box is not absorbed into a smaller one, so
+    a merge never shrinks the area that will be masked.
+
+    Greedy: each cluster keeps the box, rotation and roll of its best detection in the order
+    CenterFace, MediaPipe full-range, short-range, dlib (CenterFace and MediaPipe boxes span
+    forehead to chin; dlib's are tighter), by score within a detector; the best score; the
+    MediaPipe and CenterFace keypoints of any member; and the names of every detector that
+    contributed. Returned by decreasing score.
     """
-    ordered = sorted(
-        faces, key=lambda f: (f.detectors[0].startswith("mediapipe"), f.score), reverse=True
-    )
+    ordered = sorted(faces, key=lambda f: (_preference(f), -f.score))
     clusters: list[list[Face]] = []
     for face in ordered:
         for cluster in clusters:
-            if box_iou(cluster[0].box, face.box) >= iou_threshold:
+            head = cluster[0].box
+            if (
+                box_iou(head, face.box) >= iou_threshold
+                or box_containment(head, face.box) >= CONTAINMENT_THRESHOLD
+            ):
                 cluster.append(face)
                 break
         else:
@@ -347,9 +470,14 @@ def merge_faces(faces: Sequence[Face], iou_threshold: float = 0.3) -> list[Face]
         head = cluster[0]
         detectors = tuple(dict.fromkeys(name for f in cluster for name in f.detectors))
         keypoints = next((f.keypoints for f in cluster if f.keypoints is not None), None)
+        keypoints5 = next((f.keypoints5 for f in cluster if f.keypoints5 is not None), None)
         merged.append(
             replace(
-                head, score=max(f.score for f in cluster), detectors=detectors, keypoints=keypoints
+                head,
+                score=max(f.score for f in cluster),
+                detectors=detectors,
+                keypoints=keypoints,
+                keypoints5=keypoints5,
             )
         )
     return sorted(merged, key=lambda f: f.score, reverse=True)
@@ -381,33 +509,3 @@ def run_tiled(
                     replace(face, box=(x0 + x, y0 + y, x1 + x, y1 + y), keypoints=keypoints)
                 )
     return faces
-
-
-def detect_faces(
-    image: np.ndarray,
-    detectors: Sequence[str] | str = DEFAULT_DETECTORS,
-    min_confidence: float = 0.5,
-    iou_threshold: float = 0.3,
-    tiled: bool | None = None,
-) -> list[Face]:
-    """Faces found by the union of `detectors` (default both MediaPipe models), merged by IoU.
-
-    `image` is RGB uint8 H x W x 3. `min_confidence` applies to the MediaPipe detectors (dlib's
-    detectors use their own default thresholds). `tiled` adds a tiled full-range pass (default:
-    when the longer side exceeds `TILE_TRIGGER` px). Faces are returned by decreasing score,
-    without landmarks (see `p3m.privacy.landmarks.add_landmarks`).
-    """
-    image = _check_image(image)
-    names = expand_detector_names(detectors)
-    found: list[Face] = []
-    for name in names:
-        faces = run_detector(image, name, min_confidence=min_confidence)
-        logger.debug("%s found %d face(s)", name, len(faces))
-        found += faces
-    if tiled is None:
-        tiled = max(image.shape[:2]) > TILE_TRIGGER
-    if tiled and "mediapipe-full" in names:
-        faces = run_tiled(image, "mediapipe-full", min_confidence)
-        logger.debug("tiled mediapipe-full found %d face(s)", len(faces))
-        found += faces
-    return merge_faces(found, iou_threshold)

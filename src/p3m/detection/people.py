@@ -40,9 +40,9 @@ from p3m.detection.faces import (
     Face,
     available_detectors,
     box_iou,
-    detect_faces,
     mediapipe_process,
 )
+from p3m.detection.multipass import detect_faces
 from p3m.errors import MissingDependencyError, P3MError
 
 __all__ = [
@@ -329,7 +329,7 @@ def _refined(person: Person, image: np.ndarray, names: Sequence[str], min_confid
     if min(crop.shape[:2]) < 16:
         return person
     best = None
-    for candidate in detect_faces(crop, names, min_confidence, tiled=False):
+    for candidate in detect_faces(crop, names, min_confidence, tiled=False, rotations=(0,)):
         seen = Person(box=candidate.box, score=candidate.score, cues=candidate.detectors, face=candidate)
         moved = _shift(seen, left, top, scale, width, height)
         overlaps = moved.face is not None and box_iou(moved.face.box, face.box) > 0.1
@@ -353,7 +353,7 @@ def people_from_faces(
     image = _check(image)
     names = _names(detectors)
     height, width = image.shape[:2]
-    found = _faces_to_people(detect_faces(image, names, min_confidence, tiled=tiled), width, height)
+    found = _faces_to_people(detect_faces(image, names, min_confidence, tiled=tiled, rotations=(0,)), width, height)
     found = [_refined(person, image, names, min_confidence) for person in found]
     people = [person for person in found if _confirmed(person, image, min_confidence, use_pose)]
     logger.debug("people: %d from faces in the whole image (%d rejected)", len(people), len(found) - len(people))
@@ -404,7 +404,7 @@ def _search_box(
     crop, left, top, scale = _crop(image, box, pad=0.2, max_side=1024)
     if min(crop.shape[:2]) < 8:
         return []
-    faces = detect_faces(crop, names, min_confidence, tiled=False)
+    faces = detect_faces(crop, names, min_confidence, tiled=False, rotations=(0,))
     found = [
         _shift(person, left, top, scale, width, height)
         for person in _faces_to_people(faces, crop.shape[1], crop.shape[0])
@@ -452,7 +452,7 @@ def people_in_tiles(
     for y in _tile_origins(height, tile, stride):
         for x in _tile_origins(width, tile, stride):
             crop = np.ascontiguousarray(image[y : y + tile, x : x + tile])
-            faces = detect_faces(crop, names, min_confidence, tiled=False)
+            faces = detect_faces(crop, names, min_confidence, tiled=False, rotations=(0,))
             for person in _faces_to_people(faces, crop.shape[1], crop.shape[0]):
                 person = _refined(_shift(person, x, y, 1.0, width, height), image, names, min_confidence)
                 if _is_new(person, known) and _confirmed(person, image, min_confidence, use_pose):

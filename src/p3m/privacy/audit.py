@@ -5,9 +5,12 @@
    (hair, ears, hat) as well, so it can fire on a face whose interior is fully masked: read its
    hits together with the identity check.
 2. With dlib installed, the identity check compares dlib's 128-D face descriptor (ResNet model
-   from `face_recognition_models`, aligned with its 5-point predictor) of each original face with
-   the descriptor of the same region of the output. dlib's published same-person threshold is a
-   distance below 0.6; a face under it is an identity leak.
+   from `face_recognition_models`) of each original face with the descriptor of the same region
+   of the output, both aligned on the original's landmarks (dlib's 5-point layout; its 5-point
+   predictor on the box when a face has no landmarks or keypoints). dlib's published
+   same-person threshold is a distance below 0.6; a face under it is an identity leak.
+   `p3m.privacy.verification` runs this attack during anonymisation and strengthens faces
+   that fail it; the audit repeats it afterwards, with the detectors.
 
     >>> report = audit_image(anonymised, original=image, faces=faces)
     >>> report.faces_found, report.identity_matches
@@ -95,26 +98,29 @@ def identity_distances(
 ) -> list[float]:
     """Descriptor distance between each face in `original` and the same region of `anonymised`.
 
-    The alignment (5 points) is computed on the original and reused for the output, so both
-    descriptors see exactly the same face chip.
+    The alignment (5 points) comes from the original (its landmarks or keypoints, else dlib's
+    5-point predictor on the box) and is reused for the output, so both descriptors see exactly
+    the same face chip.
     """
     import dlib
 
     from p3m.detection.faces import _LOCK
+    from p3m.privacy.landmarks import dlib5_points
+    from p3m.privacy.verification import IdentityVerifier
 
-    predictor, recognizer = _recognizer()
+    predictor, _ = _recognizer()
     original = np.ascontiguousarray(original)
-    anonymised = np.ascontiguousarray(anonymised)
-    distances = []
+    layouts = []
     for face in faces:
-        x0, y0, x1, y1 = (round(v) for v in face.box)
-        rect = dlib.rectangle(x0, y0, max(x0 + 1, x1 - 1), max(y0 + 1, y1 - 1))
-        with _LOCK:
-            shape = predictor(original, rect)
-            before = np.array(recognizer.compute_face_descriptor(original, shape))
-            after = np.array(recognizer.compute_face_descriptor(anonymised, shape))
-        distances.append(float(np.linalg.norm(before - after)))
-    return distances
+        points = dlib5_points(face)
+        if points is None:
+            x0, y0, x1, y1 = (round(v) for v in face.box)
+            rect = dlib.rectangle(x0, y0, max(x0 + 1, x1 - 1), max(y0 + 1, y1 - 1))
+            with _LOCK:
+                shape = predictor(original, rect)
+            points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], np.float32)
+        layouts.append(points)
+    return IdentityVerifier().distances(original, np.ascontiguousarray(anonymised), layouts)
 
 
 def audit_image(

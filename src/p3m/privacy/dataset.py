@@ -9,11 +9,16 @@ e.g. `P3M-10k/train` or `P3M-10k/validation/P3M-500-P`), files named `<stem>.png
     trimap/          P3M-500-P only: `p3m.data.trimap.trimap_from_alpha` (the official dilate /
                      erode rule) with a fixed `TRIMAP_KERNEL` x `TRIMAP_KERNEL` ellipse
 
-plus `manifest.json` and `manifest.csv` (per image: status, faces, mask area, method, parameters,
-warnings, audit), `needs_annotation.txt` (images with no face found: nothing is written for them
-until a hand-made mask is given with `facemask_dir`, since an unobfuscated portrait must not land
-in `blurred_image/`) and, on request, `review.html`. Flat mode (`layout="flat"`, single images)
-writes `<stem>.png` and `<stem>.facemask.png`.
+plus `manifest.json` and `manifest.csv` (per image: status, faces with the final obfuscation
+method, strength and identity distance of each, mask area, parameters, warnings, audit, the
+privacy report), `needs_annotation.txt` (one line per image, `name<TAB>reasons`: no face found
+- nothing is written for those until a hand-made mask is given with `facemask_dir`, since an
+unobfuscated portrait must not land in `blurred_image/` - or faces left "unverified" by the
+identity check, written with a solid fill but to be looked at), `privacy_report.json` and
+`privacy_report.html` (the run's totals, see `p3m.privacy.report`, with the flagged images),
+and, on request, `review.html` (every image). Flat mode (`layout="flat"`, single images) writes
+`<stem>.png` and `<stem>.facemask.png`. An input with its own alpha channel (RGBA, LA, a
+palette with transparency) keeps it: its output is an RGBA PNG with the same alpha.
 
 An image whose outputs all exist is kept as is (resume); `blurred_image/` is written last, so an
 interrupted image is redone. A bad image (unreadable, missing or mis-sized alpha) is recorded
@@ -44,7 +49,14 @@ from p3m.errors import (
     P3MError,
     ShapeMismatchError,
 )
-from p3m.io import atomic_write_text, files_by_stem, read_alpha_u8, read_image, write_png
+from p3m.io import (
+    atomic_write_text,
+    files_by_stem,
+    read_alpha_u8,
+    read_image,
+    write_png,
+    write_rgba,
+)
 from p3m.privacy.facemask import TRANSITION_MARGIN
 from p3m.vocabulary import AnonymizeLayout, values
 
@@ -67,7 +79,9 @@ TRIMAP_KERNEL = 25
 MANIFEST_EVERY = 25  # images between manifest checkpoints
 MANIFEST_FIELDS = (
     "name", "status", "faces", "detectors", "mask_area", "mask_fraction", "facemask_source",
-    "method", "parameters", "audit_faces_found", "audit_identity_matches", "warnings", "error",
+    "method", "parameters", "strengthened", "unverified", "min_identity_distance",
+    "spared_pixels", "audit_faces_found", "audit_identity_matches", "needs_annotation",
+    "warnings", "error",
 )  # fmt: skip
 
 
@@ -90,6 +104,27 @@ class AnonymizeConfig:
     """None = every available detector."""
     review: bool = False
     resume: bool = True
+    verify: str = "auto"
+    """"identity" (dlib attacks each output face; still recognised -> strengthened), "none", or
+    "auto" (identity where dlib is installed)."""
+    identity_margin: float = 0.65
+    alpha_estimated: bool | None = None
+    """The given mattes are estimates (never spare the inner face); None: only computed ones."""
+    centerface_confidence: float = 0.1
+    upscale: float = 2.0
+    rotations: tuple[int, ...] = (0, 90, 180, 270)
+
+    def detection(self):
+        """The face-search configuration (`p3m.detection.DetectionConfig`) of these options."""
+        from p3m.detection.multipass import DetectionConfig
+
+        return DetectionConfig(
+            detectors=tuple(self.detectors),
+            min_confidence=self.min_confidence,
+            centerface_confidence=self.centerface_confidence,
+            upscale=self.upscale,
+            rotations=tuple(self.rotations),
+        )
 
 
 @dataclass(frozen=True)
@@ -118,7 +153,25 @@ class FolderReport:
 
     @property
     def needs_annotation(self) -> list[str]:
-        return [r["name"] for r in self.records if r["status"] == "needs_annotation"]
+        """Images a person must look at: no face found, or faces left unverified."""
+        return [name for name in self.needs_annotation_reasons]
+
+    @property
+    def needs_annotation_reasons(self) -> dict[str, list[str]]:
+        reasons: dict[str, list[str]] = {}
+        for record in self.records:
+            found = list(record.get("needs_annotation") or ())
+            if record["status"] == "needs_annotation" and not found:
+                found = ["no face found"]
+            if found:
+                reasons[record["name"]] = found
+        return reasons
+
+    def privacy_report(self):
+        """The run's `PrivacyReport` (totals over every record)."""
+        from p3m.privacy.report import PrivacyReport
+
+        return PrivacyReport().extend(self.records)
 
     @property
     def audit_faces_found(self) -> int:
@@ -195,10 +248,11 @@ def _process(
     sample: SampleFiles, out_dir: Path, config: AnonymizeConfig, review: list | None
 ) -> dict:
     from p3m.privacy.audit import audit_image
-    from p3m.privacy.pipeline import anonymize
+    from p3m.privacy.pipeline import anonymize, input_alpha_channel
 
     record: dict = {"name": sample.name, "image": str(sample.image), "method": config.method}
     image = read_image(sample.image)
+    input_alpha = input_alpha_channel(sample.image)
     alpha_u8 = None
     if sample.alpha is not None:
         alpha_u8 = read_alpha_u8(sample.alpha)
@@ -229,6 +283,10 @@ def _process(
         min_confidence=config.min_confidence,
         transition_margin=config.transition_margin,
         strength=config.strength,
+        alpha_estimated=config.alpha_estimated,
+        verify=config.verify,
+        identity_margin=config.identity_margin,
+        detection=config.detection(),
     )
     mask_area = int(result.facemask.sum())
     record.update(
@@ -238,7 +296,11 @@ def _process(
         mask_fraction=round(mask_area / result.facemask.size, 5),
         parameters=_parameters(config, result.regions),
         warnings=list(result.warnings),
+        report=result.report(),
+        needs_annotation=list(result.needs_annotation),
     )
+    if input_alpha is not None:
+        record["input_alpha"] = "kept"
     if manual is None and not result.faces:
         record["status"] = "needs_annotation"
         if review is not None:
@@ -261,6 +323,8 @@ def _process(
             from p3m.data.trimap import trimap_from_alpha
 
             write_png(path, trimap_from_alpha(alpha_u8, config.trimap_kernel))
+        elif input_alpha is not None:
+            write_rgba(path, result.image, input_alpha)  # nothing hidden becomes visible
         else:
             write_png(path, result.image)
     record["outputs"] = {key: str(path) for key, path in paths.items()}
@@ -276,7 +340,8 @@ def _process(
             record["warnings"].append(
                 f"audit: {audit.faces_found} face(s) still detected, {audit.identity_matches} identity match(es)"
             )
-    if review is not None:
+    flagged = bool(record["warnings"]) or bool(record["needs_annotation"])
+    if review is not None and (config.review or flagged):
         from p3m.privacy.review import review_entry
 
         notes = [f"{len(result.faces)} face(s), {config.method}"] + record["warnings"]
@@ -287,7 +352,7 @@ def _process(
                 result.facemask,
                 audit.boxes if audit is not None else (),
                 notes,
-                flagged=bool(record["warnings"]),
+                flagged=flagged,
             )
         )
     return record
@@ -307,6 +372,7 @@ def _load_previous(out_dir: Path) -> dict[str, dict]:
 
 def _csv_row(record: dict) -> dict:
     audit = record.get("audit") or {}
+    report = record.get("report") or {}
     return {
         "name": record["name"],
         "status": record["status"],
@@ -317,6 +383,11 @@ def _csv_row(record: dict) -> dict:
         "facemask_source": record.get("facemask_source", ""),
         "method": record.get("method", ""),
         "parameters": json.dumps(record.get("parameters", {}), sort_keys=True),
+        "strengthened": report.get("strengthened", ""),
+        "unverified": report.get("unverified", ""),
+        "min_identity_distance": report.get("min_identity_distance", ""),
+        "spared_pixels": report.get("spared_pixels", ""),
+        "needs_annotation": " | ".join(record.get("needs_annotation") or ()),
         "audit_faces_found": audit.get("faces_found", ""),
         "audit_identity_matches": audit.get("identity_matches", ""),
         "warnings": " | ".join(record.get("warnings", [])),
@@ -338,6 +409,12 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
         "audit_by_detector": report.audit_by_detector,
         "audit_identity_matches": report.audit_identity_matches,
     }
+    privacy = report.privacy_report()
+    summary.update(
+        strengthened=privacy.strengthened,
+        unverified=privacy.unverified,
+        min_identity_distance=privacy.min_identity_distance,
+    )
     document = {"config": asdict(config), "summary": summary, "images": report.records}
     atomic_write_text(out_dir / "manifest.json", json.dumps(document, indent=1) + "\n")
     buffer = io.StringIO()
@@ -347,7 +424,15 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
         writer.writerow(_csv_row(record))
     atomic_write_text(out_dir / "manifest.csv", buffer.getvalue())
     atomic_write_text(
-        out_dir / "needs_annotation.txt", "".join(f"{name}\n" for name in report.needs_annotation)
+        out_dir / "needs_annotation.txt",
+        "".join(
+            f"{name}\t{'; '.join(reasons)}\n"
+            for name, reasons in report.needs_annotation_reasons.items()
+        ),
+    )
+    atomic_write_text(
+        out_dir / "privacy_report.json",
+        json.dumps({"config": asdict(config), **privacy.to_dict()}, indent=1) + "\n",
     )
 
 
@@ -364,8 +449,11 @@ def anonymize_samples(
     from p3m.detection.faces import expand_detector_names
     from p3m.privacy.landmarks import LANDMARK_SCHEMES
     from p3m.privacy.obfuscation import METHODS
+    from p3m.privacy.verification import resolve_verify
 
     # Option errors are the same for every image: raise them once, before the run.
+    resolve_verify(config.verify)
+    config.detection()
     if config.layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {config.layout!r}; choose from {', '.join(LAYOUTS)}")
     if config.method not in METHODS:
@@ -383,7 +471,7 @@ def anonymize_samples(
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _load_previous(out_dir) if config.resume else {}
     report = FolderReport(out_dir)
-    review: list | None = [] if config.review else None
+    review: list = []  # flagged images always (privacy_report.html), all with config.review
     seen: set[str] = set()
     for sample in samples:
         start = time.perf_counter()
@@ -430,10 +518,15 @@ def anonymize_samples(
             pending = [r for name, r in previous.items() if name not in visited]
             write_manifest(FolderReport(out_dir, report.records + pending), config)
     write_manifest(report, config)
-    if review is not None:
-        from p3m.privacy.review import write_contact_sheet
+    from p3m.privacy.review import write_contact_sheet
 
-        write_contact_sheet(out_dir / "review.html", review)
+    summary = report.privacy_report().html_summary()
+    flagged = [entry for entry in review if entry.flagged]
+    write_contact_sheet(
+        out_dir / "privacy_report.html", flagged, "p3m anonymize: privacy report", summary
+    )
+    if config.review:
+        write_contact_sheet(out_dir / "review.html", review, summary_html=summary)
     return report
 
 

@@ -9,6 +9,7 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(name)
+    import p3m.detection as detection
     from p3m.detection import faces
 
     warnings.warn(
@@ -16,4 +17,4 @@ def __getattr__(name: str) -> Any:
         DeprecationWarning,
         stacklevel=2,
     )
-    return getattr(faces, name)
+    return getattr(detection, name) if hasattr(detection, name) else getattr(faces, name)

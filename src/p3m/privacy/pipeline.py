@@ -1,28 +1,60 @@
-"""`p3m.anonymize`: detect faces, outline them, keep the matte's transition area, obfuscate.
+"""`p3m.anonymize`: find every face, mask every feature, keep the hair band, obfuscate, verify.
 
-The P3M-10k recipe (paper section 3.2, Fig. 3) for one image:
+The P3M-10k recipe (paper section 3.2, Fig. 3) for one image, made to hold on real photos:
+
+1. faces: `p3m.detection.detect` (CenterFace, both MediaPipe models and dlib where installed;
+   scales, gated upscaled windows, four orientations);
+2. landmarks for every face (`p3m.privacy.landmarks`; an ellipse from box and keypoints where
+   they fail or disagree), and each face's private area: the jaw-and-brow outline plus the hull
+   of every inner-face landmark with a margin (`p3m.privacy.facemask.face_areas`);
+3. the transition area (0 < alpha < 1) taken out: with a given (exact) matte, every such pixel
+   is left bit-identical; with an estimated matte, never inside the inner face;
+4. obfuscation per face (blur / mosaic / zero fill), then the identity check of
+   `p3m.privacy.verification`: a face still recognised by dlib's descriptor is obfuscated
+   again, stronger, until it is not; faces where even a solid fill does not clear the margin
+   are "unverified" and the image needs a person's look.
 
     >>> result = anonymize(image, alpha, method="blur")
     >>> result.image, result.facemask, result.faces          # uint8 H x W x 3, bool H x W, [Face]
+    >>> result.report()                                       # the per-image privacy report
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from typing import Any
 
 import numpy as np
 
-from p3m.detection.faces import DEFAULT_DETECTORS, Face, detect_faces
-from p3m.errors import P3MError, ShapeMismatchError
-from p3m.privacy.facemask import TRANSITION_MARGIN, face_mask, transition_area
-from p3m.privacy.landmarks import add_landmarks
-from p3m.privacy.obfuscation import ObfuscationRegion, obfuscate
+from p3m.detection.faces import DEFAULT_DETECTORS, Face
+from p3m.detection.multipass import DetectionConfig, detect
+from p3m.errors import MissingDependencyError, P3MError, ShapeMismatchError
+from p3m.privacy.facemask import (
+    TRANSITION_MARGIN,
+    FaceArea,
+    face_areas,
+    spared_area,
+    transition_area,
+)
+from p3m.privacy.landmarks import add_landmarks, dlib5_points
+from p3m.privacy.obfuscation import (
+    ObfuscationRegion,
+    obfuscate,
+    obfuscate_area,
+    strengthening_ladder,
+)
+from p3m.privacy.verification import DEFAULT_MARGIN, NO_DLIB_NOTE, resolve_verify
 
-__all__ = ["AnonymizeResult", "anonymize", "compute_alpha", "face_masks_for_image"]
+__all__ = [
+    "AnonymizeResult",
+    "anonymize",
+    "compute_alpha",
+    "face_masks_for_image",
+    "input_alpha_channel",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +71,16 @@ NO_ALPHA_WARNING = (
 class AnonymizeResult:
     """The anonymised image (RGB uint8), the mask that was obfuscated (bool H x W) and the faces.
 
-    `warnings` lists what a person should check (no face found, landmark fallback, no alpha);
-    `regions` the obfuscated regions with the blur sigma / mosaic block each got.
+    `warnings` lists what a person should check (no face found, landmark fallback, no alpha,
+    unverified faces); `regions` the obfuscated regions with the blur sigma / mosaic block each
+    got; `faces[i].obfuscation` the final method, strength, parameter and identity distance of
+    each face. `needs_annotation` gives the reasons the image must be looked at by a person
+    (empty when none). `input_alpha` is the input's own alpha channel (uint8 H x W) when it had
+    one that is not fully opaque: outputs keep it, so nothing hidden becomes visible.
+    `alpha_estimated` says whether `alpha` was estimated (then the inner face was never
+    spared); `verify` which verification ran ("identity" or "none"); `detection` the search's
+    timing summary (`FaceDetections.summary`); `spared_pixels` the face-area pixels left
+    untouched for the transition area.
     """
 
     image: np.ndarray
@@ -50,6 +90,54 @@ class AnonymizeResult:
     warnings: list[str] = field(default_factory=list)
     regions: list[ObfuscationRegion] = field(default_factory=list)
     alpha: np.ndarray | None = field(default=None, repr=False)
+    alpha_estimated: bool = False
+    input_alpha: np.ndarray | None = field(default=None, repr=False)
+    verify: str = "none"
+    identity_margin: float = DEFAULT_MARGIN
+    detection: dict = field(default_factory=dict)
+    spared_pixels: int = 0
+    needs_annotation: list[str] = field(default_factory=list)
+
+    @property
+    def strengthened(self) -> int:
+        """Faces obfuscated more strongly than asked because they were still recognised."""
+        return sum(bool((f.obfuscation or {}).get("strengthened")) for f in self.faces)
+
+    @property
+    def unverified(self) -> int:
+        return sum((f.obfuscation or {}).get("status") == "unverified" for f in self.faces)
+
+    @property
+    def min_identity_distance(self) -> float | None:
+        distances = [
+            f.obfuscation["identity_distance"]
+            for f in self.faces
+            if f.obfuscation and f.obfuscation.get("identity_distance") is not None
+        ]
+        return min(distances) if distances else None
+
+    def report(self) -> dict:
+        """The privacy report of this image (JSON-friendly; see `p3m.privacy.report`)."""
+        by_detector: dict[str, int] = {}
+        for face in self.faces:
+            for name in face.detectors:
+                by_detector[name] = by_detector.get(name, 0) + 1
+        return {
+            "faces": len(self.faces),
+            "faces_by_detector": by_detector,
+            "faces_masked": sum(bool((f.obfuscation or {}).get("pixels")) for f in self.faces),
+            "landmark_fallbacks": sum(f.landmarks is None for f in self.faces),
+            "mask_pixels": int(self.facemask.sum()),
+            "spared_pixels": int(self.spared_pixels),
+            "alpha": "none" if self.alpha is None else ("estimated" if self.alpha_estimated else "given"),
+            "verify": self.verify,
+            "identity_margin": self.identity_margin,
+            "strengthened": self.strengthened,
+            "unverified": self.unverified,
+            "min_identity_distance": self.min_identity_distance,
+            "needs_annotation": list(self.needs_annotation),
+            "detection": dict(self.detection),
+        }
 
 
 def compute_alpha(image: np.ndarray, model: str = "auto") -> np.ndarray:
@@ -97,6 +185,56 @@ def _as_alpha(alpha: Any, shape: tuple[int, ...]) -> np.ndarray:
     return alpha.astype(np.float32, copy=False)
 
 
+def input_alpha_channel(source: Any) -> np.ndarray | None:
+    """The alpha channel (uint8 H x W) of an image input, None when it has none or it is fully
+    opaque. `source`: a path, PIL image or array as `anonymize` takes; EXIF orientation is
+    applied as `p3m.io.read_image` does, so the channel lines up with the pixels."""
+    from PIL import Image, ImageOps
+
+    if isinstance(source, np.ndarray):
+        channel = source[:, :, 3] if source.ndim == 3 and source.shape[2] == 4 else None
+        if channel is not None and source.dtype == np.uint16:
+            channel = (channel.astype(np.uint32) * 255 + 32767) // 65535
+        channel = None if channel is None else np.asarray(channel, np.uint8)
+    elif isinstance(source, Image.Image | str | PathLike):
+        opened = source if isinstance(source, Image.Image) else Image.open(source)
+        try:
+            has_alpha = opened.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                "transparency" in opened.info
+            )
+            if not has_alpha:
+                return None
+            upright = ImageOps.exif_transpose(opened) or opened
+            channel = np.asarray(upright.convert("RGBA").getchannel("A"))
+        finally:
+            if opened is not source:
+                opened.close()
+    else:
+        return None
+    if channel is None or channel.min() == 255:
+        return None
+    return np.ascontiguousarray(channel)
+
+
+def _detection_config(
+    config: DetectionConfig | None,
+    detectors: Sequence[str] | str,
+    min_confidence: float,
+) -> DetectionConfig:
+    if config is not None:
+        return config
+    names = (detectors,) if isinstance(detectors, str) else tuple(detectors)
+    return DetectionConfig(detectors=names, min_confidence=min_confidence)
+
+
+def _find_faces(
+    image: np.ndarray, landmarks: str, config: DetectionConfig
+) -> tuple[list[Face], list[str], dict]:
+    found = detect(image, config)
+    faces, notes = add_landmarks(image, found.faces, scheme=landmarks)
+    return faces, notes, found.summary()
+
+
 def face_masks_for_image(
     image: np.ndarray,
     alpha: np.ndarray | None = None,
@@ -104,6 +242,8 @@ def face_masks_for_image(
     landmarks: str = "mediapipe",
     min_confidence: float = 0.5,
     transition_margin: int = TRANSITION_MARGIN,
+    alpha_estimated: bool = False,
+    detection: DetectionConfig | None = None,
 ) -> tuple[np.ndarray, list[Face], list[str]]:
     """Face mask (bool H x W) of every face in `image`, the faces (with landmarks) and warnings.
 
@@ -112,19 +252,123 @@ def face_masks_for_image(
     """
     if alpha is not None:
         alpha = _as_alpha(alpha, image.shape)
-    faces = detect_faces(image, detectors, min_confidence=min_confidence)
-    faces, warnings = add_landmarks(image, faces, scheme=landmarks)
-    facemask = face_mask(image.shape, faces, None)
+    config = _detection_config(detection, detectors, min_confidence)
+    faces, warnings, _ = _find_faces(image, landmarks, config)
+    areas = face_areas(image.shape, faces)
+    facemask = np.zeros(image.shape[:2], bool)
+    for area in areas:
+        area.paste(facemask)
     if alpha is not None:
         face_area = int(facemask.sum())
-        facemask &= ~transition_area(alpha, transition_margin)
+        facemask &= ~spared_area(image.shape, faces, alpha, transition_margin, alpha_estimated)
         kept = face_area - int(facemask.sum())
         if face_area and kept / face_area > KEPT_FRACTION_WARNING:
-            warnings.append(
-                f"{100 * kept / face_area:.0f}% of the face area is left unobfuscated because the "
-                "matte is semi-transparent there: check the audit and the review"
-            )
+            warnings.append(_kept_warning(kept / face_area))
     return facemask, faces, warnings
+
+
+def _kept_warning(fraction: float) -> str:
+    return (
+        f"{100 * fraction:.0f}% of the face area is left unobfuscated because the matte is "
+        "semi-transparent there: check the audit and the review"
+    )
+
+
+DOUBTFUL_SCORE = 0.5
+
+
+def _doubtful(face: Face) -> bool:
+    """A detection with little evidence of being a face: weak score, and no landmarks found."""
+    return face.score < DOUBTFUL_SCORE and face.landmarks is None
+
+
+def _obfuscate_faces(
+    image: np.ndarray,
+    faces: list[Face],
+    areas: list[FaceArea],
+    spared: np.ndarray | None,
+    method: str,
+    strength: float,
+    verify: str,
+    margin: float,
+) -> tuple[np.ndarray, np.ndarray, list[Face], list[str]]:
+    """Per-face obfuscation with the identity loop; returns image, mask, faces with records,
+    and the reasons for needing annotation."""
+    out = image.copy()
+    facemask = np.zeros(image.shape[:2], bool)
+    masks: list[np.ndarray] = []
+    records: list[dict] = []
+    for area in areas:
+        x0, y0, x1, y1 = area.window
+        mask = area.mask if spared is None else area.mask & ~spared[y0:y1, x0:x1]
+        masks.append(mask)
+        facemask[y0:y1, x0:x1] |= mask
+        records.append({"pixels": int(mask.sum()), "spared": int(area.mask.sum() - mask.sum())})
+    ladder = strengthening_ladder(method, strength)
+    steps = [0] * len(faces)
+
+    def apply(index: int) -> None:
+        step_method, step_strength = ladder[steps[index]]
+        parameter = obfuscate_area(
+            image, out, areas[index].window, masks[index], faces[index].size,
+            step_method, step_strength,
+        )  # fmt: skip
+        records[index].update(method=step_method, strength=step_strength, parameter=parameter)
+
+    for index in range(len(faces)):
+        apply(index)
+    reasons: list[str] = []
+    if verify == "identity" and faces:
+        from p3m.privacy.verification import IdentityVerifier
+
+        verifier = IdentityVerifier()
+        layouts = [dlib5_points(face) for face in faces]
+        checked = [i for i, points in enumerate(layouts) if points is not None and records[i]["pixels"]]
+        reference = dict(zip(checked, verifier.descriptors(verifier.chips(image, [layouts[i] for i in checked])), strict=True))  # fmt: skip
+        pending = list(checked)
+        while pending:
+            now = verifier.descriptors(verifier.chips(out, [layouts[i] for i in pending]))
+            retry = []
+            for i, descriptor in zip(pending, now, strict=True):
+                distance = float(np.linalg.norm(reference[i] - descriptor))
+                records[i].setdefault("identity_distance_initial", round(distance, 4))
+                records[i]["identity_distance"] = round(distance, 4)
+                if distance >= margin:
+                    records[i]["status"] = "verified"
+                elif _doubtful(faces[i]):
+                    # Likely not a face (a texture the low threshold let in): no black blob on
+                    # a spoon; a person decides.
+                    records[i]["status"] = "unverified"
+                    records[i]["note"] = (
+                        f"weak detection (score {faces[i].score:.2f}) without landmarks: "
+                        "possibly not a face, not strengthened"
+                    )
+                elif steps[i] + 1 < len(ladder):
+                    steps[i] += 1
+                    apply(i)
+                    retry.append(i)
+                else:
+                    records[i]["status"] = "unverified"
+            pending = retry
+        for i, record in enumerate(records):
+            record["strengthened"] = steps[i] > 0
+            if "status" not in record:
+                record["status"] = "unchecked"
+                record["note"] = (
+                    "nothing left to obfuscate" if not record["pixels"]
+                    else "no eye/nose keypoints to align a face chip"
+                )  # fmt: skip
+            if record["status"] == "unverified":
+                how = record.get("note") or "even with a solid fill"
+                reasons.append(
+                    f"face {i} unverified: identity distance {record['identity_distance']:.3f} "
+                    f"< {margin:.2f} ({how})"
+                )
+    else:
+        for record in records:
+            record.update(status="unchecked", strengthened=False)
+    faces = [replace(face, obfuscation=record) for face, record in zip(faces, records, strict=True)]
+    return out, facemask, faces, reasons
 
 
 def anonymize(
@@ -133,32 +377,64 @@ def anonymize(
     method: str = "blur",
     *,
     alpha_from: str | None = None,
+    alpha_estimated: bool | None = None,
     facemask: np.ndarray | None = None,
     detectors: Sequence[str] = DEFAULT_DETECTORS,
     landmarks: str = "mediapipe",
     min_confidence: float = 0.5,
     transition_margin: int = TRANSITION_MARGIN,
     strength: float = 1.0,
+    verify: str = "auto",
+    identity_margin: float = DEFAULT_MARGIN,
+    detection: DetectionConfig | None = None,
 ) -> AnonymizeResult:
-    """Obfuscate every face in `image` except its semi-transparent pixels (the P3M-10k recipe).
+    """Obfuscate every face in `image`, sparing the matte's semi-transparent pixels (P3M-10k).
 
-    `image`: path, PIL image or RGB uint8 array. `alpha`: path or float32 [0, 1] / uint8 matte of
-    the same size; None with `alpha_from=None` skips the transition-area exclusion (with a
-    warning), `alpha_from="auto"` / "selfie-cf" / a model name computes one. `method`: "blur",
-    "mosaic" or "mask" (zeros). `facemask` (bool or 0/255, H x W): a hand-made mask used instead
-    of detection (its transition area is still excluded). Pixels outside the final mask, and every
-    pixel with 0 < alpha < 1, are bit-identical to the input.
+    `image`: path, PIL image or RGB(A) uint8 array (an alpha channel is kept in
+    `result.input_alpha`). `alpha`: path or float32 [0, 1] / uint8 matte of the same size;
+    None with `alpha_from=None` skips the transition-area exclusion (with a warning);
+    `alpha_from="auto"` / "selfie-cf" / a model name estimates one (if that fails, the whole
+    face is obfuscated, with a warning). `alpha_estimated` (default: True exactly when p3m
+    estimated the matte) makes the inner face never spared. `method`: "blur", "mosaic" or
+    "mask" (zeros); `strength` multiplies the blur sigma / mosaic block. `facemask` (bool or
+    0/255, H x W): a hand-made mask used instead of detection (its transition area is still
+    excluded; nothing to verify). `verify`: "identity" (dlib's face descriptor attacks each
+    obfuscated face; still recognised within `identity_margin` -> strengthened), "none", or
+    "auto" (identity where dlib is installed). `detectors` / `min_confidence`, or a whole
+    `detection` config, set the face search.
+
+    With a given (exact) matte, pixels outside the final mask and every pixel with
+    0 < alpha < 1 are bit-identical to the input. Raises `ShapeMismatchError` for a matte or
+    mask of another size, `MissingDependencyError` naming the install command for a missing
+    detector or for `verify="identity"` without dlib.
     """
     from p3m.io import load_image_input
 
+    input_alpha = input_alpha_channel(image)
     image = load_image_input(image)
+    requested, verify = verify, resolve_verify(verify)
     warnings: list[str] = []
+    if requested == "auto" and verify == "none":
+        warnings.append(NO_DLIB_NOTE)
+    estimated = False
     if alpha is not None:
         alpha = _as_alpha(alpha, image.shape)
+        estimated = bool(alpha_estimated)
     elif alpha_from is not None:
-        alpha = compute_alpha(image, alpha_from)
+        try:
+            alpha = compute_alpha(image, alpha_from)
+            estimated = True if alpha_estimated is None else bool(alpha_estimated)
+        except MissingDependencyError:
+            raise
+        except (P3MError, ValueError, RuntimeError) as error:
+            alpha = None
+            warnings.append(
+                f"matte estimation failed ({error}); the transition area was not excluded: "
+                "the whole face area is obfuscated"
+            )
     else:
         warnings.append(NO_ALPHA_WARNING)
+
     if facemask is not None:
         manual = np.asarray(facemask)
         if manual.shape[:2] != image.shape[:2]:
@@ -166,17 +442,52 @@ def anonymize(
                 f"face mask is {manual.shape[1]}x{manual.shape[0]}, image is {image.shape[1]}x{image.shape[0]}"
             )
         final_mask = manual.astype(bool) if manual.ndim == 2 else manual[:, :, 0].astype(bool)
+        spared_pixels = 0
         if alpha is not None:
-            final_mask = final_mask & ~transition_area(alpha, transition_margin)
-        faces: list[Face] = []
-    else:
-        final_mask, faces, landmark_warnings = face_masks_for_image(
-            image, alpha, detectors, landmarks, min_confidence, transition_margin
+            kept = final_mask & transition_area(alpha, transition_margin)
+            spared_pixels = int(kept.sum())
+            final_mask = final_mask & ~kept
+        anonymised, regions = obfuscate(image, final_mask, method, strength)
+        return AnonymizeResult(
+            image=anonymised, facemask=final_mask, faces=[], method=method, warnings=warnings,
+            regions=regions, alpha=alpha, alpha_estimated=estimated, input_alpha=input_alpha,
+            verify="none", identity_margin=identity_margin, spared_pixels=spared_pixels,
+        )  # fmt: skip
+
+    config = _detection_config(detection, detectors, min_confidence)
+    faces, notes, detection_summary = _find_faces(image, landmarks, config)
+    warnings += notes
+    areas = face_areas(image.shape, faces)
+    spared = None
+    if alpha is not None and faces:
+        spared = spared_area(image.shape, faces, alpha, transition_margin, estimated)
+    anonymised, final_mask, faces, reasons = _obfuscate_faces(
+        image, faces, areas, spared, method, strength, verify, identity_margin
+    )
+    face_pixels = np.zeros(image.shape[:2], bool)
+    for area in areas:
+        area.paste(face_pixels)
+    spared_pixels = int(face_pixels.sum() - final_mask.sum())
+    if face_pixels.any() and spared_pixels / face_pixels.sum() > KEPT_FRACTION_WARNING:
+        warnings.append(_kept_warning(spared_pixels / face_pixels.sum()))
+    needs_annotation = list(reasons)
+    if not faces:
+        warnings.append("no face found: annotate the face mask by hand")
+        needs_annotation.append("no face found")
+    warnings += reasons
+    strengthened = [i for i, f in enumerate(faces) if f.obfuscation.get("strengthened")]
+    if strengthened:
+        warnings.append(
+            f"{len(strengthened)} face(s) were still recognised and were obfuscated more strongly "
+            f"(faces {', '.join(map(str, strengthened))})"
         )
-        warnings += landmark_warnings
-        if not faces:
-            warnings.append("no face found: annotate the face mask by hand")
-    anonymised, regions = obfuscate(image, final_mask, method, strength, [f.box for f in faces])
+    regions = [
+        ObfuscationRegion(
+            box=area.window, size=round(face.size, 1), parameter=face.obfuscation.get("parameter", 0.0)
+        )
+        for face, area in zip(faces, areas, strict=True)
+        if face.obfuscation.get("pixels")
+    ]
     for message in warnings:
         logger.info(message)
     return AnonymizeResult(
@@ -187,4 +498,11 @@ def anonymize(
         warnings=warnings,
         regions=regions,
         alpha=alpha,
+        alpha_estimated=estimated,
+        input_alpha=input_alpha,
+        verify=verify,
+        identity_margin=identity_margin,
+        detection=detection_summary,
+        spared_pixels=spared_pixels,
+        needs_annotation=needs_annotation,
     )

@@ -89,19 +89,27 @@ figure{margin:0;padding:6px;background:#fff;border:2px solid #ddd;max-width:396p
 figure.flagged{border-color:#d00}
 figcaption{font-size:12px;word-break:break-all}
 img{display:block;max-width:384px}
+table.report{border-collapse:collapse;background:#fff;margin-bottom:1em}
+table.report th,table.report td{border:1px solid #ddd;padding:3px 8px;text-align:left;font-size:13px}
 """
 
 
 def write_contact_sheet(
-    path: str | PathLike[str], entries: Sequence[ReviewEntry], title: str = "p3m anonymize review"
+    path: str | PathLike[str],
+    entries: Sequence[ReviewEntry],
+    title: str = "p3m anonymize review",
+    summary_html: str = "",
 ) -> None:
-    """Write a self-contained HTML contact sheet (thumbnails embedded as PNG data URIs), atomically."""
+    """Write a self-contained HTML contact sheet (thumbnails embedded as PNG data URIs), atomically.
+
+    `summary_html` (trusted HTML, e.g. `PrivacyReport.html_summary()`) goes above the grid."""
     ordered = sorted(entries, key=lambda e: (not e.flagged, e.name))
     flagged = sum(e.flagged for e in entries)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        summary_html,
         f"<p>{len(entries)} image(s), {flagged} flagged (red frame: warnings or faces still found). "
         "Red line: obfuscated area; yellow box: a face a detector still finds.</p><div class='grid'>",
     ]

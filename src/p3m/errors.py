@@ -72,3 +72,11 @@ class ExportError(P3MError):
 
 class BaselineError(P3MError):
     """A traditional (trimap-based) matting baseline could not solve an image."""
+
+
+class VideoReadError(P3MError):
+    """A video could not be read (missing, not a video, truncated, no video stream, ...)."""
+
+
+class VideoWriteError(P3MError):
+    """A video (or frame sequence) could not be encoded or written."""

@@ -1,4 +1,5 @@
-"""Evaluation: the official P3M metrics (`metrics`), folder evaluation (`folder`)."""
+"""Evaluation: the official P3M metrics (`metrics`), folder evaluation (`folder`), and the
+temporal coherence of video mattes (`temporal`: dtSSD)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,22 @@ from p3m.evaluation.metrics import (
     sad_mse_mad_trimap,
     summarize,
 )
+from p3m.evaluation.temporal import (
+    VideoEvaluation,
+    dtssd,
+    dtssd_frame,
+    evaluate_alpha_sequence,
+)
 
 __all__ = [
     "METRIC_KEYS",
     "MetricSummary",
+    "VideoEvaluation",
     "compute_metrics",
     "conn_error",
+    "dtssd",
+    "dtssd_frame",
+    "evaluate_alpha_sequence",
     "grad_error",
     "sad_fg_bg",
     "sad_mse_mad",

@@ -197,8 +197,20 @@ class Matter:
 
             _segmenter(0)
 
-    def __call__(self, image: Any, foreground: bool = True) -> MatteResult:
-        """Matte one image (array, path or PIL image); `foreground=False` skips colour estimation."""
+    def __call__(
+        self,
+        image: Any,
+        foreground: bool = True,
+        segmentation_filter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> MatteResult:
+        """Matte one image (array, path or PIL image); `foreground=False` skips colour estimation.
+
+        `segmentation_filter(image, probabilities) -> probabilities` (default None) replaces the
+        model's segmentation before the trimap is built: selfie-cf's person probability
+        (h x w) or P3M-Net's global class probabilities (3 x h x w), each with the RGB uint8
+        image it was computed on. `p3m.video` smooths them over time through it; see
+        `p3m.inference.selfie_cf.MaskFilter` and `p3m.inference.strategies.GlobalFilter`.
+        """
         from p3m.io import load_image_input
 
         image = load_image_input(image)
@@ -208,7 +220,12 @@ class Matter:
         if self._network is None:
             # selfie-cf mattes at its own bounded resolution and upsamples with a guided filter
             # itself, so a big photo goes in whole (no second resampling).
-            alpha, trimap = matte_selfie_cf(image, config=self.selfie_config, return_trimap=True)
+            alpha, trimap = matte_selfie_cf(
+                image,
+                config=self.selfie_config,
+                return_trimap=True,
+                mask_filter=segmentation_filter,
+            )
             if scale < 1.0:
                 side = self.selfie_config.matting_max_side
                 factor = min(1.0, side / max(height, width))
@@ -220,7 +237,9 @@ class Matter:
                 size = (max(1, int(height * scale)), max(1, int(width * scale)))
                 working = shrink_image(image, size)
                 resized = ResizeInfo((height, width), size, scale, int(self.max_pixels or 0))
-            prediction = predict_p3mnet(self._network, working, self.strategy)
+            prediction = predict_p3mnet(
+                self._network, working, self.strategy, global_filter=segmentation_filter
+            )
             alpha, trimap = prediction.alpha, prediction.trimap
             if resized is not None:
                 del working

@@ -11,6 +11,10 @@
 
     >>> alpha = matte_selfie_cf(image)                  # float32 H x W in [0, 1]
     >>> alpha, trimap = matte_selfie_cf(image, return_trimap=True)
+
+`mask_filter` is the hook video matting uses (`p3m.video`): it sees the person probability of
+step 1 with the image it was computed on, and returns the probability to build the trimap
+from (e.g. smoothed over time), so each frame is still solved on its own in step 3.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +34,14 @@ from scipy import ndimage
 from p3m.errors import MissingDependencyError
 from p3m.inference.upsample import resize_alpha, shrink_image, upsample_alpha
 
-__all__ = ["SELFIE_CF_NAME", "SelfieCFConfig", "matte_selfie_cf", "person_mask", "trimap_from_mask"]
+__all__ = [
+    "SELFIE_CF_NAME",
+    "MaskFilter",
+    "SelfieCFConfig",
+    "matte_selfie_cf",
+    "person_mask",
+    "trimap_from_mask",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +158,22 @@ def _closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     return np.clip(alpha, 0.0, 1.0).astype(np.float32)
 
 
+MaskFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""`mask_filter(image, probability) -> probability`: image RGB uint8 h x w x 3 (the matting
+resolution), probability float32 h x w in [0, 1]; returns float h x w (clipped to [0, 1])."""
+
+
 def matte_selfie_cf(
     image: np.ndarray,
     config: SelfieCFConfig | None = None,
     return_trimap: bool = False,
+    mask_filter: MaskFilter | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Alpha matte (float32 H x W in [0, 1]) of the person in an RGB uint8 image; see the module doc.
 
     With `return_trimap=True` also returns the trimap used, upsampled (nearest) to the input size.
+    `mask_filter(small_image, probability)`, when given, replaces the person probability before
+    the trimap is built (temporal smoothing in `p3m.video`); see `MaskFilter`.
     Raises `MissingDependencyError` naming what to install when MediaPipe is absent.
     """
     config = config or SelfieCFConfig()
@@ -167,6 +186,8 @@ def matte_selfie_cf(
     small = image if scale == 1.0 else shrink_image(image, size)
 
     mask = person_mask(small, config)
+    if mask_filter is not None:
+        mask = np.clip(np.asarray(mask_filter(small, mask), dtype=np.float32), 0.0, 1.0)
     band = max(2, round(config.band_fraction * max(size)))
     trimap = trimap_from_mask(mask, band, config.threshold)
     alpha_small = _closed_form(small, trimap)

@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "p3m.cli.serve_cmd",
     "p3m.cli.export_cmd",
     "p3m.cli.bench_cmd",
+    "p3m.cli.video_cmd",
 )
 
 

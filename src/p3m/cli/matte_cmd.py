@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from p3m.cli.video_cmd import TEMPORAL_HELP, VIDEO_FORMAT_HELP, TemporalChoice
+
 
 class StrategyChoice(str, Enum):
     hybrid = "hybrid"
@@ -52,8 +54,13 @@ def matte_command(
         help="Comma list of outputs: alpha, rgba, foreground, composite, trimap.",
     ),
     background: str = typer.Option(
-        "white", "--background", "-b", help="Composite background: colour (name, #rrggbb, r,g,b) or image file."
+        "white",
+        "--background",
+        "-b",
+        help="Composite background: colour (name, #rrggbb, r,g,b) or image file; for videos also a video file (looped).",
     ),
+    video_format: str = typer.Option("mov-prores4444", "--format", help=VIDEO_FORMAT_HELP),
+    temporal: TemporalChoice = typer.Option(TemporalChoice.on, "--temporal", help=TEMPORAL_HELP),
     max_pixels: int = typer.Option(
         0,
         "--max-pixels",
@@ -84,6 +91,20 @@ def matte_command(
 
     out = Console()
     err = Console(stderr=True)
+    # Video files go to p3m.video; when only videos were given, that is the whole run.
+    from p3m.cli.video_cmd import matte_video_inputs, split_video_inputs
+
+    inputs, videos = split_video_inputs(inputs, recursive=recursive)
+    video_failures = []
+    if videos:
+        video_failures = matte_video_inputs(
+            videos, out_dir, save=save, video_format=video_format, background=background,
+            temporal=temporal is TemporalChoice.on, model=model, weights=weights,
+            strategy=strategy.value, device=device, max_pixels=max_pixels, overwrite=overwrite,
+        )  # fmt: skip
+        if not inputs:
+            exit_if_failed(err, video_failures, "failed on {count} video(s)")
+            return
     kinds = parse_save(save)
     backdrop = _background(background) if "composite" in kinds else "white"
     budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
@@ -96,6 +117,7 @@ def matte_command(
         raise ImageReadError(
             "none of the inputs exists: " + "; ".join(f"{name} ({reason})" for name, reason in failures)
         )
+    failures += video_failures
     for name, reason in failures:
         err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
     if not jobs:

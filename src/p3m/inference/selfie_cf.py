@@ -150,8 +150,12 @@ def trimap_from_mask(mask: np.ndarray, band: int, threshold: float = 0.5) -> np.
 
 
 def _closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
-    if not (trimap == 128).any():
+    # Closed-form matting needs both known classes; a frame with no certain person (nobody
+    # there, or a sliver) is background, and one with no certain background all person.
+    if not (trimap == 128).any() or not (trimap == 255).any():
         return (trimap == 255).astype(np.float32)
+    if not (trimap == 0).any():
+        return np.ones(trimap.shape, np.float32)
     from pymatting import estimate_alpha_cf
 
     alpha = estimate_alpha_cf(image.astype(np.float64) / 255.0, trimap.astype(np.float64) / 255.0)

@@ -297,12 +297,10 @@ class VideoReader:
         if len(pts) > 1 and pts[-1] > pts[0]:
             rate = Fraction(len(pts) - 1) / (Fraction(pts[-1] - pts[0]) * SEQUENCE_TIME_BASE)
             rate = rate.limit_denominator(1001)
-        with_alpha = False
-        if self.with_alpha:
-            from PIL import Image
+        from PIL import Image
 
-            with Image.open(files[0]) as image:
-                with_alpha = image.mode in ("RGBA", "LA") or "transparency" in image.info
+        with Image.open(files[0]) as image:
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
         return VideoInfo(
             path=self.path,
             container="png-sequence",
@@ -315,7 +313,7 @@ class VideoReader:
             frame_count=len(files),
             frame_count_exact=True,
             duration=float((pts[-1] - pts[0]) * SEQUENCE_TIME_BASE) if len(pts) > 1 else None,
-            has_alpha=with_alpha,
+            has_alpha=has_alpha,
             is_sequence=True,
         )
 
@@ -398,7 +396,7 @@ class VideoReader:
                 image = read_image(path)
                 if self.gray:
                     image = _luma_u8(image)
-                alpha = read_alpha_u8(path) if self.info.has_alpha else None
+                alpha = read_alpha_u8(path) if self.with_alpha and self.info.has_alpha else None
             except P3MError as error:
                 raise VideoReadError(f"frame {index}: {error}", self.path) from error
             if image.shape[:2] != (self.info.height, self.info.width):

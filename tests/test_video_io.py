@@ -8,76 +8,19 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import pytest
 
 from p3m.errors import ConfigError, VideoReadError
-from p3m.video.reader import TIMESTAMPS_FILE, VideoReader, probe_video, read_alpha_frames, read_frames
+from p3m.video.reader import (
+    TIMESTAMPS_FILE,
+    VideoReader,
+    probe_video,
+    read_alpha_frames,
+    read_frames,
+)
 from p3m.video.writer import OUTPUT_FORMATS, VideoWriter, output_path
-
-HEIGHT, WIDTH = 48, 64
-# Variable frame rate: the gaps between frames differ (milliseconds).
-VFR_PTS_MS = [0, 40, 80, 150, 170, 250, 290, 400]
-
-
-def rgba_frame(index: int) -> np.ndarray:
-    """A smooth colour field and a matte with a soft edge, hair-like strands and a hole."""
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    colour = np.stack(
-        [80 + 2 * xx + index, 60 + 3 * yy, 150 + np.sin(xx / 7) * 40 + np.cos(yy / 5) * 30], axis=2
-    )
-    radius = np.hypot(xx - 26 - 2 * index, yy - 30)
-    alpha = np.clip((18 - radius) / 5, 0, 1) * 255
-    strands = np.zeros((HEIGHT, WIDTH), np.float32)
-    for k in range(4):
-        cv2.line(strands, (30 + 6 * k + index, 2), (22 + 5 * k, 20), 150.0, 1, cv2.LINE_AA)
-    alpha = np.maximum(alpha, strands)
-    alpha[28:32, 20:24] = 0
-    return np.dstack([np.clip(colour, 0, 255), alpha]).round().astype(np.uint8)
-
-
-def write_source(
-    path: Path,
-    frames: list[np.ndarray],
-    pts_ms: list[int],
-    audio_seconds: float = 0.0,
-    codec: str = "libx264",
-    container_options: dict[str, str] | None = None,
-) -> Path:
-    """A test clip written with PyAV directly: H.264 frames at `pts_ms`, optional AAC sine tone."""
-    container = av.open(str(path), "w", options=container_options or {})
-    stream = container.add_stream(codec, rate=25)
-    stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-    stream.pix_fmt = "yuv420p"
-    stream.time_base = Fraction(1, 1000)
-    stream.codec_context.time_base = Fraction(1, 1000)
-    audio = None
-    if audio_seconds:
-        audio = container.add_stream("aac", rate=44100)
-        audio.layout = "stereo"
-    for frame, pts in zip(frames, pts_ms, strict=True):
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:, :, :3]), format="rgb24")
-        picture.pts = pts
-        picture.time_base = Fraction(1, 1000)
-        for packet in stream.encode(picture):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    if audio is not None:
-        samples = int(44100 * audio_seconds)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 44100)).astype(np.float32)
-        for start in range(0, samples - 1023, 1024):
-            chunk = av.AudioFrame.from_ndarray(
-                np.stack([tone[start : start + 1024]] * 2), format="fltp", layout="stereo"
-            )
-            chunk.sample_rate, chunk.pts = 44100, start
-            for packet in audio.encode(chunk):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
-    container.close()
-    return path
+from video_clips import HEIGHT, VFR_PTS_MS, WIDTH, rgba_frame, streams, write_source
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +28,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("video-io")
     frames = [rgba_frame(i) for i in range(len(VFR_PTS_MS))]
     return write_source(folder / "source.mp4", frames, VFR_PTS_MS, audio_seconds=1.0)
-
-
-def _streams(path: Path) -> dict[str, tuple[str, float | None]]:
-    with av.open(str(path)) as container:
-        return {
-            stream.type: (
-                stream.codec_context.name,
-                float(stream.duration * stream.time_base) if stream.duration else None,
-            )
-            for stream in container.streams
-        }
 
 
 @pytest.mark.parametrize("name", ["mov-prores4444", "webm-vp9", "png-sequence"])
@@ -128,11 +60,11 @@ def test_alpha_formats_round_trip_alpha_timing_and_audio(source: Path, tmp_path:
         assert (target / TIMESTAMPS_FILE).read_text().split()[-1] == str(VFR_PTS_MS[-1])
         assert sorted(p.name for p in target.iterdir())[0] == "000000.png"
     else:
-        streams = _streams(target)
+        audio = streams(target)["audio"]
         expected_codec = "opus" if name == "webm-vp9" else "aac"  # WebM cannot carry AAC
-        assert streams["audio"][0] == expected_codec
-        if streams["audio"][1] is not None:
-            assert streams["audio"][1] == pytest.approx(1.0, abs=0.06)
+        assert audio[0] == expected_codec
+        if audio[1] is not None:
+            assert audio[1] == pytest.approx(1.0, abs=0.06)
 
 
 def test_native_vp9_decoder_drops_alpha_and_libvpx_keeps_it(tmp_path: Path) -> None:
@@ -159,7 +91,7 @@ def test_mp4_composites_copy_audio_keep_count_and_reject_alpha(source: Path, tmp
     decoded = list(read_frames(target))
     assert [round(f.time * 1000) for f in decoded] == VFR_PTS_MS
     assert np.abs(decoded[2].image.astype(int) - frames[2]).mean() < 3.0
-    assert _streams(target)["audio"][0] == "aac"
+    assert streams(target)["audio"][0] == "aac"
     with pytest.raises(ConfigError, match="no alpha channel"):
         VideoWriter(tmp_path / "x.mp4", "mp4", "rgba", width=WIDTH, height=HEIGHT, time_base=Fraction(1, 25))
 

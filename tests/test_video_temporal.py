@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from p3m.errors import ShapeMismatchError
 from p3m.evaluation.metrics import sad_mse_mad
 from p3m.evaluation.temporal import dtssd, dtssd_frame, evaluate_alpha_sequence
 from p3m.video.temporal import MotionCompensatedSmoother, TemporalConfig
+from video_clips import BrightIsPerson
 
 # --------------------------------------------------------------------------- dtSSD
 
@@ -127,28 +127,13 @@ def test_scene_cut_drops_the_past_and_shapes_are_checked() -> None:
 # --------------------------------------------------------------------------- inference hooks
 
 
-class FlatP3M(torch.nn.Module):
-    """A P3M-Net stand-in: bright pixels are foreground, a band around them transition."""
-
-    min_size = 32
-
-    def forward(self, x: torch.Tensor):
-        brightness = x.mean(dim=1, keepdim=True)
-        foreground = torch.tanh(brightness * 2)
-        logits = torch.cat([-foreground, 0.3 - foreground.abs(), foreground], dim=1) * 4
-        local = torch.sigmoid(brightness * 3)
-        classes = logits.argmax(dim=1, keepdim=True)
-        fusion = local * (classes == 1) + (classes == 2).to(local.dtype)
-        return logits, local, fusion
-
-
 @pytest.mark.parametrize("strategy", ["hybrid", "resize"])
 def test_p3mnet_global_filter_hook(strategy: str) -> None:
     from p3m.inference.strategies import predict_p3mnet
 
     rng = np.random.default_rng(0)
     image = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
-    model = FlatP3M().eval()
+    model = BrightIsPerson().eval()
     official = predict_p3mnet(model, image, strategy)
     seen = []
 

@@ -26,6 +26,19 @@ def import_av() -> Any:
     return av
 
 
+def accurate_scaling() -> Any:
+    """swscale flags for colour conversions without scaling: accurate rounding and full-resolution
+    chroma. swscale's defaults lose up to 3 levels on a grey round trip (8-bit -> limited-range
+    YUV -> 8-bit); with these, at most 1."""
+    interpolation = import_av().video.reformatter.Interpolation
+    return (
+        interpolation.BILINEAR
+        | interpolation.ACCURATE_RND
+        | interpolation.FULL_CHR_H_INT
+        | interpolation.FULL_CHR_H_INP
+    )
+
+
 def is_video_path(path: str | os.PathLike[str]) -> bool:
     """True when `path` has a video suffix (any case); the file need not exist."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES

@@ -126,7 +126,7 @@ class Backdrop:
                 if length is None:
                     length = self._current.time - self._first_time + self._step
                     self._loop_length = length
-                if local >= length:
+                if local >= length - 1e-6:
                     self._loop_offset += length
                     local -= length
                     self._restart()

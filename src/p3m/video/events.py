@@ -96,7 +96,9 @@ class ProgressMeter:
     def advance(self, frames: int = 1) -> None:
         self.done += frames
         now = time.perf_counter()
-        self._stamps.append((now, self.done))
+        # One stamp per tenth of the window: the rate needs no more, and memory stays flat.
+        if now - self._stamps[-1][0] >= self.window / 10 or len(self._stamps) == 1:
+            self._stamps.append((now, self.done))
         while len(self._stamps) > 2 and now - self._stamps[0][0] > self.window:
             self._stamps.popleft()
         if self.callback is not None and now - self._last_emit >= self.interval:
@@ -106,6 +108,8 @@ class ProgressMeter:
     def event(self, now: float | None = None) -> VideoProgress:
         now = time.perf_counter() if now is None else now
         first_time, first_done = self._stamps[0]
+        if now - first_time > self.window and len(self._stamps) > 1:
+            first_time, first_done = self._stamps[1]
         span = now - first_time
         rate = (self.done - first_done) / span if span > 0 else 0.0
         total = self.total

@@ -190,8 +190,27 @@ def plan_video_outputs(
 
 def default_workers() -> int:
     """Matting threads per clip: 2 where there are 2+ CPU cores (selfie-cf's solve and the
-    foreground estimation are largely single-threaded), else 1."""
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
+    foreground estimation are largely single-threaded), else 1.
+
+    Also 1 when numba has no thread-safe threading layer (OpenMP or TBB): pymatting's parallel
+    kernels called from two threads at once would abort the process under numba's fallback
+    "workqueue" layer.
+    """
+    if (os.cpu_count() or 1) < 2 or not _numba_is_threadsafe():
+        return 1
+    return 2
+
+
+def _numba_is_threadsafe() -> bool:
+    import importlib
+
+    for layer in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            importlib.import_module(layer)
+        except Exception:  # missing library or numba layout: try the next
+            continue
+        return True
+    return False
 
 
 def _temporal_config(temporal: bool | TemporalConfig) -> TemporalConfig | None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import P3MError, VideoReadError
-from p3m.video._av import check_source_file, describe_av_error, import_av
+from p3m.video._av import accurate_scaling, check_source_file, describe_av_error, import_av
 
 __all__ = [
     "TIMESTAMPS_FILE",
@@ -363,6 +363,7 @@ class VideoReader:
             max(1, round(1 / (self.info.frame_rate * time_base))) if self.info.frame_rate else 1
         )
         index = 0
+        flags = accurate_scaling()
         try:
             pending = [self._first] if self._first is not None else []
             self._first = None
@@ -374,10 +375,10 @@ class VideoReader:
                     # Timestamps must increase for the encoders: nudge a repeated one forward.
                     pts = previous_pts + 1
                 previous_pts = pts
-                image = frame.to_ndarray(format="gray" if self.gray else "rgb24")
+                image = frame.to_ndarray(format="gray" if self.gray else "rgb24", interpolation=flags)
                 alpha = None
                 if self.with_alpha and _has_alpha_format(frame.format.name):
-                    alpha = frame.to_ndarray(format="rgba")[:, :, 3]
+                    alpha = _alpha_plane(frame, flags)
                 if turns:
                     image = np.ascontiguousarray(np.rot90(image, turns))
                     if alpha is not None:
@@ -418,6 +419,11 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _alpha_plane(frame: Any, flags: Any) -> np.ndarray:
+    """The alpha channel of a frame as uint8 (16-bit / 10-bit alpha rounded to 8 bits)."""
+    return frame.to_ndarray(format="rgba", interpolation=flags)[:, :, 3]
 
 
 def _luma_u8(image: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ import numpy as np
 
 from p3m.errors import ConfigError, VideoWriteError
 from p3m.io.atomic import temporary_path
-from p3m.video._av import describe_av_error, import_av
+from p3m.video._av import accurate_scaling, describe_av_error, import_av
 from p3m.video.reader import SEQUENCE_TIME_BASE, TIMESTAMPS_FILE
 
 __all__ = [
@@ -90,7 +90,9 @@ OUTPUT_FORMATS: dict[str, VideoFormat] = {
         suffix=".mov",
         container="mov",
         codec="prores_ks",
-        pixel_formats={"rgba": "yuva444p10le", "rgb": "yuv444p10le", "gray": "yuv444p10le"},
+        # A grey matte goes into both luma and the alpha plane: luma for editors' luma-matte
+        # keys, the near-lossless 16-bit alpha for reading it back (luma is DCT-coded).
+        pixel_formats={"rgba": "yuva444p10le", "rgb": "yuv444p10le", "gray": "yuva444p10le"},
         options={"profile": "4", "vendor": "apl0", "alpha_bits": "16"},
         audio="aac",
         description="Apple ProRes 4444 with alpha, QuickTime .mov (editors)",
@@ -372,6 +374,7 @@ class VideoWriter:
         context.color_trc = 1
         context.color_range = 1  # limited ("tv") range
         self._stream = stream
+        self._gray_alpha = self.kind == "gray" and spec.pixel_formats["gray"].startswith("yuva")
         if audio_from is not None and spec.audio != "none":
             source = Path(audio_from)
             with contextlib.suppress(Exception):
@@ -420,12 +423,16 @@ class VideoWriter:
         if any(self._pad):
             pad = ((0, self._pad[0]), (0, self._pad[1])) + (((0, 0),) if frame.ndim == 3 else ())
             frame = np.pad(frame, pad, mode="edge")
+        numpy_format = _NUMPY_FORMATS[self.kind]
+        if self.kind == "gray" and self._gray_alpha:
+            frame, numpy_format = np.dstack([frame, frame, frame, frame]), "rgba"
         try:
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=_NUMPY_FORMATS[self.kind])
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=numpy_format)
             picture = picture.reformat(
                 format=self._stream.pix_fmt,
                 dst_colorspace=av.video.reformatter.Colorspace.ITU709,
                 dst_color_range=av.video.reformatter.ColorRange.MPEG,
+                interpolation=accurate_scaling(),
             )
             picture.pts = pts
             picture.time_base = self.time_base

@@ -31,7 +31,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", ["mov-prores4444", "webm-vp9", "png-sequence"])
-def test_alpha_formats_round_trip_alpha_timing_and_audio(source: Path, tmp_path: Path, name: str) -> None:
+def test_alpha_formats_round_trip_alpha_timing_and_audio(
+    source: Path, tmp_path: Path, name: str
+) -> None:
     frames = [rgba_frame(i) for i in range(len(VFR_PTS_MS))]
     target = output_path(tmp_path / "cutout", name)
     with VideoWriter(
@@ -70,7 +72,9 @@ def test_alpha_formats_round_trip_alpha_timing_and_audio(source: Path, tmp_path:
 def test_native_vp9_decoder_drops_alpha_and_libvpx_keeps_it(tmp_path: Path) -> None:
     # Why the reader switches decoders: FFmpeg's own VP9 decoder returns yuv420p.
     path = tmp_path / "a.webm"
-    with VideoWriter(path, "webm-vp9", "rgba", width=WIDTH, height=HEIGHT, time_base=Fraction(1, 25)) as writer:
+    with VideoWriter(
+        path, "webm-vp9", "rgba", width=WIDTH, height=HEIGHT, time_base=Fraction(1, 25)
+    ) as writer:
         for index in range(3):
             writer.write(rgba_frame(index), index)
     with av.open(str(path)) as container:
@@ -80,11 +84,19 @@ def test_native_vp9_decoder_drops_alpha_and_libvpx_keeps_it(tmp_path: Path) -> N
         assert next(iter(reader)).alpha is not None
 
 
-def test_mp4_composites_copy_audio_keep_count_and_reject_alpha(source: Path, tmp_path: Path) -> None:
+def test_mp4_composites_copy_audio_keep_count_and_reject_alpha(
+    source: Path, tmp_path: Path
+) -> None:
     frames = [rgba_frame(i)[:, :, :3] for i in range(len(VFR_PTS_MS))]
     target = tmp_path / "composite.mp4"
     with VideoWriter(
-        target, "mp4", "rgb", width=WIDTH, height=HEIGHT, time_base=Fraction(1, 1000), audio_from=source
+        target,
+        "mp4",
+        "rgb",
+        width=WIDTH,
+        height=HEIGHT,
+        time_base=Fraction(1, 1000),
+        audio_from=source,
     ) as writer:
         for frame, pts in zip(frames, VFR_PTS_MS, strict=True):
             writer.write(frame, pts)
@@ -93,12 +105,16 @@ def test_mp4_composites_copy_audio_keep_count_and_reject_alpha(source: Path, tmp
     assert np.abs(decoded[2].image.astype(int) - frames[2]).mean() < 3.0
     assert streams(target)["audio"][0] == "aac"
     with pytest.raises(ConfigError, match="no alpha channel"):
-        VideoWriter(tmp_path / "x.mp4", "mp4", "rgba", width=WIDTH, height=HEIGHT, time_base=Fraction(1, 25))
+        VideoWriter(
+            tmp_path / "x.mp4", "mp4", "rgba", width=WIDTH, height=HEIGHT, time_base=Fraction(1, 25)
+        )
 
 
 def test_odd_sizes_are_padded_for_h264(tmp_path: Path) -> None:
     target = tmp_path / "odd.mp4"
-    with VideoWriter(target, "mp4", "gray", width=33, height=21, time_base=Fraction(1, 25)) as writer:
+    with VideoWriter(
+        target, "mp4", "gray", width=33, height=21, time_base=Fraction(1, 25)
+    ) as writer:
         writer.write(np.full((21, 33), 200, np.uint8), 0)
     info = probe_video(target)
     assert (info.width, info.height) == (34, 22)
@@ -138,7 +154,9 @@ def _audio_only(path: Path) -> Path:
     container = av.open(str(path), "w")
     stream = container.add_stream("aac", rate=44100)
     stream.layout = "mono"
-    chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+    chunk = av.AudioFrame.from_ndarray(
+        np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+    )
     chunk.sample_rate, chunk.pts = 44100, 0
     for packet in [*stream.encode(chunk), *stream.encode()]:
         container.mux(packet)
@@ -150,7 +168,9 @@ def test_bad_files_give_one_line_naming_the_file(source: Path, tmp_path: Path) -
     (tmp_path / "notes.mp4").write_text("not a video\n" * 20)
     (tmp_path / "empty.mov").write_bytes(b"")
     truncated = tmp_path / "cut.mp4"
-    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])  # index at the end: lost
+    truncated.write_bytes(
+        source.read_bytes()[: source.stat().st_size // 2]
+    )  # index at the end: lost
     cases = {
         tmp_path / "missing.mp4": "file not found",
         tmp_path / "notes.mp4": "not a video",
@@ -169,7 +189,10 @@ def test_truncated_stream_fails_instead_of_writing_a_short_video(tmp_path: Path)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(30)]
     path = write_source(
-        tmp_path / "fast.mp4", frames, [40 * i for i in range(30)], container_options={"movflags": "faststart"}
+        tmp_path / "fast.mp4",
+        frames,
+        [40 * i for i in range(30)],
+        container_options={"movflags": "faststart"},
     )
     cut = tmp_path / "fast_cut.mp4"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])  # header intact, data cut
@@ -187,7 +210,9 @@ def test_png_sequence_folder_reads_like_a_video(tmp_path: Path) -> None:
     info = probe_video(folder)
     assert info.is_sequence and info.frame_count == 3
     assert [f.time for f in read_frames(folder)] == [0.0, 0.05, 0.125]
-    assert np.array_equal(next(iter(read_alpha_frames(folder))) * 255, rgba_frame(0)[:, :, 3].astype(np.float32))
+    assert np.array_equal(
+        next(iter(read_alpha_frames(folder))) * 255, rgba_frame(0)[:, :, 3].astype(np.float32)
+    )
 
 
 def test_every_format_is_described() -> None:

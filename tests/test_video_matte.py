@@ -57,7 +57,11 @@ def test_matte_video_writes_every_output_with_timing_and_audio(
         vfr_clip, tmp_path, save="alpha,rgba,composite", video_format=video_format,
         background="#00ff00", model=model, on_event=events.append,
     )  # fmt: skip
-    assert report.frames == len(VFR_PTS_MS) and set(report.outputs) == {"alpha", "rgba", "composite"}
+    assert report.frames == len(VFR_PTS_MS) and set(report.outputs) == {
+        "alpha",
+        "rgba",
+        "composite",
+    }
     assert report.outputs["composite"].suffix == ".mp4"
     expected = list(p3m.iter_matte_video(vfr_clip, model=model))
     for kind, path in report.outputs.items():
@@ -73,7 +77,9 @@ def test_matte_video_writes_every_output_with_timing_and_audio(
     # Audio: copied into MOV and MP4, Opus in WebM, none in PNG sequences or the grey matte.
     assert streams(report.outputs["composite"])["audio"][0] == "aac"
     if video_format != "png-sequence":
-        assert streams(report.outputs["rgba"])["audio"][0] == ("opus" if video_format == "webm-vp9" else "aac")
+        assert streams(report.outputs["rgba"])["audio"][0] == (
+            "opus" if video_format == "webm-vp9" else "aac"
+        )
         assert "audio" not in streams(report.outputs["alpha"])
     # Where the matte is 0 the composite is the background.
     composite = next(iter(read_frames(report.outputs["composite"]))).image
@@ -89,7 +95,9 @@ def test_matte_video_writes_every_output_with_timing_and_audio(
     assert last.frames_done == last.frames_total == len(VFR_PTS_MS)
 
 
-def test_single_file_destinations_and_kept_outputs(vfr_clip: Path, model: BrightIsPerson, tmp_path: Path) -> None:
+def test_single_file_destinations_and_kept_outputs(
+    vfr_clip: Path, model: BrightIsPerson, tmp_path: Path
+) -> None:
     report = p3m.matte_video(vfr_clip, tmp_path / "cutout.webm", model=model)
     assert list(report.outputs) == ["rgba"] and probe_video(tmp_path / "cutout.webm").has_alpha
     assert plan_video_outputs(vfr_clip, tmp_path / "x.mp4")["composite"][1] == "mp4"
@@ -109,7 +117,10 @@ def test_a_failing_video_leaves_no_output(model: BrightIsPerson, tmp_path: Path)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(30)]
     clip = write_source(
-        tmp_path / "c.mp4", frames, [40 * i for i in range(30)], container_options={"movflags": "faststart"}
+        tmp_path / "c.mp4",
+        frames,
+        [40 * i for i in range(30)],
+        container_options={"movflags": "faststart"},
     )
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
@@ -142,12 +153,16 @@ def test_background_video_loops_and_images_cover(tmp_path: Path) -> None:
         Backdrop.from_spec("missing.mp4", 4, 4)
 
 
-def test_registered_p3mnet_and_onnx_models_run_on_video(vfr_clip: Path, model: BrightIsPerson, tmp_path: Path) -> None:
+def test_registered_p3mnet_and_onnx_models_run_on_video(
+    vfr_clip: Path, model: BrightIsPerson, tmp_path: Path
+) -> None:
     from p3m.models import create_model
     from p3m.models.export import export_onnx
 
     network = create_model("p3mnet-r34").eval()  # the real architecture, untrained
-    frames = list(p3m.iter_matte_video(vfr_clip, model=network, foreground=False, strategy="resize"))
+    frames = list(
+        p3m.iter_matte_video(vfr_clip, model=network, foreground=False, strategy="resize")
+    )
     assert len(frames) == len(VFR_PTS_MS) and frames[0].alpha.shape == (48, 64)
     onnx_path = tmp_path / "bright.onnx"
     export_onnx(model, onnx_path, height=64, width=64)
@@ -170,7 +185,10 @@ def test_temporal_smoothing_lowers_dtssd_on_the_synthetic_clip(synthetic) -> Non
     path, truth = synthetic
     results = {}
     for temporal in (False, True):
-        mattes = [f.alpha for f in p3m.iter_matte_video(path, "selfie-cf", temporal=temporal, foreground=False)]
+        mattes = [
+            f.alpha
+            for f in p3m.iter_matte_video(path, "selfie-cf", temporal=temporal, foreground=False)
+        ]
         results[temporal] = evaluate_alpha_sequence(mattes, truth).means
     off, on = results[False], results[True]
     assert on["dtssd"] < 0.97 * off["dtssd"], results
@@ -180,7 +198,9 @@ def test_temporal_smoothing_lowers_dtssd_on_the_synthetic_clip(synthetic) -> Non
 def _clip(path: Path, seconds: int, fps: int = 4, height: int = 96, width: int = 128) -> Path:
     """A tiny clip: a bright disc crossing a dark striped background."""
     yy, xx = np.mgrid[0:height, 0:width]
-    with VideoWriter(path, "mp4", "rgb", width=width, height=height, time_base=Fraction(1, fps)) as writer:
+    with VideoWriter(
+        path, "mp4", "rgb", width=width, height=height, time_base=Fraction(1, fps)
+    ) as writer:
         for index in range(seconds * fps):
             image = np.zeros((height, width, 3), np.uint8)
             image[..., 0], image[..., 1] = (xx * 5 + index) % 128, yy * 7 % 128

@@ -16,7 +16,11 @@ from video_clips import BrightIsPerson
 
 
 def test_dtssd_matches_hand_computed_values() -> None:
-    pred = [np.zeros((2, 2)), np.array([[1.0, 0.0], [0.0, 0.5]]), np.array([[1.0, 0.0], [0.0, 0.5]])]
+    pred = [
+        np.zeros((2, 2)),
+        np.array([[1.0, 0.0], [0.0, 0.5]]),
+        np.array([[1.0, 0.0], [0.0, 0.5]]),
+    ]
     gt = [np.zeros((2, 2)), np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 0.2], [0.0, 0.0]])]
     # t=1: changes differ by 0.5 in one of 4 pixels: 100 * sqrt(0.25 / 4) = 25.
     assert dtssd_frame(pred[1], pred[0], gt[1], gt[0]) == pytest.approx(25.0)
@@ -93,7 +97,9 @@ def test_flicker_filter_lowers_dtssd_without_costing_sad() -> None:
         noisy = shifted + band * rng.normal(0, 0.06, alpha.shape)
         predictions.append(np.clip(noisy, 0, 1).astype(np.float32))
     smoother = TemporalConfig().alpha_smoother()
-    smoothed = [np.clip(smoother(image, p), 0, 1) for image, p in zip(images, predictions, strict=True)]
+    smoothed = [
+        np.clip(smoother(image, p), 0, 1) for image, p in zip(images, predictions, strict=True)
+    ]
     raw = evaluate_alpha_sequence(predictions, truth).means
     steady = evaluate_alpha_sequence(smoothed, truth).means
     assert steady["dtssd"] < 0.9 * raw["dtssd"], (raw, steady)

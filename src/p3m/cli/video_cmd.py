@@ -46,7 +46,9 @@ def _is_video(path: Path) -> bool:
     return is_video_path(path) and not path.name.startswith(".")
 
 
-def split_video_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[str], list[Path]]:
+def split_video_inputs(
+    inputs: Sequence[str], recursive: bool = False
+) -> tuple[list[str], list[Path]]:
     """(inputs left for the image code, video files): video files named directly, matched by a
     glob, or found in a folder. A folder or pattern with no image in it is not passed on."""
     from p3m.io import is_image_file
@@ -135,7 +137,9 @@ def _check_some_exist(videos: Sequence[Path]) -> None:
     if missing and len(missing) == len(videos):
         if len(missing) == 1:
             raise VideoReadError("file not found", missing[0])
-        raise VideoReadError("none of the videos exists: " + ", ".join(str(path) for path in missing))
+        raise VideoReadError(
+            "none of the videos exists: " + ", ".join(str(path) for path in missing)
+        )
 
 
 def _reason(error: BaseException, source: Path) -> str:
@@ -206,9 +210,14 @@ def matte_video_inputs(
                 err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
                 continue
             if report.kept and not report.frames:
-                out.print(f"kept {source.name}: its outputs exist (use --overwrite to redo it)", highlight=False)
+                out.print(
+                    f"kept {source.name}: its outputs exist (use --overwrite to redo it)",
+                    highlight=False,
+                )
                 continue
-            written = ", ".join(str(path) for kind, path in report.outputs.items() if kind not in report.kept)
+            written = ", ".join(
+                str(path) for kind, path in report.outputs.items() if kind not in report.kept
+            )
             out.print(
                 f"{source} -> {written} [dim]({report.frames} frames, {report.frames_per_second:.2f} "
                 f"frames/s, {report.model}, temporal smoothing {'on' if temporal else 'off'})[/dim]",
@@ -221,7 +230,9 @@ def matte_video_inputs(
 # --------------------------------------------------------------------------- anonymize
 
 
-def anonymize_video_inputs(videos: Sequence[Path], out_dir: Path, config: Any) -> list[tuple[str, str]]:
+def anonymize_video_inputs(
+    videos: Sequence[Path], out_dir: Path, config: Any
+) -> list[tuple[str, str]]:
     """Anonymise each video into `out_dir` with the options of an `AnonymizeConfig`; returns failures."""
     from rich.console import Console
 
@@ -257,7 +268,9 @@ def anonymize_video_inputs(videos: Sequence[Path], out_dir: Path, config: Any) -
                 err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
                 continue
             if report.frames == 0:
-                out.print(f"kept {report.output} (exists; use --overwrite to redo it)", highlight=False)
+                out.print(
+                    f"kept {report.output} (exists; use --overwrite to redo it)", highlight=False
+                )
                 continue
             out.print(
                 f"{source} -> {report.output} [dim]({report.frames} frames, faces in "
@@ -268,7 +281,9 @@ def anonymize_video_inputs(videos: Sequence[Path], out_dir: Path, config: Any) -
                 soft_wrap=True,
             )
             for warning in report.warnings:
-                err.print(f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True)
+                err.print(
+                    f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
+                )
     return failures
 
 
@@ -276,10 +291,18 @@ def anonymize_video_inputs(videos: Sequence[Path], out_dir: Path, config: Any) -
 
 
 def eval_video_command(
-    pred: Path = typer.Argument(..., help="Predicted mattes: a video (alpha channel, else grey) or a folder of PNGs."),
-    gt: Path = typer.Argument(..., help="Ground-truth mattes, the same way and with as many frames."),
-    csv_path: Path | None = typer.Option(None, "--csv", help="Write per-frame SAD, MSE, MAD and dtSSD to this CSV file."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the means and per-frame rows as JSON."),
+    pred: Path = typer.Argument(
+        ..., help="Predicted mattes: a video (alpha channel, else grey) or a folder of PNGs."
+    ),
+    gt: Path = typer.Argument(
+        ..., help="Ground-truth mattes, the same way and with as many frames."
+    ),
+    csv_path: Path | None = typer.Option(
+        None, "--csv", help="Write per-frame SAD, MSE, MAD and dtSSD to this CSV file."
+    ),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Write the means and per-frame rows as JSON."
+    ),
 ) -> None:
     """Temporal coherence (dtSSD) and per-frame SAD / MSE / MAD of a matte video against the truth.
 
@@ -316,11 +339,15 @@ def eval_video_command(
     table.add_column("")
     for key in VIDEO_METRIC_KEYS:
         table.add_column(names[key], justify="right")
-    table.add_row("mean", *(f"{means[key]:.4g}" if key in means else "-" for key in VIDEO_METRIC_KEYS))
+    table.add_row(
+        "mean", *(f"{means[key]:.4g}" if key in means else "-" for key in VIDEO_METRIC_KEYS)
+    )
     out.print(table)
     if csv_path is not None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["frame", *VIDEO_METRIC_KEYS], lineterminator="\n")
+        writer = csv.DictWriter(
+            buffer, fieldnames=["frame", *VIDEO_METRIC_KEYS], lineterminator="\n"
+        )
         writer.writeheader()
         for row in evaluation.rows:
             writer.writerow({key: "" if value is None else value for key, value in row.items()})

@@ -71,7 +71,8 @@ def dtssd_frame(
     ]
     if len({array.shape for array in arrays}) != 1:
         raise ShapeMismatchError(
-            "dtSSD needs mattes of one size, got " + ", ".join(f"{a.shape[1]}x{a.shape[0]}" for a in arrays)
+            "dtSSD needs mattes of one size, got "
+            + ", ".join(f"{a.shape[1]}x{a.shape[0]}" for a in arrays)
         )
     p, p_prev, g, g_prev = arrays
     difference = (p - p_prev) - (g - g_prev)
@@ -162,4 +163,3 @@ def evaluate_alpha_sequence(
         if on_frame is not None:
             on_frame(index)
     return evaluation
-

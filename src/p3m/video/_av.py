@@ -22,7 +22,9 @@ def import_av() -> Any:
     try:
         import av
     except ImportError as error:
-        raise MissingDependencyError(f"video needs PyAV, which is not installed: {INSTALL_HINT}") from error
+        raise MissingDependencyError(
+            f"video needs PyAV, which is not installed: {INSTALL_HINT}"
+        ) from error
     return av
 
 

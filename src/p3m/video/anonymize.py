@@ -83,7 +83,10 @@ def _centre_distance(a: Box, b: Box) -> float:
     """Distance of the centres in units of the boxes' mean size."""
     ax, ay = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
     bx, by = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-    size = (np.sqrt(max(a[2] - a[0], 1) * max(a[3] - a[1], 1)) + np.sqrt(max(b[2] - b[0], 1) * max(b[3] - b[1], 1))) / 2
+    size = (
+        np.sqrt(max(a[2] - a[0], 1) * max(a[3] - a[1], 1))
+        + np.sqrt(max(b[2] - b[0], 1) * max(b[3] - b[1], 1))
+    ) / 2
     return float(np.hypot(ax - bx, ay - by) / size)
 
 
@@ -179,7 +182,11 @@ class FaceTracker:
                 faces.append(TrackedFace(track.ident, track.detections[index], "detected"))
                 continue
             before, after = track.box_before(index), track.box_after(index)
-            if before is not None and after is not None and after[0] - before[0] - 1 <= self.max_gap:
+            if (
+                before is not None
+                and after is not None
+                and after[0] - before[0] - 1 <= self.max_gap
+            ):
                 t = (index - before[0]) / (after[0] - before[0])
                 box = tuple(b0 + t * (b1 - b0) for b0, b1 in zip(before[1], after[1], strict=True))
                 faces.append(TrackedFace(track.ident, box, "interpolated"))  # type: ignore[arg-type]
@@ -198,13 +205,22 @@ class FaceTracker:
             # Keep the newest old detection: it may still bound a gap.
             for i in sorted(old)[:-1]:
                 del track.detections[i]
-        self._tracks = [t for t in self._tracks if t.last_index >= horizon or index - t.last_index <= self.max_gap + 1]
+        self._tracks = [
+            t
+            for t in self._tracks
+            if t.last_index >= horizon or index - t.last_index <= self.max_gap + 1
+        ]
 
 
 def _enlarge(box: Box, margin: float, width: int, height: int) -> Box:
     x0, y0, x1, y1 = box
     dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
-    return (max(0.0, x0 - dx), max(0.0, y0 - dy), min(float(width), x1 + dx), min(float(height), y1 + dy))
+    return (
+        max(0.0, x0 - dx),
+        max(0.0, y0 - dy),
+        min(float(width), x1 + dx),
+        min(float(height), y1 + dy),
+    )
 
 
 # --------------------------------------------------------------------------- anonymisation
@@ -323,7 +339,9 @@ def _anonymized_frames(
     gap = max_gap if max_gap is not None else max(2, round(0.5 * rate))
     tracker = FaceTracker(max_gap=gap, hold=hold)
     every = audit_every if audit_every is not None else max(1, round(rate))
-    audit_names = tuple(audit_detectors) if audit_detectors is not None else _default_audit_detectors()
+    audit_names = (
+        tuple(audit_detectors) if audit_detectors is not None else _default_audit_detectors()
+    )
     margin = TRANSITION_MARGIN if transition_margin is None else transition_margin
     meter = ProgressMeter(reader.path, info.frame_count, on_event)
 
@@ -334,7 +352,9 @@ def _anonymized_frames(
         model = "selfie-cf" if alpha_from == "selfie-cf" else alpha_from
         matter = _build_matter(model, None, "hybrid", None, MATTE_MAX_PIXELS)
         if on_event is not None:
-            on_event(VideoStarted(reader.path, info, "anonymize", outputs, matter.name, matter.note))
+            on_event(
+                VideoStarted(reader.path, info, "anonymize", outputs, matter.name, matter.note)
+            )
         matted = (
             (item.index, item.pts, item.image, _snap(item.alpha))
             for item, _ in _stream(
@@ -357,7 +377,11 @@ def _anonymized_frames(
         frame = pending.frame
         tracked = tracker.release(frame.index, final=final)
         extra = [
-            Face(box=_enlarge(face.box, fill_margin, info.width, info.height), score=0.0, detectors=("tracked",))
+            Face(
+                box=_enlarge(face.box, fill_margin, info.width, info.height),
+                score=0.0,
+                detectors=("tracked",),
+            )
             for face in tracked
             if face.source != "detected"
         ]
@@ -377,7 +401,10 @@ def _anonymized_frames(
             from p3m.privacy.audit import audit_image
 
             found = audit_image(
-                result.image, detectors=audit_names, original=frame.image, faces=pending.faces + extra
+                result.image,
+                detectors=audit_names,
+                original=frame.image,
+                faces=pending.faces + extra,
             )
             report_audit = found.to_dict()
         return AnonymizedFrame(
@@ -464,7 +491,9 @@ def anonymize_video(
     if destination.suffix.lower() != ".mp4":
         destination = destination / f"{source_path.stem}.mp4"
     if destination.resolve() == source_path.resolve():
-        raise ConfigError("the output would overwrite the input; choose another folder or name", destination)
+        raise ConfigError(
+            "the output would overwrite the input; choose another folder or name", destination
+        )
     manifest = destination.with_name(destination.stem + MANIFEST_SUFFIX)
     reader = VideoReader(source_path)
     info = reader.info
@@ -493,9 +522,12 @@ def anonymize_video(
     timing: list[float] = []
     start = time.perf_counter()
     try:
-        with atomic_open(manifest, "w", encoding="utf-8") as lines, Consumer(
-            lambda item: writer.write(item.image, item.pts), size=queue_size, name="p3m-encode"
-        ) as sink:
+        with (
+            atomic_open(manifest, "w", encoding="utf-8") as lines,
+            Consumer(
+                lambda item: writer.write(item.image, item.pts), size=queue_size, name="p3m-encode"
+            ) as sink,
+        ):
             for item in _anonymized_frames(
                 reader,
                 method,
@@ -564,5 +596,12 @@ def anonymize_video(
             f"the audit still found {report.audit_faces_found} face(s) in {report.audited_frames} audited frames: see the manifest"
         )
     if on_event is not None:
-        on_event(VideoFinished(reader.path, report.frames, report.elapsed, {"video": destination, "manifest": manifest}))
+        on_event(
+            VideoFinished(
+                reader.path,
+                report.frames,
+                report.elapsed,
+                {"video": destination, "manifest": manifest},
+            )
+        )
     return report

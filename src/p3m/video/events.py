@@ -1,9 +1,9 @@
 """Typed progress events of the video functions; the command line renders them, the library never prints.
 
-    >>> def on_event(event):
-    ...     if isinstance(event, VideoProgress):
-    ...         print(f"{event.frames_done}/{event.frames_total} {event.frames_per_second:.1f} fps")
-    >>> matte_video("clip.mp4", "out/", on_event=on_event)
+>>> def on_event(event):
+...     if isinstance(event, VideoProgress):
+...         print(f"{event.frames_done}/{event.frames_total} {event.frames_per_second:.1f} fps")
+>>> matte_video("clip.mp4", "out/", on_event=on_event)
 """
 
 from __future__ import annotations

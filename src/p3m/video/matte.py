@@ -95,7 +95,9 @@ class VideoMatteFrame:
 
         return cutout_rgba(self.ensure_foreground(), self.alpha)
 
-    def composite(self, background: np.ndarray | str | tuple[int, int, int] = "white") -> np.ndarray:
+    def composite(
+        self, background: np.ndarray | str | tuple[int, int, int] = "white"
+    ) -> np.ndarray:
         """The subject over a colour or an RGB uint8 image of the frame's size, RGB uint8."""
         from p3m.inference.foreground import composite
 
@@ -270,7 +272,9 @@ def _stream(
                 return segmentation(image, values)
 
         try:
-            return _Item(frame, matter(frame.image, foreground=False, segmentation_filter=ordered_filter))
+            return _Item(
+                frame, matter(frame.image, foreground=False, segmentation_filter=ordered_filter)
+            )
         finally:
             turnstile.skip(frame.index)  # a frame that failed before filtering must not block
 
@@ -301,7 +305,9 @@ def _stream(
 
     decoded = prefetch(reader, size=queue_size, name="p3m-decode")
     solved = ordered_map(solve, decoded, workers=workers, lookahead=workers + 1, name="p3m-matte")
-    finished = ordered_map(colour, smooth(solved), workers=workers, lookahead=workers + 1, name="p3m-colour")
+    finished = ordered_map(
+        colour, smooth(solved), workers=workers, lookahead=workers + 1, name="p3m-colour"
+    )
     try:
         yield from finished
     finally:
@@ -402,7 +408,14 @@ def matte_video(
     if not todo:
         reader.close()
         return VideoMatteReport(
-            reader.path, {k: p for k, (p, _) in plan.items()}, kept, 0, 0.0, "", info, bool(temporal)
+            reader.path,
+            {k: p for k, (p, _) in plan.items()},
+            kept,
+            0,
+            0.0,
+            "",
+            info,
+            bool(temporal),
         )
     writers: dict[str, VideoWriter] = {}
     backdrop = None
@@ -498,4 +511,3 @@ def matte_video(
         temporal=bool(temporal),
         note=matter.note,
     )
-

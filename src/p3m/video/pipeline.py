@@ -132,7 +132,9 @@ class Consumer(Generic[T]):
     normally waits for the last item, leaving it with an exception stops without waiting.
     """
 
-    def __init__(self, consume: Callable[[T], None], size: int = 4, name: str = "p3m-consumer") -> None:
+    def __init__(
+        self, consume: Callable[[T], None], size: int = 4, name: str = "p3m-consumer"
+    ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
         self._consume = consume

@@ -117,7 +117,11 @@ class VideoInfo:
 
     def describe(self) -> str:
         rate = f"{float(self.frame_rate):.3g} fps" if self.frame_rate else "unknown rate"
-        count = "?" if self.frame_count is None else f"{'' if self.frame_count_exact else '~'}{self.frame_count}"
+        count = (
+            "?"
+            if self.frame_count is None
+            else f"{'' if self.frame_count_exact else '~'}{self.frame_count}"
+        )
         audio = f", audio {self.audio_codec}" if self.audio_codec else ""
         return f"{self.width}x{self.height} {self.codec}, {rate}, {count} frames{audio}"
 
@@ -131,7 +135,9 @@ def _looks_like_container(path: Path) -> bool:
             head = handle.read(16)
     except OSError:
         return False
-    return any(head[offset : offset + len(magic)] == magic for offset, magic in _CONTAINER_SIGNATURES)
+    return any(
+        head[offset : offset + len(magic)] == magic for offset, magic in _CONTAINER_SIGNATURES
+    )
 
 
 def _open_error(path: Path, error: BaseException) -> VideoReadError:
@@ -147,7 +153,9 @@ def _quarter_turns(rotation: float | None, path: Path) -> int:
         return 0
     turns = round(float(rotation) / 90.0)
     if abs(float(rotation) - 90.0 * turns) > 1.0:
-        logger.warning("%s: display rotation %.1f degrees rounded to %d", path, rotation, 90 * turns)
+        logger.warning(
+            "%s: display rotation %.1f degrees rounded to %d", path, rotation, 90 * turns
+        )
     return turns % 4
 
 
@@ -282,7 +290,9 @@ class VideoReader:
         from p3m.io import read_image
 
         files = sorted(
-            p for p in self.path.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")
+            p
+            for p in self.path.iterdir()
+            if p.suffix.lower() == ".png" and not p.name.startswith(".")
         )
         if not files:
             raise VideoReadError("folder has no PNG frames", self.path)
@@ -359,9 +369,7 @@ class VideoReader:
         time_base = self.info.time_base
         turns = self.info.rotation // 90
         previous_pts: int | None = None
-        step = (
-            max(1, round(1 / (self.info.frame_rate * time_base))) if self.info.frame_rate else 1
-        )
+        step = max(1, round(1 / (self.info.frame_rate * time_base))) if self.info.frame_rate else 1
         index = 0
         flags = accurate_scaling()
         try:
@@ -375,7 +383,9 @@ class VideoReader:
                     # Timestamps must increase for the encoders: nudge a repeated one forward.
                     pts = previous_pts + 1
                 previous_pts = pts
-                image = frame.to_ndarray(format="gray" if self.gray else "rgb24", interpolation=flags)
+                image = frame.to_ndarray(
+                    format="gray" if self.gray else "rgb24", interpolation=flags
+                )
                 alpha = None
                 if self.with_alpha and _has_alpha_format(frame.format.name):
                     alpha = _alpha_plane(frame, flags)

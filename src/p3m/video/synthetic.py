@@ -65,7 +65,9 @@ def portrait_cutout() -> tuple[np.ndarray, np.ndarray]:
 def _background(height: int, width: int, seed: int) -> np.ndarray:
     """A room-like RGB uint8 canvas: muted colour fields, furniture-like blocks, fine grain."""
     rng = np.random.default_rng(seed)
-    small = rng.uniform(70, 190, size=(max(2, height // 96), max(2, width // 96), 3)).astype(np.float32)
+    small = rng.uniform(70, 190, size=(max(2, height // 96), max(2, width // 96), 3)).astype(
+        np.float32
+    )
     canvas = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     for _ in range(max(6, (height * width) // 60_000)):
         colour = rng.uniform(40, 220, size=3)
@@ -74,7 +76,10 @@ def _background(height: int, width: int, seed: int) -> np.ndarray:
         if rng.random() < 0.3:
             cv2.circle(canvas, (x, y), int(rng.integers(6, max(7, height // 10))), colour, -1)
         else:
-            w, h = int(rng.integers(20, max(21, width // 6))), int(rng.integers(20, max(21, height // 4)))
+            w, h = (
+                int(rng.integers(20, max(21, width // 6))),
+                int(rng.integers(20, max(21, height // 4))),
+            )
             cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
     # Desaturate towards grey: walls and furniture rather than a colour chart.
     grey = canvas.mean(axis=2, keepdims=True)
@@ -123,7 +128,11 @@ class SyntheticClip:
         centre_x = self.width / 2 + 0.13 * self.width * self.motion * math.sin(0.5 * phase + 0.4)
         x = centre_x - columns * scale / 2
         # Anchored below the bottom edge (the torso leaves the frame there), bobbing a little.
-        y = self.height - rows * scale + 0.03 * self.height * (1 + self.motion * math.sin(1.5 * phase))
+        y = (
+            self.height
+            - rows * scale
+            + 0.03 * self.height * (1 + self.motion * math.sin(1.5 * phase))
+        )
         return scale, x, y
 
     def frames(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -145,7 +154,9 @@ class SyntheticClip:
             )
             # The background pans against the person's motion.
             ox = int(round(margin_x / 2 * (1 - self.motion * math.sin(2 * math.pi * t / 6.0))))
-            oy = int(round(margin_y / 2 * (1 - 0.5 * self.motion * math.cos(2 * math.pi * t / 5.0))))
+            oy = int(
+                round(margin_y / 2 * (1 - 0.5 * self.motion * math.cos(2 * math.pi * t / 5.0)))
+            )
             ox, oy = min(max(ox, 0), margin_x), min(max(oy, 0), margin_y)
             background = canvas[oy : oy + self.height, ox : ox + self.width].astype(np.float32)
             weight = np.clip(moved_alpha, 0.0, 1.0)[:, :, None]

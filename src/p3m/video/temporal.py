@@ -86,7 +86,9 @@ class TemporalConfig:
         if self.photometric_sigma <= 0 or self.alpha_tolerance <= 0:
             raise ValueError("photometric_sigma and alpha_tolerance must be > 0")
         if self.flow_preset not in _PRESETS:
-            raise ValueError(f"flow_preset must be one of {', '.join(_PRESETS)}, got {self.flow_preset!r}")
+            raise ValueError(
+                f"flow_preset must be one of {', '.join(_PRESETS)}, got {self.flow_preset!r}"
+            )
         if self.flow_max_side < 32:
             raise ValueError(f"flow_max_side must be at least 32, got {self.flow_max_side}")
 
@@ -138,7 +140,9 @@ class MotionCompensatedSmoother:
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"strength must be in [0, 1), got {strength}")
         if flow_preset not in _PRESETS:
-            raise ValueError(f"flow_preset must be one of {', '.join(_PRESETS)}, got {flow_preset!r}")
+            raise ValueError(
+                f"flow_preset must be one of {', '.join(_PRESETS)}, got {flow_preset!r}"
+            )
         self.strength = strength
         self.value_tolerance = value_tolerance
         self.photometric_sigma = photometric_sigma
@@ -212,10 +216,16 @@ class MotionCompensatedSmoother:
         )
         map_x, map_y = grid_x + flow[:, :, 0], grid_y + flow[:, :, 1]
         warped_gray = cv2.remap(
-            self._gray.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            self._gray.astype(np.float32),
+            map_x,
+            map_y,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
         )
         error = np.abs(gray.astype(np.float32) - warped_gray) * np.float32(1 / 255)
-        error = cv2.blur(error, (self.error_window, self.error_window), borderType=cv2.BORDER_REFLECT)
+        error = cv2.blur(
+            error, (self.error_window, self.error_window), borderType=cv2.BORDER_REFLECT
+        )
         if float(error.mean()) > self.scene_cut:
             return None
         weight = self.strength * np.exp(-np.square(error / self.photometric_sigma))

@@ -178,7 +178,10 @@ class _AudioTrack:
         self._done = False
         self._samples = 0
         logger.debug(
-            "%s: audio %s %s", target, codec, "copied" if self._copy else f"re-encoded to {spec.audio}"
+            "%s: audio %s %s",
+            target,
+            codec,
+            "copied" if self._copy else f"re-encoded to {spec.audio}",
         )
 
     @staticmethod
@@ -198,7 +201,9 @@ class _AudioTrack:
             audio_format = "s16"
         else:
             name = "aac"
-            rate = source.sample_rate if source.sample_rate in (44100, 48000, 32000, 96000) else 48000
+            rate = (
+                source.sample_rate if source.sample_rate in (44100, 48000, 32000, 96000) else 48000
+            )
             layout = source.layout.name if channels <= 8 else "stereo"
             audio_format = "fltp"
         self.stream = output.add_stream(name, rate=rate)
@@ -321,26 +326,32 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._container: Any = None
         self._audio: _AudioTrack | None = None
-        self._timestamps: list[int] = []
+        self._timestamps: Any = None
         self._closed = False
         # 4:2:0 chroma needs even sizes for H.264: pad with a replicated edge.
         self._pad = (0, 0)
         if self.spec.codec == "libx264":
             self._pad = (height % 2, width % 2)
             if any(self._pad):
-                logger.info(
-                    "%s: %dx%d padded to even size for H.264", self.path, width, height
-                )
+                logger.info("%s: %dx%d padded to even size for H.264", self.path, width, height)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise VideoWriteError(f"cannot create the output folder: {error.strerror}", self.path) from error
+            raise VideoWriteError(
+                f"cannot create the output folder: {error.strerror}", self.path
+            ) from error
         if self.spec.container is None:
             self._temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
             try:
                 self._temporary.mkdir()
+                # Written as frames come, so memory does not grow with the clip.
+                self._timestamps = open(self._temporary / TIMESTAMPS_FILE, "w", encoding="utf-8")  # noqa: SIM115
+                self._timestamps.write("# timestamp format v2\n")
             except OSError as error:
-                raise VideoWriteError(f"cannot create folder: {error.strerror}", self.path) from error
+                self.abort()
+                raise VideoWriteError(
+                    f"cannot create folder: {error.strerror}", self.path
+                ) from error
         else:
             self._temporary = temporary_path(self.path)
             try:
@@ -354,10 +365,15 @@ class VideoWriter:
         spec = self.spec
         try:
             container = av.open(
-                str(self._temporary), mode="w", format=spec.container, options=spec.container_options
+                str(self._temporary),
+                mode="w",
+                format=spec.container,
+                options=spec.container_options,
             )
         except (av.error.FFmpegError, OSError) as error:
-            raise VideoWriteError(f"cannot create file: {describe_av_error(error)}", self.path) from error
+            raise VideoWriteError(
+                f"cannot create file: {describe_av_error(error)}", self.path
+            ) from error
         self._container = container
         rate = self.frame_rate or Fraction(1) / self.time_base
         stream = container.add_stream(spec.codec, rate=rate.limit_denominator(1_000_000))
@@ -407,16 +423,19 @@ class VideoWriter:
         expected = (self.height, self.width, channels) if channels else (self.height, self.width)
         if frame.dtype != np.uint8 or frame.shape != expected:
             raise VideoWriteError(
-                f"{self.kind} frame must be uint8 {expected}, got {frame.dtype} {frame.shape}", self.path
+                f"{self.kind} frame must be uint8 {expected}, got {frame.dtype} {frame.shape}",
+                self.path,
             )
         return frame
 
     def _write_png(self, frame: np.ndarray, pts: int) -> None:
-        from p3m.io import write_png
+        from p3m.io import encode_png
 
-        write_png(self._temporary / f"{self.frames_written:06d}.png", frame)
+        # The folder is temporary as a whole (renamed into place at the end): no per-file
+        # rename and fsync needed.
+        (self._temporary / f"{self.frames_written:06d}.png").write_bytes(encode_png(frame))
         # Timestamps in milliseconds, as the v2 timestamp format wants.
-        self._timestamps.append(round(pts * self.time_base / SEQUENCE_TIME_BASE))
+        self._timestamps.write(f"{round(pts * self.time_base / SEQUENCE_TIME_BASE)}\n")
 
     def _encode(self, frame: np.ndarray, pts: int) -> None:
         av = import_av()
@@ -483,11 +502,12 @@ class VideoWriter:
         try:
             os.replace(self._temporary, self.path)
         except OSError as error:
-            raise VideoWriteError(f"cannot move the finished file into place: {error.strerror}", self.path) from error
+            raise VideoWriteError(
+                f"cannot move the finished file into place: {error.strerror}", self.path
+            ) from error
 
     def _finish_sequence(self) -> None:
-        lines = ["# timestamp format v2", *(str(value) for value in self._timestamps)]
-        (self._temporary / TIMESTAMPS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self._timestamps.close()
         _replace_folder(self._temporary, self.path)
 
     def abort(self) -> None:
@@ -500,6 +520,8 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 self._container.close()
             self._container = None
+        if self._timestamps is not None:
+            self._timestamps.close()
         if self._temporary.is_dir():
             shutil.rmtree(self._temporary, ignore_errors=True)
         else:
@@ -527,6 +549,8 @@ def _replace_folder(temporary: Path, target: Path) -> None:
     except OSError as error:
         if old is not None:
             os.replace(old, target)
-        raise VideoWriteError(f"cannot move the frames into place: {error.strerror}", target) from error
+        raise VideoWriteError(
+            f"cannot move the frames into place: {error.strerror}", target
+        ) from error
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

@@ -220,3 +220,14 @@ def test_every_format_is_described() -> None:
     assert [name for name, spec in OUTPUT_FORMATS.items() if spec.carries_alpha] == [
         "mov-prores4444", "webm-vp9", "png-sequence",
     ]  # fmt: skip
+
+
+def test_without_pyav_one_line_says_what_to_install(source: Path, monkeypatch) -> None:
+    import sys
+
+    from p3m.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'p3m\[video\]'") as caught:
+        probe_video(source)
+    assert "\n" not in str(caught.value)

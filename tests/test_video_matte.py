@@ -235,3 +235,10 @@ def test_memory_stays_flat_with_clip_length(model: BrightIsPerson, tmp_path: Pat
     long_peak = min(top for top, _ in long_runs)
     assert long_peak <= 1.10 * short_peak, (short_peak, long_peak)
     assert max(current for _, current in long_runs) < 0.2 * short_peak  # nothing kept afterwards
+
+
+def test_default_pixel_budget_is_the_image_one() -> None:
+    from p3m.inference.api import MATTE_MAX_PIXELS
+    from p3m.video.matte import DEFAULT_MAX_PIXELS
+
+    assert DEFAULT_MAX_PIXELS == MATTE_MAX_PIXELS

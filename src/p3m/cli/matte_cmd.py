@@ -101,6 +101,7 @@ def matte_command(
             videos, out_dir, save=save, video_format=video_format, background=background,
             temporal=temporal is TemporalChoice.on, model=model, weights=weights,
             strategy=strategy.value, device=device, max_pixels=max_pixels, overwrite=overwrite,
+            download=download,
         )  # fmt: skip
         if not inputs:
             exit_if_failed(err, video_failures, "failed on {count} video(s)")

@@ -167,12 +167,14 @@ def matte_video_inputs(
     device: str | None,
     max_pixels: int,
     overwrite: bool,
+    download: bool = False,
 ) -> list[tuple[str, str]]:
     """Matte each video into `out_dir`, printing what was written; returns (video, reason) failures.
 
     The model is loaded once for all of them. Library errors of one video are reported and the
     next video goes on; a usage error (bad --save / --format / --background, or no video that
-    exists) stops the run. `max_pixels` as `p3m matte --max-pixels` (0 default, -1 none).
+    exists) stops the run. `max_pixels` as `p3m matte --max-pixels` (0 default, -1 none);
+    `download` fetches the model's published weights first when they are not cached.
     """
     from rich.console import Console
 
@@ -185,6 +187,14 @@ def matte_video_inputs(
     plan_video_outputs(videos[0], out_dir, save, video_format)  # usage errors before any work
     _check_some_exist(videos)
     budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
+    if download and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
+        from p3m.inference.api import AUTO_PREFERRED_MODEL
+        from p3m.inference.weights import download_weights, installed_weights
+
+        wanted = AUTO_PREFERRED_MODEL if model == "auto" else model
+        if installed_weights(wanted) is None:
+            out.print(f"downloading the {wanted} weights ...")
+            download_weights(wanted)
     matter = Matter(model, weights=weights, strategy=strategy, device=device, max_pixels=budget)
     if matter.note:
         err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)

@@ -346,11 +346,16 @@ def _anonymized_frames(
     meter = ProgressMeter(reader.path, info.frame_count, on_event)
 
     if alpha_from is not None:
-        from p3m.inference.api import MATTE_MAX_PIXELS
-        from p3m.video.matte import _build_matter, _stream, _temporal_config, default_workers
+        from p3m.video.matte import (
+            DEFAULT_MAX_PIXELS,
+            _build_matter,
+            _stream,
+            _temporal_config,
+            default_workers,
+        )
 
         model = "selfie-cf" if alpha_from == "selfie-cf" else alpha_from
-        matter = _build_matter(model, None, "hybrid", None, MATTE_MAX_PIXELS)
+        matter = _build_matter(model, None, "hybrid", None, DEFAULT_MAX_PIXELS)
         if on_event is not None:
             on_event(
                 VideoStarted(reader.path, info, "anonymize", outputs, matter.name, matter.note)

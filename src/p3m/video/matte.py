@@ -59,6 +59,8 @@ VIDEO_SAVE_KINDS: tuple[str, ...] = ("alpha", "rgba", "composite")
 DEFAULT_VIDEO_FORMAT = "mov-prores4444"
 _SUFFIX_FORMATS = {".mov": "mov-prores4444", ".webm": "webm-vp9", ".mp4": "mp4"}
 _FRAME_KINDS = {"alpha": "gray", "rgba": "rgba", "composite": "rgb"}
+DEFAULT_MAX_PIXELS = 1_749_600
+"""`p3m.inference.MATTE_MAX_PIXELS` (kept here so importing this module does not load torch)."""
 
 
 @dataclass
@@ -323,7 +325,7 @@ def iter_matte_video(
     weights: str | os.PathLike[str] | None = None,
     strategy: str = "hybrid",
     device: str | None = None,
-    max_pixels: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     temporal: bool | TemporalConfig = True,
     foreground: bool = True,
     workers: int | None = None,
@@ -332,17 +334,15 @@ def iter_matte_video(
 ) -> Iterator[VideoMatteFrame]:
     """Matte every frame of a video (or PNG sequence) in order, for use in your own loop.
 
-    Arguments as `p3m.matte` (model, weights, strategy, device, max_pixels: default the image
-    budget), plus `temporal` (True, False or a `TemporalConfig`), `foreground` (estimate colours;
+    Arguments as `p3m.matte` (model, weights, strategy, device, max_pixels: the pixel budget,
+    None for none), plus `temporal` (True, False or a `TemporalConfig`), `foreground` (estimate colours;
     False when only the alpha is needed), `workers` (matting threads, default
     `default_workers()`), `queue_size` (frames decoded ahead) and `on_event` (progress events).
     Raises `VideoReadError` for a missing, unreadable or truncated video.
     """
-    from p3m.inference.api import MATTE_MAX_PIXELS
-
     reader = VideoReader(source)
     try:
-        matter = _build_matter(model, weights, strategy, device, max_pixels or MATTE_MAX_PIXELS)
+        matter = _build_matter(model, weights, strategy, device, max_pixels)
     except BaseException:
         reader.close()
         raise
@@ -380,7 +380,7 @@ def matte_video(
     weights: str | os.PathLike[str] | None = None,
     strategy: str = "hybrid",
     device: str | None = None,
-    max_pixels: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     temporal: bool | TemporalConfig = True,
     workers: int | None = None,
     overwrite: bool = True,
@@ -398,8 +398,6 @@ def matte_video(
     this call's outputs is left behind. Raises `VideoReadError`, `VideoWriteError`,
     `ConfigError`, `MissingDependencyError`.
     """
-    from p3m.inference.api import MATTE_MAX_PIXELS
-
     plan = plan_video_outputs(source, destination, save, video_format)
     kept = tuple(kind for kind, (path, _) in plan.items() if not overwrite and path.exists())
     todo = {kind: target for kind, target in plan.items() if kind not in kept}
@@ -420,7 +418,7 @@ def matte_video(
     writers: dict[str, VideoWriter] = {}
     backdrop = None
     try:
-        matter = _build_matter(model, weights, strategy, device, max_pixels or MATTE_MAX_PIXELS)
+        matter = _build_matter(model, weights, strategy, device, max_pixels)
         if "composite" in todo:
             from p3m.video.background import Backdrop
 

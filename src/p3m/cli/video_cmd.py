@@ -34,6 +34,7 @@ VIDEO_FORMAT_HELP = (
     "webm-vp9 (browsers), png-sequence (lossless frames), mp4 (grey alpha only). "
     "Composites are always H.264 mp4."
 )
+_OUTPUT_ENDINGS = ("_alpha", "_rgba", "_composite")
 TEMPORAL_HELP = "Videos: temporal smoothing of the matte (off: each frame on its own, to compare)."
 
 
@@ -64,7 +65,12 @@ def split_video_inputs(
             entries = sorted(path.glob("**/*" if recursive else "*"))
         else:
             entries = sorted(Path(match) for match in glob.glob(str(path), recursive=recursive))
-        found = [entry for entry in entries if entry.is_file() and _is_video(entry)]
+        # Files p3m wrote itself (`<stem>_alpha.mov` ...) are not taken as new inputs.
+        found = [
+            entry
+            for entry in entries
+            if entry.is_file() and _is_video(entry) and not entry.stem.endswith(_OUTPUT_ENDINGS)
+        ]
         videos += found
         if not found or any(is_image_file(entry) for entry in entries):
             images.append(text)

@@ -399,6 +399,10 @@ def matte_video(
     `ConfigError`, `MissingDependencyError`.
     """
     plan = plan_video_outputs(source, destination, save, video_format)
+    source_path = Path(source).expanduser().resolve()
+    for path, _ in plan.values():
+        if path.expanduser().resolve() == source_path:
+            raise ConfigError("the output would overwrite the input; choose another name", path)
     kept = tuple(kind for kind, (path, _) in plan.items() if not overwrite and path.exists())
     todo = {kind: target for kind, target in plan.items() if kind not in kept}
     reader = VideoReader(source)

@@ -393,12 +393,18 @@ class VideoWriter:
         self._gray_alpha = self.kind == "gray" and spec.pixel_formats["gray"].startswith("yuva")
         if audio_from is not None and spec.audio != "none":
             source = Path(audio_from)
-            with contextlib.suppress(Exception):
-                probe = av.open(str(source), mode="r")
+            has_audio = False
+            with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(source), "r") as probe:
                 has_audio = bool(probe.streams.audio)
-                probe.close()
-                if has_audio:
+            if has_audio:
+                try:
                     self._audio = _AudioTrack(source, container, spec, self.path)
+                except (av.error.FFmpegError, ValueError) as error:
+                    raise VideoWriteError(
+                        f"cannot carry the audio of {source.name} into {spec.name}: "
+                        f"{describe_av_error(error)}",
+                        self.path,
+                    ) from error
 
     # ---------------------------------------------------------------- frames
 

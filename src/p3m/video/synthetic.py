@@ -73,14 +73,11 @@ def _background(height: int, width: int, seed: int) -> np.ndarray:
         colour = rng.uniform(40, 220, size=3)
         colour = tuple(float(c) for c in 0.5 * colour + 0.5 * colour.mean())  # muted
         x, y = int(rng.integers(width)), int(rng.integers(height))
-        if rng.random() < 0.3:
-            cv2.circle(canvas, (x, y), int(rng.integers(6, max(7, height // 10))), colour, -1)
-        else:
-            w, h = (
-                int(rng.integers(20, max(21, width // 6))),
-                int(rng.integers(20, max(21, height // 4))),
-            )
-            cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
+        # Blocks only: pairs of round blobs read as eyes to face detectors (MediaPipe found a
+        # "face" in two discs of an earlier version), which would muddle the anonymisation figures.
+        w = int(rng.integers(20, max(21, width // 6)))
+        h = int(rng.integers(20, max(21, height // 4)))
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, -1)
     # Desaturate towards grey: walls and furniture rather than a colour chart.
     grey = canvas.mean(axis=2, keepdims=True)
     canvas = 0.55 * canvas + 0.45 * grey

@@ -145,7 +145,12 @@ def case_plain_anonymize(clip: str, out: str, frames: int) -> dict:
     with VideoReader(clip) as reader:
         info = reader.info
         with VideoWriter(
-            Path(out) / "anonymised.mp4", "mp4", "rgb", width=info.width, height=info.height, time_base=info.time_base
+            Path(out) / "anonymised.mp4",
+            "mp4",
+            "rgb",
+            width=info.width,
+            height=info.height,
+            time_base=info.time_base,
         ) as writer:
             done = 0
             every = round(float(info.frame_rate or 25))
@@ -221,7 +226,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--height", type=int, default=720, help="Clip height; width = 16/9 of it.")
     parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--baseline-frames", type=int, default=25, help="Frames the plain loops run on.")
+    parser.add_argument(
+        "--baseline-frames", type=int, default=25, help="Frames the plain loops run on."
+    )
     parser.add_argument("--skip-anonymize", action="store_true")
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--case-args", default="{}", help=argparse.SUPPRESS)
@@ -266,7 +273,9 @@ def main() -> int:
         smoothing = _smoother_cost(clip)
 
     print()
-    print(f"{'case':<36} {'frames':>6} {'frames/s':>9} {'vs plain':>9} {'peak MB':>8} {'loaded MB':>9}")
+    print(
+        f"{'case':<36} {'frames':>6} {'frames/s':>9} {'vs plain':>9} {'peak MB':>8} {'loaded MB':>9}"
+    )
     for label, baseline in (
         ("plain matte loop", "plain matte loop"),
         ("matte_video, temporal on", "plain matte loop"),
@@ -299,7 +308,9 @@ def main() -> int:
         )
 
     print()
-    print(f"{'accuracy vs true mattes':<28} {'SAD/frame':>10} {'median':>8} {'max':>8} {'MSE':>9} {'dtSSD':>8}")
+    print(
+        f"{'accuracy vs true mattes':<28} {'SAD/frame':>10} {'median':>8} {'max':>8} {'MSE':>9} {'dtSSD':>8}"
+    )
     for label, score in (("temporal off", off), ("temporal on", on)):
         print(
             f"{label:<28} {score['sad']:>10.3f} {score['sad_median']:>8.3f} {score['sad_max']:>8.3f} "
@@ -312,7 +323,9 @@ def main() -> int:
         f"smoothing: SAD {100 * sad_change:+.1f} % ({'ok' if sad_ok else 'FAIL'}: at most +5 %), "
         f"dtSSD {100 * dtssd_change:+.1f} % ({'ok' if dtssd_ok else 'FAIL'}: lower)"
     )
-    print("(mattes read back from the ProRes 4444 alpha outputs, within 1/255 of what was computed)")
+    print(
+        "(mattes read back from the ProRes 4444 alpha outputs, within 1/255 of what was computed)"
+    )
     return 0 if sad_ok and dtssd_ok else 1
 
 

@@ -244,7 +244,9 @@ def test_default_pixel_budget_is_the_image_one() -> None:
     assert DEFAULT_MAX_PIXELS == MATTE_MAX_PIXELS
 
 
-def test_an_output_never_replaces_its_input(vfr_clip: Path, model: BrightIsPerson, tmp_path: Path) -> None:
+def test_an_output_never_replaces_its_input(
+    vfr_clip: Path, model: BrightIsPerson, tmp_path: Path
+) -> None:
     copy = tmp_path / "clip.mp4"
     copy.write_bytes(vfr_clip.read_bytes())
     with pytest.raises(ConfigError, match="overwrite the input"):

@@ -87,9 +87,10 @@ def split_video_files(paths: Sequence[Path] | None) -> tuple[list[Path], list[Pa
 
 
 @contextlib.contextmanager
-def video_progress(console: Console) -> Iterator[Any]:
+def video_progress(console: Console) -> Iterator[tuple[Any, Console]]:
     """A transient `name [bar] frames/total  x.x frames/s  m:ss left` display; yields the
-    `on_event` callback to pass to the video functions."""
+    `on_event` callback to pass to the video functions, and the console to print lines on
+    while the display is live."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from p3m.video.events import VideoFinished, VideoProgress, VideoStarted
@@ -125,7 +126,7 @@ def video_progress(console: Console) -> Iterator[Any]:
             progress.remove_task(tasks.pop(event.source))
 
     with progress:
-        yield on_event
+        yield on_event, progress.console
 
 
 def _clock(seconds: float) -> str:
@@ -193,7 +194,12 @@ def matte_video_inputs(
     plan_video_outputs(videos[0], out_dir, save, video_format)  # usage errors before any work
     _check_some_exist(videos)
     budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
-    if download and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
+    if (
+        download
+        and weights is None
+        and model != "selfie-cf"
+        and not model.lower().endswith(".onnx")
+    ):
         from p3m.inference.api import AUTO_PREFERRED_MODEL
         from p3m.inference.weights import download_weights, installed_weights
 
@@ -205,7 +211,7 @@ def matte_video_inputs(
     if matter.note:
         err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
     failures: list[tuple[str, str]] = []
-    with video_progress(err) as on_event:
+    with video_progress(err) as (on_event, live):
         for source in videos:
             try:
                 report = matte_video(
@@ -223,10 +229,10 @@ def matte_video_inputs(
                 raise
             except (P3MError, OSError, ValueError) as error:
                 failures.append((str(source), _reason(error, source)))
-                err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+                live.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
                 continue
             if report.kept and not report.frames:
-                out.print(
+                live.print(
                     f"kept {source.name}: its outputs exist (use --overwrite to redo it)",
                     highlight=False,
                 )
@@ -234,7 +240,7 @@ def matte_video_inputs(
             written = ", ".join(
                 str(path) for kind, path in report.outputs.items() if kind not in report.kept
             )
-            out.print(
+            live.print(
                 f"{source} -> {written} [dim]({report.frames} frames, {report.frames_per_second:.2f} "
                 f"frames/s, {report.model}, temporal smoothing {'on' if temporal else 'off'})[/dim]",
                 highlight=False,
@@ -255,11 +261,10 @@ def anonymize_video_inputs(
     from p3m.errors import ConfigError, MissingDependencyError, P3MError
     from p3m.video.anonymize import anonymize_video
 
-    out = Console()
     err = Console(stderr=True)
     _check_some_exist(videos)
     failures: list[tuple[str, str]] = []
-    with video_progress(err) as on_event:
+    with video_progress(err) as (on_event, live):
         for source in videos:
             try:
                 report = anonymize_video(
@@ -281,14 +286,14 @@ def anonymize_video_inputs(
                 raise
             except (P3MError, OSError, ValueError) as error:
                 failures.append((str(source), _reason(error, source)))
-                err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+                live.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
                 continue
             if report.frames == 0:
-                out.print(
+                live.print(
                     f"kept {report.output} (exists; use --overwrite to redo it)", highlight=False
                 )
                 continue
-            out.print(
+            live.print(
                 f"{source} -> {report.output} [dim]({report.frames} frames, faces in "
                 f"{report.frames_with_faces}, tracking filled {report.filled_frames}, audited "
                 f"{report.audited_frames}: {report.audit_faces_found} face(s) still found, "
@@ -297,7 +302,7 @@ def anonymize_video_inputs(
                 soft_wrap=True,
             )
             for warning in report.warnings:
-                err.print(
+                live.print(
                     f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
                 )
     return failures

@@ -394,7 +394,10 @@ class VideoWriter:
         if audio_from is not None and spec.audio != "none":
             source = Path(audio_from)
             has_audio = False
-            with contextlib.suppress(av.error.FFmpegError, OSError), av.open(str(source), "r") as probe:
+            with (
+                contextlib.suppress(av.error.FFmpegError, OSError),
+                av.open(str(source), "r") as probe,
+            ):
                 has_audio = bool(probe.streams.audio)
             if has_audio:
                 try:

@@ -30,6 +30,7 @@ def test_tracker_interpolates_a_gap_and_holds_track_ends() -> None:
         "detected", "detected", "interpolated", "interpolated", "detected", "detected", "held", None,
     ]  # fmt: skip
     assert frames[2][0].box == pytest.approx((14, 10, 34, 30))  # a third of the way from 1 to 4
+    assert all(face.confirmed for f in frames for face in f)
     assert frames[3][0].box == pytest.approx((16, 10, 36, 30))
     assert {face.track for f in frames for face in f} == {0}
 
@@ -43,6 +44,7 @@ def test_tracker_keeps_faces_apart_and_does_not_bridge_long_gaps() -> None:
     frames = _release_all(tracker, len(plan))
     assert {(f.box, f.source) for f in frames[1]} == {(left, "interpolated"), (right, "detected")}
     assert frames[4] == []  # a 3-frame gap is longer than max_gap: nothing invented there
+    assert [face.confirmed for face in frames[6]] == [False]  # seen once: masked, not "confirmed"
     assert len({face.track for f in frames for face in f if face.box == right}) == 1
     with pytest.raises(ValueError, match="in order"):
         tracker.add(3, [])

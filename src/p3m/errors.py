@@ -81,3 +81,11 @@ class BaselineError(P3MError):
 class ExperimentError(P3MError):
     """An experiment (`p3m experiment ...`) cannot run as asked: bad settings, a device that is
     not there, or earlier results that cannot be resumed."""
+
+
+class VideoReadError(P3MError):
+    """A video could not be read (missing, not a video, truncated, no video stream, ...)."""
+
+
+class VideoWriteError(P3MError):
+    """A video (or frame sequence) could not be encoded or written."""

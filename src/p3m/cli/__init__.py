@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "p3m.cli.export_cmd",
     "p3m.cli.bench_cmd",
     "p3m.cli.experiment_cmd",
+    "p3m.cli.video_cmd",
 )
 
 

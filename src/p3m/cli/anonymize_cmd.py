@@ -43,7 +43,7 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 def anonymize_command(
     images: list[Path] | None = typer.Argument(
-        None, help="Single-image mode: image files (needs -o)."
+        None, help="Single-image mode: image files (needs -o); video files are anonymised frame by frame with face tracking."
     ),
     out: Path | None = typer.Option(
         None,
@@ -212,6 +212,13 @@ def anonymize_command(
         upscale=upscale,
         rotations=_rotations(rotations),
     )
+    # Video files go to p3m.video; when only videos were given, that is the whole run.
+    from p3m.cli.video_cmd import anonymize_video_inputs, split_video_files
+
+    images, videos = split_video_files(images)
+    video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
+    if videos and not images:
+        raise typer.Exit(code=1 if video_failed else 0)
     if images_dir is not None:
         if alphas_dir is None:
             raise ConfigError("dataset mode needs --alphas DIR (the mattes are written to mask/)")
@@ -256,7 +263,7 @@ def anonymize_command(
         report = anonymize_samples(samples, out, config, on_progress)
 
     _print_summary(out_console, err, report)
-    if report.failed:
+    if report.failed or video_failed:
         raise typer.Exit(code=1)
 
 

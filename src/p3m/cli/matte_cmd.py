@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 
 import typer
 
+from p3m.cli.video_cmd import TEMPORAL_HELP, VIDEO_FORMAT_HELP, TemporalChoice
 from p3m.vocabulary import OutputKind, values
 from p3m.vocabulary import TestStrategy as StrategyChoice
 
@@ -60,8 +61,13 @@ def matte_command(
         help=f"Comma list of outputs: {', '.join(values(OutputKind))} (default: alpha,rgba; rgba with -o -).",
     ),
     background: str = typer.Option(
-        "white", "--background", "-b", help="Composite background: colour (name, #rrggbb, r,g,b) or image file."
+        "white",
+        "--background",
+        "-b",
+        help="Composite background: colour (name, #rrggbb, r,g,b) or image file; for videos also a video file (looped).",
     ),
+    video_format: str = typer.Option("mov-prores4444", "--format", help=VIDEO_FORMAT_HELP),
+    temporal: TemporalChoice = typer.Option(TemporalChoice.on, "--temporal", help=TEMPORAL_HELP),
     max_pixels: int = typer.Option(
         0,
         "--max-pixels",
@@ -121,6 +127,10 @@ def matte_command(
         "model": model, "weights": weights, "strategy": strategy.value, "device": device, "download": download,
         "max_pixels": MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels,
         "selfie": _selfie_config(trimap_band, threshold),
+        "video": {
+            "save": save if save is not None else "alpha,rgba", "format": video_format, "background": background,
+            "temporal": temporal is TemporalChoice.on, "max_pixels": max_pixels,
+        },
     }
     backdrop = _background(background) if "composite" in kinds else "white"
     if watch is not None:
@@ -195,6 +205,23 @@ def _matte_files(
 
     out = Console()
     err = Console(stderr=True)
+    # Video files go to p3m.video; when only videos were given, that is the whole run.
+    from p3m.cli.video_cmd import matte_video_inputs, split_video_inputs
+
+    inputs, videos = split_video_inputs(inputs, recursive=recursive)
+    video_failures: list[tuple[str, str]] = []
+    if videos:
+        video = options["video"]
+        video_failures = matte_video_inputs(
+            videos, out_dir, save=video["save"], video_format=video["format"],
+            background=video["background"], temporal=video["temporal"], model=options["model"],
+            weights=options["weights"], strategy=options["strategy"], device=options["device"],
+            max_pixels=video["max_pixels"], overwrite=overwrite, download=options["download"],
+            selfie_config=options["selfie"],
+        )  # fmt: skip
+        if not inputs:
+            exit_if_failed(err, video_failures, "failed on {count} video(s)")
+            return
     plan = plan_matte(inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite)
     failures = list(plan.missing)
     if len(failures) == len(inputs):
@@ -204,6 +231,7 @@ def _matte_files(
         raise ImageReadError(
             "none of the inputs exists: " + "; ".join(f"{name} ({reason})" for name, reason in failures)
         )
+    failures += video_failures
     for name, reason in failures:
         err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
     if plan.passed_over:

@@ -26,6 +26,7 @@ from p3m.inference.backends import (
     MATTE_MAX_PIXELS,
     MattingBackend,
     ResizeInfo,
+    SegmentationFilter,
     resolve_backend,
 )
 from p3m.inference.foreground import composite, cutout_rgba, estimate_foreground
@@ -133,7 +134,11 @@ class Matter:
         self.note: str | None = self.backend.note
 
     def __call__(
-        self, image: Any, foreground: bool = True, input_alpha: np.ndarray | None = None
+        self,
+        image: Any,
+        foreground: bool = True,
+        input_alpha: np.ndarray | None = None,
+        segmentation_filter: SegmentationFilter | None = None,
     ) -> MatteResult:
         """Matte one image (array, path, PIL image or encoded bytes); `foreground=False` skips
         colour estimation.
@@ -141,13 +146,21 @@ class Matter:
         The input's own transparency (RGBA / LA / palette files, an H x W x 4 array, or
         `input_alpha`, float H x W in [0, 1]) bounds the result: the matte is at most the input
         alpha, and the backend sees the image over mid-grey, so nothing hidden is matted back.
+        `segmentation_filter(image, probabilities) -> probabilities` (default None) replaces the
+        model's segmentation before the trimap is built: selfie-cf's person probability (h x w)
+        or P3M-Net's global class probabilities (3 x h x w); `p3m.video` smooths them over time
+        through it.
         """
         from p3m.io import load_image_and_alpha
 
         image, own_alpha = load_image_and_alpha(image)
         limit = _combine_alpha(own_alpha, input_alpha, image.shape[:2])
         seen = image if limit is None else _over_grey(image, limit)
-        output = self.backend.matte(seen)
+        output = (
+            self.backend.matte(seen)
+            if segmentation_filter is None
+            else self.backend.matte(seen, segmentation_filter=segmentation_filter)
+        )
         alpha = output.alpha
         if limit is not None:
             alpha = np.minimum(alpha, limit)

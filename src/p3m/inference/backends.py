@@ -46,6 +46,7 @@ __all__ = [
     "MattingBackend",
     "P3MNetBackend",
     "ResizeInfo",
+    "SegmentationFilter",
     "SelfieCFBackend",
     "SelfieCFConfig",
     "check_selfie_config",
@@ -107,6 +108,13 @@ class BackendOutput:
     details: Any = None
 
 
+SegmentationFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""`filter(image, probabilities) -> probabilities`: selfie-cf's person probability (float32
+h x w in [0, 1]) or P3M-Net's global class probabilities (3 x h x w), each with the RGB uint8
+image it was computed on (see `p3m.inference.selfie_cf.MaskFilter`,
+`p3m.inference.strategies.GlobalFilter`)."""
+
+
 class MattingBackend(Protocol):
     """What `Matter` needs from a matting method.
 
@@ -117,8 +125,15 @@ class MattingBackend(Protocol):
     name: str
     note: str | None
 
-    def matte(self, image: np.ndarray) -> BackendOutput:
-        """Alpha of the person in an RGB uint8 H x W x 3 image, at the input size."""
+    def matte(
+        self, image: np.ndarray, segmentation_filter: SegmentationFilter | None = None
+    ) -> BackendOutput:
+        """Alpha of the person in an RGB uint8 H x W x 3 image, at the input size.
+
+        `segmentation_filter(image, probabilities) -> probabilities`, when given, replaces the
+        method's segmentation before its trimap is built (video smooths it over time); a
+        backend without a segmentation stage may ignore it.
+        """
         ...
 
 
@@ -180,9 +195,11 @@ class SelfieCFBackend:
             return None
         return max(1024, round(at_default * max_pixels / MATTE_MAX_PIXELS))
 
-    def matte(self, image: np.ndarray) -> BackendOutput:
+    def matte(
+        self, image: np.ndarray, segmentation_filter: SegmentationFilter | None = None
+    ) -> BackendOutput:
         height, width = image.shape[:2]
-        result = run_selfie_cf(image, config=self.config)
+        result = run_selfie_cf(image, config=self.config, mask_filter=segmentation_filter)
         resized = None
         if result.scale < 1.0:
             resized = ResizeInfo(
@@ -214,7 +231,9 @@ class P3MNetBackend:
         self.max_pixels = max_pixels
         self.note = note
 
-    def matte(self, image: np.ndarray) -> BackendOutput:
+    def matte(
+        self, image: np.ndarray, segmentation_filter: SegmentationFilter | None = None
+    ) -> BackendOutput:
         height, width = image.shape[:2]
         scale = budget_scale(height, width, self.max_pixels)
         working, resized = image, None
@@ -222,7 +241,9 @@ class P3MNetBackend:
             size = (max(1, int(height * scale)), max(1, int(width * scale)))
             working = shrink_image(image, size)
             resized = ResizeInfo((height, width), size, scale, int(self.max_pixels or 0))
-        prediction = predict_p3mnet(self.network, working, self.strategy)
+        prediction = predict_p3mnet(
+            self.network, working, self.strategy, global_filter=segmentation_filter
+        )
         alpha, trimap = prediction.alpha, prediction.trimap
         if resized is not None:
             del working

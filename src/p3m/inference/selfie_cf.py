@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ from p3m.inference.upsample import resize_alpha, shrink_image, upsample_alpha
 __all__ = [
     "NO_PERSON_NOTE",
     "SELFIE_CF_NAME",
+    "MaskFilter",
     "SelfieCFConfig",
     "SelfieCFResult",
     "SolveRegion",
@@ -577,16 +578,24 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+MaskFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""`mask_filter(image, probability) -> probability`: image RGB uint8 H x W x 3 (exposure-normalised,
+as the segmenter saw it), probability float32 H x W in [0, 1] (the united per-person masks);
+returns float H x W (clipped to [0, 1]). Video matting smooths the probability over time with it."""
+
+
 def run_selfie_cf(
     image: np.ndarray,
     config: SelfieCFConfig | None = None,
     probability: np.ndarray | None = None,
+    mask_filter: MaskFilter | None = None,
 ) -> SelfieCFResult:
     """The whole pipeline (see the module doc) on an RGB uint8 H x W x 3 image.
 
     `probability`: a person probability (float H x W in [0, 1], e.g. smoothed over video frames)
     to solve with instead of finding and segmenting people; `result.probability` is the one
-    computed otherwise. Raises `MissingDependencyError` naming what to install when MediaPipe
+    computed otherwise. `mask_filter` (see `MaskFilter`), when given, replaces the computed
+    probability before the trimap is built. Raises `MissingDependencyError` naming what to install when MediaPipe
     is absent, ValueError for arrays that are not RGB uint8.
     """
     config = config or SelfieCFConfig()
@@ -612,6 +621,8 @@ def run_selfie_cf(
             probability = whole
             if config.people:
                 note = "no person found: matted the whole-frame segmentation as it is"
+        if mask_filter is not None:
+            probability = np.clip(np.asarray(mask_filter(seen, probability), dtype=np.float32), 0.0, 1.0)
     threshold = max(0.01, config.threshold - config.person_margin) if people else config.threshold
     alpha, trimap, regions, scale = _solve_regions(image, probability, exposure, config, threshold, len(people))
     solved_size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -632,6 +643,7 @@ def matte_selfie_cf(
     image: np.ndarray,
     config: SelfieCFConfig | None = None,
     return_trimap: bool = False,
+    mask_filter: MaskFilter | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Alpha matte (float32 H x W in [0, 1]) of the people in an RGB uint8 image; see the module doc.
 
@@ -639,7 +651,7 @@ def matte_selfie_cf(
     An image without people gives an all-zero matte (`run_selfie_cf` also returns the note).
     Raises `MissingDependencyError` naming what to install when MediaPipe is absent.
     """
-    result = run_selfie_cf(image, config)
+    result = run_selfie_cf(image, config, mask_filter=mask_filter)
     if result.note:
         logger.info("selfie-cf: %s", result.note)
     return (result.alpha, result.trimap) if return_trimap else result.alpha

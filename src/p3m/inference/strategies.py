@@ -9,6 +9,11 @@ override the local alpha. RESIZE: one pass at half size, the network's own fusio
 
 Any callable taking a normalised 1 x 3 x H x W tensor and returning `P3MOutput` (or a tuple
 `global_logits, local, fusion, ...`) works as `model`.
+
+`global_filter` is the hook video matting uses (`p3m.video`): it sees the global pass's class
+probabilities (softmax of the global logits) with the image of that pass and returns the
+probabilities the trimap is taken from (e.g. smoothed over time); the local pass and the
+fusion rule are unchanged, so each frame's detail is still solved on its own.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from p3m.vocabulary import TestStrategy, values
 
 __all__ = [
     "STRATEGIES",
+    "GlobalFilter",
     "P3MNetPrediction",
     "Strategy",
     "model_device",
@@ -35,6 +41,11 @@ __all__ = [
 
 Strategy = Literal["hybrid", "resize"]
 STRATEGIES: tuple[str, ...] = values(TestStrategy)
+
+GlobalFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""`global_filter(image, probabilities) -> probabilities`: image RGB uint8 h x w x 3 (the global
+pass input), probabilities float32 3 x h x w (background, transition, foreground; softmax of
+the global logits); returns 3 x h x w scores whose argmax gives the trimap."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +70,35 @@ def model_device(model: Callable[..., object]) -> torch.device:
 
 
 def _forward(
-    model: Callable[..., object], image_0_255: np.ndarray, device: torch.device
+    model: Callable[..., object],
+    image_0_255: np.ndarray,
+    device: torch.device,
+    global_filter: GlobalFilter | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One official `inference_once`: trimap (uint8), local and fusion (float32 H x W)."""
+    """One official `inference_once`: trimap (uint8), local and fusion (float32 H x W).
+
+    With `global_filter`, the trimap comes from the filtered class probabilities and the fusion
+    is recomputed from it with the network's own rule (local in the transition, 1 in the
+    foreground, 0 elsewhere).
+    """
     x = image_to_tensor(image_0_255, device)
     with torch.inference_mode():
         outputs = model(x)
     global_logits, local, fusion = outputs[0], outputs[1], outputs[2]
-    trimap = trimap_from_global_logits(global_logits.float().cpu().numpy())
-    return trimap, local[0, 0].float().cpu().numpy(), fusion[0, 0].float().cpu().numpy()
+    local_np = local[0, 0].float().cpu().numpy()
+    if global_filter is None:
+        trimap = trimap_from_global_logits(global_logits.float().cpu().numpy())
+        return trimap, local_np, fusion[0, 0].float().cpu().numpy()
+    probabilities = torch.softmax(global_logits[:1].float(), dim=1)[0].cpu().numpy()
+    image_u8 = np.clip(np.rint(image_0_255), 0, 255).astype(np.uint8)
+    filtered = np.asarray(global_filter(image_u8, probabilities), dtype=np.float32)
+    if filtered.shape != probabilities.shape:
+        raise ValueError(
+            f"global_filter returned shape {filtered.shape}, expected {probabilities.shape}"
+        )
+    trimap = trimap_from_global_logits(filtered[None])
+    fused = np.where(trimap == 128, local_np, (trimap == 255).astype(np.float32))
+    return trimap, local_np, fused.astype(np.float32)
 
 
 def _min_side(model: Callable[..., object]) -> int:
@@ -75,13 +106,18 @@ def _min_side(model: Callable[..., object]) -> int:
 
 
 def predict_p3mnet(
-    model: Callable[..., object], image: np.ndarray, strategy: Strategy = "hybrid"
+    model: Callable[..., object],
+    image: np.ndarray,
+    strategy: Strategy = "hybrid",
+    global_filter: GlobalFilter | None = None,
 ) -> P3MNetPrediction:
     """Run the official HYBRID or RESIZE procedure on an RGB uint8 image; see the module docstring.
 
     The model's input constraints are honoured through its `min_size` attribute: on images so
     small that the official sizes would fall below it (where the official code fails), the passes
     run at `min_size` instead. Everything else is the official procedure, step for step.
+    `global_filter` (default None: the official procedure) filters the global pass's class
+    probabilities before the trimap is taken (see `GlobalFilter`; used for video).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -96,7 +132,7 @@ def predict_p3mnet(
 
     global_size = working_size(height, width, 0.5, min_side=min_side)
     global_input = resize_like_official(image, global_size) * 255.0
-    trimap_small, local_small, fusion_small = _forward(model, global_input, device)
+    trimap_small, local_small, fusion_small = _forward(model, global_input, device, global_filter)
     del global_input
     trimap_back = resize_like_official(trimap_small, (height, width)) * 255.0
     pass_sizes = {"global": global_size}

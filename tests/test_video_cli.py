@@ -1,0 +1,140 @@
+"""Video on the command line, end to end: `p3m matte clip.mp4`, `p3m eval-video`,
+`p3m anonymize clip.mp4`, and bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from p3m.cli import app
+from p3m.errors import P3MError
+from p3m.io import write_alpha
+from p3m.video.reader import probe_video, read_alpha_frames
+from p3m.video.synthetic import SyntheticClip
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "p3m-home"))  # "auto" = the offline selfie-cf
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray]]:
+    synthetic = SyntheticClip(height=96, width=160, seconds=0.16, fps=25)  # 4 frames
+    path = synthetic.write(tmp_path_factory.mktemp("cli") / "call.mp4")
+    return path, list(synthetic.alphas())
+
+
+@pytest.mark.slow
+def test_matte_a_video_then_evaluate_it(clip, tmp_path: Path) -> None:
+    path, truth = clip
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["matte", str(path), "-o", str(out), "--save", "alpha,rgba,composite",
+         "--format", "png-sequence", "--background", "red"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "call_alpha" in result.output
+        and "frames/s" in result.output
+        and "selfie-cf" in result.output
+    )
+    assert len(list((out / "call_alpha").glob("*.png"))) == 4
+    assert probe_video(out / "call_rgba").has_alpha
+    assert probe_video(out / "call_composite.mp4").frame_count == 4
+
+    again = runner.invoke(
+        app, ["matte", str(path), "-o", str(out), "--save", "alpha", "--format", "png-sequence"]
+    )
+    assert again.exit_code == 0 and "kept" in again.output
+
+    off = runner.invoke(
+        app,
+        [
+            "matte",
+            str(path),
+            "-o",
+            str(tmp_path / "off"),
+            "--save",
+            "alpha",
+            "--format",
+            "webm-vp9",
+            "--temporal",
+            "off",
+        ],
+    )
+    assert off.exit_code == 0, off.output
+    assert "temporal smoothing off" in off.output
+    assert len(list(read_alpha_frames(tmp_path / "off" / "call_alpha.webm"))) == 4
+
+    truth_dir = tmp_path / "truth"
+    for index, alpha in enumerate(truth):
+        write_alpha(truth_dir / f"{index:04d}.png", alpha)
+    csv_path = tmp_path / "per_frame.csv"
+    evaluated = runner.invoke(
+        app,
+        [
+            "eval-video",
+            str(out / "call_alpha"),
+            str(truth_dir),
+            "--csv",
+            str(csv_path),
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "dtSSD" in evaluated.output and "4 frames" in evaluated.output
+    rows = csv_path.read_text().splitlines()
+    assert rows[0] == "frame,sad,mse,mad,dtssd" and len(rows) == 5 and rows[1].endswith(",")
+
+
+def test_bad_video_inputs(clip, tmp_path: Path) -> None:
+    path, _ = clip
+    missing = runner.invoke(app, ["matte", str(tmp_path / "gone.mp4"), "-o", str(tmp_path)])
+    assert isinstance(missing.exception, P3MError)  # exit code 2 and one red line in `p3m`
+    assert str(missing.exception) == f"{tmp_path / 'gone.mp4'}: file not found"
+    (tmp_path / "notes.mov").write_text("this is not a video\n" * 10)
+    bad = runner.invoke(app, ["matte", str(tmp_path / "notes.mov"), "-o", str(tmp_path / "o")])
+    assert bad.exit_code == 1 and "notes.mov: not a video" in bad.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+    wrong_kind = runner.invoke(app, ["matte", str(path), "-o", str(tmp_path), "--save", "trimap"])
+    assert isinstance(wrong_kind.exception, P3MError) and "video outputs are" in str(
+        wrong_kind.exception
+    )
+    no_alpha = runner.invoke(
+        app, ["matte", str(path), "-o", str(tmp_path), "--save", "rgba", "--format", "mp4"]
+    )
+    assert isinstance(no_alpha.exception, P3MError) and "no alpha channel" in str(
+        no_alpha.exception
+    )
+    evaluated = runner.invoke(app, ["eval-video", str(path), str(tmp_path / "nothing")])
+    assert isinstance(evaluated.exception, P3MError) and "nothing" in str(evaluated.exception)
+
+
+@pytest.mark.slow
+def test_anonymize_a_video(clip, tmp_path: Path) -> None:
+    path, _ = clip
+    result = runner.invoke(
+        app, ["anonymize", str(path), "-o", str(tmp_path), "--audit-detectors", "mediapipe"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "call.mp4").exists() and (tmp_path / "call.faces.jsonl").exists()
+    assert "tracking filled" in result.output
+    assert probe_video(tmp_path / "call.mp4").frame_count == 4
+
+
+def test_folders_give_their_videos_but_not_p3m_outputs(tmp_path: Path) -> None:
+    from p3m.cli.video_cmd import split_video_inputs
+
+    for name in ("a.mp4", "b.MOV", "a_alpha.mov", "a_composite.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    images, videos = split_video_inputs([str(tmp_path), str(tmp_path / "a_alpha.mov"), "photo.jpg"])
+    assert [v.name for v in videos] == ["a.mp4", "b.MOV", "a_alpha.mov"]  # named files are taken
+    assert images == ["photo.jpg"]  # the folder has no image, so it is not passed on

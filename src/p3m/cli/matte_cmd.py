@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from p3m.cli import _scale
 from p3m.vocabulary import OutputKind, values
 from p3m.vocabulary import TestStrategy as StrategyChoice
 
@@ -28,7 +29,9 @@ def _describe_model(matter: Any) -> str:
 
 
 def matte_command(
-    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns ('photos/*.jpg')."),
+    inputs: list[str] | None = typer.Argument(
+        None, help="Image files, folders or glob patterns ('photos/*.jpg'); or --input-list."
+    ),
     out_dir: Path = typer.Option(Path("p3m-output"), "--out-dir", "-o", help="Folder for the outputs."),
     model: str = typer.Option(
         "auto",
@@ -66,27 +69,45 @@ def matte_command(
         help="Download the model's published weights first if they are not cached (the only "
         "network access; with --model auto this fetches P3M-Net ViTAE-S).",
     ),
+    input_lists: list[Path] | None = _scale.INPUT_LIST_OPTION,
+    shard_size: int = _scale.SHARD_SIZE_OPTION,
+    engine: _scale.Engine = _scale.ENGINE_OPTION,
+    ray_address: str | None = _scale.RAY_ADDRESS_OPTION,
+    workers: int | None = _scale.WORKERS_OPTION,
+    batch_size: int | None = _scale.BATCH_SIZE_OPTION,
+    cpus_per_worker: float | None = _scale.CPUS_OPTION,
+    gpus_per_worker: float | None = _scale.GPUS_OPTION,
+    threads: int | None = _scale.THREADS_OPTION,
 ) -> None:
     """Matte portraits: per image <stem>_alpha.png, <stem>_rgba.png (straight alpha) and more.
 
     Existing outputs are kept unless --overwrite. Inputs that are missing or cannot be read are
-    reported and skipped, the rest matted; the exit code is 1 if any was skipped.
+    reported and skipped, the rest matted; the exit code is 1 if any was skipped. At scale:
+    --input-list, --shard-size, and --engine ray (the same outputs and manifest.jsonl).
     """
     from rich.console import Console
 
     from p3m.cli._ui import exit_if_failed, run_progress
-    from p3m.errors import ImageReadError
+    from p3m.errors import ConfigError, ImageReadError
     from p3m.inference.api import MATTE_MAX_PIXELS, Matter
-    from p3m.inference.batch import parse_save, plan_matte, run_matte
+    from p3m.inference.batch import MatterSpec, parse_save, plan_matte, run_matte
+    from p3m.runs import RunOptions
 
     out = Console()
     err = Console(stderr=True)
     kinds = parse_save(save)
+    inputs = list(inputs or [])
+    if not inputs and not input_lists:
+        raise ConfigError("give image files, folders or patterns, or --input-list FILE")
+    executor = _scale.make_executor(engine, ray_address, workers, batch_size, cpus_per_worker, gpus_per_worker)
     backdrop = _background(background) if "composite" in kinds else "white"
     budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
-    plan = plan_matte(inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite)
+    plan = plan_matte(
+        inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
+        input_lists=input_lists or (), shard_size=shard_size,
+    )  # fmt: skip
     failures = list(plan.missing)
-    if len(failures) == len(inputs):
+    if inputs and len(failures) == len(inputs) and not input_lists:
         # Nothing given exists: a usage error (exit 2), not a partly failed run.
         if len(failures) == 1:
             raise ImageReadError(failures[0][1], failures[0][0])
@@ -125,15 +146,27 @@ def matte_command(
         names = ", ".join(record.details.get("written", []))
         return f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
 
-    with run_progress("[bold]matting", err, describe=describe) as on_event:
-        report = run_matte(plan, matter, backdrop, on_event=on_event)
+    options = RunOptions(threads=threads)
+    if executor is not None:
+        # Each worker builds the model itself: the same one ("auto" resolved here).
+        spec = MatterSpec(matter.name if model == "auto" else model, weights, strategy.value, device, budget)
+        del matter
+        out.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
+        with run_progress("[bold]matting", err, describe=describe, unit="images") as on_event:
+            report = run_matte(plan, spec, backdrop, on_event=on_event, options=options, executor=executor)
+        matter_name = spec.model
+    else:
+        with run_progress("[bold]matting", err, describe=describe, unit="images") as on_event:
+            report = run_matte(plan, matter, backdrop, on_event=on_event, options=options)
+        matter_name = matter.name
     for record in report.failed:
         # Name the file once: drop the error's own path prefix when it is the input.
         prefix = f"{record.source}: "
         reason = record.error or "could not be matted"
         failures.append((str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason))
     done = report.counts.get("done", 0)
-    out.print(f"matted {done} image(s) with {matter.name} into {out_dir}")
+    out.print(f"matted {done} image(s) with {matter_name} into {out_dir}")
+    _scale.print_run_summary(out, report, per_worker=executor is not None)
     exit_if_failed(err, failures, "skipped {count} input(s)")
 
 

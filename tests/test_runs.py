@@ -216,3 +216,38 @@ def test_journal_ignores_a_torn_line_and_keeps_other_runs(tmp_path: Path) -> Non
     assert set(journal.read()) == {"old"}
     run_items([Item("new")], FunctionTask(lambda item: None), path)
     assert set(read_journal(path)) == {"old", "new"}
+
+
+def test_a_task_factory_is_built_once_here_and_threads_are_set_for_the_run(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    built: list[CopyTask] = []
+    seen_threads: list[int] = []
+
+    class ThreadsSeen(CopyTask):
+        def compute(self, item: Item, loaded: str) -> str:
+            seen_threads.append(torch.get_num_threads())
+            return super().compute(item, loaded)
+
+    def factory() -> CopyTask:
+        built.append(ThreadsSeen())
+        return built[-1]
+
+    before = torch.get_num_threads()
+    items = make_items(tmp_path, {"a": "x", "b": "y", "c": "z"})
+    report = run_items(items, factory, tmp_path / "j.jsonl", RunOptions(threads=1))
+    assert len(built) == 1 and built[0].computed == ["a", "b", "c"]
+    assert seen_threads == [1, 1, 1] and torch.get_num_threads() == before
+    # One worker, this process, did the three items.
+    assert [stats.items for stats in report.workers.values()] == [3]
+
+
+def test_temporaries_left_by_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    items = make_items(tmp_path, {"a": "x", "b": "y"})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".a.upper.0123456789ab.tmp").write_text("X")  # a.upper's write never finished
+    (out / ".other.txt.0123456789ab.tmp").write_text("?")  # not this run's: left alone
+    (out / "b.upper").write_text("Y")  # b is done
+    report = run_items(items, CopyTask(), tmp_path / "j.jsonl")
+    assert [r.status for r in report.records] == ["done", "kept"]
+    assert sorted(p.name for p in out.iterdir()) == [".other.txt.0123456789ab.tmp", "a.upper", "b.upper"]

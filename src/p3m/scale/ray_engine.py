@@ -27,7 +27,9 @@ import logging
 import math
 import os
 import pickle
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +71,27 @@ def require_ray() -> Any:
     return ray
 
 
+@contextlib.contextmanager
+def _ctrl_c_after_start(ray: Any) -> Iterator[None]:
+    """Hold Ctrl-C while Ray starts, then honour it (after shutting Ray down again).
+
+    Ray forks its services; a SIGINT arriving in a fork handler is lost ("Exception ignored"),
+    so without this a Ctrl-C during the seconds of a start would be silently dropped.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        ray.shutdown()
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+
+
 def start_local_ray(
     num_cpus: float,
     num_gpus: float | None = None,
@@ -94,17 +117,18 @@ def start_local_ray(
     if clustering is not None:
         ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(
-            address="local",  # never attach to a cluster found on this machine
-            num_cpus=max(1, math.ceil(num_cpus)),
-            num_gpus=None if num_gpus is None else math.ceil(num_gpus),
-            object_store_memory=object_store_memory,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            **kwargs,
-        )
+        with _ctrl_c_after_start(ray):
+            ray.init(
+                address="local",  # never attach to a cluster found on this machine
+                num_cpus=max(1, math.ceil(num_cpus)),
+                num_gpus=None if num_gpus is None else math.ceil(num_gpus),
+                object_store_memory=object_store_memory,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                **kwargs,
+            )
     finally:
         if clustering is not None:
             ray_constants.ENABLE_RAY_CLUSTER = clustering
@@ -124,7 +148,8 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float = 0.0) -> 
         start_local_ray(num_cpus, num_gpus if num_gpus > 0 else None)
     else:
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            with _ctrl_c_after_start(ray):
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"cannot join the Ray cluster at {address}: {error}") from error
     try:

@@ -251,3 +251,33 @@ def test_temporaries_left_by_a_killed_writer_are_removed(tmp_path: Path) -> None
     report = run_items(items, CopyTask(), tmp_path / "j.jsonl")
     assert [r.status for r in report.records] == ["done", "kept"]
     assert sorted(p.name for p in out.iterdir()) == [".other.txt.0123456789ab.tmp", "a.upper", "b.upper"]
+
+
+def test_an_executor_hands_records_back_and_the_engine_journals_them_in_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p3m.runs import build_task, execute_item
+
+    class TwoWorkers:
+        """Runs items in this process as two named workers; hands one record back twice, as a
+        retried worker task may."""
+
+        def run(self, pending, task, options, finish) -> None:
+            built = build_task(task)
+            for number, (index, item) in enumerate(pending):
+                record = execute_item(built, item, options.fatal)
+                finish(index, record, f"host:{number % 2}")
+                if number == 0:
+                    finish(index, record, "host:0")
+
+    syncs: list[int] = []
+    append_many = Journal.append_many
+    monkeypatch.setattr(Journal, "append_many", lambda self, records: (syncs.append(len(list(records))), append_many(self, records))[1])  # fmt: skip
+    texts = {f"i{n:03d}": str(n) for n in range(300)}
+    events: list = []
+    report = run_items(make_items(tmp_path, texts), CopyTask, tmp_path / "j.jsonl", on_event=events.append, executor=TwoWorkers())
+    assert report.counts == {"done": 300}
+    assert [e.finished for e in events if isinstance(e, ItemFinished)] == list(range(1, 301))
+    assert {name: stats.items for name, stats in report.workers.items()} == {"host:0": 150, "host:1": 150}
+    assert len(syncs) < 10 and sum(syncs) == 300  # a few group commits, every record once
+    assert len(read_journal(tmp_path / "j.jsonl")) == 300

@@ -26,7 +26,9 @@ def test_shards_hold_at_most_n_and_keep_their_keys_across_runs(tmp_path: Path) -
 
 
 def test_a_lost_shard_map_is_rebuilt_from_the_files_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
-    outputs = {key: [PurePath(f"{key}_alpha.png")] for key in ("a", "b", "c")}
+    def outputs(key: str) -> list[PurePath]:
+        return [PurePath(f"{key}_alpha.png")]
+
     assert plan_shards(tmp_path, ["a", "b", "c"], 1, outputs) == {"a": "00000", "b": "00001", "c": "00002"}
     (tmp_path / "00002").mkdir()
     (tmp_path / "00002" / "c_alpha.png").write_bytes(b"png")  # only c was written

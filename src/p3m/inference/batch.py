@@ -128,17 +128,12 @@ def collect_listed(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, 
     are made absolute without touching the file system (see `p3m.io.lists`); the same file
     listed twice is taken once.
     """
-    absolute: list[Path] = []
-    seen: set[str] = set()
-    for path in paths:
-        normalised = os.path.abspath(os.path.expanduser(os.fspath(path)))
-        if normalised not in seen:
-            seen.add(normalised)
-            absolute.append(Path(normalised))
+    absolute = list(dict.fromkeys(os.path.abspath(os.path.expanduser(os.fspath(path))) for path in paths))
     if not absolute:
         return []
-    root = os.path.commonpath([os.fspath(path.parent) for path in absolute])
-    return [(path, Path(os.path.relpath(path, root))) for path in absolute]
+    root = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    start = len(root.rstrip(os.sep)) + 1  # string slicing: millions of relpath calls are slow
+    return [(Path(path), Path(path[start:])) for path in absolute]
 
 
 @dataclass(frozen=True)
@@ -254,10 +249,12 @@ def plan_matte(
         collected += [entry for entry in collect_listed(listed) if os.fspath(entry[0]) not in taken]
     keys = [relative.as_posix() for _, relative in collected]
     if shard_size:
-        outputs = {
-            key: [relative.parent / f"{relative.stem}_{kind}.png" for kind in kinds]
-            for key, (_, relative) in zip(keys, collected, strict=True)
-        }
+        relatives = {key: relative for key, (_, relative) in zip(keys, collected, strict=True)}
+
+        def outputs(key: str) -> list[Path]:  # to find earlier outputs if shards.jsonl is lost
+            relative = relatives[key]
+            return [relative.parent / f"{relative.stem}_{kind}.png" for kind in kinds]
+
         shards = plan_shards(Path(out_dir), keys, shard_size, outputs)
         collected = [(source, Path(shards[key]) / relative) for key, (source, relative) in zip(keys, collected, strict=True)]
     jobs = plan_outputs(collected, Path(out_dir))

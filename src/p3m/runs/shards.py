@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from p3m.errors import ConfigError, ImageWriteError
@@ -72,7 +72,7 @@ def read_shard_map(folder: str | os.PathLike[str]) -> dict[str, str]:
     return known
 
 
-def _recover(folder: Path, outputs: Mapping[str, Sequence[PurePath]]) -> dict[str, str]:
+def _recover(folder: Path, keys: Iterable[str], outputs: Callable[[str], Iterable[PurePath]]) -> dict[str, str]:
     """Key -> shard for the keys whose outputs are found in the shard folders."""
     try:
         shards = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and is_shard_name(entry.name))
@@ -88,8 +88,8 @@ def _recover(folder: Path, outputs: Mapping[str, Sequence[PurePath]]) -> dict[st
             for name in files:
                 where.setdefault(PurePath(os.path.normpath(relative / name)), shard)
     found: dict[str, str] = {}
-    for key, paths in outputs.items():
-        for path in paths:
+    for key in keys:
+        for path in outputs(key):
             shard = where.get(PurePath(os.path.normpath(path)))
             if shard is not None:
                 found[key] = shard
@@ -103,12 +103,12 @@ def plan_shards(
     folder: str | os.PathLike[str],
     keys: Sequence[str],
     size: int,
-    outputs: Mapping[str, Sequence[PurePath]] | None = None,
+    outputs: Callable[[str], Iterable[PurePath]] | None = None,
 ) -> dict[str, str]:
     """The shard of every key (see the module doc), recording new assignments first.
 
     `size`: at most that many keys per shard (>= 1). `outputs`: for rebuilding a lost record,
-    each key's output paths relative to its shard folder. Keys known from `shards.jsonl` keep
+    a function giving a key's output paths relative to its shard folder (called only then). Keys known from `shards.jsonl` keep
     their shard; the others fill the lowest shards with room in the given order. Raises
     ConfigError for a size below 1 and ImageWriteError when the record cannot be written.
     """
@@ -117,7 +117,7 @@ def plan_shards(
     folder = Path(folder)
     known = read_shard_map(folder)
     if not (folder / SHARD_MAP_NAME).is_file() and outputs:
-        known.update(_recover(folder, outputs))
+        known.update(_recover(folder, keys, outputs))
         recovered = dict(known)
     else:
         recovered = {}

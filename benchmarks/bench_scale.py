@@ -1,6 +1,6 @@
 """Throughput of `p3m matte` on the local engine against Ray Data with 1 and 2 workers, and the
-per-image CPU cost of each stage (read, matte, anonymise, write) that docs/scale-out.md projects
-to ten million images.
+per-image CPU cost of each stage (read, matte, write; anonymise and the writing of its P3M-10k
+files) that docs/scale-out.md projects to ten million images.
 
 The image set: N synthetic portraits (default 200; `--quick`: 24) made from package-shipped
 photos: scikit-image's astronaut, scaled, flipped and placed on scikit-image's backgrounds
@@ -143,7 +143,9 @@ def stage_costs(paths: list[Path], spec, folder: Path) -> None:
     from p3m.io import read_image
 
     matter = spec.build()
-    stages = ("read", "matte", "write", "anonymise")
+    from p3m.io import write_alpha, write_png
+
+    stages = ("read", "matte", "write", "anonymise", "anon write")
     cpu: dict[str, list[float]] = {stage: [] for stage in stages}
     wall: dict[str, list[float]] = {stage: [] for stage in stages}
 
@@ -168,7 +170,15 @@ def stage_costs(paths: list[Path], spec, folder: Path) -> None:
         job = MatteJob(path, {"alpha": folder / f"{index}_alpha.png", "rgba": folder / f"{index}_rgba.png"})
         timed("write", write_outputs, job, result, ("alpha", "rgba"))
         if anonymize is not None:
-            timed("anonymise", anonymize, image, result.alpha, "blur")
+            anonymised = timed("anonymise", anonymize, image, result.alpha, "blur")
+
+            def write_set(index: int = index, anonymised=anonymised, alpha=result.alpha) -> None:
+                # The P3M-10k layout's files: blurred_image/, mask/, facemask/.
+                write_png(folder / f"{index}_blurred.png", anonymised.image)
+                write_alpha(folder / f"{index}_mask.png", alpha)
+                write_png(folder / f"{index}_facemask.png", anonymised.facemask.astype(np.uint8) * 255)
+
+            timed("anon write", write_set)
     height, width = read_size(paths[0])
     print(f"\nper-image cost of each stage ({len(paths)} images of {height} x {width}, one process, model {spec.model})")
     print(f"{'stage':<12}{'CPU s':>9}{'wall s':>9}")

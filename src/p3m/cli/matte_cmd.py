@@ -136,7 +136,10 @@ def matte_command(
         if installed_weights(wanted_model) is None:
             out.print(f"downloading the {wanted_model} weights ...")
             download_weights(wanted_model)
-    matter = Matter(model, weights=weights, strategy=strategy.value, device=device, max_pixels=budget)
+    # With Ray this only checks the options and resolves "auto": the workers build the model on
+    # `device` (a GPU node's, not the driver's).
+    driver_device = "cpu" if executor is not None else device
+    matter = Matter(model, weights=weights, strategy=strategy.value, device=driver_device, max_pixels=budget)
     out.print(f"model: [bold]{_describe_model(matter)}[/bold]")
     if matter.note:
         err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)

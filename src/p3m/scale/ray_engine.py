@@ -135,17 +135,17 @@ def start_local_ray(
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: float, num_gpus: float = 0.0) -> Iterator[Any]:
+def ray_session(address: str | None, num_cpus: float) -> Iterator[Any]:
     """Ray for one run: the instance already initialised in this process, else a local one
-    (`start_local_ray` with `num_cpus`, `num_gpus`) or the cluster at `address`; what this
-    function started or joined is shut down (disconnected) at the end. Yields the `ray` module.
+    (`start_local_ray` with `num_cpus` and the GPUs Ray finds) or the cluster at `address`; what
+    this function started or joined is shut down (disconnected) at the end. Yields `ray`.
     """
     ray = require_ray()
     if ray.is_initialized():
         yield ray
         return
     if address is None:
-        start_local_ray(num_cpus, num_gpus if num_gpus > 0 else None)
+        start_local_ray(num_cpus)  # GPUs: those there are (never declared beyond them)
     else:
         try:
             with _ctrl_c_after_start(ray):
@@ -310,7 +310,7 @@ class RayExecutor:
             "cwd": os.getcwd(),
         }
         needed_cpus = self.workers * self.cpus_per_worker
-        with ray_session(self.address, needed_cpus + 1, self.gpus_per_worker * self.workers) as ray:
+        with ray_session(self.address, needed_cpus + 1) as ray:
             self._check_resources(ray)
             with _quiet_streaming_data_context(ray):
                 for start in range(0, len(pending), self.window):

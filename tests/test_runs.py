@@ -227,3 +227,68 @@ def test_items_writing_the_same_output_fail_alone(tmp_path: Path) -> None:
     assert [r.status for r in report.records] == ["done", "failed", "done"]
     assert f"another input ({tmp_path / 'x' / 'a.txt'}) writes the same output a.upper" in report.records[1].error
     assert read_journal(tmp_path / "j.jsonl")["a-again"].status == "failed"
+
+
+def test_a_task_factory_is_built_once_here_and_threads_are_set_for_the_run(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    built: list[CopyTask] = []
+    seen_threads: list[int] = []
+
+    class ThreadsSeen(CopyTask):
+        def compute(self, item: Item, loaded: str) -> str:
+            seen_threads.append(torch.get_num_threads())
+            return super().compute(item, loaded)
+
+    def factory() -> CopyTask:
+        built.append(ThreadsSeen())
+        return built[-1]
+
+    before = torch.get_num_threads()
+    items = make_items(tmp_path, {"a": "x", "b": "y", "c": "z"})
+    report = run_items(items, factory, tmp_path / "j.jsonl", RunOptions(threads=1))
+    assert len(built) == 1 and built[0].computed == ["a", "b", "c"]
+    assert seen_threads == [1, 1, 1] and torch.get_num_threads() == before
+    # One worker, this process, did the three items.
+    assert [stats.items for stats in report.workers.values()] == [3]
+
+
+def test_temporaries_left_by_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    items = make_items(tmp_path, {"a": "x", "b": "y"})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".a.upper.0123456789ab.tmp").write_text("X")  # a.upper's write never finished
+    (out / ".other.txt.0123456789ab.tmp").write_text("?")  # not this run's: left alone
+    (out / "b.upper").write_text("Y")  # b is done
+    report = run_items(items, CopyTask(), tmp_path / "j.jsonl")
+    assert [r.status for r in report.records] == ["done", "kept"]
+    assert sorted(p.name for p in out.iterdir()) == [".other.txt.0123456789ab.tmp", "a.upper", "b.upper"]
+
+
+def test_an_executor_hands_records_back_and_the_engine_journals_them_in_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p3m.runs import build_task, execute_item
+
+    class TwoWorkers:
+        """Runs items in this process as two named workers; hands one record back twice, as a
+        retried worker task may."""
+
+        def run(self, pending, task, options, finish) -> None:
+            built = build_task(task)
+            for number, (index, item) in enumerate(pending):
+                record = execute_item(built, item, options.fatal)
+                finish(index, record, f"host:{number % 2}")
+                if number == 0:
+                    finish(index, record, "host:0")
+
+    syncs: list[int] = []
+    append_many = Journal.append_many
+    monkeypatch.setattr(Journal, "append_many", lambda self, records: (syncs.append(len(list(records))), append_many(self, records))[1])  # fmt: skip
+    texts = {f"i{n:03d}": str(n) for n in range(300)}
+    events: list = []
+    report = run_items(make_items(tmp_path, texts), CopyTask, tmp_path / "j.jsonl", on_event=events.append, executor=TwoWorkers())
+    assert report.counts == {"done": 300}
+    assert [e.finished for e in events if isinstance(e, ItemFinished)] == list(range(1, 301))
+    assert {name: stats.items for name, stats in report.workers.items()} == {"host:0": 150, "host:1": 150}
+    assert len(syncs) < 10 and sum(syncs) == 300  # a few group commits, every record once
+    assert len(read_journal(tmp_path / "j.jsonl")) == 300

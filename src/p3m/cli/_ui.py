@@ -57,10 +57,11 @@ def run_progress(
     console: Console,
     describe: Callable[[ItemRecord], str | None] | None = None,
     show_failures: bool = True,
+    unit: str = "items",
 ) -> Iterator[Callable[[Event], None]]:
     """Render a `p3m.runs` run: yields the `on_event` callback to pass to the run.
 
-    A transient bar over the items to process (items/s, elapsed, time left, current item), one
+    A transient bar over the items to process (`unit`/s, elapsed, time left, current item), one
     red line per failed item (unless `show_failures` is False: the command lists them at the
     end), and `describe(record)` printed for each finished one when given. Without a terminal
     (a pipe, a log file) there is no bar, only those lines.
@@ -98,7 +99,7 @@ def run_progress(
         elif isinstance(event, ItemFinished):
             record = event.record
             elapsed = max(time.perf_counter() - float(state.get("start", 0.0)), 1e-9)
-            rate = f"{event.finished / elapsed:.2f} items/s"
+            rate = f"{event.finished / elapsed:.2f} {unit}/s"
             progress.update(state["task"], advance=1, name=record.key, rate=rate)
             if record.failed:
                 if show_failures:

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 
 import typer
 
+from p3m.cli import _scale
 from p3m.cli.video_cmd import TEMPORAL_HELP, VIDEO_FORMAT_HELP, TemporalChoice
 from p3m.vocabulary import OutputKind, values
 from p3m.vocabulary import TestStrategy as StrategyChoice
@@ -36,7 +37,9 @@ STDIO = "-"
 
 def matte_command(
     inputs: list[str] | None = typer.Argument(
-        None, help="Image files, folders or glob patterns ('photos/*.jpg'); - reads one image from stdin."
+        None,
+        help="Image files, videos, folders or glob patterns ('photos/*.jpg'); - reads one image "
+        "from stdin; or --input-list.",
     ),
     out_dir: Path = typer.Option(
         Path("p3m-output"), "--out-dir", "-o",
@@ -101,13 +104,23 @@ def matte_command(
         "Ctrl-C or SIGTERM.",
     ),
     poll: float = typer.Option(1.0, "--poll", min=0.05, help="--watch: seconds between scans of the folder."),
+    input_lists: list[Path] | None = _scale.INPUT_LIST_OPTION,
+    shard_size: int = _scale.SHARD_SIZE_OPTION,
+    engine: _scale.Engine = _scale.ENGINE_OPTION,
+    ray_address: str | None = _scale.RAY_ADDRESS_OPTION,
+    workers: int | None = _scale.WORKERS_OPTION,
+    batch_size: int | None = _scale.BATCH_SIZE_OPTION,
+    cpus_per_worker: float | None = _scale.CPUS_OPTION,
+    gpus_per_worker: float | None = _scale.GPUS_OPTION,
+    threads: int | None = _scale.THREADS_OPTION,
 ) -> None:
     """Matte portraits: per image <stem>_alpha.png, <stem>_rgba.png (straight alpha) and more.
 
     Existing outputs are kept unless --overwrite; files p3m wrote are never taken as inputs.
     Inputs that are missing or cannot be read are reported and skipped, the rest matted; the
     exit code is 1 if any was skipped. `p3m matte - -o - < in.jpg > out.png` reads stdin and
-    writes only the image to stdout.
+    writes only the image to stdout. At scale: --input-list, --shard-size, and --engine ray
+    (the same outputs and manifest.jsonl).
     """
     from p3m.errors import ConfigError
     from p3m.inference.api import MATTE_MAX_PIXELS
@@ -115,11 +128,20 @@ def matte_command(
 
     inputs = list(inputs or [])
     to_stdout = str(out_dir) == STDIO
+    scaled = bool(input_lists) or shard_size > 0 or engine is not _scale.Engine.local
     if watch is not None:
-        if inputs or to_stdout:
-            raise ConfigError("--watch DIR takes no other inputs and writes into a folder (-o OUT)")
-    elif not inputs:
-        raise ConfigError("give image files, folders or patterns to matte (or - for stdin, or --watch DIR)")
+        if inputs or to_stdout or scaled:
+            raise ConfigError(
+                "--watch DIR takes no other inputs, no --input-list, --shard-size or --engine, "
+                "and writes into a folder (-o OUT)"
+            )
+    elif not inputs and not input_lists:
+        raise ConfigError(
+            "give image files, folders or patterns to matte (or - for stdin, --input-list FILE, "
+            "or --watch DIR)"
+        )
+    if scaled and (to_stdout or STDIO in inputs):
+        raise ConfigError("stdin / stdout (-) take one image: no --input-list, --shard-size or --engine")
     if STDIO in inputs and len(inputs) > 1:
         raise ConfigError("- (stdin) must be the only input")
     kinds = parse_save(save if save is not None else ("rgba" if to_stdout else "alpha,rgba"))
@@ -127,6 +149,12 @@ def matte_command(
         "model": model, "weights": weights, "strategy": strategy.value, "device": device, "download": download,
         "max_pixels": MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels,
         "selfie": _selfie_config(trimap_band, threshold),
+        "scale": {
+            "input_lists": list(input_lists or ()), "shard_size": shard_size, "threads": threads,
+            "executor": _scale.make_executor(
+                engine, ray_address, workers, batch_size, cpus_per_worker, gpus_per_worker
+            ),
+        },
         "video": {
             "save": save if save is not None else "alpha,rgba", "format": video_format, "background": background,
             "temporal": temporal is TemporalChoice.on, "max_pixels": max_pixels,
@@ -201,7 +229,8 @@ def _matte_files(
 
     from p3m.cli._ui import exit_if_failed, run_progress
     from p3m.errors import ImageReadError
-    from p3m.inference.batch import plan_matte, run_matte
+    from p3m.inference.batch import MatterSpec, plan_matte, run_matte
+    from p3m.runs import RunOptions
 
     out = Console()
     err = Console(stderr=True)
@@ -222,9 +251,13 @@ def _matte_files(
         if not inputs:
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
             return
-    plan = plan_matte(inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite)
+    scale = options["scale"]
+    plan = plan_matte(
+        inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
+        input_lists=scale["input_lists"], shard_size=scale["shard_size"],
+    )  # fmt: skip
     failures = list(plan.missing)
-    if len(failures) == len(inputs):
+    if inputs and len(failures) == len(inputs) and not scale["input_lists"]:
         # Nothing given exists: a usage error (exit 2), not a partly failed run.
         if len(failures) == 1:
             raise ImageReadError(failures[0][1], failures[0][0])
@@ -257,12 +290,30 @@ def _matte_files(
     def note(text: str) -> None:
         err.print(text, soft_wrap=True)
 
-    matter = _load_matter(options, out.print, note)
-    with run_progress("[bold]matting", err, describe=_describe_record) as on_event:
-        report = run_matte(plan, matter, backdrop, on_event=on_event)
+    executor = scale["executor"]
+    run_options = RunOptions(threads=scale["threads"])
+    if executor is not None:
+        # The driver only checks the options and resolves "auto" (on the CPU); each worker
+        # builds the same model itself, on --device (a GPU node's, not the driver's).
+        matter = _load_matter({**options, "device": "cpu"}, out.print, note)
+        spec = MatterSpec(
+            matter.name if options["model"] == "auto" else options["model"], options["weights"],
+            options["strategy"], options["device"], options["max_pixels"], options["selfie"],
+        )  # fmt: skip
+        del matter
+        out.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
+        with run_progress("[bold]matting", err, describe=_describe_record, unit="images") as on_event:
+            report = run_matte(plan, spec, backdrop, on_event=on_event, options=run_options, executor=executor)
+        name = spec.model
+    else:
+        matter = _load_matter(options, out.print, note)
+        with run_progress("[bold]matting", err, describe=_describe_record, unit="images") as on_event:
+            report = run_matte(plan, matter, backdrop, on_event=on_event, options=run_options)
+        name = matter.name
     failures.extend(_failure(record) for record in report.failed)
     done = report.counts.get("done", 0)
-    out.print(f"matted {done} image(s) with {matter.name} into {out_dir}")
+    out.print(f"matted {done} image(s) with {name} into {out_dir}")
+    _scale.print_run_summary(out, report, per_worker=executor is not None)
     exit_if_failed(err, failures, "skipped {count} input(s)")
 
 

@@ -10,6 +10,14 @@ and the run's journal is the output folder's `manifest.jsonl`.
     >>> plan = plan_matte(["photos/", "*.jpg"], Path("out"), ("alpha", "rgba"))
     >>> report = run_matte(plan, Matter("auto"), on_event=print)
     >>> report.counts                        # {"done": 10, "kept": 2, "failed": 1}
+
+At scale: inputs from lists of paths (`input_lists`: text, CSV, Parquet), outputs in shards of
+at most N images (`shard_size`, see `p3m.runs.shards`), and the images matted on Ray
+(`executor=p3m.scale.RayExecutor(...)`, the model given as a `MatterSpec` that each worker
+builds once):
+
+    >>> plan = plan_matte([], Path("out"), input_lists=["inputs.parquet"], shard_size=1000)
+    >>> run_matte(plan, MatterSpec("selfie-cf"), executor=RayExecutor(workers=8))
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import dataclasses
 import glob
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import ConfigError, ImageReadError
-from p3m.io import IMAGE_SUFFIXES, is_image_file
-from p3m.runs import Event, Item, Outcome, RunOptions, RunReport, run_items
+from p3m.io import IMAGE_SUFFIXES, is_image_file, read_path_list
+from p3m.runs import Event, Executor, Item, Outcome, RunOptions, RunReport, run_items
+from p3m.runs.shards import plan_shards
 from p3m.vocabulary import OutputKind, values
 
 __all__ = [
@@ -38,8 +48,11 @@ __all__ = [
     "MatteJob",
     "MattePlan",
     "MatteTask",
+    "MatteTaskFactory",
+    "MatterSpec",
     "OwnOutputs",
     "collect_inputs",
+    "collect_listed",
     "looks_like_output",
     "output_image",
     "parse_save",
@@ -120,6 +133,11 @@ def _read_journal_outputs(folder: Path) -> set[Path]:
             listed.add(folder / key.parent / stored.name)
             if stored.is_absolute():
                 listed.add(stored.resolve())
+            else:
+                # Written from another directory, perhaps into a shard folder (`<out>/0003/sub/
+                # a_alpha.png`): every tail of the stored path, placed in the journal's folder.
+                parts = stored.parts
+                listed.update(folder.joinpath(*parts[start:]) for start in range(len(parts)))
     return listed
 
 
@@ -187,6 +205,22 @@ def collect_inputs(
         else:
             not_found("no such file or folder", text)
     return found
+
+
+def collect_listed(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+    """(image path, path relative to the listed files' common folder) for files from a list.
+
+    The common folder keeps the listed tree's layout in the outputs (`/data/a/1.jpg`,
+    `/data/b/1.jpg` -> `a/1`, `b/1`), so equal names in different folders do not clash. Paths
+    are made absolute without touching the file system (see `p3m.io.lists`); the same file
+    listed twice is taken once.
+    """
+    absolute = list(dict.fromkeys(os.path.abspath(os.path.expanduser(os.fspath(path))) for path in paths))
+    if not absolute:
+        return []
+    root = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    start = len(root.rstrip(os.sep)) + 1  # string slicing: millions of relpath calls are slow
+    return [(Path(path), Path(path[start:])) for path in absolute]
 
 
 @dataclass(frozen=True)
@@ -301,19 +335,39 @@ def plan_matte(
     kinds: Sequence[str] = ("alpha", "rgba"),
     recursive: bool = False,
     overwrite: bool = False,
+    input_lists: Sequence[str | os.PathLike[str]] = (),
+    shard_size: int = 0,
 ) -> MattePlan:
     """Collect the inputs (files, folders, globs) and name every output; see `collect_inputs`.
 
     Inputs that do not exist are listed in `missing`, not raised; files p3m wrote are left out
-    (those recognised by their name alone are listed in `passed_over`); two inputs that would write the same outputs are both planned
-    and the run fails the second alone (see `plan_outputs`). Each image's run key is its path
-    relative to its input root.
+    (those recognised by their name alone are listed in `passed_over`); two inputs that would
+    write the same outputs are both planned and the run fails the second alone (see
+    `plan_outputs`). Each image's run key is its path relative to its input root.
+    `input_lists`: files listing more inputs (text, CSV, Parquet: `p3m.io.read_path_list`; keys
+    relative to the listed files' common folder, see `collect_listed`); a missing or unreadable
+    list raises DatasetError. `shard_size` > 0: the outputs go to `<out_dir>/<shard>/...`, at
+    most that many images per shard, each image in the same shard on every run
+    (`p3m.runs.shards`, recorded in `<out_dir>/shards.jsonl`).
     """
     missing: list[tuple[str, str]] = []
     passed_over: list[Path] = []
     collected = collect_inputs(inputs, recursive=recursive, missing=missing, passed_over=passed_over)
-    jobs = plan_outputs(collected, Path(out_dir))
+    if input_lists:
+        taken = {os.path.abspath(source) for source, _ in collected}
+        listed = [path for listing in input_lists for path in read_path_list(listing)]
+        collected += [entry for entry in collect_listed(listed) if os.path.abspath(entry[0]) not in taken]
     keys = [relative.as_posix() for _, relative in collected]
+    if shard_size:
+        relatives = {key: relative for key, (_, relative) in zip(keys, collected, strict=True)}
+
+        def outputs(key: str) -> list[Path]:  # to find earlier outputs if shards.jsonl is lost
+            relative = relatives[key]
+            return [relative.parent / f"{relative.stem}_{kind}.png" for kind in kinds]
+
+        shards = plan_shards(Path(out_dir), keys, shard_size, outputs)
+        collected = [(source, Path(shards[key]) / relative) for key, (source, relative) in zip(keys, collected, strict=True)]
+    jobs = plan_outputs(collected, Path(out_dir))
     return MattePlan(jobs, tuple(kinds), Path(out_dir), overwrite, missing, keys, passed_over)
 
 
@@ -364,20 +418,71 @@ class MatteTask:
         return Outcome(outputs={kind: item.outputs[kind] for kind in self.kinds if item.outputs[kind].is_file()}, details=details)
 
 
+@dataclass(frozen=True)
+class MatterSpec:
+    """How to build a `p3m.inference.Matter` (its arguments; picklable, a few bytes).
+
+    What a worker in another process or on another machine gets instead of a loaded model: it
+    builds the `Matter` itself, once (`build`). Give a concrete model name rather than "auto"
+    when workers may have different weights caches (`p3m matte --engine ray` resolves it);
+    `weights` paths must exist on every worker. `max_pixels`: the pixel budget, None for none,
+    "default" for `Matter`'s default (`MATTE_MAX_PIXELS`).
+    """
+
+    model: str = "auto"
+    weights: str | None = None
+    strategy: str = "hybrid"
+    device: str | None = None
+    max_pixels: int | str | None = "default"
+    selfie_config: Any = None
+    """A `SelfieCFConfig` refining selfie-cf (None: its defaults)."""
+
+    def build(self) -> Any:
+        """The `Matter` (raises what `Matter` raises: unknown model, weights not installed, ...)."""
+        from p3m.inference.api import MATTE_MAX_PIXELS, Matter
+
+        budget = MATTE_MAX_PIXELS if self.max_pixels == "default" else self.max_pixels
+        return Matter(
+            self.model, self.weights, self.strategy, self.device, budget, selfie_config=self.selfie_config
+        )
+
+
+@dataclass(frozen=True)
+class MatteTaskFactory:
+    """A `p3m.runs.TaskFactory` for `MatteTask`: the model is built where the task runs."""
+
+    spec: MatterSpec
+    kinds: tuple[str, ...]
+    background: Any = "white"
+    overwrite: bool = False
+
+    def __call__(self) -> MatteTask:
+        return MatteTask(self.spec.build(), self.kinds, self.background, self.overwrite)
+
+
 def run_matte(
     plan: MattePlan,
-    matter: Callable[..., Any],
+    matter: Callable[..., Any] | MatterSpec,
     background: np.ndarray | str = "white",
     on_event: Callable[[Event], None] | None = None,
     options: RunOptions | None = None,
+    executor: Executor | None = None,
 ) -> RunReport:
     """Matte the plan's images with `matter` (a `p3m.inference.Matter`) as one engine run.
 
     Images whose outputs all exist are kept unless the plan says `overwrite`; the run's journal
-    is `<out_dir>/manifest.jsonl`. Returns the run report (one record per image, input order).
+    is `<out_dir>/manifest.jsonl`. `matter` may be a `MatterSpec`, built once here or, with an
+    `executor` (e.g. `p3m.scale.RayExecutor`), once per worker; an executor needs a spec
+    (ConfigError otherwise). Returns the run report (one record per image, input order).
     """
     options = options or RunOptions()
     if plan.overwrite and not options.overwrite:
         options = dataclasses.replace(options, overwrite=True)
-    task = MatteTask(matter, plan.kinds, background, plan.overwrite)
-    return run_items(plan.items(), task, plan.out_dir / MANIFEST_NAME, options, on_event)
+    kinds = tuple(plan.kinds)
+    if isinstance(matter, MatterSpec):
+        task: Any = MatteTaskFactory(matter, kinds, background, plan.overwrite)
+    elif executor is not None:
+        raise ConfigError("a run on other workers needs the model as a MatterSpec (built on each worker), not a loaded Matter")
+    else:
+        task = MatteTask(matter, kinds, background, plan.overwrite)
+    return run_items(plan.items(), task, plan.out_dir / MANIFEST_NAME, options, on_event, executor=executor)

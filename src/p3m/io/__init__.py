@@ -6,7 +6,14 @@ Images are RGB uint8 H x W x 3, alpha mattes float32 H x W in [0, 1], trimaps ui
 
 from __future__ import annotations
 
-from p3m.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text, temporary_path
+from p3m.io.atomic import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temporaries,
+    temporary_path,
+    temporary_target,
+)
 from p3m.io.files import IMAGE_SUFFIXES, files_by_stem, is_image_file
 from p3m.io.images import (
     DEFAULT_MAX_PIXELS,
@@ -26,6 +33,7 @@ from p3m.io.images import (
     write_png,
     write_rgba,
 )
+from p3m.io.lists import read_path_list
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -44,9 +52,12 @@ __all__ = [
     "read_alpha_u8",
     "read_image",
     "read_image_and_alpha",
+    "read_path_list",
     "read_trimap",
+    "remove_stale_temporaries",
     "snap_trimap",
     "temporary_path",
+    "temporary_target",
     "write_alpha",
     "write_image",
     "write_png",

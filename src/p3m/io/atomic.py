@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO
 
 from p3m.errors import ImageWriteError, P3MError
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
 
 
 def temporary_path(path: str | os.PathLike[str]) -> Path:
@@ -77,3 +80,32 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     """Write `text` to `path` atomically (newlines written as given)."""
     with atomic_open(path, "w", encoding=encoding, newline="") as handle:
         handle.write(text)
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name a temporary of `temporary_path` stands for (`.a.png.0123456789ab.tmp` ->
+    `a.png`), or None when `name` is not such a temporary."""
+    match = _TEMPORARY.match(name)
+    return match.group("name") if match else None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], names: Collection[str]) -> list[Path]:
+    """Delete the temporaries left in `folder` by writes of the files `names` that never finished.
+
+    A process killed while writing (SIGKILL, power loss, a lost cluster worker) cannot remove
+    its temporary; a run calls this for its outputs' folders when no write of its own is in
+    flight. Only temporaries of the given names are touched (one listing of the folder). Returns
+    the files removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        target = temporary_target(entry.name)
+        if target is not None and target in names:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed

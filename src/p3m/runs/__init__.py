@@ -13,7 +13,10 @@ the same behaviour:
 * **typed progress events** (`RunStarted`, `ItemFinished`, `RunFinished`) for whoever renders
   progress (only `p3m.cli` does);
 * **overlap**: inputs are loaded ahead and outputs written behind on I/O threads while the
-  calling thread computes.
+  calling thread computes;
+* **elsewhere**: an `Executor` (e.g. `p3m.scale.RayExecutor`, Ray Data on a laptop or a
+  cluster) runs the items in other processes or machines, with a `TaskFactory` building the
+  task once per worker; this process still journals every record and emits every event.
 
     >>> from p3m.runs import FunctionTask, Item, run_items
     >>> report = run_items(items, FunctionTask(process), journal=out / "manifest.jsonl")
@@ -26,6 +29,7 @@ from p3m.runs.engine import (
     FAILED,
     KEPT,
     Event,
+    Executor,
     FunctionTask,
     Item,
     ItemFinished,
@@ -36,6 +40,10 @@ from p3m.runs.engine import (
     RunReport,
     RunStarted,
     Task,
+    TaskFactory,
+    WorkerStats,
+    build_task,
+    compute_threads,
     execute_item,
     run_items,
 )
@@ -45,6 +53,7 @@ __all__ = [
     "FAILED",
     "KEPT",
     "Event",
+    "Executor",
     "FunctionTask",
     "Item",
     "ItemFinished",
@@ -56,6 +65,10 @@ __all__ = [
     "RunReport",
     "RunStarted",
     "Task",
+    "TaskFactory",
+    "WorkerStats",
+    "build_task",
+    "compute_threads",
     "execute_item",
     "read_journal",
     "run_items",

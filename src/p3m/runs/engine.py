@@ -6,16 +6,18 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
+from p3m.io.atomic import remove_stale_temporaries
 from p3m.runs.journal import Journal
 from p3m.runs.records import DONE, FAILED, KEPT, ItemRecord
 
@@ -24,6 +26,7 @@ __all__ = [
     "FAILED",
     "KEPT",
     "Event",
+    "Executor",
     "FunctionTask",
     "Item",
     "ItemFinished",
@@ -34,6 +37,10 @@ __all__ = [
     "RunReport",
     "RunStarted",
     "Task",
+    "TaskFactory",
+    "WorkerStats",
+    "build_task",
+    "compute_threads",
     "execute_item",
     "run_items",
 ]
@@ -115,6 +122,50 @@ class FunctionTask(Generic[ResultT]):
         return Outcome(details=dict(result or {}))
 
 
+TaskFactory = Callable[[], "Task[Any, Any]"]
+"""A picklable callable with no arguments that builds a `Task` where the task runs.
+
+A task that holds a model is given to a run as a factory when the run may execute elsewhere
+(a Ray worker): each worker then builds the task once, and only the small factory travels.
+"""
+
+
+def build_task(task: Task[Any, Any] | TaskFactory) -> Task[Any, Any]:
+    """`task` itself when it is a `Task` (it has `compute`), else the task its factory (a
+    callable, e.g. a Task class) builds."""
+    if hasattr(task, "compute") and not isinstance(task, type):
+        return task  # type: ignore[return-value]
+    if not callable(task):
+        raise ConfigError(f"a run needs a Task or a task factory, got {type(task).__name__}")
+    return task()
+
+
+@contextlib.contextmanager
+def compute_threads(threads: int | None) -> Iterator[None]:
+    """Within the block, torch computes with `threads` intra-op threads (None: leave as it is).
+
+    Float reductions split over a different number of threads may round differently, so two
+    engines give byte-identical outputs only with the same count per worker; the count in
+    force before is restored afterwards. Without torch installed this does nothing.
+    """
+    if not threads:
+        yield
+        return
+    if threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How a run treats existing outputs, failures and threads.
@@ -126,7 +177,9 @@ class RunOptions:
     items in that many worker processes instead (the task and items must be picklable).
     `fatal`: exception types that stop the run instead of failing one item. `preload`: modules
     the worker processes import once, in the fork server, before any item (e.g. the task's own
-    module with its numeric libraries), instead of once per worker.
+    module with its numeric libraries), instead of once per worker. `threads`: torch's intra-op
+    threads per worker while items are computed (None: the library's default; give the same
+    number to every engine for byte-identical outputs, see `compute_threads`).
     """
 
     resume: bool = True
@@ -136,6 +189,7 @@ class RunOptions:
     processes: int = 0
     fatal: tuple[type[BaseException], ...] = (MissingDependencyError, ConfigError)
     preload: tuple[str, ...] = ()
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,11 +222,25 @@ Event = RunStarted | ItemFinished | RunFinished
 
 
 @dataclass
+class WorkerStats:
+    """What one worker of a run did: items processed and the seconds they took (summed)."""
+
+    items: int = 0
+    seconds: float = 0.0
+
+    def add(self, record: ItemRecord) -> None:
+        self.items += 1
+        self.seconds += record.seconds
+
+
+@dataclass
 class RunReport:
-    """Every item's record in input order, and the run's wall time in seconds."""
+    """Every item's record in input order, the run's wall time in seconds, and per worker
+    (`"host:pid"`, or "process pool") what it processed."""
 
     records: list[ItemRecord]
     seconds: float = 0.0
+    workers: dict[str, WorkerStats] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -287,17 +355,87 @@ def _pool_context(preload: tuple[str, ...] = ()) -> multiprocessing.context.Base
     return multiprocessing.get_context("spawn")
 
 
+class Executor(Protocol):
+    """Runs a run's pending items somewhere other than this process (e.g. `p3m.scale.RayExecutor`).
+
+    `run` executes every `(index, item)` of `pending` with `execute_item` (the task built from
+    `task`, a `Task` or a `TaskFactory`, with `options.fatal` and `options.threads`) and hands
+    each record back through `finish(index, record, worker)` in the calling thread as soon as it
+    arrives, in any order; the engine journals it and emits its event, so the journal, resume,
+    events and report are the engine's whatever runs the items. It raises the first `fatal`
+    error of a worker (after handing back the records that arrived before it) and stops cleanly
+    on KeyboardInterrupt.
+    """
+
+    def run(
+        self,
+        pending: Sequence[tuple[int, Item]],
+        task: Task[Any, Any] | TaskFactory,
+        options: RunOptions,
+        finish: Callable[[int, ItemRecord, str], None],
+    ) -> None: ...
+
+
+class _GroupCommit:
+    """Journal records in groups: at most `size` records or `seconds` old are held unwritten,
+    so a run finishing thousands of items a second is not held to the disk's sync rate. Held
+    records are written at the latest when the run ends or stops; a crash loses at most them
+    (their outputs exist, so the next run keeps those items)."""
+
+    def __init__(self, journal: Journal, seconds: float = 0.25, size: int = 256) -> None:
+        self.journal = journal
+        self.seconds = seconds
+        self.size = size
+        self.held: list[ItemRecord] = []
+        self.since = time.perf_counter()
+
+    def add(self, record: ItemRecord) -> None:
+        if not self.held:
+            self.since = time.perf_counter()
+        self.held.append(record)
+        if len(self.held) >= self.size or time.perf_counter() - self.since >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.held:
+            held, self.held = self.held, []
+            self.journal.append_many(held)
+
+
+def _local_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sweep_temporaries(items: Iterable[Item]) -> None:
+    """Remove temporaries of the items' outputs left by writers killed mid-write (one listing
+    per output folder); called when none of this run's writes is in flight."""
+    names: dict[Path, set[str]] = {}
+    for item in items:
+        for path in item.outputs.values():
+            path = Path(path)
+            names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        for removed in remove_stale_temporaries(folder, wanted):
+            logger.info("%s: removed the temporary of a write that never finished", removed)
+
+
 def run_items(
     items: Iterable[Item],
-    task: Task[Any, Any],
+    task: Task[Any, Any] | TaskFactory,
     journal: Journal | str | os.PathLike[str] | None = None,
     options: RunOptions | None = None,
     on_event: Callable[[Event], None] | None = None,
+    executor: Executor | None = None,
 ) -> RunReport:
     """Run `task` over `items` with resume, recorded failures and progress events.
 
-    `journal` (a `Journal` or its path) records each finished item as it finishes and is read
-    back to resume; without one, resuming relies on the outputs alone. Items with a key seen
+    `task` is a `Task`, or a `TaskFactory` that builds it (here once; with an `executor`, once
+    per worker). `executor` runs the pending items elsewhere (e.g. `p3m.scale.RayExecutor`);
+    without one they run in this process (threads, or `options.processes`). Either way this
+    process alone writes the journal. `journal` (a `Journal` or its path) records each
+    finished item as it finishes and is read back to resume; without one, resuming relies on
+    the outputs alone. Temporaries of pending outputs left by a writer killed mid-write (an
+    earlier run, a lost worker) are removed before and after the items run. Items with a key seen
     before in the same run fail ("another input has the same name"), and so do items that would
     write an output file an earlier item writes ("another input writes the same output", e.g.
     `a.png` and `a.jpg` -> `a_alpha.png`); the rest runs. Returns the report with
@@ -345,30 +483,52 @@ def run_items(
     total_pending = len(pending) + len(clashes) + len(journalled_clashes)
     emit(RunStarted(total=len(all_items), pending=total_pending, kept=len(records)))
     finished = 0
+    workers: dict[str, WorkerStats] = {}
+    local = _local_worker()
+    # Records from an executor arrive faster than a disk syncs: journal them in groups.
+    commit = None if journal is None else _GroupCommit(journal, seconds=0.25 if executor is not None else 0.0)
 
-    def finish(index: int, record: ItemRecord, journalled: bool = True) -> None:
+    def finish(index: int, record: ItemRecord, worker: str | None = local, journalled: bool = True) -> None:
         nonlocal finished
+        if index in records:
+            return  # handed back twice (a retried worker task): journalled once
         records[index] = record
-        if journal is not None and journalled:
-            journal.append(record)
+        if commit is not None and journalled:
+            commit.add(record)
+        if worker is not None:
+            workers.setdefault(worker, WorkerStats()).add(record)
         finished += 1
         emit(ItemFinished(record, finished, total_pending))
 
     for index, record in clashes:
         # Not journalled: the key's record is the other input's.
-        finish(index, record, journalled=False)
+        finish(index, record, worker=None, journalled=False)
     for index, record in journalled_clashes:
-        finish(index, record)
+        finish(index, record, worker=None)
 
-    if options.processes > 0 and len(pending) > 1:
-        _run_processes(pending, task, options, finish)
-    elif options.io_threads > 0 and len(pending) > 1:
-        _run_threaded(pending, task, options, finish)
-    else:
-        for index, item in pending:
-            finish(index, execute_item(task, item, options.fatal))
+    if pending:
+        _sweep_temporaries(item for _, item in pending)
+    try:
+        if executor is not None and pending:
+            executor.run(pending, task, options, finish)
+            _sweep_temporaries(item for _, item in pending)
+        elif pending:
+            task = build_task(task)
+            with compute_threads(options.threads):
+                if options.processes > 0 and len(pending) > 1:
+                    _run_processes(pending, task, options, lambda i, r: finish(i, r, "process pool"))
+                elif options.io_threads > 0 and len(pending) > 1:
+                    _run_threaded(pending, task, options, finish)
+                else:
+                    for index, item in pending:
+                        finish(index, execute_item(task, item, options.fatal))
+    finally:
+        if commit is not None:
+            commit.flush()  # also when the run stops: what finished is on record
 
-    report = RunReport([records[index] for index in range(len(all_items))], time.perf_counter() - started)
+    report = RunReport(
+        [records[index] for index in range(len(all_items))], time.perf_counter() - started, workers
+    )
     if journal is not None:
         _compact(journal, report, previous)
     emit(RunFinished(report))
@@ -460,6 +620,13 @@ def _run_threaded(
             raise
 
 
+def _execute_with_threads(
+    task: Task[Any, Any], item: Item, fatal: tuple[type[BaseException], ...], threads: int | None
+) -> ItemRecord:
+    with compute_threads(threads):
+        return execute_item(task, item, fatal)
+
+
 def _run_processes(
     pending: list[tuple[int, Item]],
     task: Task[Any, Any],
@@ -470,7 +637,7 @@ def _run_processes(
     workers = min(options.processes, len(pending))
     with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(options.preload)) as pool:
         futures = {
-            pool.submit(execute_item, task, item, options.fatal): (index, item)
+            pool.submit(_execute_with_threads, task, item, options.fatal, options.threads): (index, item)
             for index, item in pending
         }
         try:

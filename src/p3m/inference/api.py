@@ -94,7 +94,7 @@ class MatteResult:
 
 # --------------------------------------------------------------------------- model resolution
 
-_MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
+_MODEL_CACHE: dict[tuple[str, str, str, bool], Any] = {}
 _MODEL_CACHE_LOCK = threading.Lock()
 
 
@@ -104,14 +104,16 @@ def _resolve_device(device: str | None) -> Any:
     return resolve_device(device)
 
 
-def _load_p3mnet(name: str, weights: Path, device: str | None) -> Any:
-    key = (name, str(Path(weights).resolve()), str(_resolve_device(device)))
+def _load_p3mnet(name: str, weights: Path, device: str | None, exact: bool = False) -> Any:
+    """The loaded P3M-Net, in its fast inference form unless `exact` (see optimize_for_inference)."""
+    key = (name, str(Path(weights).resolve()), str(_resolve_device(device)), bool(exact))
     with _MODEL_CACHE_LOCK:
         if key not in _MODEL_CACHE:
-            from p3m.models import create_model
+            from p3m.models import create_model, optimize_for_inference
 
             _MODEL_CACHE.clear()  # one P3M-Net at a time: they weigh 100-400 MB each
-            _MODEL_CACHE[key] = create_model(name, weights=weights, device=device)
+            model = create_model(name, weights=weights, device=device)
+            _MODEL_CACHE[key] = optimize_for_inference(model, exact=exact, inplace=True)
         return _MODEL_CACHE[key]
 
 

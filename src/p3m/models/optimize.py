@@ -399,6 +399,8 @@ class FastP3MNet(nn.Module):
             owner.decoder_final_l = FusedConv2d(owner.decoder_final_l, None, "sigmoid", channels_last)
         _rewrite(model, channels_last, set())
         self.net = model
+        # `forward(..., region=...)` restricts the full-resolution local decoding to a region.
+        self.supports_region = self.standard_decoder
 
     def check_input(self, x: Tensor) -> None:
         check = getattr(self.net, "check_input", None)
@@ -434,19 +436,31 @@ class FastP3MNet(nn.Module):
             if "fusion" in wanted:
                 raise ValueError("fusion needs local everywhere; do not pass a region with it")
         with torch.inference_mode(mode=not torch.jit.is_tracing()):
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            encoded = self._encode(x)
-            if self.standard_decoder:
-                result = fast_decode(self._decoder_owner, encoded, wanted, self._unpool, region)
-            else:
-                # An ablation variant (some integration blocks absent or replaced): the model's
-                # own data flow, on the rewritten modules, every output computed.
-                result = decode(self._decoder_owner, encoded)
-                result = P3MOutput(
-                    *(value if name in wanted else None for name, value in zip(ALL_OUTPUTS, result, strict=True))
-                )
-        return P3MOutput(*(None if t is None else t.contiguous() for t in result))
+            result = self.decode(self.encode(x), wanted, region)
+            return P3MOutput(*(None if t is None else t.contiguous() for t in result))
+
+    def encode(self, x: Tensor) -> EncoderOutput:
+        """The encoder pass alone (no input checks): features in the fast memory format."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._encode(x)
+
+    def decode(
+        self,
+        encoded: EncoderOutput,
+        outputs: Iterable[str] | None = None,
+        region: Tensor | None = None,
+    ) -> P3MOutput:
+        """The decoder pass alone on `encoded` (from `encode`, or any `EncoderOutput`)."""
+        wanted = parse_outputs(outputs)
+        if self.standard_decoder:
+            return fast_decode(self._decoder_owner, encoded, wanted, self._unpool, region)
+        # An ablation variant (some integration blocks absent or replaced): the model's own
+        # data flow, on the rewritten modules, every output computed.
+        result = decode(self._decoder_owner, encoded)
+        return P3MOutput(
+            *(value if name in wanted else None for name, value in zip(ALL_OUTPUTS, result, strict=True))
+        )
 
 
 def optimize_for_inference(

@@ -21,7 +21,7 @@ import torch
 from p3m.errors import CheckpointError, InputSizeError, MissingDependencyError
 from p3m.models.p3mnet import P3MOutput, check_input
 
-__all__ = ["OnnxP3MNet", "is_onnx_path", "providers_for_device"]
+__all__ = ["OnnxP3MNet", "default_threads", "is_onnx_path", "providers_for_device", "session_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,36 @@ def providers_for_device(device: str | torch.device | None) -> list[str] | None:
     return None
 
 
+def default_threads() -> int:
+    """Intra-op threads for onnxruntime: PyTorch's (physical cores unless set), within the CPUs
+    this process may run on."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), usable))
+
+
+def session_options(threads: int) -> Any:
+    """onnxruntime session options for P3M-Net: every graph optimisation (constant folding,
+    Conv/BN/activation and Gelu fusions, NCHWc layouts), `threads` intra-op threads, one graph
+    at a time (the graph has no parallel branches worth a second pool)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    return options
+
+
 class OnnxP3MNet:
     """A P3M-Net ONNX file behind the torch model's interface: `network(x) -> P3MOutput`.
 
     `providers`: onnxruntime execution providers (default: CPU). `threads`: intra-op threads
-    (default: onnxruntime's choice). `variant`, `min_size` and `size_multiple` come from the
+    (default: `default_threads()`). `variant`, `min_size` and `size_multiple` come from the
     file's metadata; outputs the file does not contain (an "inference" export has no side
     outputs) are None in the returned `P3MOutput`.
     """
@@ -70,13 +95,12 @@ class OnnxP3MNet:
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise CheckpointError("no such ONNX model file", self.path)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
+        self._onnxruntime = onnxruntime
+        self.threads = int(threads) if threads is not None else default_threads()
+        self._providers = list(providers or ["CPUExecutionProvider"])
         try:
             self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+                str(self.path), session_options(self.threads), providers=self._providers
             )
         except Exception as error:  # onnxruntime raises its own exception types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

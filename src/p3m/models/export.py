@@ -143,7 +143,10 @@ class _SelectedOutputs(nn.Module):
         self.positions = tuple(ALL_OUTPUTS.index(name) for name in outputs)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        out = self.model(image)
+        if getattr(self.model, "supports_output_selection", False):
+            out = self.model(image, outputs=[ALL_OUTPUTS[position] for position in self.positions])
+        else:
+            out = self.model(image)
         return tuple(out[position] for position in self.positions)
 
 
@@ -324,8 +327,13 @@ def export_onnx(
     opset: int = 18,
     verify: bool = True,
     outputs: str | Sequence[str] = "all",
+    exact: bool = False,
 ) -> ExportReport:
     """Export a P3M-Net (registered name or built model) to the ONNX file `path`.
+
+    The graph is the fast inference form (`p3m.models.optimize_for_inference`: BatchNorms
+    folded, outputs not asked for pruned) unless `exact` (or the model is not a known P3M-Net
+    structure), which traces the model's own operator sequence.
 
     `weights`: checkpoint path or cached model name (None keeps the model's weights; a name
     without weights exports a randomly initialised model). `height` x `width` is the trace size
@@ -362,6 +370,12 @@ def export_onnx(
 
     was_training = model.training
     model.eval()
+    traced, graph = model, "exact"
+    if not exact:
+        from p3m.models.optimize import can_optimize, optimize_for_inference
+
+        if can_optimize(model):
+            traced, graph = optimize_for_inference(model), "fast"
     # A name only (no file yet): the writers create it with the umask's permissions (mkstemp
     # would leave the exported model readable by its owner only).
     temp_name = str(temporary_path(target))
@@ -370,7 +384,7 @@ def export_onnx(
         try:
             # eval() on the wrapper too: a module left in training mode is traced with
             # batch statistics (and its BatchNorm running stats get updated).
-            wrapper = _SelectedOutputs(model, chosen).eval()
+            wrapper = _SelectedOutputs(traced, chosen).eval()
             _trace_to_file(wrapper, dummy.to(device), temp_name, chosen, dynamic, opset)
         except Exception as error:  # the exporter raises many types; report one line
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -380,6 +394,7 @@ def export_onnx(
         metadata = onnx_metadata(
             variant, min_size, multiple, chosen, dynamic, (height, width), weights_note
         )
+        metadata["graph"] = graph
         proto = onnx.load(temp_name)
         _clear_if_branch_shapes(proto.graph)
         del proto.metadata_props[:]
@@ -400,7 +415,7 @@ def export_onnx(
         ties = 0
         if verify:
             verify_size = verify_size_for(height, width, min_size, multiple) if dynamic else (height, width)
-            diffs, ties = _verify(model, temp_name, chosen, verify_size, target)
+            diffs, ties = _verify(traced, temp_name, chosen, verify_size, target)
             logger.info("verified %s at %dx%d: %s", target, *verify_size, diffs)
         os.replace(temp_name, target)
     except BaseException:

@@ -54,7 +54,7 @@ from p3m.models.fast_ops import FusedConv2d, unpool_nonoverlapping, unpool_settl
 from p3m.models.ops import max_unpool2d_last_wins
 from p3m.models.p3mnet import EncoderOutput, P3MOutput, check_input, decode, fuse_global_local
 
-__all__ = ["ALL_OUTPUTS", "FastP3MNet", "optimize_for_inference", "parse_outputs"]
+__all__ = ["ALL_OUTPUTS", "FastP3MNet", "can_optimize", "optimize_for_inference", "parse_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -463,6 +463,21 @@ class FastP3MNet(nn.Module):
         )
 
 
+def can_optimize(model: nn.Module) -> bool:
+    """True for the P3M-Net structures `optimize_for_inference` knows (every registered variant:
+    the ResNet-34 model, and `P3MNet` with its encoder / decoder pair)."""
+    from p3m.models.p3mnet import P3MNet
+    from p3m.models.p3mnet_r34 import P3MNetR34
+
+    if isinstance(model, FastP3MNet):
+        return True
+    if isinstance(model, P3MNetR34):
+        return True
+    return isinstance(model, P3MNet) and all(
+        hasattr(getattr(model, "decoder", None), name) for name in ("decoder4_g", "decoder_final_l")
+    )
+
+
 def optimize_for_inference(
     model: nn.Module,
     exact: bool = False,
@@ -484,10 +499,11 @@ def optimize_for_inference(
         raise ValueError("optimize_for_inference needs a model in eval mode; call model.eval() first")
     if exact:
         return model
-    from p3m.models.p3mnet import P3MModel
-
-    if not isinstance(model, P3MModel):
-        raise ValueError(f"optimize_for_inference takes a P3M-Net model, got {type(model).__name__}")
+    if not can_optimize(model):
+        raise ValueError(
+            f"optimize_for_inference takes a P3M-Net model (a registered variant), got "
+            f"{type(model).__name__}"
+        )
     target = model if inplace else copy.deepcopy(model)
     for parameter in target.parameters():
         parameter.requires_grad_(False)

@@ -79,6 +79,7 @@ class ExportReport:
     verify_size: tuple[int, int] | None = None
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     near_tie_pixels: int = 0
+    quantization: Any = None  # a p3m.models.quantize.QuantizeReport for int8 exports
 
     def summary(self) -> str:
         """One line for logs and the command line."""
@@ -93,6 +94,13 @@ class ExportReport:
                 "; onnxruntime matches torch at {}x{} (max |diff| {:.2e})".format(
                     *self.verify_size, worst
                 )
+            )
+        if self.quantization is not None:
+            q = self.quantization
+            text += (
+                f"; {q.method} int8 from that float32 graph: alpha vs float32 on {q.images} "
+                f"portraits at {q.size[0]}x{q.size[1]}: mean |diff| {q.alpha_mean_abs_diff:.4f}, "
+                f"worst pixel {q.alpha_max_abs_diff:.3f}"
             )
         return text
 
@@ -328,6 +336,8 @@ def export_onnx(
     verify: bool = True,
     outputs: str | Sequence[str] = "all",
     exact: bool = False,
+    int8: str | None = None,
+    calibration: str | os.PathLike[str] | None = None,
 ) -> ExportReport:
     """Export a P3M-Net (registered name or built model) to the ONNX file `path`.
 
@@ -342,14 +352,21 @@ def export_onnx(
     runs the file at a second size (the export size when static) and every output is compared
     with torch; a mismatch raises ExportError and nothing is written. The file is written
     atomically.
+
+    `int8` ("static" or "dynamic", opt-in) writes an int8 model instead, quantised from the
+    verified float32 export by `p3m.models.quantize.quantize_onnx` (calibrated on `calibration`,
+    a folder of portraits, or on the portraits installed packages ship); `report.quantization`
+    then says how far its alpha is from float32's.
     """
     if opset < MIN_OPSET:
         raise ExportError(
             f"opset {opset} is too old: P3M-Net's unpooling needs ScatterElements with "
             f"reduction='max', available from opset {MIN_OPSET}"
         )
+    if int8 not in (None, "static", "dynamic"):
+        raise ExportError(f"unknown int8 method {int8!r}; use 'static' or 'dynamic'")
     onnx = _require_onnx()
-    if verify:
+    if verify or int8 is not None:
         _require_onnxruntime()
     chosen = _parse_outputs(outputs)
     target = Path(path).expanduser()
@@ -417,13 +434,22 @@ def export_onnx(
             verify_size = verify_size_for(height, width, min_size, multiple) if dynamic else (height, width)
             diffs, ties = _verify(traced, temp_name, chosen, verify_size, target)
             logger.info("verified %s at %dx%d: %s", target, *verify_size, diffs)
-        os.replace(temp_name, target)
+        quantized = None
+        if int8 is not None:
+            from p3m.models.quantize import quantize_onnx
+
+            quantized = quantize_onnx(temp_name, target, method=int8, calibration=calibration)
+            os.unlink(temp_name)
+        else:
+            os.replace(temp_name, target)
     except BaseException:
         if os.path.exists(temp_name):
             os.unlink(temp_name)
         raise
     finally:
         model.train(was_training)
+    if quantized is not None:
+        metadata = {**metadata, "quantization": f"int8 {int8}"}
     return ExportReport(
         path=target,
         variant=variant,
@@ -437,4 +463,5 @@ def export_onnx(
         verify_size=verify_size,
         max_abs_diff=diffs,
         near_tie_pixels=ties,
+        quantization=quantized,
     )

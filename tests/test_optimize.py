@@ -188,6 +188,21 @@ def test_region_restricted_local_equals_full(pair) -> None:
         fast(x, outputs=("fusion",), region=region)
 
 
+def test_every_known_block_is_rewritten(pair) -> None:
+    from p3m.models.backbones.resnet_mp import BasicBlock
+    from p3m.models.backbones.swin import SwinStage, WindowAttention
+    from p3m.models.backbones.tokens import ConvStem, Mlp, PoolingMerge
+    from p3m.models.backbones.vitae import GlobalAttention, NormalCell
+
+    _model, fast = pair
+    slow = (BasicBlock, SwinStage, WindowAttention, ConvStem, Mlp, PoolingMerge, GlobalAttention, NormalCell)
+    for name, module in fast.named_modules():
+        assert not isinstance(module, slow), name
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.Conv2d)):
+            # only the ResNet's own stem remains, which the r34 encoder reads through its aliases
+            assert name.startswith("net.resnet."), name
+
+
 def test_optimize_arguments(pair) -> None:
     model, fast = pair
     assert optimize_for_inference(model, exact=True) is model

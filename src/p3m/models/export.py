@@ -338,12 +338,15 @@ def export_onnx(
     exact: bool = False,
     int8: str | None = None,
     calibration: str | os.PathLike[str] | None = None,
+    portable: bool = False,
 ) -> ExportReport:
     """Export a P3M-Net (registered name or built model) to the ONNX file `path`.
 
     The graph is the fast inference form (`p3m.models.optimize_for_inference`: BatchNorms
     folded, outputs not asked for pruned) unless `exact` (or the model is not a known P3M-Net
-    structure), which traces the model's own operator sequence.
+    structure), which traces the model's own operator sequence. The fast graph uses
+    onnxruntime's fused attention operator (`com.microsoft.MultiHeadAttention`) for ViTAE-S
+    unless `portable` (standard ONNX operators only, for other runtimes).
 
     `weights`: checkpoint path or cached model name (None keeps the model's weights; a name
     without weights exports a randomly initialised model). `height` x `width` is the trace size
@@ -393,6 +396,9 @@ def export_onnx(
 
         if can_optimize(model):
             traced, graph = optimize_for_inference(model), "fast"
+            for module in traced.modules():
+                if hasattr(module, "onnxruntime_ops"):
+                    module.onnxruntime_ops = not portable
     # A name only (no file yet): the writers create it with the umask's permissions (mkstemp
     # would leave the exported model readable by its owner only).
     temp_name = str(temporary_path(target))
@@ -412,6 +418,7 @@ def export_onnx(
             variant, min_size, multiple, chosen, dynamic, (height, width), weights_note
         )
         metadata["graph"] = graph
+        metadata["onnxruntime_ops"] = "false" if portable or graph == "exact" else "true"
         proto = onnx.load(temp_name)
         _clear_if_branch_shapes(proto.graph)
         del proto.metadata_props[:]

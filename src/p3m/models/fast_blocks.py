@@ -74,6 +74,81 @@ class FastMlp(nn.Module):
         return self.fc2.add(self.fc1(x), residual)
 
 
+# --------------------------------------------------------------------------- 2 x 2 pools
+
+
+def pool2x2(x: Tensor) -> tuple[Tensor, Tensor]:
+    """2 x 2 / stride-2 max-pool and where each maximum sat (first in row-major order on ties).
+
+    Eager: PyTorch's pool indices. Traced for ONNX: the window position 0..3 of the maximum
+    computed from four strided views (a plain MaxPool, compares and selects), because
+    onnxruntime's index-returning MaxPool and the scatter an index unpool needs are slow.
+    `unpool2x2` takes either form.
+    """
+    if not torch.jit.is_tracing():
+        from p3m.models.ops import max_pool2x2_with_indices
+
+        return max_pool2x2_with_indices(x)
+    pooled = F.max_pool2d(x, kernel_size=2, stride=2)
+    corners = (x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2])
+    code = torch.where(
+        corners[0] == pooled, 0, torch.where(corners[1] == pooled, 1, torch.where(corners[2] == pooled, 2, 3))
+    )
+    return pooled, code
+
+
+def unpool2x2(values: Tensor, where: Tensor, output_size: tuple[int, int]) -> Tensor:
+    """Max-unpool after `pool2x2`: `where` holds its indices (eager) or window positions (traced)."""
+    if not torch.jit.is_tracing():
+        return F.max_unpool2d(values, where, kernel_size=2, stride=2, output_size=output_size)
+    batch, channels, height, width = values.shape
+    parts = torch.stack([torch.where(where == k, values, 0.0) for k in range(4)], dim=-1)
+    parts = parts.view(batch, channels, height, width, 2, 2).permute(0, 1, 2, 4, 3, 5)
+    return parts.reshape(batch, channels, 2 * height, 2 * width)
+
+
+class FastConvStem(nn.Module):
+    """The transformer encoders' convolutional stem with fused convolutions and `pool2x2`."""
+
+    def __init__(self, stem: nn.Module, channels_last: bool) -> None:
+        super().__init__()
+        self.proj1 = FusedConv2d(stem.proj1, None, "relu", channels_last)
+        self.proj2 = FusedConv2d(stem.proj2, None, "relu", channels_last)
+        self.proj3 = FusedConv2d(stem.proj3, None, "relu" if stem.final_relu else None, channels_last)
+        self.norm = stem.norm
+
+    def forward(self, x: Tensor) -> tuple[Tensor, int, int, list[Tensor], list[Tensor]]:
+        from p3m.models.backbones.tokens import grid_to_tokens
+
+        features: list[Tensor] = []
+        indices: list[Tensor] = []
+        pooled = x
+        for proj in (self.proj1, self.proj2):
+            feature = proj(pooled)
+            pooled, index = pool2x2(feature)
+            features.append(feature)
+            indices.append(index)
+        grid = self.proj3(pooled)
+        height, width = grid.shape[-2:]
+        return self.norm(grid_to_tokens(grid)), height, width, features, indices
+
+
+class FastPoolingMerge(nn.Module):
+    """LayerNorm -> skip feature -> `pool2x2` -> Linear C -> 2C (the transformer merges)."""
+
+    def __init__(self, merge: nn.Module) -> None:
+        super().__init__()
+        self.norm = merge.norm
+        self.linear = FusedLinear(merge.linear)
+
+    def forward(self, x: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+        from p3m.models.backbones.tokens import grid_to_tokens, tokens_to_grid
+
+        skip = tokens_to_grid(self.norm(x), height, width)
+        pooled, index = pool2x2(skip)
+        return self.linear(grid_to_tokens(pooled)), skip, index
+
+
 # --------------------------------------------------------------------------- Swin-T
 
 
@@ -158,6 +233,16 @@ class FastWindowAttention(nn.Module):
         batch_windows, tokens, channels = windows.shape
         qkv = self.qkv(windows).reshape(batch_windows, tokens, 3, self.num_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if torch.jit.is_tracing():
+            # ONNX export: the batch is symbolic, so the mask broadcasts over a windows axis
+            # instead of being repeated for the traced batch size.
+            attn = (q * self.scale) @ k.transpose(-2, -1) + self.bias
+            if mask is not None:
+                num_windows = mask.shape[0]
+                attn = attn.view(-1, num_windows, self.num_heads, tokens, tokens) + mask[None, :, None]
+                attn = attn.view(-1, self.num_heads, tokens, tokens)
+            out = attn.softmax(dim=-1) @ v
+            return self.proj(out.transpose(1, 2).reshape(batch_windows, tokens, channels))
         attn_mask = self.bias.to(q.dtype)
         if mask is not None:
             num_windows = mask.shape[0]
@@ -277,8 +362,34 @@ class FastSwinStage(nn.Module):
 # --------------------------------------------------------------------------- ViTAE-S
 
 
+class _OnnxRuntimeAttention(torch.autograd.Function):
+    """Multi-head attention on B x S x C queries / keys / values that exports as onnxruntime's
+    `com.microsoft.MultiHeadAttention` (its CPU kernel never holds the S x S matrix: memory
+    linear in S, and 1.5-3x faster than MatMul / Softmax / MatMul at ViTAE-S sizes)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, num_heads: int, scale: float) -> Tensor:  # type: ignore[override]
+        batch, tokens, channels = q.shape
+
+        def heads(t: Tensor) -> Tensor:
+            return t.reshape(batch, -1, num_heads, channels // num_heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), scale=scale)
+        return out.transpose(1, 2).reshape(batch, tokens, channels)
+
+    @staticmethod
+    def symbolic(g, q, k, v, num_heads: int, scale: float):  # type: ignore[no-untyped-def]
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=num_heads, scale_f=scale)
+        out.setType(q.type())
+        return out
+
+
 class FastGlobalAttention(nn.Module):
-    """ViTAE-S multi-head global attention, always through fused SDPA (linear memory in tokens)."""
+    """ViTAE-S multi-head global attention, always through fused SDPA (linear memory in tokens).
+
+    `onnxruntime_ops` (set by `export_onnx` unless a portable graph is asked for): traced as
+    onnxruntime's fused attention operator instead of standard ONNX operators.
+    """
 
     def __init__(self, attention: nn.Module) -> None:
         super().__init__()
@@ -286,9 +397,13 @@ class FastGlobalAttention(nn.Module):
         self.scale = float(attention.scale)
         self.qkv = FusedLinear(attention.qkv)
         self.proj = FusedLinear(attention.proj)
+        self.onnxruntime_ops = False
 
     def _attend(self, x: Tensor) -> Tensor:
         batch, tokens, channels = x.shape
+        if torch.jit.is_tracing() and self.onnxruntime_ops:
+            q, k, v = self.qkv(x).split(channels, dim=-1)
+            return _OnnxRuntimeAttention.apply(q, k, v, self.num_heads, self.scale)
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, channels // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if torch.jit.is_tracing():

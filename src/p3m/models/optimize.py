@@ -45,12 +45,15 @@ from torch import Tensor, nn
 from p3m.models.blocks import DBFI, SBFI, TFI
 from p3m.models.fast_blocks import (
     FastBasicBlock,
+    FastConvStem,
     FastGlobalAttention,
     FastMlp,
     FastNormalCell,
+    FastPoolingMerge,
     FastSwinStage,
+    unpool2x2,
 )
-from p3m.models.fast_ops import FusedConv2d, unpool_nonoverlapping, unpool_settled
+from p3m.models.fast_ops import FusedConv2d, unpool_settled
 from p3m.models.ops import max_unpool2d_last_wins
 from p3m.models.p3mnet import EncoderOutput, P3MOutput, check_input, decode, fuse_global_local
 
@@ -137,7 +140,7 @@ def _rewrite(module: nn.Module, channels_last: bool, done: set[int]) -> None:
     """Replace, in place, every submodule the fast path knows with its fast form."""
     from p3m.models.backbones.resnet_mp import BasicBlock
     from p3m.models.backbones.swin import SwinStage
-    from p3m.models.backbones.tokens import ConvStem, Mlp
+    from p3m.models.backbones.tokens import ConvStem, Mlp, PoolingMerge
     from p3m.models.backbones.vitae import GlobalAttention, NormalCell
 
     if id(module) in done:  # r34 registers its backbone modules twice
@@ -146,19 +149,13 @@ def _rewrite(module: nn.Module, channels_last: bool, done: set[int]) -> None:
     if isinstance(module, (TFI, SBFI, DBFI)):
         _fuse_conv_bn_relu_attributes(module, channels_last)
         return
-    if isinstance(module, ConvStem):
-        module.proj1 = FusedConv2d(module.proj1, None, "relu", channels_last)
-        module.act1 = nn.Identity()
-        module.proj2 = FusedConv2d(module.proj2, None, "relu", channels_last)
-        module.act2 = nn.Identity()
-        module.proj3 = FusedConv2d(
-            module.proj3, None, "relu" if module.final_relu else None, channels_last
-        )
-        module.final_relu = False  # applied by proj3
-        return
     for name, child in list(module.named_children()):
         replacement: nn.Module | None = None
-        if type(child) is BasicBlock:
+        if type(child) is ConvStem:
+            replacement = FastConvStem(child, channels_last)
+        elif type(child) is PoolingMerge:
+            replacement = FastPoolingMerge(child)
+        elif type(child) is BasicBlock:
             replacement = FastBasicBlock(child, channels_last)
         elif type(child) is SwinStage:
             replacement = FastSwinStage(child)
@@ -175,7 +172,6 @@ def _rewrite(module: nn.Module, channels_last: bool, done: set[int]) -> None:
             replacement = FusedConv2d(child, None, None, channels_last)
         if replacement is not None:
             setattr(module, name, replacement)
-            done.add(id(replacement))
         # Known blocks may hold further known blocks (a stage's pooling merge, ...).
         _rewrite(replacement if replacement is not None else child, channels_last, done)
 
@@ -382,13 +378,8 @@ class FastP3MNet(nn.Module):
         self.pool_kind = _pool_kind(model)
         from p3m.models.p3mnet_r34 import P3MNetR34
 
-        if isinstance(model, P3MNetR34):
-            self._encode = model.encode
-            self._decoder_owner: nn.Module = model
-        else:
-            self._encode = model.encoder
-            self._decoder_owner = model.decoder
-        owner = self._decoder_owner
+        self._flat_layout = isinstance(model, P3MNetR34)  # encode() / decoder modules on the model
+        owner = model if self._flat_layout else model.decoder
         # With every integration block in place, `fast_decode` runs the decoder and the last
         # local convolution takes the official sigmoid with it; otherwise (ablation variants)
         # the model's own `decode` does, on the rewritten modules.
@@ -402,6 +393,13 @@ class FastP3MNet(nn.Module):
         # `forward(..., region=...)` restricts the full-resolution local decoding to a region.
         self.supports_region = self.standard_decoder
 
+    @property
+    def _decoder_owner(self) -> nn.Module:
+        return self.net if self._flat_layout else self.net.decoder
+
+    def _encode(self, x: Tensor) -> EncoderOutput:
+        return self.net.encode(x) if self._flat_layout else self.net.encoder(x)
+
     def check_input(self, x: Tensor) -> None:
         check = getattr(self.net, "check_input", None)
         if check is not None:
@@ -412,8 +410,8 @@ class FastP3MNet(nn.Module):
     def _unpool(self, values: Tensor, indices: Tensor, size: tuple[int, int]) -> Tensor:
         if self.pool_kind == "overlapping":
             return unpool_settled(values, indices, size)
-        if self.pool_kind == "disjoint" and not torch.jit.is_tracing():
-            return unpool_nonoverlapping(values, indices, size)
+        if self.pool_kind == "disjoint":
+            return unpool2x2(values, indices, size)
         return max_unpool2d_last_wins(values, indices, size)
 
     def forward(

@@ -226,6 +226,7 @@ def _local_level0_in_region(
     l1: Tensor,
     feature1: Tensor,
     shallow: Tensor,
+    pooled_shallow: Tensor,
     indices0: Tensor,
     region: Tensor,
     unpool: Any,
@@ -251,9 +252,8 @@ def _local_level0_in_region(
             top, bottom = max(0, row0 - halo), min(half_h, row1 + halo)
             left, right = max(0, col0 - halo), min(half_w, col1 + halo)
             crop = (..., slice(top, bottom), slice(left, right))
-            fine = (..., slice(2 * top, 2 * bottom), slice(2 * left, 2 * right))
             t = owner.tfi_0(g1[crop], l1[crop], feature1[crop])
-            s = owner.sbfi_0(t, shallow[fine])
+            s = _sbfi(owner.sbfi_0, t, {2: pooled_shallow[crop]})
             decoded = owner.decoder0_l(s)
             tile_size = (2 * (bottom - top), 2 * (right - left))
             tile_indices = _tile_indices(indices0[crop], 2 * top, 2 * left, full_w, tile_size[1])
@@ -262,6 +262,23 @@ def _local_level0_in_region(
                 ..., 2 * (row0 - top) : 2 * (row1 - top), 2 * (col0 - left) : 2 * (col1 - left)
             ]
     return local
+
+
+def _sbfi(block: nn.Module, local_feature: Tensor, pooled: dict[int, Tensor]) -> Tensor:
+    """`SBFI.forward` with the shallow feature's pooling shared between the three blocks.
+
+    A kernel-2 max-pool with stride s equals the stride-2 pool sampled every s/2 cells, so one
+    pass over the full-resolution feature serves sBFI 0, 1 and 2 (same values, bit for bit).
+    """
+    shallow = block.transform2(pooled[block.maxpool.stride])
+    fused = torch.cat([block.transform1(local_feature), shallow], dim=1)
+    return block.relu(block.bn1(block.conv1(fused))) + local_feature
+
+
+def _shared_pools(shallow: Tensor) -> dict[int, Tensor]:
+    """Kernel-2 max-pools of `shallow` with strides 2, 4 and 8, from one stride-2 pass."""
+    base = F.max_pool2d(shallow, kernel_size=2, stride=2)
+    return {2: base, 4: base[..., ::2, ::2], 8: base[..., ::4, ::4]}
 
 
 def fast_decode(
@@ -314,20 +331,21 @@ def fast_decode(
             return unpool(x, indices[level], tuple(features[level].shape[-2:]))
 
         shallow = features[0]
+        pooled = _shared_pools(shallow)
         l4 = up(owner.decoder4_l(top), 4)
         t3 = owner.tfi_3(g4, l4, features[4])
         l3 = up(owner.decoder3_l(t3), 3)
-        s2 = owner.sbfi_2(owner.tfi_2(g3, l3, features[3]), shallow)
+        s2 = _sbfi(owner.sbfi_2, owner.tfi_2(g3, l3, features[3]), pooled)
         l2 = up(owner.decoder2_l(s2), 2)
-        s1 = owner.sbfi_1(owner.tfi_1(g2, l2, features[2]), shallow)
+        s1 = _sbfi(owner.sbfi_1, owner.tfi_1(g2, l2, features[2]), pooled)
         l1 = up(owner.decoder1_l(s1), 1)
         if region is None:
-            s0 = owner.sbfi_0(owner.tfi_0(g1, l1, features[1]), shallow)
+            s0 = _sbfi(owner.sbfi_0, owner.tfi_0(g1, l1, features[1]), pooled)
             l0 = up(owner.decoder0_l(s0), 0)
             local = owner.decoder_final_l(l0)  # a FusedConv2d with the sigmoid folded in
         else:
             local = _local_level0_in_region(
-                owner, g1, l1, features[1], shallow, indices[0], region, unpool
+                owner, g1, l1, features[1], shallow, pooled[2], indices[0], region, unpool
             )
 
     fusion = fuse_global_local(global_logits, local) if "fusion" in outputs else None

@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_matte.py
 	$(BIN)/python benchmarks/bench_anonymize.py
 	$(BIN)/python benchmarks/bench_onnx.py
+	$(BIN)/python benchmarks/bench_models.py
 
 clean:
 	rm -rf $(VENV) .cache demo-output

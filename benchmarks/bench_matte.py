@@ -3,8 +3,9 @@
 For the default pipeline (selfie-cf) and each registered P3M-Net variant (random weights), it
 measures in one run:
 
-* seconds per image at 1080 x 1620 (`--quick`: 540 x 810), every mode timed in interleaved
-  rounds inside one process (median), with how far the p3m alpha is from the plain one;
+* seconds per image at 1080 x 1620 (`--quick`: 540 x 810), every mode in its own process
+  (own allocator and memory), timed in interleaved rounds (median), with how far the p3m
+  alpha is from the plain one;
 * peak resident memory for a 24-megapixel photo (`--quick`: 6 MP), one subprocess per case.
 
 Modes: `p3m` is `p3m.matte` as a user gets it (the fast inference path, the HYBRID local pass
@@ -16,12 +17,14 @@ budget); for selfie-cf, plain is the same segmentation + trimap with closed-form
 full resolution.
 
 The band-only local pass saves more the narrower the transition band; with random weights the
-band is not a portrait's, so its share is printed (`band`) and `p3m-full` gives the figure that
-does not depend on it. On a shared machine absolute times swing; the interleaved ratios hold up
-better.
+band is noise, not a portrait's outline, so its share is printed (`band`), `p3m-full` gives the
+figure that does not depend on it, and `--portrait-band` replaces the P3M-Net trimaps (in
+every mode alike) by a head-and-shoulders outline. p3m processes keep freed memory for reuse
+(`p3m.models.fast_ops.retain_freed_memory`, as `p3m.matte` does); the plain one does not. On
+a shared machine absolute times swing; the interleaved ratios hold up better.
 
     python benchmarks/bench_matte.py --quick
-    python benchmarks/bench_matte.py --models p3mnet-r34 --only time --repeats 3
+    python benchmarks/bench_matte.py --models p3mnet-r34 --only time --repeats 3 [--portrait-band]
 """
 
 from __future__ import annotations
@@ -165,7 +168,48 @@ def run_case(model_name: str, mode: str, height: int, width: int, repeats: int) 
     return {"seconds": seconds, "peak_mib": peak_mib}
 
 
-def _runner(model_name: str, mode: str):
+class _PortraitBand:
+    """Wraps a model so that its global logits say "portrait": a head-and-shoulders figure whose
+    outline is a transition band of 3 % of the image height (random weights give no such band,
+    and the band-only local pass saves in proportion to it). The network still runs in full;
+    plain and p3m read the same trimap, so their alphas stay comparable."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.variant = getattr(model, "variant", "model")
+        self.min_size = getattr(model, "min_size", 32)
+        self.supports_output_selection = getattr(model, "supports_output_selection", False)
+        self.supports_region = getattr(model, "supports_region", False)
+
+    @staticmethod
+    def _logits(height: int, width: int):
+        import torch
+
+        rows = torch.linspace(0, 1, height)[:, None]
+        cols = torch.linspace(0, 1, width)[None, :]
+        # implicit functions of a head and a shoulders ellipse (negative inside)
+        head = ((rows - 0.35) / 0.22) ** 2 + ((cols - 0.5) / 0.16) ** 2 - 1
+        body = ((rows - 1.25) / 0.65) ** 2 + ((cols - 0.5) / 0.42) ** 2 - 1
+        inside = torch.minimum(head, torch.where(rows > 0.6, body, torch.full_like(body, 10.0)))
+        edge = 0.13  # about 3 % of the height across the head's outline
+        classes = torch.where(inside < -edge, 2, torch.where(inside <= edge, 1, 0))
+        return torch.nn.functional.one_hot(classes, 3).permute(2, 0, 1)[None].float() * 10.0
+
+    def __call__(self, x, outputs=None, region=None):
+        if self.supports_output_selection:
+            out = self.model(x, outputs=outputs) if region is None else self.model(x, outputs=outputs, region=region)
+        else:
+            out = self.model(x)
+        if out[0] is None:
+            return out
+        logits = self._logits(x.shape[-2], x.shape[-1]).expand(x.shape[0], -1, -1, -1)
+        return out._replace(global_logits=logits)
+
+    def eval(self):
+        return self
+
+
+def _runner(model_name: str, mode: str, portrait: bool):
     """A function image -> alpha for one mode (p3m, p3m-full, plain)."""
     if model_name == "selfie-cf":
         if mode == "p3m":
@@ -174,64 +218,114 @@ def _runner(model_name: str, mode: str):
             matter = Matter("selfie-cf")
             return lambda picture: matter(picture, foreground=False).alpha
         return _plain_selfie_cf
+    import torch
+
     from p3m.models import create_model, optimize_for_inference
 
+    torch.manual_seed(0)  # the same random weights in every worker
     torch_model = create_model(model_name, device="cpu")
     if mode == "plain":
-        return lambda picture: _plain_hybrid(torch_model, picture)
+        _use_torch_unpool()
+        model = _PortraitBand(torch_model) if portrait else torch_model
+        return lambda picture: _plain_hybrid(model, picture)
     from p3m.inference.api import Matter
+    from p3m.models.fast_ops import retain_freed_memory
 
+    retain_freed_memory()  # as Matter does when it loads a P3M-Net by name
     fast = optimize_for_inference(torch_model, inplace=True)
-    matter = Matter(fast if mode == "p3m" else _WholeLocalPass(fast))
+    model = fast if mode == "p3m" else _WholeLocalPass(fast)
+    matter = Matter(_PortraitBand(model) if portrait else model)
     return lambda picture: matter(picture, foreground=False).alpha
 
 
-def run_time_case(model_name: str, modes: list[str], height: int, width: int, rounds: int) -> dict:
-    """Child process body: every mode timed in interleaved rounds (median), and how far the
-    p3m alphas are from the plain one (mean |diff| overall and inside the transition band)."""
+def worker(model_name: str, mode: str, height: int, width: int, portrait: bool) -> None:
+    """Child process body: build one mode, then run it each time the parent writes a line."""
     import numpy as np
     import torch
 
-    torch.manual_seed(0)
     threads = int(os.environ.get("BENCH_THREADS", "0"))
     if threads:
         torch.set_num_threads(threads)
-    _use_torch_unpool()
     image = _photo(height, width)
-    runners = {}
-    for mode in modes:
-        torch.manual_seed(0)  # the same random weights for every mode
-        runners[mode] = _runner(model_name, mode)
-    alphas = {mode: np.asarray(run(image), dtype=np.float64) for mode, run in runners.items()}
-    times: dict[str, list[float]] = {mode: [] for mode in modes}
-    for _ in range(rounds):
-        for mode, run in runners.items():
+    run = _runner(model_name, mode, portrait)
+    alpha = run(image)  # warm-up on the image itself; its alpha is compared at the end
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "run":
             start = time.perf_counter()
             run(image)
-            times[mode].append(time.perf_counter() - start)
-    result: dict = {mode: {"seconds": sorted(values)[len(values) // 2]} for mode, values in times.items()}
-    if "plain" in alphas and model_name != "selfie-cf":
-        plain = alphas["plain"]
-        band = (plain > 0) & (plain < 1)
-        result["band"] = float(band.mean())
-        for mode in modes:
-            if mode != "plain":
-                difference = np.abs(alphas[mode] - plain)
-                result[mode]["mad"] = float(difference.mean())
-                result[mode]["band_mad"] = float(difference[band].mean()) if band.any() else 0.0
-    return result
+            print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+        elif command.startswith("save "):
+            np.save(command[5:], np.asarray(alpha, dtype=np.float64))
+            print("saved", flush=True)
+        else:
+            break
 
 
-def _spawn_time(model_name: str, modes: list[str], height: int, width: int, rounds: int, timeout: float) -> dict:
-    command = [sys.executable, __file__, "--time-case", model_name, ",".join(modes), str(height), str(width), str(rounds)]
+def _spawn_time(
+    model_name: str, modes: list[str], height: int, width: int, rounds: int, timeout: float, portrait: bool
+) -> dict:
+    """Every mode in its own worker process (own allocator state, own memory), timed in
+    interleaved rounds (median); how far the p3m alphas are from the plain one."""
+    import tempfile
+
+    import numpy as np
+
+    workers = {}
+    result: dict = {}
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {mode: {"skipped": f"over {timeout:.0f} s"} for mode in modes}
-    if completed.returncode != 0:
-        last = (completed.stderr.strip().splitlines() or ["?"])[-1]
-        return {mode: {"skipped": f"failed: {last[:80]}"} for mode in modes}
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+        for mode in modes:
+            command = [sys.executable, __file__, "--worker", model_name, mode, str(height), str(width)]
+            if portrait:
+                command.append("--portrait-band")
+            workers[mode] = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            # Build and warm up one at a time, so that they do not compete for the cores.
+            ready = workers[mode].stdout.readline().strip()
+            if ready != "ready":
+                last = (workers[mode].stderr.read().strip().splitlines() or ["?"])[-1]
+                result[mode] = {"skipped": f"failed: {last[:80]}"}
+                workers.pop(mode).wait()
+        times: dict[str, list[float]] = {mode: [] for mode in workers}
+        for _ in range(rounds):
+            for mode, process in workers.items():
+                process.stdin.write("run\n")
+                process.stdin.flush()
+                times[mode].append(json.loads(process.stdout.readline())["seconds"])
+        for mode, values in times.items():
+            result[mode] = {"seconds": sorted(values)[len(values) // 2]}
+        with tempfile.TemporaryDirectory() as folder:
+            alphas = {}
+            for mode, process in workers.items():
+                path = os.path.join(folder, f"{mode}.npy")
+                process.stdin.write(f"save {path}\n")
+                process.stdin.flush()
+                process.stdout.readline()
+                alphas[mode] = np.load(path)
+        if "plain" in alphas and model_name != "selfie-cf":
+            plain = alphas["plain"]
+            band = (plain > 0) & (plain < 1)
+            result["band"] = float(band.mean())
+            for mode in alphas:
+                if mode != "plain":
+                    difference = np.abs(alphas[mode] - plain)
+                    result[mode]["mad"] = float(difference.mean())
+                    result[mode]["band_mad"] = float(difference[band].mean()) if band.any() else 0.0
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                try:
+                    process.stdin.write("quit\n")
+                    process.stdin.flush()
+                except OSError:
+                    pass
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return result
 
 
 def _spawn(model_name: str, mode: str, height: int, width: int, repeats: int, timeout: float) -> dict:
@@ -268,15 +362,20 @@ def main() -> None:
     parser.add_argument("--only", choices=("time", "memory"), help="run one of the two measurements")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per case")
     parser.add_argument("--case", nargs=5, metavar=("MODEL", "MODE", "H", "W", "REPEATS"), help=argparse.SUPPRESS)
-    parser.add_argument("--time-case", nargs=5, metavar=("MODEL", "MODES", "H", "W", "ROUNDS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--portrait-band",
+        action="store_true",
+        help="P3M-Net global logits replaced by a portrait-shaped trimap (band = 3%% of the height)",
+    )
+    parser.add_argument("--worker", nargs=4, metavar=("MODEL", "MODE", "H", "W"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         name, mode, height, width, repeats = args.case
         print(json.dumps(run_case(name, mode, int(height), int(width), int(repeats))))
         return
-    if args.time_case:
-        name, modes, height, width, rounds = args.time_case
-        print(json.dumps(run_time_case(name, modes.split(","), int(height), int(width), int(rounds))))
+    if args.worker:
+        name, mode, height, width = args.worker
+        worker(name, mode, int(height), int(width), args.portrait_band)
         return
 
     from p3m.models import list_models
@@ -286,7 +385,9 @@ def main() -> None:
     memory_size = (2000, 3000) if args.quick else (4000, 6000)
     requested = [mode for mode in ("p3m", "p3m-full", "plain") if mode in args.modes.split(",")]
     print(f"CPU, {os.cpu_count()} cores; timing at {time_size[1]}x{time_size[0]} ({args.repeats} interleaved "
-          f"rounds, median), memory at {memory_size[1]}x{memory_size[0]} ({memory_size[0] * memory_size[1] / 1e6:.0f} MP)")
+          f"rounds, median, one process per mode), memory at {memory_size[1]}x{memory_size[0]} "
+          f"({memory_size[0] * memory_size[1] / 1e6:.0f} MP)"
+          + ("; P3M-Net trimaps: portrait-shaped band" if args.portrait_band else "; random-weight trimaps"))
     print("p3m = p3m.matte (fast path, band-only local pass, budget, guided upsampling, no foreground); "
           "p3m-full = the same with the local pass over the whole image; plain = official procedure "
           "(PyTorch's max_unpool2d, skimage resizes, no budget). MAD: mean |alpha - plain alpha|, "
@@ -297,7 +398,11 @@ def main() -> None:
     for name in names:
         modes = [m for m in requested if not (name == "selfie-cf" and m == "p3m-full")]
         do_time, do_memory = args.only != "memory", args.only != "time"
-        timed = _spawn_time(name, modes, *time_size, args.repeats, args.timeout) if do_time and modes else {}
+        timed = (
+            _spawn_time(name, modes, *time_size, args.repeats, args.timeout, args.portrait_band)
+            if do_time and modes
+            else {}
+        )
         skipped = {"skipped": "not requested (--modes / --only)"}
         peak = {mode: _spawn(name, mode, *memory_size, 1, args.timeout)
                 if mode in modes and do_memory else skipped for mode in ("p3m", "plain")}

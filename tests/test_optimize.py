@@ -171,6 +171,18 @@ def test_fast_equals_exact_and_selects_outputs(pair) -> None:
         fast(x, outputs=("alpha",))
 
 
+def test_concurrent_calls_give_the_sequential_results(pair) -> None:
+    """One FastP3MNet may serve several threads (a folder run's compute and service workers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _model, fast = pair
+    inputs = [torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(seed)) for seed in range(4)]
+    sequential = [fast(x).local for x in inputs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        concurrent = list(pool.map(lambda x: fast(x).local, inputs))
+    assert all(torch.equal(a, b) for a, b in zip(sequential, concurrent, strict=True))
+
+
 def test_region_restricted_local_equals_full(pair) -> None:
     _model, fast = pair
     if not fast.supports_region:

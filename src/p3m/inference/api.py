@@ -110,8 +110,11 @@ def _load_p3mnet(name: str, weights: Path, device: str | None, exact: bool = Fal
     with _MODEL_CACHE_LOCK:
         if key not in _MODEL_CACHE:
             from p3m.models import create_model, optimize_for_inference
+            from p3m.models.fast_ops import retain_freed_memory
 
             _MODEL_CACHE.clear()  # one P3M-Net at a time: they weigh 100-400 MB each
+            if not exact:
+                retain_freed_memory()  # reuse activation memory between passes (Linux)
             model = create_model(name, weights=weights, device=device)
             _MODEL_CACHE[key] = optimize_for_inference(model, exact=exact, inplace=True)
         return _MODEL_CACHE[key]

@@ -200,12 +200,32 @@ def _dbfi(block: nn.Module, global_feature: Tensor, top: Tensor, side: bool) -> 
     return refined, side_logits
 
 
-# Level-0 tiles of a region-restricted local pass: core side and halo, in H/2 cells. The halo
-# covers the receptive field of what runs per tile (TFI, sBFI, two decoder convolutions at H/2,
-# the unpooling and the final 3 x 3 convolution at H: 6 cells), so tiles give the values of the
-# full computation.
-REGION_TILE = 64
+# Level-0 strips of a region-restricted local pass, in H/2 cells: strips of REGION_ROWS rows,
+# cut into runs of REGION_COLUMN_STEP-wide column blocks that touch the region (runs closer than
+# REGION_MERGE_GAP merged), each computed with a halo of REGION_HALO cells. The halo covers the
+# receptive field of what runs per run (TFI, sBFI, two decoder convolutions at H/2, the
+# unpooling and the final 3 x 3 convolution at H: 6 cells), so runs give the values of the full
+# computation. Few, long runs keep the number of operator calls low.
+REGION_ROWS = 64
+REGION_COLUMN_STEP = 16
+REGION_MERGE_GAP = 32
 REGION_HALO = 8
+
+
+def _active_runs(active: Tensor, step: int, merge_gap: int) -> list[tuple[int, int]]:
+    """[start, stop) column ranges covering the True entries of `active` in blocks of `step`."""
+    length = active.shape[0]
+    blocks = [bool(active[start : start + step].any()) for start in range(0, length, step)]
+    runs: list[tuple[int, int]] = []
+    for index, on in enumerate(blocks):
+        if not on:
+            continue
+        start, stop = index * step, min(length, (index + 1) * step)
+        if runs and start - runs[-1][1] <= merge_gap:
+            runs[-1] = (runs[-1][0], stop)
+        else:
+            runs.append((start, stop))
+    return runs
 
 
 def _tile_indices(indices: Tensor, row0: int, col0: int, full_width: int, tile_width: int) -> Tensor:
@@ -231,24 +251,20 @@ def _local_level0_in_region(
     region: Tensor,
     unpool: Any,
 ) -> Tensor:
-    """`local` (N x 1 x H x W) computed only on the H/2 tiles touching `region` (H x W bool); 0 elsewhere."""
+    """`local` (N x 1 x H x W) computed only on the H/2 runs touching `region` (H x W bool); 0 elsewhere."""
     batch = l1.shape[0]
     half_h, half_w = l1.shape[-2:]
     full_h, full_w = shallow.shape[-2:]
     local = shallow.new_zeros(batch, 1, full_h, full_w)
     cells = F.max_pool2d(region[None, None].float(), kernel_size=2, stride=2)[0, 0] > 0
     cells = cells[:half_h, :half_w]
-    tile, halo = REGION_TILE, REGION_HALO
-    for row0 in range(0, half_h, tile):
-        row1 = min(half_h, row0 + tile)
+    halo = REGION_HALO
+    for row0 in range(0, half_h, REGION_ROWS):
+        row1 = min(half_h, row0 + REGION_ROWS)
         band = cells[row0:row1]
         if not bool(band.any()):
             continue
-        active_cols = band.any(dim=0)
-        for col0 in range(0, half_w, tile):
-            col1 = min(half_w, col0 + tile)
-            if not bool(active_cols[col0:col1].any()):
-                continue
+        for col0, col1 in _active_runs(band.any(dim=0), REGION_COLUMN_STEP, REGION_MERGE_GAP):
             top, bottom = max(0, row0 - halo), min(half_h, row1 + halo)
             left, right = max(0, col0 - halo), min(half_w, col1 + halo)
             crop = (..., slice(top, bottom), slice(left, right))

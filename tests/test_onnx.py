@@ -67,8 +67,13 @@ def random_image(height: int, width: int, batch: int = 1, seed: int = 1) -> torc
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-def assert_outputs_match(got: P3MOutput, expected: P3MOutput) -> None:
-    """Logits and local within float noise; fusion and classes exact away from near-ties."""
+def assert_outputs_match(got: P3MOutput, expected: P3MOutput, flips_allowed: bool = False) -> None:
+    """Logits and local within float noise; fusion and classes exact away from near-ties.
+
+    `flips_allowed`: the exported fast graph computes the encoder with other arithmetic than
+    torch, so a max-pool decision between two nearly equal inputs may go the other way; local
+    and fusion may then differ at a few pixels (at most 0.5 %), their mean staying in tolerance.
+    """
     for name in ALL_OUTPUTS:
         mine, reference = getattr(got, name), getattr(expected, name)
         if mine is None:
@@ -76,13 +81,18 @@ def assert_outputs_match(got: P3MOutput, expected: P3MOutput) -> None:
         assert mine.shape == reference.shape, name
         if name in ("global_logits", "side2", "side1", "side0"):
             torch.testing.assert_close(mine, reference, atol=LOGIT_ATOL, rtol=1e-5, msg=name)
-    torch.testing.assert_close(got.local, expected.local, atol=PROBABILITY_ATOL, rtol=0)
     top2 = expected.global_logits.topk(2, dim=1).values
     clear = (top2[:, :1] - top2[:, 1:]) >= NEAR_TIE_GAP
     assert clear.float().mean() > 0.9
     classes = expected.global_logits.argmax(dim=1, keepdim=True)
     assert torch.equal(got.global_logits.argmax(dim=1, keepdim=True)[clear], classes[clear])
-    torch.testing.assert_close(got.fusion[clear], expected.fusion[clear], atol=PROBABILITY_ATOL, rtol=0)
+    for name, where in (("local", torch.ones_like(clear)), ("fusion", clear)):
+        difference = (getattr(got, name) - getattr(expected, name)).abs()[where]
+        if flips_allowed:
+            assert float((difference > PROBABILITY_ATOL).float().mean()) <= 0.005, name
+            assert float(difference.mean()) <= PROBABILITY_ATOL, name
+        else:
+            assert float(difference.max()) <= PROBABILITY_ATOL, name
     # Everywhere, fusion follows the exported model's own argmax exactly.
     assert torch.equal(got.fusion, fuse_global_local(got.global_logits, got.local))
 
@@ -282,14 +292,20 @@ PUBLISHED_MODELS = [name for name in list_models() if get_spec(name).ablation_of
 def test_registered_model_exports_and_runs_at_other_sizes(exported, name: str) -> None:
     model, path, report = exported(name)
     assert report.variant == name and report.verify_size == (32, 96)
-    assert max(report.max_abs_diff.values()) < LOGIT_ATOL
+    assert report.metadata["graph"] == "fast"
+    for output, difference in report.max_abs_diff.items():
+        # local / fusion: a near-tie max-pool decision may flip (see assert_outputs_match)
+        assert difference < (LOGIT_ATOL if output not in ("local", "fusion") else 1e-3), output
     network = OnnxP3MNet(path)
     assert network.variant == name and network.min_size == model.min_size
     # Batch 2 and a size that is neither the traced nor the verified one.
     x = random_image(96, 160, batch=2, seed=3)
     with torch.inference_mode():
         expected = model(x)
-    assert_outputs_match(network(x), expected)
+    assert_outputs_match(network(x), expected, flips_allowed=True)
+    # Outputs asked for alone come from a pruned copy of the graph, with the same values.
+    alone = network(x, outputs=("global_logits",))
+    assert alone.local is None and torch.equal(alone.global_logits, network(x).global_logits)
 
 
 @pytest.mark.slow
@@ -314,6 +330,28 @@ def test_onnx_model_through_the_official_strategy_and_matte(exported) -> None:
     np.testing.assert_allclose(by_path.alpha, by_instance.alpha, atol=PROBABILITY_ATOL, rtol=0)
     with pytest.raises(Exception, match="carries its own weights"):
         Matter(str(path), weights="p3mnet-r34")
+
+
+@pytest.mark.slow
+def test_int8_export_runs_and_reports_its_deviation(exported, tmp_path: Path) -> None:
+    from p3m.models.quantize import calibration_portraits, quantize_onnx
+
+    _model, path, _ = exported("p3mnet-r34")
+    target = tmp_path / "r34.int8.onnx"
+    report = quantize_onnx(path, target, size=(64, 96))
+    assert report.method == "static" and report.images == len(calibration_portraits()) >= 2
+    assert report.file_bytes < 0.4 * path.stat().st_size  # int8 weights
+    # Deviation from float32 is measured and finite; the local alpha stays close.
+    assert 0 <= report.local_mean_abs_diff < 0.05 and report.local_max_abs_diff < 0.5
+    assert 0 <= report.alpha_mean_abs_diff <= report.alpha_max_abs_diff <= 1
+    assert "int8" in report.summary() and "worst pixel" in report.summary()
+    network = OnnxP3MNet(target)
+    assert network.metadata["quantization"].startswith("int8 static")
+    assert network.variant == "p3mnet-r34"
+    out = network(random_image(64, 96))
+    assert out.local.shape == (1, 1, 64, 96) and torch.isfinite(out.local).all()
+    with pytest.raises(ExportError, match="unknown int8 method"):
+        quantize_onnx(path, tmp_path / "x.onnx", method="int4")
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -8,6 +8,13 @@ from pathlib import Path
 import typer
 
 
+class Int8Method(str, Enum):
+    """How an int8 export gets its activation ranges."""
+
+    static = "static"
+    dynamic = "dynamic"
+
+
 class OutputChoice(str, Enum):
     """Which model outputs the ONNX file exposes."""
 
@@ -54,6 +61,23 @@ def export_onnx_command(
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Run the file with onnxruntime and compare with torch."
     ),
+    exact: bool = typer.Option(
+        False, "--exact", help="Trace the reference arithmetic instead of the fast graph (BN folded)."
+    ),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Write an int8 model (onnxruntime quantisation, VNNI on CPUs that have it); prints how "
+        "far its alpha is from float32 on portraits. Faster, less exact: never the default.",
+    ),
+    int8_method: Int8Method = typer.Option(
+        Int8Method.static, "--int8-method", help="static: calibrated on portraits; dynamic: ranges per call."
+    ),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Folder of portraits to calibrate --int8 on (default: portraits shipped by installed packages).",
+    ),
 ) -> None:
     """Export a P3M-Net to ONNX; input `image` (N x 3 x H x W, ImageNet-normalised), metadata included.
 
@@ -69,12 +93,15 @@ def export_onnx_command(
     get_spec(name)  # unknown names fail here, listing the known ones
     if random_weights and weights is not None:
         raise ConfigError("--random-weights and --weights exclude each other")
+    if calibration is not None and not int8:
+        raise ConfigError("--calibration is for --int8 exports")
     chosen = None
     if not random_weights:
         from p3m.models.hub import resolve_weights
 
         chosen = resolve_weights(weights if weights is not None else name, model=name)
-    with Console(stderr=True).status(f"exporting {name} to {output} (trace, check, verify)"):
+    steps = "trace, check, verify" + (", quantise, measure" if int8 else "")
+    with Console(stderr=True).status(f"exporting {name} to {output} ({steps})"):
         report = export_onnx(
             name,
             output,
@@ -85,6 +112,9 @@ def export_onnx_command(
             opset=opset,
             verify=verify,
             outputs=outputs.value,
+            exact=exact,
+            int8=int8_method.value if int8 else None,
+            calibration=calibration,
         )
     Console().print(f"wrote {report.summary()}", highlight=False, soft_wrap=True)
 

@@ -265,14 +265,18 @@ def _resolve_device(device: str | None) -> Any:
 
 
 def load_p3mnet(name: str, weights: str | os.PathLike[str], device: str | None) -> Any:
-    """The registered model `name` with `weights`, on `device`, in eval mode (cached: one at a time)."""
+    """The registered model `name` with `weights`, on `device`, in its fast inference form
+    (`p3m.models.optimize_for_inference`; cached, one at a time)."""
     key = (name, str(Path(weights).resolve()), str(_resolve_device(device)))
     with _MODEL_CACHE_LOCK:
         if key not in _MODEL_CACHE:
-            from p3m.models import create_model
+            from p3m.models import create_model, optimize_for_inference
+            from p3m.models.fast_ops import retain_freed_memory
 
             _MODEL_CACHE.clear()  # one P3M-Net at a time: they weigh 100-400 MB each
-            _MODEL_CACHE[key] = create_model(name, weights=weights, device=device)
+            retain_freed_memory()  # reuse activation memory between passes (Linux, glibc)
+            model = create_model(name, weights=weights, device=device)
+            _MODEL_CACHE[key] = optimize_for_inference(model, inplace=True)
         return _MODEL_CACHE[key]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,14 @@ from p3m.errors import CheckpointError, DeviceError, InputSizeError, MissingDepe
 from p3m.models.device import parse_device
 from p3m.models.p3mnet import P3MOutput, check_input
 
-__all__ = ["OnnxP3MNet", "is_onnx_path", "providers_for_device"]
+__all__ = [
+    "OnnxP3MNet",
+    "default_threads",
+    "is_onnx_path",
+    "providers_for_device",
+    "prune_to_outputs",
+    "session_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +80,86 @@ def providers_for_device(device: str | torch.device | None) -> list[Any] | None:
     return [cuda, "CPUExecutionProvider"]
 
 
+def _subgraph_inputs(node: Any) -> set[str]:
+    """Names a node's subgraphs (If / Loop bodies) read from the enclosing graph."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        graphs = list(attribute.graphs) + ([attribute.g] if attribute.HasField("g") else [])
+        for graph in graphs:
+            produced = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+            for inner in graph.node:
+                produced.update(inner.output)
+            for inner in graph.node:
+                names.update(n for n in inner.input if n and n not in produced)
+                names.update(n for n in _subgraph_inputs(inner) if n not in produced)
+    return names
+
+
+def prune_to_outputs(model: Any, outputs: Sequence[str]) -> Any:
+    """A copy of the ONNX `model` that computes only the graph `outputs` (nodes and initializers
+    nothing needs are dropped; metadata kept)."""
+    import onnx
+
+    graph = model.graph
+    producer = {name: index for index, node in enumerate(graph.node) for name in node.output}
+    keep: set[int] = set()
+    stack = list(outputs)
+    while stack:
+        index = producer.get(stack.pop())
+        if index is None or index in keep:
+            continue
+        keep.add(index)
+        node = graph.node[index]
+        stack.extend(name for name in node.input if name)
+        stack.extend(_subgraph_inputs(node))
+    nodes = [node for index, node in enumerate(graph.node) if index in keep]
+    used = {name for node in nodes for name in node.input} | set().union(*(_subgraph_inputs(n) for n in nodes))
+    pruned = onnx.helper.make_graph(
+        nodes,
+        graph.name,
+        list(graph.input),
+        [output for output in graph.output if output.name in outputs],
+        [tensor for tensor in graph.initializer if tensor.name in used],
+        value_info=[info for info in graph.value_info if info.name in used],
+    )
+    result = onnx.helper.make_model(pruned, opset_imports=list(model.opset_import))
+    result.ir_version = model.ir_version
+    for prop in model.metadata_props:
+        result.metadata_props.add(key=prop.key, value=prop.value)
+    return result
+
+
+def default_threads() -> int:
+    """Intra-op threads for onnxruntime: PyTorch's (physical cores unless set), within the CPUs
+    this process may run on."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), usable))
+
+
+def session_options(threads: int) -> Any:
+    """onnxruntime session options for P3M-Net: every graph optimisation (constant folding,
+    Conv/BN/activation and Gelu fusions, NCHWc layouts), `threads` intra-op threads, one graph
+    at a time (the graph has no parallel branches worth a second pool)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    return options
+
+
 class OnnxP3MNet:
     """A P3M-Net ONNX file behind the torch model's interface: `network(x) -> P3MOutput`.
 
     `providers`: onnxruntime execution providers, names or (name, options) pairs (default: CPU;
     `providers_for_device` gives them for a device name). `threads`: intra-op threads
-    (default: onnxruntime's choice). `variant`, `min_size` and `size_multiple` come from the
+    (default: `default_threads()`). `variant`, `min_size` and `size_multiple` come from the
     file's metadata; outputs the file does not contain (an "inference" export has no side
     outputs) are None in the returned `P3MOutput`.
     """
@@ -97,13 +179,14 @@ class OnnxP3MNet:
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise CheckpointError("no such ONNX model file", self.path)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
+        self._onnxruntime = onnxruntime
+        self._pruned: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+        self.threads = int(threads) if threads is not None else default_threads()
+        self._providers = list(providers or ["CPUExecutionProvider"])
         try:
             self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=list(providers or ["CPUExecutionProvider"])
+                str(self.path), session_options(self.threads), providers=self._providers
             )
         except Exception as error:  # onnxruntime raises its own exception types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -166,15 +249,54 @@ class OnnxP3MNet:
                 f"{self.path.name} was exported for batches of {self.fixed_batch}, got {x.shape[0]}"
             )
 
-    def __call__(self, x: torch.Tensor) -> P3MOutput:
-        """Forward pass: normalised N x 3 x H x W float tensor -> P3MOutput of CPU float32 tensors."""
+    def __call__(self, x: torch.Tensor, outputs: Sequence[str] | None = None) -> P3MOutput:
+        """Forward pass: normalised N x 3 x H x W float tensor -> P3MOutput of CPU float32 tensors.
+
+        `outputs` (names of `P3MOutput` fields, default all the file has): only those are
+        computed, by a copy of the graph pruned to them (built on first use, then kept); the
+        others are None.
+        """
         self.check_input(x)
+        names = self._select(outputs)
         image = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        results = self.session.run(self.output_names, {self.input_name: image})
+        results = self._session_for(names).run(list(names), {self.input_name: image})
         by_name: dict[str, Any] = {
-            name: torch.from_numpy(value) for name, value in zip(self.output_names, results, strict=True)
+            name: torch.from_numpy(value) for name, value in zip(names, results, strict=True)
         }
         return P3MOutput(*(by_name.get(name) for name in P3MOutput._fields))
+
+    supports_output_selection = True
+
+    def _select(self, outputs: Sequence[str] | None) -> tuple[str, ...]:
+        if outputs is None:
+            return tuple(self.output_names)
+        wanted = [outputs] if isinstance(outputs, str) else list(outputs)
+        unknown = [name for name in wanted if name not in P3MOutput._fields]
+        if unknown:
+            raise ValueError(f"unknown outputs {', '.join(unknown)}; choose among {', '.join(P3MOutput._fields)}")
+        missing = [name for name in wanted if name not in self.output_names]
+        if missing:
+            raise InputSizeError(f"{self.path.name} has no output {', '.join(missing)} (it has {', '.join(self.output_names)})")
+        return tuple(name for name in self.output_names if name in wanted)
+
+    def _session_for(self, names: tuple[str, ...]) -> Any:
+        """The full session, or one on the graph pruned to `names` (onnxruntime runs every node
+        of a graph whatever outputs are fetched)."""
+        if len(names) == len(self.output_names):
+            return self.session
+        with self._lock:
+            session = self._pruned.get(names)
+            if session is None:
+                import onnx
+
+                model = onnx.load(str(self.path))
+                pruned = prune_to_outputs(model, names)
+                del model
+                session = self._onnxruntime.InferenceSession(
+                    pruned.SerializeToString(), session_options(self.threads), providers=self._providers
+                )
+                self._pruned[names] = session
+            return session
 
     forward = __call__
 

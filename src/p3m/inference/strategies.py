@@ -69,26 +69,50 @@ def model_device(model: Callable[..., object]) -> torch.device:
     return torch.device("cpu")
 
 
+def _run(model: Callable[..., object], x: torch.Tensor, outputs: tuple[str, ...], region: np.ndarray | None) -> object:
+    """One forward pass; models that can skip outputs (`FastP3MNet`) compute only `outputs`."""
+    with torch.inference_mode():
+        if getattr(model, "supports_output_selection", False):
+            if region is not None:
+                return model(x, outputs=outputs, region=torch.from_numpy(region).to(x.device))
+            return model(x, outputs=outputs)
+        return model(x)
+
+
 def _forward(
     model: Callable[..., object],
     image_0_255: np.ndarray,
     device: torch.device,
+    outputs: tuple[str, ...] = ("global_logits", "local", "fusion"),
+    region: np.ndarray | None = None,
     global_filter: GlobalFilter | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One official `inference_once`: trimap (uint8), local and fusion (float32 H x W).
+) -> dict[str, np.ndarray]:
+    """One official `inference_once`: of trimap (uint8), local and fusion (float32 H x W), the
+    ones `outputs` asks for ("global_logits" gives the trimap).
 
     With `global_filter`, the trimap comes from the filtered class probabilities and the fusion
     is recomputed from it with the network's own rule (local in the transition, 1 in the
     foreground, 0 elsewhere).
     """
+    asked = tuple(outputs)
+    if global_filter is not None and "fusion" in asked:
+        asked = tuple(name for name in asked if name != "fusion")
+        asked += () if "local" in asked else ("local",)
+        if "global_logits" not in asked:
+            asked += ("global_logits",)
     x = image_to_tensor(image_0_255, device)
-    with torch.inference_mode():
-        outputs = model(x)
-    global_logits, local, fusion = outputs[0], outputs[1], outputs[2]
-    local_np = local[0, 0].float().cpu().numpy()
+    result = _run(model, x, asked, region)
+    del x
+    global_logits, local, fusion = result[0], result[1], result[2]
+    arrays: dict[str, np.ndarray] = {}
+    if "local" in asked:
+        arrays["local"] = local[0, 0].float().cpu().numpy()
     if global_filter is None:
-        trimap = trimap_from_global_logits(global_logits.float().cpu().numpy())
-        return trimap, local_np, fusion[0, 0].float().cpu().numpy()
+        if "global_logits" in asked:
+            arrays["trimap"] = trimap_from_global_logits(global_logits.float().cpu().numpy())
+        if "fusion" in asked:
+            arrays["fusion"] = fusion[0, 0].float().cpu().numpy()
+        return arrays
     probabilities = torch.softmax(global_logits[:1].float(), dim=1)[0].cpu().numpy()
     image_u8 = np.clip(np.rint(image_0_255), 0, 255).astype(np.uint8)
     filtered = np.asarray(global_filter(image_u8, probabilities), dtype=np.float32)
@@ -96,9 +120,38 @@ def _forward(
         raise ValueError(
             f"global_filter returned shape {filtered.shape}, expected {probabilities.shape}"
         )
-    trimap = trimap_from_global_logits(filtered[None])
-    fused = np.where(trimap == 128, local_np, (trimap == 255).astype(np.float32))
-    return trimap, local_np, fused.astype(np.float32)
+    arrays["trimap"] = trimap_from_global_logits(filtered[None])
+    if "fusion" in outputs:
+        local_np = arrays["local"]
+        fused = np.where(arrays["trimap"] == 128, local_np, (arrays["trimap"] == 255).astype(np.float32))
+        arrays["fusion"] = fused.astype(np.float32)
+    return arrays
+
+
+def local_region(trimap_back: np.ndarray, local_size: tuple[int, int]) -> np.ndarray:
+    """Pixels of the local pass (at `local_size`) that the HYBRID combine can read: bool mask.
+
+    The combine takes the local alpha where the resized trimap is neither exactly 0 nor 255;
+    the resize back to the image size reads the 2 x 2 bilinear neighbours of each such pixel
+    (and, when shrinking, a Gaussian anti-aliasing support). The mask covers all of them with
+    one pixel to spare.
+    """
+    height, width = trimap_back.shape
+    local_h, local_w = local_size
+    unknown = (trimap_back != 0) & (trimap_back != 255)
+    region = np.zeros(local_size, dtype=bool)
+    if not unknown.any():
+        return region
+    rows = np.clip(np.floor((np.arange(height) + 0.5) * local_h / height - 0.5), 0, local_h - 1)
+    cols = np.clip(np.floor((np.arange(width) + 0.5) * local_w / width - 0.5), 0, local_w - 1)
+    ys, xs = np.nonzero(unknown)
+    region[rows[ys].astype(np.intp), cols[xs].astype(np.intp)] = True
+    sigma = max(0.0, (max(local_h / height, local_w / width) - 1.0) / 2.0)
+    margin = 2 + int(np.ceil(4.0 * sigma + 0.5))
+    grown = torch.nn.functional.max_pool2d(
+        torch.from_numpy(region)[None, None].float(), 2 * margin + 1, stride=1, padding=margin
+    )
+    return grown[0, 0].numpy() > 0
 
 
 def _min_side(model: Callable[..., object]) -> int:
@@ -110,6 +163,7 @@ def predict_p3mnet(
     image: np.ndarray,
     strategy: Strategy = "hybrid",
     global_filter: GlobalFilter | None = None,
+    band_only: bool = True,
 ) -> P3MNetPrediction:
     """Run the official HYBRID or RESIZE procedure on an RGB uint8 image; see the module docstring.
 
@@ -118,6 +172,11 @@ def predict_p3mnet(
     run at `min_size` instead. Everything else is the official procedure, step for step.
     `global_filter` (default None: the official procedure) filters the global pass's class
     probabilities before the trimap is taken (see `GlobalFilter`; used for video).
+
+    Models that can skip outputs (`p3m.models.optimize_for_inference`) compute only what the
+    procedure reads: the trimap in the global pass, the local alpha in HYBRID's full-size pass,
+    and (`band_only`, the default) that alpha only on the tiles that hold the pixels the combine
+    takes from it (where the resized trimap is neither 0 nor 255), which gives the same alpha.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
@@ -132,18 +191,22 @@ def predict_p3mnet(
 
     global_size = working_size(height, width, 0.5, min_side=min_side)
     global_input = resize_like_official(image, global_size) * 255.0
-    trimap_small, local_small, fusion_small = _forward(model, global_input, device, global_filter)
+    global_outputs = ("global_logits",) if strategy == "hybrid" else ("global_logits", "fusion")
+    global_pass = _forward(model, global_input, device, global_outputs, global_filter=global_filter)
     del global_input
-    trimap_back = resize_like_official(trimap_small, (height, width)) * 255.0
+    trimap_back = resize_like_official(global_pass["trimap"], (height, width)) * 255.0
     pass_sizes = {"global": global_size}
 
     if strategy == "resize":
-        alpha = resize_like_official(fusion_small, (height, width))
+        alpha = resize_like_official(global_pass["fusion"], (height, width))
     else:
         local_size = working_size(height, width, 1.0, min_side=min_side)
         pass_sizes["local"] = local_size
+        region = None
+        if band_only and getattr(model, "supports_region", False):
+            region = local_region(trimap_back, local_size)
         local_input = resize_like_official(image, local_size) * 255.0
-        _, local_small, _ = _forward(model, local_input, device)
+        local_small = _forward(model, local_input, device, ("local",), region)["local"]
         del local_input
         local_back = resize_like_official(local_small, (height, width))
         alpha = fuse_trimap_and_local(trimap_back, local_back)

@@ -7,6 +7,7 @@ Example::
     model = models.create_model("p3mnet-r34", weights="p3mnet_pretrained_on_p3m10k.pth")
     out = models.predict(model, x)     # x: N x 3 x H x W ImageNet-normalised, H, W multiples of 32
     alpha = out.fusion
+    fast = models.optimize_for_inference(model)   # same outputs, much faster on CPU
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "list_models",
     "load_backbone_checkpoint",
     "load_checkpoint",
+    "optimize_for_inference",
     "predict",
     "read_state_dict",
     "register_model",
@@ -88,13 +90,14 @@ def create_model(
     return model.to(target).eval()
 
 
-# ONNX export lives in its own module (it needs onnx only when called); loaded on first use.
-_LAZY = {"export_onnx", "ExportReport"}
+# ONNX export lives in its own module (it needs onnx only when called), and so does the fast
+# inference path; both load on first use.
+_LAZY = {"export_onnx": "export", "ExportReport": "export", "optimize_for_inference": "optimize"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from p3m.models import export
+        import importlib
 
-        return getattr(export, name)
+        return getattr(importlib.import_module(f"p3m.models.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'p3m.models' has no attribute {name!r}")

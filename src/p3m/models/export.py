@@ -79,6 +79,7 @@ class ExportReport:
     verify_size: tuple[int, int] | None = None
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     near_tie_pixels: int = 0
+    quantization: Any = None  # a p3m.models.quantize.QuantizeReport for int8 exports
 
     def summary(self) -> str:
         """One line for logs and the command line."""
@@ -93,6 +94,13 @@ class ExportReport:
                 "; onnxruntime matches torch at {}x{} (max |diff| {:.2e})".format(
                     *self.verify_size, worst
                 )
+            )
+        if self.quantization is not None:
+            q = self.quantization
+            text += (
+                f"; {q.method} int8 from that float32 graph: alpha vs float32 on {q.images} "
+                f"portraits at {q.size[0]}x{q.size[1]}: mean |diff| {q.alpha_mean_abs_diff:.4f}, "
+                f"worst pixel {q.alpha_max_abs_diff:.3f}"
             )
         return text
 
@@ -143,7 +151,10 @@ class _SelectedOutputs(nn.Module):
         self.positions = tuple(ALL_OUTPUTS.index(name) for name in outputs)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        out = self.model(image)
+        if getattr(self.model, "supports_output_selection", False):
+            out = self.model(image, outputs=[ALL_OUTPUTS[position] for position in self.positions])
+        else:
+            out = self.model(image)
         return tuple(out[position] for position in self.positions)
 
 
@@ -324,8 +335,18 @@ def export_onnx(
     opset: int = 18,
     verify: bool = True,
     outputs: str | Sequence[str] = "all",
+    exact: bool = False,
+    int8: str | None = None,
+    calibration: str | os.PathLike[str] | None = None,
+    portable: bool = False,
 ) -> ExportReport:
     """Export a P3M-Net (registered name or built model) to the ONNX file `path`.
+
+    The graph is the fast inference form (`p3m.models.optimize_for_inference`: BatchNorms
+    folded, outputs not asked for pruned) unless `exact` (or the model is not a known P3M-Net
+    structure), which traces the model's own operator sequence. The fast graph uses
+    onnxruntime's fused attention operator (`com.microsoft.MultiHeadAttention`) for ViTAE-S
+    unless `portable` (standard ONNX operators only, for other runtimes).
 
     `weights`: checkpoint path or cached model name (None keeps the model's weights; a name
     without weights exports a randomly initialised model). `height` x `width` is the trace size
@@ -334,14 +355,21 @@ def export_onnx(
     or a list of names. With `verify`, onnxruntime runs the file at a second size (the export
     size when static) and every output is compared with torch; a mismatch raises ExportError
     and nothing is written. The file is written atomically.
+
+    `int8` ("static" or "dynamic", opt-in) writes an int8 model instead, quantised from the
+    verified float32 export by `p3m.models.quantize.quantize_onnx` (calibrated on `calibration`,
+    a folder of portraits, or on the portraits installed packages ship); `report.quantization`
+    then says how far its alpha is from float32's.
     """
     if opset < MIN_OPSET:
         raise ExportError(
             f"opset {opset} is too old: P3M-Net's unpooling needs ScatterElements with "
             f"reduction='max', available from opset {MIN_OPSET}"
         )
+    if int8 not in (None, "static", "dynamic"):
+        raise ExportError(f"unknown int8 method {int8!r}; use 'static' or 'dynamic'")
     onnx = _require_onnx()
-    if verify:
+    if verify or int8 is not None:
         _require_onnxruntime()
     chosen = _parse_outputs(outputs)
     target = Path(path).expanduser()
@@ -372,6 +400,15 @@ def export_onnx(
 
     was_training = model.training
     model.eval()
+    traced, graph = model, "exact"
+    if not exact:
+        from p3m.models.optimize import can_optimize, optimize_for_inference
+
+        if can_optimize(model):
+            traced, graph = optimize_for_inference(model), "fast"
+            for module in traced.modules():
+                if hasattr(module, "onnxruntime_ops"):
+                    module.onnxruntime_ops = not portable
     # A name only (no file yet): the writers create it with the umask's permissions (mkstemp
     # would leave the exported model readable by its owner only).
     temp_name = str(temporary_path(target))
@@ -380,7 +417,7 @@ def export_onnx(
         try:
             # eval() on the wrapper too: a module left in training mode is traced with
             # batch statistics (and its BatchNorm running stats get updated).
-            wrapper = _SelectedOutputs(model, chosen).eval()
+            wrapper = _SelectedOutputs(traced, chosen).eval()
             _trace_to_file(wrapper, dummy.to(device), temp_name, chosen, dynamic, opset)
         except Exception as error:  # the exporter raises many types; report one line
             message = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -390,6 +427,8 @@ def export_onnx(
         metadata = onnx_metadata(
             variant, min_size, multiple, chosen, dynamic, (height, width), weights_note
         )
+        metadata["graph"] = graph
+        metadata["onnxruntime_ops"] = "false" if portable or graph == "exact" else "true"
         proto = onnx.load(temp_name)
         _clear_if_branch_shapes(proto.graph)
         del proto.metadata_props[:]
@@ -410,15 +449,24 @@ def export_onnx(
         ties = 0
         if verify:
             verify_size = verify_size_for(height, width, min_size, multiple) if dynamic else (height, width)
-            diffs, ties = _verify(model, temp_name, chosen, verify_size, target)
+            diffs, ties = _verify(traced, temp_name, chosen, verify_size, target)
             logger.info("verified %s at %dx%d: %s", target, *verify_size, diffs)
-        os.replace(temp_name, target)
+        quantized = None
+        if int8 is not None:
+            from p3m.models.quantize import quantize_onnx
+
+            quantized = quantize_onnx(temp_name, target, method=int8, calibration=calibration)
+            os.unlink(temp_name)
+        else:
+            os.replace(temp_name, target)
     except BaseException:
         if os.path.exists(temp_name):
             os.unlink(temp_name)
         raise
     finally:
         model.train(was_training)
+    if quantized is not None:
+        metadata = {**metadata, "quantization": f"int8 {int8}"}
     return ExportReport(
         path=target,
         variant=variant,
@@ -432,4 +480,5 @@ def export_onnx(
         verify_size=verify_size,
         max_abs_diff=diffs,
         near_tie_pixels=ties,
+        quantization=quantized,
     )

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from conftest import REFERENCE_DIR, requires_shared, shared_reference
 from p3m.inference.strategies import local_region, predict_p3mnet
-from p3m.models import create_model, list_models, optimize_for_inference
+from p3m.models import create_model, optimize_for_inference
 from p3m.models.fast_ops import fold_batchnorm, unpool_nonoverlapping, unpool_settled
 from p3m.models.ops import (
     max_pool2x2_with_indices,

@@ -13,14 +13,12 @@ search over scales, tiles and rotations, and its public entry point `detect_face
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import logging
 import os
-import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
+from p3m.io.stderr import native_stderr_silenced
 
 __all__ = [
     "DEFAULT_DETECTORS",
@@ -219,29 +218,12 @@ _LOCK = threading.Lock()
 _WARM: set[int] = set()
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Silence file descriptor 2: MediaPipe's C++ side prints TFLite/absl notes when a graph starts."""
-    if logger.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def mediapipe_process(graph: Any, image: np.ndarray) -> Any:
     """`graph.process(image)` under the shared lock; the first call of each graph runs silenced."""
     with _LOCK:
         if id(graph) in _WARM:
             return graph.process(image)
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             result = graph.process(image)
         _WARM.add(id(graph))
         return result
@@ -261,7 +243,7 @@ def _import_mediapipe():
 @functools.cache
 def _mediapipe_detector(model_selection: int, min_confidence: float):
     mediapipe = _import_mediapipe()
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         return mediapipe.solutions.face_detection.FaceDetection(
             model_selection=model_selection, min_detection_confidence=min_confidence
         )

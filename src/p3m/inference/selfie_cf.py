@@ -30,13 +30,11 @@ the pipeline is people-aware:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +45,7 @@ from p3m.detection.exposure import Exposure, normalize_exposure
 from p3m.errors import MissingDependencyError
 from p3m.inference.closed_form import ClosedFormConfig, solve_closed_form
 from p3m.inference.upsample import resize_alpha, shrink_image, upsample_alpha
+from p3m.io.stderr import native_stderr_silenced
 
 __all__ = [
     "NO_PERSON_NOTE",
@@ -187,33 +186,12 @@ def _segmenter(model_selection: int) -> Any:
             raise MissingDependencyError(
                 f"the selfie-cf matting pipeline needs MediaPipe, which is not installed: {INSTALL_HINT}"
             ) from error
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             segmenter = selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
             # The first call prints TensorFlow Lite / absl start-up lines on the C-level stderr.
             segmenter.process(np.zeros((64, 64, 3), dtype=np.uint8))
         _SEGMENTERS[model_selection] = segmenter
     return _SEGMENTERS[model_selection]
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the block (unless debug logging is on)."""
-    if logger.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def person_mask(image: np.ndarray, config: SelfieCFConfig | None = None) -> np.ndarray:

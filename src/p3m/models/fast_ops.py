@@ -141,6 +141,19 @@ def retain_freed_memory() -> bool:
         return _retained["done"]
 
 
+def _fusable(x: Tensor, weight: Tensor) -> bool:
+    """Whether a fused oneDNN call may stand in for the plain operator: float32 on the CPU, not
+    traced (exports see the plain operators), no autograd, and the fused ops work here."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.jit.is_tracing()
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and mkldnn_fusion_available()
+    )
+
+
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """(weight, bias) of the single convolution equal to `bn(conv(x))` with BN in inference mode."""
     if bn.running_mean is None or bn.running_var is None:
@@ -213,14 +226,7 @@ class FusedConv2d(nn.Module):
         )
 
     def _fusable(self, x: Tensor) -> bool:
-        return (
-            x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.jit.is_tracing()
-            and not (torch.is_grad_enabled() and x.requires_grad)
-            and mkldnn_fusion_available()
-        )
+        return _fusable(x, self.weight)
 
     def _conv(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -309,14 +315,7 @@ class FusedLinear(nn.Module):
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, activation={self.activation}"
 
     def _fusable(self, x: Tensor) -> bool:
-        return (
-            x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.jit.is_tracing()
-            and not (torch.is_grad_enabled() and x.requires_grad)
-            and mkldnn_fusion_available()
-        )
+        return _fusable(x, self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._fusable(x):

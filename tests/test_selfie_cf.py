@@ -372,3 +372,38 @@ def test_the_solve_size_follows_the_pixel_budget_and_is_recorded():
     assert regions and all(region.solved_size == (region.box[3] - region.box[1], region.box[2] - region.box[0]) for region in regions)
     # The cheaper solve is a coarser version of the same matte.
     assert np.abs(small.alpha - unbounded.alpha).mean() < 0.03
+
+
+def test_one_person_is_never_counted_twice():
+    from p3m.detection.faces import Face
+    from p3m.detection.people import Person, distinct_people
+
+    def face_person(box, score):
+        face = Face(box=box, score=score, detectors=("mediapipe-short",))
+        return Person(box=(box[0] - 40, box[1] - 10, box[2] + 40, box[3] + 80), score=score, cues=face.detectors, face=face)
+
+    small = face_person((190.0, 985.0, 210.0, 1009.0), 0.93)
+    # The same face boxed three times too large (IoU 0.11 with the right box), as detectors
+    # box a 20-px face in a wide view; it holds the small face's centre.
+    oversized = face_person((150.0, 950.0, 215.0, 1015.0), 0.64)
+    neighbour = face_person((300.0, 985.0, 320.0, 1009.0), 0.9)
+    pose_on_chin = Person(box=(192.0, 1000.0, 206.0, 1012.0), score=0.7, cues=("pose",))
+    kept = distinct_people([pose_on_chin, oversized, small, neighbour])
+    assert kept == [small, neighbour]
+
+
+def test_a_person_crop_grows_only_within_reach_of_the_face():
+    from p3m.detection.faces import Face
+    from p3m.detection.people import Person
+    from p3m.inference.selfie_cf import _body_extent, _grown
+
+    face = Face(box=(100.0, 100.0, 120.0, 124.0), score=0.9, detectors=("centerface",))
+    person = Person(box=(60.0, 90.0, 160.0, 220.0), score=0.9, cues=face.detectors, face=face)
+    limit = _body_extent(person, 1000, 1000)
+    assert limit == (30, 76, 190, 304)
+    everywhere = np.ones((130, 100), np.float32)  # a mask running into every side of the crop
+    box = (60, 90, 160, 220)
+    for _ in range(5):
+        box = _grown(box, everywhere, 0.5, 1000, 1000, limit) or box
+    assert box == limit
+    assert _grown(limit, np.ones((228, 160), np.float32), 0.5, 1000, 1000, limit) is None

@@ -76,12 +76,15 @@ class Outcome:
     """What a task's `write` step reports for one item.
 
     `status` is "done" or a task-specific status (e.g. "needs_annotation"); `outputs` the files
-    written (default: those of `item.outputs` that exist); `details` go into the item's record.
+    written (default: those of `item.outputs` that exist); `details` go into the item's record;
+    `attachments` go with the record to the driver's events and report but not into the journal
+    (see `ItemRecord.attachments`).
     """
 
     status: str = DONE
     outputs: Mapping[str, Path] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    attachments: dict[str, Any] = field(default_factory=dict)
 
 
 class Task(Protocol[LoadedT, ResultT]):
@@ -298,6 +301,7 @@ def _record(item: Item, outcome: Outcome, seconds: float) -> ItemRecord:
         outputs={kind: str(path) for kind, path in outputs.items()},
         seconds=seconds,
         details=dict(outcome.details),
+        attachments=dict(outcome.attachments),
     )
 
 

@@ -22,8 +22,9 @@ images) writes `<stem>.png` and `<stem>.facemask.png`. An input with its own alp
 
 The run is a `p3m.runs` run of `AnonymizeTask` (one image per item, keyed by its name): the
 engine's journal `manifest.jsonl` is the record of what is done (each image's manifest entry is
-its record's details), an image whose outputs all exist is kept (resume; `blurred_image/` is
-written last), outputs are written atomically, a bad image (unreadable, missing or mis-sized
+its record's details), an image whose outputs all exist and whose record is in the journal is
+kept (resume; `blurred_image/` is written last; one with outputs but no record, cut off by a
+stop, is redone, so that its manifest entry is not lost), outputs are written atomically, a bad image (unreadable, missing or mis-sized
 alpha) is recorded with its reason and the rest go on, and progress comes as typed events. The
 same run goes to other processes or machines with an executor (`p3m.scale.RayExecutor`): each
 worker builds the task from an `AnonymizeTaskFactory` once (the detectors, landmarkers and the
@@ -471,20 +472,6 @@ def manifest_record(record: ItemRecord) -> dict:
     return entry
 
 
-def _load_previous(out_dir: Path) -> dict[str, dict]:
-    """Manifest entries of an earlier run's manifest.json, by name (for images kept from a run
-    whose journal lacks them, e.g. one of an older p3m)."""
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {r["name"]: r for r in data.get("images", []) if "name" in r}
-    except (OSError, ValueError, TypeError, KeyError):
-        logger.warning("%s: unreadable previous manifest", path)
-        return {}
-
-
 def _csv_row(record: dict) -> dict:
     audit = record.get("audit") or {}
     report = record.get("report") or {}
@@ -602,22 +589,14 @@ def anonymize_samples(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = plan_anonymize(samples, out_dir, config.layout, shard_size)
+    # Kept images keep their journalled manifest entries: one without (outputs written, record
+    # lost in a stop) is redone, so the manifest and privacy report cover every image.
     options = options or RunOptions()
-    if not config.resume and not options.overwrite:
-        options = dataclasses.replace(options, overwrite=True)
+    options = dataclasses.replace(options, kept_needs_record=True, overwrite=options.overwrite or not config.resume)
     run = run_items(
         items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, on_event, executor=executor
     )
-    records = [manifest_record(record) for record in run.records]
-    if config.resume and any(r["status"] == "kept" and "report" not in r for r in records):
-        previous = _load_previous(out_dir)  # kept images of a run whose journal lacks them
-        records = [
-            {**previous[r["name"]], "status": "kept", "seconds": r["seconds"]}
-            if r["status"] == "kept" and "report" not in r and r["name"] in previous
-            else r
-            for r in records
-        ]
-    report = FolderReport(out_dir, records, run)
+    report = FolderReport(out_dir, [manifest_record(record) for record in run.records], run)
     write_manifest(report, config)
     from p3m.privacy.review import write_contact_sheet
 

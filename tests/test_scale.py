@@ -208,6 +208,10 @@ def test_ray_options_belong_to_the_ray_engine(tmp_path: Path) -> None:
     assert isinstance(result.exception, ConfigError) and "--workers apply to --engine ray" in str(result.exception)
     nothing = runner.invoke(app, ["matte", "-o", str(tmp_path / "out")])
     assert isinstance(nothing.exception, ConfigError) and "--input-list" in str(nothing.exception)
+    anonymize = runner.invoke(
+        app, ["anonymize", "--images", str(tmp_path), "--alphas", str(tmp_path), "-o", str(tmp_path / "out"), "--batch-size", "2"]
+    )
+    assert isinstance(anonymize.exception, ConfigError) and "--batch-size apply to --engine ray" in str(anonymize.exception)
 
 
 def test_the_ray_engine_without_ray_is_one_line_naming_the_extra(monkeypatch, tmp_path: Path) -> None:

@@ -237,8 +237,6 @@ def anonymize_command(
     from p3m.cli.video_cmd import anonymize_video_inputs, split_video_files
 
     images, videos = split_video_files(images)
-    if videos and (executor is not None or shard_size):
-        raise ConfigError("--engine ray and --shard-size take images, not videos: anonymise videos without them")
     video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
     if videos and not images:
         raise typer.Exit(code=1 if video_failed else 0)

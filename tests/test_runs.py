@@ -122,6 +122,30 @@ def test_resume_keeps_done_and_retries_failed(tmp_path: Path) -> None:
     assert sorted(json.loads(line)["key"] for line in lines) == ["a", "b", "c"]
 
 
+def test_kept_needs_record_redoes_outputs_without_a_record_and_attachments_stay_out_of_the_journal(
+    tmp_path: Path,
+) -> None:
+    items = make_items(tmp_path, {"a": "x", "b": "y"})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "b.upper").write_text("Y")  # written, but its record never journalled
+    plain = CopyTask()
+    assert [r.status for r in run_items(items, plain, tmp_path / "plain.jsonl").records] == ["done", "kept"]
+
+    class Attaching(CopyTask):
+        def write(self, item: Item, result: str) -> Outcome:
+            outcome = super().write(item, result)
+            outcome.attachments["thumbnail"] = "x" * 1000
+            return outcome
+
+    task = Attaching()
+    report = run_items(items, task, tmp_path / "j.jsonl", RunOptions(kept_needs_record=True))
+    assert [r.status for r in report.records] == ["done", "done"] and task.computed == ["a", "b"]
+    assert report.records[1].attachments == {"thumbnail": "x" * 1000}
+    assert "thumbnail" not in (tmp_path / "j.jsonl").read_text()
+    again = run_items(items, Attaching(), tmp_path / "j.jsonl", RunOptions(kept_needs_record=True))
+    assert [r.status for r in again.records] == ["kept", "kept"] and again.records[0].details == {"length": 1}
+
+
 def test_outputless_items_resume_from_the_journal(tmp_path: Path) -> None:
     calls: list[str] = []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -207,6 +208,10 @@ def test_ray_options_belong_to_the_ray_engine(tmp_path: Path) -> None:
     assert isinstance(result.exception, ConfigError) and "--workers apply to --engine ray" in str(result.exception)
     nothing = runner.invoke(app, ["matte", "-o", str(tmp_path / "out")])
     assert isinstance(nothing.exception, ConfigError) and "--input-list" in str(nothing.exception)
+    anonymize = runner.invoke(
+        app, ["anonymize", "--images", str(tmp_path), "--alphas", str(tmp_path), "-o", str(tmp_path / "out"), "--batch-size", "2"]
+    )
+    assert isinstance(anonymize.exception, ConfigError) and "--batch-size apply to --engine ray" in str(anonymize.exception)
 
 
 def test_the_ray_engine_without_ray_is_one_line_naming_the_extra(monkeypatch, tmp_path: Path) -> None:
@@ -219,3 +224,121 @@ def test_the_ray_engine_without_ray_is_one_line_naming_the_extra(monkeypatch, tm
     result = runner.invoke(app, ["matte", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--engine", "ray"])
     assert isinstance(result.exception, MissingDependencyError)  # `p3m` prints it as one red line, exit 2
     assert "\n" not in str(result.exception) and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- p3m anonymize on Ray
+
+
+def _anonymize_inputs(folder: Path) -> tuple[Path, Path]:
+    """Synthetic portraits (`p3m.privacy.testdata`): two with faces, a smooth gradient with none,
+    one broken file; mattes with a semi-transparent band; a CSV list of the images. Returns
+    (list, mattes)."""
+    pytest.importorskip("mediapipe")
+    from p3m.privacy.testdata import group_photo
+
+    images, alphas = folder / "images", folder / "alphas"
+    images.mkdir(parents=True)
+    alphas.mkdir()
+    names = []
+    gradient = np.dstack([np.tile(np.linspace(40, 220, 320, dtype=np.uint8), (240, 1))] * 3)
+    for number in range(3):
+        photo = group_photo(number, (240, 320), faces=2, size_range=(48, 100), turned_fraction=0, cut_fraction=0)
+        Image.fromarray(photo.image if number < 2 else gradient).save(images / f"group{number}.png")
+        alpha = np.full((240, 320), 255, np.uint8)
+        alpha[:, 150:154] = 128  # a strand of hair: left untouched
+        Image.fromarray(alpha).save(alphas / f"group{number}.png")
+        names.append(f"group{number}.png")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.fromarray(np.full((240, 320), 255, np.uint8)).save(alphas / "broken.png")
+    listing = folder / "inputs.csv"
+    listing.write_text("path,comment\n" + "".join(f"images/{name},x\n" for name in [*names, "broken.png"]))
+    return listing, alphas
+
+
+_TIMINGS = {"seconds", "seconds_per_megapixel", "detection_seconds", "detection_seconds_per_megapixel"}
+
+
+def _timeless(value, folder: Path | None = None):
+    """`value` without timings, paths below `folder` made relative to it."""
+    if isinstance(value, dict):
+        return {key: _timeless(item, folder) for key, item in value.items() if key not in _TIMINGS}
+    if isinstance(value, list):
+        return [_timeless(item, folder) for item in value]
+    if folder is not None and isinstance(value, str) and value.startswith(str(folder)):
+        return str(Path(value).relative_to(folder))
+    return value
+
+
+def test_p3m_anonymize_on_ray_writes_the_local_engines_bytes_manifests_and_report(local_ray, tmp_path: Path) -> None:
+    listing, alphas = _anonymize_inputs(tmp_path / "in")
+    common = ["anonymize", "--input-list", str(listing), "--alphas", str(alphas), "--layout", "P3M-500-P",
+              "--audit-detectors", "mediapipe", "--review", "--shard-size", "2", "--threads", "1"]  # fmt: skip
+    local = runner.invoke(app, [*common, "--out", str(tmp_path / "local")])
+    assert local.exit_code == 1, local.output  # the broken file
+    ray = runner.invoke(
+        app, [*common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2", "--batch-size", "1"]
+    )
+    assert ray.exit_code == 1, ray.output
+    assert "done 2, kept 0, failed 1, needs_annotation 1" in ray.output and "worker " in ray.output
+    files = _out_files(tmp_path / "local")
+    assert files == _out_files(tmp_path / "ray")
+    assert "00000/blurred_image/group0.png" in files and "00001/trimap/group2.png" not in files
+    for name in files:
+        if name.endswith(".png"):
+            assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    for name in ("manifest.json", "privacy_report.json"):
+        local_document = _timeless(json.loads((tmp_path / "local" / name).read_text()), tmp_path / "local")
+        ray_document = _timeless(json.loads((tmp_path / "ray" / name).read_text()), tmp_path / "ray")
+        assert local_document == ray_document, name
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["images"]] == ["done", "done", "needs_annotation", "error"]
+    assert "broken.png" in manifest["images"][3]["error"]
+    privacy = json.loads((tmp_path / "ray" / "privacy_report.json").read_text())
+    assert privacy["images"] == 4 and privacy["faces"] >= 4 and privacy["needs_annotation"]["group2"] == ["no face found"]
+    for name in ("manifest.csv", "needs_annotation.txt", "shards.jsonl"):
+        assert (tmp_path / "local" / name).read_text() == (tmp_path / "ray" / name).read_text(), name
+    for name in ("review.html", "privacy_report.html"):  # thumbnails came back from the workers
+        sheet = (tmp_path / "ray" / name).read_text()
+        flagged = sheet.count("<figure class='flagged'>")
+        assert sheet.count("data:image/png;base64,") == (3 if name == "review.html" else flagged) and flagged >= 1
+        timing = re.compile(r"<tr><th>detection</th><td>[^<]*</td></tr>")
+        assert timing.sub("", sheet) == timing.sub("", (tmp_path / "local" / name).read_text()), name
+    journal = _timeless({k: r.to_json() for k, r in read_journal(tmp_path / "ray" / "manifest.jsonl").items()}, tmp_path / "ray")
+    assert journal == _timeless(
+        {k: r.to_json() for k, r in read_journal(tmp_path / "local" / "manifest.jsonl").items()}, tmp_path / "local"
+    )
+    assert "thumbnail" not in (tmp_path / "ray" / "manifest.jsonl").read_text()  # attachments never journalled
+
+
+def test_an_interrupted_anonymize_run_redoes_only_what_is_missing(local_ray, tmp_path: Path) -> None:
+    from p3m.privacy.dataset import AnonymizeConfig, anonymize_samples, samples_from_paths
+
+    listing, alphas = _anonymize_inputs(tmp_path / "in")
+    paths = [tmp_path / "in" / line.split(",")[0] for line in listing.read_text().splitlines()[1:4]]
+    samples = samples_from_paths(paths, alphas)
+    config = AnonymizeConfig(audit=False, verify="none")
+    out = tmp_path / "out"
+
+    def interrupt(event: object) -> None:
+        if isinstance(event, ItemFinished) and event.finished == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        anonymize_samples(samples, out, config, interrupt, executor=RayExecutor(workers=2, batch_size=1))
+    first = read_journal(out / "manifest.jsonl")
+    assert 1 <= len(first) < 3
+    stamps = {path: Path(path).stat().st_mtime_ns for r in first.values() for path in r.outputs.values()}
+    report = anonymize_samples(samples, out, config, executor=RayExecutor(workers=2, batch_size=1))
+    statuses = {r["name"]: r["status"] for r in report.records}
+    assert {name for name, status in statuses.items() if status == "kept"} == {
+        key for key, r in first.items() if r.status == "done"
+    }
+    assert statuses["group2"] == "needs_annotation" and set(statuses.values()) <= {"kept", "done", "needs_annotation"}
+    assert all(Path(path).stat().st_mtime_ns == stamp for path, stamp in stamps.items())  # not rewritten
+    # Every output exactly once, no temporary left, and the journal lists exactly the files there are.
+    written = sorted(f"{sub}/group{n}.png" for n in (0, 1) for sub in ("blurred_image", "facemask", "mask"))
+    assert [name for name in _out_files(out) if name.endswith(".png")] == written
+    listed = sorted(str(Path(p).relative_to(out)) for r in read_journal(out / "manifest.jsonl").values() for p in r.outputs.values())
+    assert listed == written
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {r["name"]: r["status"] for r in manifest["images"]} == statuses

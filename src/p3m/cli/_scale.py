@@ -28,7 +28,7 @@ ENGINE_OPTION: Any = typer.Option(
     Engine.local,
     "--engine",
     help="local: this process (the default); ray: a Ray Data pipeline, on a local Ray started "
-    'for the run or the cluster at --ray-address (needs pip install "p3m[scale]").',
+    'for the run or the cluster at --ray-address (needs pip install "p3m\\[scale]").',
 )
 RAY_ADDRESS_OPTION: Any = typer.Option(
     None, "--ray-address", help="Ray cluster to join (host:port, ray://host:port or auto); default: a local Ray."

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from p3m.cli import _scale
 from p3m.vocabulary import AnonymizeLayout
 from p3m.vocabulary import LandmarkScheme as Landmarks
 from p3m.vocabulary import ObfuscationMethod as Method
@@ -159,6 +160,15 @@ def anonymize_command(
     resume: bool = typer.Option(
         True, "--resume/--overwrite", help="Keep images whose outputs already exist."
     ),
+    input_lists: list[Path] | None = _scale.INPUT_LIST_OPTION,
+    shard_size: int = _scale.SHARD_SIZE_OPTION,
+    engine: _scale.Engine = _scale.ENGINE_OPTION,
+    ray_address: str | None = _scale.RAY_ADDRESS_OPTION,
+    workers: int | None = _scale.WORKERS_OPTION,
+    batch_size: int | None = _scale.BATCH_SIZE_OPTION,
+    cpus_per_worker: float | None = _scale.CPUS_OPTION,
+    gpus_per_worker: float | None = _scale.GPUS_OPTION,
+    threads: int | None = _scale.THREADS_OPTION,
 ) -> None:
     """Obfuscate faces except the matte's transition area; write outputs, manifest and audit.
 
@@ -168,24 +178,35 @@ def anonymize_command(
     face is attacked with dlib's face descriptor and strengthened until it is not recognised
     (--verify). Images where no face is found (not written) or a face stays recognisable are
     listed in needs_annotation.txt; privacy_report.json/.html sum the run up. Exit code 1 if an
-    image failed.
+    image failed. At scale: --input-list (dataset mode, with --alphas), --shard-size, and
+    --engine ray (the same outputs, manifest and reports).
     """
     from rich.console import Console
 
-    from p3m.cli._ui import item_progress
+    from p3m.cli._ui import run_progress
     from p3m.errors import ConfigError
-    from p3m.io import files_by_stem
-    from p3m.privacy.dataset import AnonymizeConfig, SampleFiles, anonymize_samples, match_folder
+    from p3m.io import files_by_stem, read_path_list
+    from p3m.privacy.dataset import (
+        AnonymizeConfig,
+        SampleFiles,
+        anonymize_samples,
+        match_folder,
+        samples_from_paths,
+    )
     from p3m.privacy.landmarks import DLIB68_LICENCE_NOTE
+    from p3m.runs import RunOptions
 
     out_console = Console()
     err = Console(stderr=True)
     if out is None:
         raise ConfigError("--out / -o is required")
-    if bool(images) == (images_dir is not None):
+    dataset_mode = images_dir is not None or bool(input_lists)
+    if bool(images) == dataset_mode:
         raise ConfigError(
-            "give either image files (single-image mode) or --images DIR (dataset mode)"
+            "give either image files (single-image mode) or --images DIR / --input-list FILE "
+            "(dataset mode)"
         )
+    executor = _scale.make_executor(engine, ray_address, workers, batch_size, cpus_per_worker, gpus_per_worker)
     if landmarks is Landmarks.dlib68:
         err.print(
             f"[yellow]licence:[/yellow] {DLIB68_LICENCE_NOTE}", highlight=False, soft_wrap=True
@@ -193,7 +214,7 @@ def anonymize_command(
 
     config = AnonymizeConfig(
         method=method.value,
-        layout=layout.value if images_dir is not None else "flat",
+        layout=layout.value if dataset_mode else "flat",
         detectors=_split(detectors) or ("default",),
         landmarks=landmarks.value,
         min_confidence=min_confidence,
@@ -219,12 +240,19 @@ def anonymize_command(
     video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
     if videos and not images:
         raise typer.Exit(code=1 if video_failed else 0)
-    if images_dir is not None:
+    if dataset_mode:
         if alphas_dir is None:
             raise ConfigError("dataset mode needs --alphas DIR (the mattes are written to mask/)")
-        samples = match_folder(images_dir, alphas_dir, facemask_dir)
+        samples = match_folder(images_dir, alphas_dir, facemask_dir) if images_dir is not None else []
+        if input_lists:
+            taken = {sample.image.resolve() for sample in samples}
+            listed = [path for listing in input_lists for path in read_path_list(listing)]
+            samples += [
+                sample for sample in samples_from_paths(listed, alphas_dir, facemask_dir)
+                if sample.image.resolve() not in taken
+            ]  # fmt: skip
         if not samples:
-            raise ConfigError(f"no images found in {images_dir}")
+            raise ConfigError(f"no images found in {images_dir or ', '.join(map(str, input_lists or ()))}")
     else:
         if alpha and len(alpha) != len(images):
             raise ConfigError(f"--alpha given {len(alpha)} time(s) for {len(images)} image(s)")
@@ -250,25 +278,39 @@ def anonymize_command(
     if verify is Verify.auto and resolve_verify("auto") == "none":
         err.print(f"[yellow]note:[/yellow] {NO_DLIB_NOTE}", highlight=False, soft_wrap=True)
 
-    with item_progress("[bold]anonymizing", err, show_name=True) as progress:
-        task_id = progress.add_task("anonymizing", total=len(samples), name="")
-
-        def on_progress(record: dict) -> None:
-            progress.update(task_id, advance=1, name=record["name"])
-            if record["status"] == "error":
-                progress.console.print(
-                    f"[red]skipped:[/red] {record['error']}", highlight=False, soft_wrap=True
-                )
-
-        report = anonymize_samples(samples, out, config, on_progress)
+    if executor is not None:
+        out_console.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
+    with run_progress("[bold]anonymizing", err, unit="images") as on_event:
+        report = anonymize_samples(
+            samples, out, config, on_event,
+            options=RunOptions(threads=threads), executor=executor, shard_size=shard_size,
+        )  # fmt: skip
 
     _print_summary(out_console, err, report)
+    if report.run is not None:
+        _scale.print_run_summary(out_console, report.run, per_worker=executor is not None)
     if report.failed or video_failed:
         raise typer.Exit(code=1)
 
 
+TABLE_ROWS = 200
+"""Runs of more images print no per-image table (manifest.csv has one row per image)."""
+
+
 def _print_summary(out_console: Console, err: Console, report: FolderReport) -> None:
-    """The per-image table and totals on stdout; missing faces and warnings on stderr."""
+    """The per-image table (up to `TABLE_ROWS` images) and totals on stdout; missing faces and
+    warnings on stderr."""
+    if len(report.records) <= TABLE_ROWS:
+        _print_table(out_console, report)
+    else:
+        out_console.print(
+            f"{len(report.records)} images: one row per image in {report.out_dir / 'manifest.csv'}",
+            highlight=False,
+        )
+    _print_totals(out_console, err, report)
+
+
+def _print_table(out_console: Console, report: FolderReport) -> None:
     from rich.table import Table
 
     table = Table(title=f"p3m anonymize -> {report.out_dir}", title_justify="left")
@@ -289,6 +331,9 @@ def _print_summary(out_console: Console, err: Console, report: FolderReport) -> 
             str(audit.get("identity_matches", "")),
         )
     out_console.print(table)
+
+
+def _print_totals(out_console: Console, err: Console, report: FolderReport) -> None:
     privacy = report.privacy_report()
     distance = privacy.min_identity_distance
     out_console.print(

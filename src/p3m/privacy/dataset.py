@@ -1,4 +1,4 @@
-"""Folder runs of `anonymize`: the P3M-10k layout, a manifest, resumable, bad images skipped.
+"""Folder runs of `anonymize` on the folder-run engine: the P3M-10k layout, a manifest, resumable.
 
 Dataset mode (`layout="train"` or `"P3M-500-P"`) writes, under the output folder (the set folder,
 e.g. `P3M-10k/train` or `P3M-10k/validation/P3M-500-P`), files named `<stem>.png`:
@@ -16,39 +16,44 @@ privacy report), `needs_annotation.txt` (one line per image, `name<TAB>reasons`:
 unobfuscated portrait must not land in `blurred_image/` - or faces left "unverified" by the
 identity check, written with a solid fill but to be looked at), `privacy_report.json` and
 `privacy_report.html` (the run's totals, see `p3m.privacy.report`, with the flagged images),
-and, on request, `review.html` (every image). Flat mode (`layout="flat"`, single images) writes
-`<stem>.png` and `<stem>.facemask.png`. An input with its own alpha channel (RGBA, LA, a
-palette with transparency) keeps it: its output is an RGBA PNG with the same alpha.
+and, on request, `review.html` (every image processed). Flat mode (`layout="flat"`, single
+images) writes `<stem>.png` and `<stem>.facemask.png`. An input with its own alpha channel
+(RGBA, LA, a palette with transparency) keeps it: its output is an RGBA PNG with the same alpha.
 
-An image whose outputs all exist is kept as is (resume); `blurred_image/` is written last, so an
-interrupted image is redone. A bad image (unreadable, missing or mis-sized alpha) is recorded
-and skipped.
+The run is a `p3m.runs` run of `AnonymizeTask` (one image per item, keyed by its name): the
+engine's journal `manifest.jsonl` is the record of what is done (each image's manifest entry is
+its record's details), an image whose outputs all exist and whose record is in the journal is
+kept (resume; `blurred_image/` is written last; one with outputs but no record, cut off by a
+stop, is redone, so that its manifest entry is not lost), outputs are written atomically, a bad image (unreadable, missing or mis-sized
+alpha) is recorded with its reason and the rest go on, and progress comes as typed events. The
+same run goes to other processes or machines with an executor (`p3m.scale.RayExecutor`): each
+worker builds the task from an `AnonymizeTaskFactory` once (the detectors, landmarkers and the
+identity model load once per worker process), and the driver writes the manifest, the review
+sheet and the privacy report, aggregated over the run, from the records. With `shard_size` N,
+each image's outputs go to `<out>/<shard>/...` (each shard a set folder of at most N images,
+see `p3m.runs.shards`); the manifest and reports stay in `<out>`.
 
     >>> report = anonymize_folder("photos", "mattes", "P3M-10k/train", AnonymizeConfig())
+    >>> report = anonymize_samples(samples, "out", config, executor=RayExecutor(workers=8))
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from os import PathLike
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 
 from p3m.detection.faces import DEFAULT_DETECTORS
-from p3m.errors import (
-    ConfigError,
-    DatasetError,
-    MissingDependencyError,
-    P3MError,
-    ShapeMismatchError,
-)
+from p3m.errors import ConfigError, DatasetError, ShapeMismatchError
 from p3m.io import (
     atomic_write_text,
     files_by_stem,
@@ -58,25 +63,42 @@ from p3m.io import (
     write_rgba,
 )
 from p3m.privacy.facemask import TRANSITION_MARGIN
+from p3m.runs import (
+    FAILED,
+    Event,
+    Executor,
+    Item,
+    ItemRecord,
+    Outcome,
+    RunOptions,
+    RunReport,
+    run_items,
+)
+from p3m.runs.journal import JOURNAL_NAME
+from p3m.runs.shards import plan_shards
 from p3m.vocabulary import AnonymizeLayout, values
 
 __all__ = [
     "LAYOUTS",
     "TRIMAP_KERNEL",
     "AnonymizeConfig",
+    "AnonymizeTask",
+    "AnonymizeTaskFactory",
     "FolderReport",
     "SampleFiles",
     "anonymize_folder",
     "anonymize_samples",
+    "check_config",
     "files_by_stem",
     "match_folder",
+    "plan_anonymize",
+    "samples_from_paths",
 ]
 
 logger = logging.getLogger(__name__)
 
 LAYOUTS: tuple[str, ...] = values(AnonymizeLayout)
 TRIMAP_KERNEL = 25
-MANIFEST_EVERY = 25  # images between manifest checkpoints
 MANIFEST_FIELDS = (
     "name", "status", "faces", "detectors", "mask_area", "mask_fraction", "facemask_source",
     "method", "parameters", "strengthened", "unverified", "min_identity_distance",
@@ -139,10 +161,17 @@ class SampleFiles:
 
 @dataclass
 class FolderReport:
-    """What a run did: one manifest record per image, and the totals."""
+    """What a run did: one manifest record per image (input order), and the totals.
+
+    A record is a dict: "name", "image", "status" ("done", "kept", "needs_annotation" or
+    "error"), "seconds", and for a processed image its faces, mask area, parameters, warnings,
+    audit, per-image privacy "report" and "outputs"; "error" (one line) for a failed one. `run`
+    is the engine's report (per-worker figures, wall seconds).
+    """
 
     out_dir: Path
     records: list[dict] = field(default_factory=list)
+    run: RunReport | None = None
 
     def count(self, status: str) -> int:
         return sum(r["status"] == status for r in self.records)
@@ -244,130 +273,203 @@ def _parameters(config: AnonymizeConfig, regions: Sequence) -> dict:
     return parameters
 
 
-def _process(
-    sample: SampleFiles, out_dir: Path, config: AnonymizeConfig, review: list | None
-) -> dict:
-    from p3m.privacy.audit import audit_image
-    from p3m.privacy.pipeline import anonymize, input_alpha_channel
+def _shard_outputs(name: str, layout: str) -> list[PurePath]:
+    """An image's output files relative to its shard folder (to find them if shards.jsonl is lost)."""
+    return [path.relative_to("/") for path in _output_paths(Path("/"), name, layout).values()]
 
-    record: dict = {"name": sample.name, "image": str(sample.image), "method": config.method}
-    image = read_image(sample.image)
-    input_alpha = input_alpha_channel(sample.image)
-    alpha_u8 = None
-    if sample.alpha is not None:
-        alpha_u8 = read_alpha_u8(sample.alpha)
-        if alpha_u8.shape != image.shape[:2]:
-            raise ShapeMismatchError(
-                f"alpha matte is {alpha_u8.shape[1]}x{alpha_u8.shape[0]}, image "
-                f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}",
-                sample.alpha,
-            )
-    elif config.layout != "flat":
-        raise DatasetError(f"no alpha matte named {sample.name}.* in the alpha folder", sample.image)
-    manual = None
-    if sample.facemask is not None:
-        manual = read_alpha_u8(sample.facemask) > 127
-        if manual.shape != image.shape[:2]:
-            raise ShapeMismatchError(
-                f"face mask is {manual.shape[1]}x{manual.shape[0]}, image is {image.shape[1]}x{image.shape[0]}",
-                sample.facemask,
-            )
-    result = anonymize(
-        image,
-        alpha_u8,
-        config.method,
-        alpha_from=config.alpha_from if alpha_u8 is None else None,
-        facemask=manual,
-        detectors=config.detectors,
-        landmarks=config.landmarks,
-        min_confidence=config.min_confidence,
-        transition_margin=config.transition_margin,
-        strength=config.strength,
-        alpha_estimated=config.alpha_estimated,
-        verify=config.verify,
-        identity_margin=config.identity_margin,
-        detection=config.detection(),
-    )
-    mask_area = int(result.facemask.sum())
-    record.update(
-        faces=[f.to_dict() for f in result.faces],
-        facemask_source="manual" if manual is not None else "detected",
-        mask_area=mask_area,
-        mask_fraction=round(mask_area / result.facemask.size, 5),
-        parameters=_parameters(config, result.regions),
-        warnings=list(result.warnings),
-        report=result.report(),
-        needs_annotation=list(result.needs_annotation),
-    )
-    if input_alpha is not None:
-        record["input_alpha"] = "kept"
-    if manual is None and not result.faces:
-        record["status"] = "needs_annotation"
-        if review is not None:
-            from p3m.privacy.review import review_entry
 
-            review.append(
-                review_entry(
-                    sample.name, image, result.facemask, notes=["no face found"], flagged=True
+def samples_from_paths(
+    paths: Iterable[str | PathLike[str]],
+    alphas_dir: str | PathLike[str] | None = None,
+    facemask_dir: str | PathLike[str] | None = None,
+) -> list[SampleFiles]:
+    """Samples for listed image files (e.g. from `p3m.io.read_path_list`), named by stem and
+    matched by stem with the mattes of `alphas_dir` and the hand-made masks of `facemask_dir`.
+
+    The files are not checked here (a missing one fails alone when its item runs); two files
+    with one stem are both kept and the run fails the second, naming both.
+    """
+    alphas = files_by_stem(Path(alphas_dir)) if alphas_dir is not None else {}
+    masks = files_by_stem(Path(facemask_dir)) if facemask_dir is not None else {}
+    samples = []
+    for path in paths:
+        path = Path(path)
+        samples.append(SampleFiles(path.stem, path, alphas.get(path.stem), masks.get(path.stem)))
+    return samples
+
+
+def plan_anonymize(
+    samples: Iterable[SampleFiles], out_dir: str | PathLike[str], layout: str, shard_size: int = 0
+) -> list[Item]:
+    """One run item per sample: key = its name, outputs = its files in `layout` under `out_dir`
+    (with `shard_size` > 0, under the sample's shard folder `<out_dir>/<shard>`, recorded in
+    `<out_dir>/shards.jsonl` before anything is written)."""
+    samples = list(samples)
+    out_dir = Path(out_dir)
+    folders: dict[str, Path] = {}
+    if shard_size:
+        names = [sample.name for sample in samples]
+        shards = plan_shards(out_dir, names, shard_size, lambda name: _shard_outputs(name, layout))
+        folders = {name: out_dir / shard for name, shard in shards.items()}
+    return [
+        Item(sample.name, sample.image, _output_paths(folders.get(sample.name, out_dir), sample.name, layout), sample)
+        for sample in samples
+    ]
+
+
+class AnonymizeTask:
+    """The `p3m.runs.Task` of an anonymise run: one `SampleFiles` per item (`item.payload`).
+
+    `load` reads the image (RGB uint8, EXIF-rotated), its own alpha channel, the matte (uint8,
+    checked against the image size; required outside flat mode) and the hand-made face mask;
+    `compute` runs `p3m.privacy.anonymize` with the config's options, the audit and, for a
+    flagged image or with `config.review`, the review thumbnail; `write` writes the layout's
+    files atomically, the anonymised image last, and reports the image's manifest entry as
+    the record's details (status "done", or "needs_annotation" with nothing written when no
+    face was found) and the review entry as an attachment. The models (detectors, landmarks,
+    identity descriptor, audit detectors) are loaded on first use, once per process.
+    """
+
+    def __init__(self, config: AnonymizeConfig) -> None:
+        self.config = config
+
+    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        from p3m.privacy.pipeline import input_alpha_channel
+
+        sample: SampleFiles = item.payload
+        image = read_image(sample.image)
+        input_alpha = input_alpha_channel(sample.image)
+        alpha_u8 = None
+        if sample.alpha is not None:
+            alpha_u8 = read_alpha_u8(sample.alpha)
+            if alpha_u8.shape != image.shape[:2]:
+                raise ShapeMismatchError(
+                    f"alpha matte is {alpha_u8.shape[1]}x{alpha_u8.shape[0]}, image "
+                    f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}",
+                    sample.alpha,
                 )
-            )
-        return record
+        elif self.config.layout != "flat":
+            raise DatasetError(f"no alpha matte named {sample.name}.* in the alpha folder", sample.image)
+        manual = None
+        if sample.facemask is not None:
+            manual = read_alpha_u8(sample.facemask) > 127
+            if manual.shape != image.shape[:2]:
+                raise ShapeMismatchError(
+                    f"face mask is {manual.shape[1]}x{manual.shape[0]}, image is {image.shape[1]}x{image.shape[0]}",
+                    sample.facemask,
+                )
+        return image, input_alpha, alpha_u8, manual
 
-    paths = _output_paths(out_dir, sample.name, config.layout)
-    for key, path in paths.items():
-        if key == "mask":
-            write_png(path, alpha_u8)
-        elif key == "facemask":
-            write_png(path, result.facemask.astype(np.uint8) * 255)
-        elif key == "trimap":
-            from p3m.data.trimap import trimap_from_alpha
+    def compute(self, item: Item, loaded: tuple) -> dict[str, Any]:
+        from p3m.privacy.audit import audit_image
+        from p3m.privacy.pipeline import anonymize
 
-            write_png(path, trimap_from_alpha(alpha_u8, config.trimap_kernel))
-        elif input_alpha is not None:
-            write_rgba(path, result.image, input_alpha)  # nothing hidden becomes visible
-        else:
-            write_png(path, result.image)
-    record["outputs"] = {key: str(path) for key, path in paths.items()}
-    record["status"] = "done"
-
-    audit = None
-    if config.audit:
-        audit = audit_image(
-            result.image, config.audit_detectors, original=image, faces=result.faces
+        config = self.config
+        sample: SampleFiles = item.payload
+        image, input_alpha, alpha_u8, manual = loaded
+        result = anonymize(
+            image,
+            alpha_u8,
+            config.method,
+            alpha_from=config.alpha_from if alpha_u8 is None else None,
+            facemask=manual,
+            detectors=config.detectors,
+            landmarks=config.landmarks,
+            min_confidence=config.min_confidence,
+            transition_margin=config.transition_margin,
+            strength=config.strength,
+            alpha_estimated=config.alpha_estimated,
+            verify=config.verify,
+            identity_margin=config.identity_margin,
+            detection=config.detection(),
         )
-        record["audit"] = audit.to_dict()
-        if not audit.passed:
-            record["warnings"].append(
-                f"audit: {audit.faces_found} face(s) still detected, {audit.identity_matches} identity match(es)"
-            )
-    flagged = bool(record["warnings"]) or bool(record["needs_annotation"])
-    if review is not None and (config.review or flagged):
+        mask_area = int(result.facemask.sum())
+        record: dict[str, Any] = {
+            "method": config.method,
+            "faces": [f.to_dict() for f in result.faces],
+            "facemask_source": "manual" if manual is not None else "detected",
+            "mask_area": mask_area,
+            "mask_fraction": round(mask_area / result.facemask.size, 5),
+            "parameters": _parameters(config, result.regions),
+            "warnings": list(result.warnings),
+            "report": result.report(),
+            "needs_annotation": list(result.needs_annotation),
+        }
+        if input_alpha is not None:
+            record["input_alpha"] = "kept"
+        computed: dict[str, Any] = {"record": record, "review": None}
+        if manual is None and not result.faces:
+            record["status"] = "needs_annotation"
+            computed["review"] = self._review(sample.name, image, result.facemask, (), ["no face found"], True)
+            return computed
+        record["status"] = "done"
+        audit = None
+        if config.audit:
+            audit = audit_image(result.image, config.audit_detectors, original=image, faces=result.faces)
+            record["audit"] = audit.to_dict()
+            if not audit.passed:
+                record["warnings"].append(
+                    f"audit: {audit.faces_found} face(s) still detected, {audit.identity_matches} identity match(es)"
+                )
+        flagged = bool(record["warnings"]) or bool(record["needs_annotation"])
+        if config.review or flagged:
+            notes = [f"{len(result.faces)} face(s), {config.method}"] + record["warnings"]
+            boxes = audit.boxes if audit is not None else ()
+            computed["review"] = self._review(sample.name, result.image, result.facemask, boxes, notes, flagged)
+        computed.update(image=result.image, facemask=result.facemask, alpha=alpha_u8, input_alpha=input_alpha)
+        return computed
+
+    @staticmethod
+    def _review(name: str, image: np.ndarray, facemask: np.ndarray, boxes: Any, notes: list[str], flagged: bool) -> Any:
         from p3m.privacy.review import review_entry
 
-        notes = [f"{len(result.faces)} face(s), {config.method}"] + record["warnings"]
-        review.append(
-            review_entry(
-                sample.name,
-                result.image,
-                result.facemask,
-                audit.boxes if audit is not None else (),
-                notes,
-                flagged=flagged,
-            )
-        )
-    return record
+        return review_entry(name, image, facemask, boxes, notes, flagged=flagged)
+
+    def write(self, item: Item, computed: dict[str, Any]) -> Outcome:
+        record = dict(computed["record"])
+        status = record.pop("status")
+        attachments = {} if computed["review"] is None else {"review": computed["review"]}
+        if status != "done":
+            return Outcome(status=status, outputs={}, details=record, attachments=attachments)
+        alpha_u8, input_alpha = computed["alpha"], computed["input_alpha"]
+        for kind, path in item.outputs.items():  # the anonymised image last: it marks the image done
+            if kind == "mask":
+                write_png(path, alpha_u8)
+            elif kind == "facemask":
+                write_png(path, computed["facemask"].astype(np.uint8) * 255)
+            elif kind == "trimap":
+                from p3m.data.trimap import trimap_from_alpha
+
+                write_png(path, trimap_from_alpha(alpha_u8, self.config.trimap_kernel))
+            elif input_alpha is not None:
+                write_rgba(path, computed["image"], input_alpha)  # nothing hidden becomes visible
+            else:
+                write_png(path, computed["image"])
+        return Outcome(status=status, outputs=dict(item.outputs), details=record, attachments=attachments)
 
 
-def _load_previous(out_dir: Path) -> dict[str, dict]:
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {r["name"]: r for r in data.get("images", []) if "name" in r}
-    except (OSError, ValueError, TypeError, KeyError):
-        logger.warning("%s: unreadable previous manifest, starting a new one", path)
-        return {}
+@dataclass(frozen=True)
+class AnonymizeTaskFactory:
+    """A `p3m.runs.TaskFactory` for `AnonymizeTask` (picklable: the config only); a Ray worker
+    builds the task once and its models load once in that worker's process."""
+
+    config: AnonymizeConfig
+
+    def __call__(self) -> AnonymizeTask:
+        return AnonymizeTask(self.config)
+
+
+def manifest_record(record: ItemRecord) -> dict:
+    """An image's manifest entry from its run record (engine "failed" -> manifest "error")."""
+    entry: dict[str, Any] = {"name": record.key, "image": record.source}
+    entry.update(record.details)
+    if record.outputs:
+        entry["outputs"] = dict(record.outputs)
+    entry["status"] = "error" if record.status == FAILED else record.status
+    if record.error is not None:
+        entry["error"] = record.error
+    entry["seconds"] = round(record.seconds, 3)
+    return entry
 
 
 def _csv_row(record: dict) -> dict:
@@ -436,22 +538,14 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
     )
 
 
-def anonymize_samples(
-    samples: Iterable[SampleFiles],
-    out_dir: str | PathLike[str],
-    config: AnonymizeConfig,
-    on_progress: Callable[[dict], None] | None = None,
-) -> FolderReport:
-    """Anonymise `samples` into `out_dir` (see the module doc); never raises for one bad image.
-
-    `on_progress` is called with each image's manifest record as soon as it is done.
-    """
+def check_config(config: AnonymizeConfig) -> None:
+    """Raise ConfigError (or MissingDependencyError) for options that are wrong for every image,
+    once, before a run: layout, method, landmark scheme, detector names, verification."""
     from p3m.detection.faces import expand_detector_names
     from p3m.privacy.landmarks import LANDMARK_SCHEMES
     from p3m.privacy.obfuscation import METHODS
     from p3m.privacy.verification import resolve_verify
 
-    # Option errors are the same for every image: raise them once, before the run.
     resolve_verify(config.verify)
     config.detection()
     if config.layout not in LAYOUTS:
@@ -467,59 +561,46 @@ def anonymize_samples(
     expand_detector_names(config.detectors)
     if config.audit_detectors:
         expand_detector_names(config.audit_detectors)
+
+
+def anonymize_samples(
+    samples: Iterable[SampleFiles],
+    out_dir: str | PathLike[str],
+    config: AnonymizeConfig,
+    on_event: Callable[[Event], None] | None = None,
+    *,
+    options: RunOptions | None = None,
+    executor: Executor | None = None,
+    shard_size: int = 0,
+) -> FolderReport:
+    """Anonymise `samples` into `out_dir` as one engine run (see the module doc); never raises
+    for one bad image.
+
+    `on_event` receives the run's progress events (`p3m.runs.RunStarted`, `ItemFinished`,
+    `RunFinished`). `options`: the engine's options (`threads`: torch threads per worker, the
+    same in every engine for byte-identical outputs); `config.resume=False` recomputes
+    everything. `executor` runs the images elsewhere (e.g. `p3m.scale.RayExecutor`); the
+    outputs, manifest and reports are the same. `shard_size`: see `plan_anonymize`. Raises
+    ConfigError for wrong options and MissingDependencyError for a missing model package (both
+    before any image, or from the first worker that meets them); KeyboardInterrupt after the
+    images finished are journalled (the next run keeps them).
+    """
+    check_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous = _load_previous(out_dir) if config.resume else {}
-    report = FolderReport(out_dir)
-    review: list = []  # flagged images always (privacy_report.html), all with config.review
-    seen: set[str] = set()
-    for sample in samples:
-        start = time.perf_counter()
-        if sample.name in seen:
-            record = {"name": sample.name, "image": str(sample.image), "status": "error",
-                      "error": f"{sample.image}: another image has the same name {sample.name!r}; skipped"}  # fmt: skip
-        elif config.resume and all(
-            p.is_file() for p in _output_paths(out_dir, sample.name, config.layout).values()
-        ):
-            record = dict(
-                previous.get(sample.name, {"name": sample.name, "image": str(sample.image)})
-            )
-            record["status"] = "kept"
-        else:
-            try:
-                record = _process(sample, out_dir, config, review)
-            except MissingDependencyError:
-                raise  # the same for every image: stop the run
-            except P3MError as error:
-                record = {
-                    "name": sample.name,
-                    "image": str(sample.image),
-                    "status": "error",
-                    "error": str(error),
-                }
-                logger.info("%s", error)
-            except Exception as error:  # a bad image must not end a folder run
-                message = f"{sample.image}: {type(error).__name__}: {error}"
-                record = {
-                    "name": sample.name,
-                    "image": str(sample.image),
-                    "status": "error",
-                    "error": message,
-                }
-                logger.info("%s", message, exc_info=logger.isEnabledFor(logging.DEBUG))
-        seen.add(sample.name)
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        report.records.append(record)
-        if on_progress is not None:
-            on_progress(record)
-        if len(report.records) % MANIFEST_EVERY == 0:
-            # A checkpoint: a crash keeps the details of the images done so far (and of earlier runs).
-            visited = {r["name"] for r in report.records}
-            pending = [r for name, r in previous.items() if name not in visited]
-            write_manifest(FolderReport(out_dir, report.records + pending), config)
+    items = plan_anonymize(samples, out_dir, config.layout, shard_size)
+    # Kept images keep their journalled manifest entries: one without (outputs written, record
+    # lost in a stop) is redone, so the manifest and privacy report cover every image.
+    options = options or RunOptions()
+    options = dataclasses.replace(options, kept_needs_record=True, overwrite=options.overwrite or not config.resume)
+    run = run_items(
+        items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, on_event, executor=executor
+    )
+    report = FolderReport(out_dir, [manifest_record(record) for record in run.records], run)
     write_manifest(report, config)
     from p3m.privacy.review import write_contact_sheet
 
+    review = [record.attachments["review"] for record in run.records if "review" in record.attachments]
     summary = report.privacy_report().html_summary()
     flagged = [entry for entry in review if entry.flagged]
     write_contact_sheet(
@@ -536,11 +617,19 @@ def anonymize_folder(
     out_dir: str | PathLike[str],
     config: AnonymizeConfig | None = None,
     facemask_dir: str | PathLike[str] | None = None,
-    on_progress: Callable[[dict], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    *,
+    options: RunOptions | None = None,
+    executor: Executor | None = None,
+    shard_size: int = 0,
 ) -> FolderReport:
-    """Dataset mode: every image of `images_dir` with its matte from `alphas_dir` (matched by stem)."""
+    """Dataset mode: every image of `images_dir` with its matte from `alphas_dir` (matched by
+    stem); the rest as `anonymize_samples`. Raises DatasetError for a missing folder or none
+    with images."""
     config = config or AnonymizeConfig()
     samples = match_folder(images_dir, alphas_dir, facemask_dir)
     if not samples:
         raise DatasetError("no images found", images_dir)
-    return anonymize_samples(samples, out_dir, config, on_progress)
+    return anonymize_samples(
+        samples, out_dir, config, on_event, options=options, executor=executor, shard_size=shard_size
+    )

@@ -76,12 +76,15 @@ class Outcome:
     """What a task's `write` step reports for one item.
 
     `status` is "done" or a task-specific status (e.g. "needs_annotation"); `outputs` the files
-    written (default: those of `item.outputs` that exist); `details` go into the item's record.
+    written (default: those of `item.outputs` that exist); `details` go into the item's record;
+    `attachments` go with the record to the driver's events and report but not into the journal
+    (see `ItemRecord.attachments`).
     """
 
     status: str = DONE
     outputs: Mapping[str, Path] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    attachments: dict[str, Any] = field(default_factory=dict)
 
 
 class Task(Protocol[LoadedT, ResultT]):
@@ -180,6 +183,11 @@ class RunOptions:
     module with its numeric libraries), instead of once per worker. `threads`: torch's intra-op
     threads per worker while items are computed (None: the library's default; give the same
     number to every engine for byte-identical outputs, see `compute_threads`).
+    `kept_needs_record`: keep an item only when its outputs exist *and* the journal records it
+    as done, for tasks whose record carries what the run's reports are made of (e.g. an
+    anonymised image's manifest entry); an item whose outputs exist without a record (a stop
+    between the last write and the journal line) is then redone, its outputs replaced
+    atomically, instead of kept without its details.
     """
 
     resume: bool = True
@@ -190,6 +198,7 @@ class RunOptions:
     fatal: tuple[type[BaseException], ...] = (MissingDependencyError, ConfigError)
     preload: tuple[str, ...] = ()
     threads: int | None = None
+    kept_needs_record: bool = False
 
 
 @dataclass(frozen=True)
@@ -298,6 +307,7 @@ def _record(item: Item, outcome: Outcome, seconds: float) -> ItemRecord:
         outputs={kind: str(path) for kind, path in outputs.items()},
         seconds=seconds,
         details=dict(outcome.details),
+        attachments=dict(outcome.attachments),
     )
 
 
@@ -339,10 +349,11 @@ def _kept_record(item: Item, previous: ItemRecord | None) -> ItemRecord:
     )
 
 
-def _is_done(item: Item, previous: ItemRecord | None) -> bool:
+def _is_done(item: Item, previous: ItemRecord | None, needs_record: bool = False) -> bool:
+    recorded = previous is not None and previous.status == DONE
     if item.outputs:
-        return item.outputs_exist()
-    return previous is not None and previous.status == DONE
+        return item.outputs_exist() and (recorded or not needs_record)
+    return recorded
 
 
 def _pool_context(preload: tuple[str, ...] = ()) -> multiprocessing.context.BaseContext:
@@ -474,7 +485,9 @@ def run_items(
             continue
         seen[item.key] = item
         claimed.update((key, item) for key, _ in outputs)
-        if not options.overwrite and options.resume and _is_done(item, previous.get(item.key)):
+        if not options.overwrite and options.resume and _is_done(
+            item, previous.get(item.key), options.kept_needs_record
+        ):
             records[index] = _kept_record(item, previous.get(item.key))
         else:
             pending.append((index, item))

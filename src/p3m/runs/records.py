@@ -22,7 +22,12 @@ FAILED = "failed"
 
 @dataclass
 class ItemRecord:
-    """The journal's record of one item: status, outputs, time taken, error, task details."""
+    """The journal's record of one item: status, outputs, time taken, error, task details.
+
+    `attachments` travel with the record to the driver (its events and report, also from a Ray
+    worker) but are never journalled: what a run needs at its end and no later run does (e.g. a
+    review thumbnail), too big for a journal line.
+    """
 
     key: str
     status: str
@@ -31,13 +36,14 @@ class ItemRecord:
     seconds: float = 0.0
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    attachments: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def failed(self) -> bool:
         return self.status == FAILED
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (the journal line); `from_json` reads it back."""
+        """A JSON-ready dict (the journal line, without `attachments`); `from_json` reads it back."""
         data: dict[str, Any] = {"key": self.key, "status": self.status}
         if self.source is not None:
             data["source"] = self.source

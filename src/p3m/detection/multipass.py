@@ -43,10 +43,13 @@ import cv2
 import numpy as np
 
 from p3m.detection.faces import (
+    CONTAINMENT_THRESHOLD,
     DEFAULT_DETECTORS,
     TILE_TRIGGER,
     Face,
     _check_image,
+    box_containment,
+    box_iou,
     expand_detector_names,
     eye_line_roll,
     merge_faces,
@@ -388,6 +391,16 @@ def _confirm(image: np.ndarray, face: Face, config: DetectionConfig) -> Face | N
     return replace(face, score=max(face.score, float(scores[inside].max())))
 
 
+def _absorbed(face: Face, boxes: Sequence[Sequence[float]], iou_threshold: float) -> bool:
+    """Whether `merge_faces` would fold `face` into a detection with one of `boxes` (IoU or
+    containment): a weak detection of a face already found confidently adds nothing to it."""
+    return any(
+        box_iou(box, face.box) >= iou_threshold
+        or box_containment(box, face.box) >= CONTAINMENT_THRESHOLD
+        for box in boxes
+    )
+
+
 def _explains_small_faces(face: Face) -> bool:
     """A face whose centre region needs no upscaled look: confident, or large enough that the
     native pass sees it well (a small face is never inside another face)."""
@@ -404,14 +417,19 @@ def _centerface_search(
     for view in views:
         found += view.whole()
     explained = [face for face in found if _explains_small_faces(face)]
-    for view in views:
-        found += view.upscaled(explained)
+    for view in views:  # upright first: the small faces it finds explain peaks in the others
+        faces = view.upscaled(explained)
+        found += faces
+        explained += [face for face in faces if _explains_small_faces(face)]
     if not config.confirm_weak:
         return found
     start = time.perf_counter()
+    strong = [face.box for face in found if face.score >= _WEAK]
     kept, looked = [], 0
     for face in found:
         if face.score < _WEAK:
+            if _absorbed(face, strong, config.iou_threshold):
+                continue  # `merge_faces` would fold it into a kept face: nothing to confirm
             looked += 1
             face = _confirm(image, face, config)
         if face is not None:

@@ -247,12 +247,12 @@ class DescriptorNetwork:
             raise MissingDependencyError(
                 f"the fast identity check needs onnxruntime ({error}): pip install 'p3m[onnx]'"
             ) from None
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
+        from p3m.detection.centerface import session_options
+
         self.session = onnxruntime.InferenceSession(
-            _onnx_graph(*read_dlib_resnet(path)), options, providers=["CPUExecutionProvider"]
+            _onnx_graph(*read_dlib_resnet(path)),
+            session_options(threads),
+            providers=["CPUExecutionProvider"],
         )
         self.lock = threading.Lock()
 

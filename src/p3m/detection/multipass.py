@@ -19,7 +19,8 @@ MediaPipe sees the whole image at 128 or 192 px, no detector finds a head turned
    cover most of the image the whole image is upscaled in one pass. The upright view goes
    first: the small faces it finds explain their peaks in the turned views too;
 3. both MediaPipe models on the upright image (the full-range one also on 640-px tiles of large
-   images), and dlib's HOG detector where it is in the union;
+   images), and dlib's HOG detector where it is in the union (in a second thread, beside the
+   CenterFace passes: dlib releases the GIL and uses one core);
 4. weak CenterFace detections (score < 0.25) confirmed by a closer look, the face enlarged to
    96 px (`confirm_weak`): a low threshold finds cut, rolled and small faces, this check takes
    out most of the textures it also lets in. A weak detection that `merge_faces` would fold into
@@ -42,6 +43,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -507,12 +509,15 @@ def _run_dlib(image: np.ndarray, name: str, config: DetectionConfig) -> list[Fac
     ]
 
 
-def _timed(
-    records: list[PassRecord], name: str, region: str, pixels: int, call
-) -> list[Face]:
+def _timed_pass(name: str, region: str, pixels: int, call) -> tuple[list[Face], PassRecord]:
     start = time.perf_counter()
     faces = call()
-    records.append(PassRecord(name, 0, 1.0, region, pixels, time.perf_counter() - start, len(faces)))
+    return faces, PassRecord(name, 0, 1.0, region, pixels, time.perf_counter() - start, len(faces))
+
+
+def _timed(records: list[PassRecord], name: str, region: str, pixels: int, call) -> list[Face]:
+    faces, record = _timed_pass(name, region, pixels, call)
+    records.append(record)
     return faces
 
 
@@ -532,12 +537,26 @@ def detect(image: np.ndarray, config: DetectionConfig | None = None) -> FaceDete
     records: list[PassRecord] = []
     found: list[Face] = []
     start = time.perf_counter()
-    if "centerface" in names:
-        found += _centerface_search(image, config, records)
+    # dlib's detectors release the GIL and use one core: they run beside the CenterFace search.
+    dlib_names = [name for name in names if name.startswith("dlib")]
+    beside = ThreadPoolExecutor(1, "p3m-dlib") if dlib_names and "centerface" in names else None
+    pending = {
+        name: beside.submit(_timed_pass, name, "whole", pixels, lambda name=name: _run_dlib(image, name, config))
+        for name in (dlib_names if beside is not None else ())
+    }  # fmt: skip
+    try:
+        if "centerface" in names:
+            found += _centerface_search(image, config, records)
+    finally:
+        if beside is not None:
+            beside.shutdown(wait=True)
     for name in names:
         if name == "centerface":
             continue
-        if name.startswith("dlib"):
+        if name in pending:
+            faces, record = pending[name].result()
+            records.append(record)
+        elif name.startswith("dlib"):
             faces = _timed(records, name, "whole", pixels, lambda name=name: _run_dlib(image, name, config))
         else:
             faces = _timed(

@@ -104,7 +104,8 @@ def session_options(threads: int | None = None):
     Spinning threads keep a core busy while waiting for the next operator; on a machine whose
     cores are shared (several engineers, or several p3m workers) that time is taken from the
     others and the session itself gets slower. Measured here on CenterFace (a 640 x 480 image
-    and six 224 x 224 windows, 2 cores under load): 1.5x less wall time, 1.4x less CPU time.
+    and six 224 x 224 windows, 2 cores shared with other jobs, load ~10): 1.5x less wall time,
+    1.4x less CPU time (to be confirmed on an idle machine).
     """
     import onnxruntime
 

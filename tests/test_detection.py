@@ -26,7 +26,7 @@ from p3m.detection.centerface import (  # noqa: E402
 )
 from p3m.detection.faces import Face, box_iou, merge_faces  # noqa: E402
 from p3m.detection.multipass import _rotate, _unrotate  # noqa: E402
-from p3m.errors import MissingDependencyError  # noqa: E402
+from p3m.errors import ConfigError, MissingDependencyError  # noqa: E402
 from p3m.privacy.testdata import (  # noqa: E402
     ASTRONAUT_FACE_BOX,
     face_matches,
@@ -156,6 +156,24 @@ def test_old_search_misses_what_the_new_one_finds(recall_run):
     old = recall_by_size(photos[:6], legacy)
     new = recall_by_size(photos[:6], [r.faces for r in found[:6]])
     assert new[">=24"]["recall"] > old[">=24"]["recall"] + 0.3
+
+
+def test_standard_preset_drops_only_the_turned_upscaled_windows(recall_run):
+    photos, found = recall_run
+    thorough = [p for r in found for p in r.passes]
+    assert any(p.region in ("gated", "upscaled") and p.rotation for p in thorough)
+    standard = DetectionConfig.preset("standard")
+    assert standard.upscaled_rotations == (0,) and DetectionConfig.preset("thorough") == DetectionConfig()
+    assert DetectionConfig.preset("standard", rotations=(0,)).rotations == (0,)
+    with pytest.raises(ConfigError, match="unknown detection preset"):
+        DetectionConfig.preset("fastest")
+    for photo, result in list(zip(photos, found, strict=True))[:2]:
+        fast = detect(photo.image, standard)
+        assert not any(p.region in ("gated", "upscaled") and p.rotation for p in fast.passes)
+        assert {p.rotation for p in fast.passes if p.region == "whole"} == {0, 90, 180, 270}
+        for face in photo.faces:  # every face >= 24 px the thorough search finds
+            if face.size >= 24 and any(face_matches(face.box, f.box, photo.image.shape) for f in result.faces):
+                assert any(face_matches(face.box, f.box, photo.image.shape) for f in fast.faces)
 
 
 def test_passes_are_timed_and_the_upscaled_pass_is_gated():

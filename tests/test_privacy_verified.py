@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("mediapipe")
 pytest.importorskip("onnxruntime")
 
+from p3m.detection import detect_faces  # noqa: E402
 from p3m.detection.faces import Face  # noqa: E402
 from p3m.errors import P3MError  # noqa: E402
 from p3m.privacy import anonymize  # noqa: E402
@@ -141,6 +142,31 @@ def test_a_face_that_stays_recognisable_is_unverified_and_needs_annotation():
     assert (result.image[result.facemask] == 0).all()  # the last rung: a solid fill
     assert result.unverified == 1 and "unverified" in result.needs_annotation[0]
     assert result.report()["unverified"] == 1
+
+
+@needs_dlib
+def test_onnx_descriptors_equal_dlibs_own():
+    """The identity check's onnxruntime network gives dlib's descriptors (real faces, a blurred
+    face, noise), and both backends reach the same verdict."""
+    from skimage import data
+
+    from p3m.privacy.landmarks import dlib5_points
+    from p3m.privacy.verification import IdentityVerifier
+
+    image = _astronaut()
+    (face,), _ = add_landmarks(image, detect_faces(image, rotations=(0,)))
+    blurred = cv2.GaussianBlur(image, (0, 0), 3)
+    onnx, reference = IdentityVerifier("onnx"), IdentityVerifier("dlib")
+    chips = onnx.chips(image, [dlib5_points(face)]) + onnx.chips(blurred, [dlib5_points(face)])
+    greys = [cv2.resize(np.uint8(255 * f), (150, 150)) for f in data.lfw_subset()[:3]]
+    chips += [cv2.cvtColor(g, cv2.COLOR_GRAY2RGB) for g in greys]
+    chips.append(np.random.default_rng(0).integers(0, 256, (150, 150, 3), dtype=np.uint8))
+    ours, theirs = onnx.descriptors(chips), reference.descriptors(chips)
+    assert ours.shape == theirs.shape == (6, 128)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert 0.2 < np.linalg.norm(ours[0] - ours[1]) < 0.6  # a light blur: still the same person
+    with pytest.raises(P3MError, match="descriptor backend"):
+        IdentityVerifier("cuda")
 
 
 def test_ladder_goes_from_larger_sigma_to_mosaic_to_fill():

@@ -6,6 +6,7 @@ offline matting default finds people to segment one by one, without either impor
     >>> from p3m.detection import detect_faces
     >>> faces = detect_faces(image)          # list of Face: box, score, detectors, keypoints
     >>> found = detect(image, DetectionConfig(rotations=(0,)))   # + timed passes
+    >>> found = detect(image, DetectionConfig.preset("standard"))  # faster, fewer small turned faces
 
 Modules: `faces` (the `Face` record, one runner per detector: CenterFace, MediaPipe
 short/full range, dlib HOG/CNN; box merging, tiling), `centerface` (the CenterFace network and
@@ -29,6 +30,7 @@ from p3m.detection.faces import (
     run_tiled,
 )
 from p3m.detection.multipass import (
+    DETECTION_PRESETS,
     DetectionConfig,
     FaceDetections,
     PassRecord,
@@ -38,6 +40,7 @@ from p3m.detection.multipass import (
 
 __all__ = [
     "DEFAULT_DETECTORS",
+    "DETECTION_PRESETS",
     "DETECTOR_NAMES",
     "DetectionConfig",
     "Face",

@@ -40,6 +40,7 @@ __all__ = [
     "decode_centerface",
     "nms",
     "predict_centerface",
+    "session_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,26 @@ def _dynamic_model(path: Path) -> bytes:
     return model.SerializeToString()
 
 
+def session_options(threads: int | None = None):
+    """onnxruntime options for p3m's CPU sessions: quiet, `threads` intra-op threads (None:
+    onnxruntime's default, one per core), and no spin-waiting between operators.
+
+    Spinning threads keep a core busy while waiting for the next operator; on a machine whose
+    cores are shared (several engineers, or several p3m workers) that time is taken from the
+    others and the session itself gets slower. Measured here on CenterFace (a 640 x 480 image
+    and six 224 x 224 windows, 2 cores shared with other jobs, load ~10): 1.5x less wall time,
+    1.4x less CPU time (to be confirmed on an idle machine).
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class _Session:
     """One onnxruntime session; runs are serialised (the session is shared by threads)."""
 
@@ -106,12 +127,10 @@ class _Session:
             raise MissingDependencyError(
                 f"CenterFace needs onnxruntime ({error}): pip install 'p3m[onnx]'"
             ) from None
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
         self.session = onnxruntime.InferenceSession(
-            _dynamic_model(centerface_model_path()), options, providers=["CPUExecutionProvider"]
+            _dynamic_model(centerface_model_path()),
+            session_options(threads),
+            providers=["CPUExecutionProvider"],
         )
         self.output_names = [output.name for output in self.session.get_outputs()]
         self.lock = threading.Lock()

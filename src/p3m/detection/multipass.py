@@ -16,15 +16,22 @@ MediaPipe sees the whole image at 128 or 192 px, no detector finds a head turned
    zero. The image is cut into `gate_cell` px cells; cells holding a local heatmap maximum of at
    least `gate_threshold`, outside the faces found confidently at native scale, are grouped into
    rectangles (8-connected cells), widened by a margin, and only those are upscaled; when they
-   cover most of the image the whole image is upscaled in one pass;
+   cover most of the image the whole image is upscaled in one pass. The upright view goes
+   first: the small faces it finds explain their peaks in the turned views too;
 3. both MediaPipe models on the upright image (the full-range one also on 640-px tiles of large
-   images), and dlib's HOG detector where it is in the union;
+   images), and dlib's HOG detector where it is in the union (in a second thread, beside the
+   CenterFace passes: dlib releases the GIL and uses one core);
 4. weak CenterFace detections (score < 0.25) confirmed by a closer look, the face enlarged to
    96 px (`confirm_weak`): a low threshold finds cut, rolled and small faces, this check takes
-   out most of the textures it also lets in;
+   out most of the textures it also lets in. A weak detection that `merge_faces` would fold into
+   a confident one (most of them: the same face seen by another pass) is dropped unchecked, as
+   it would add nothing (about 13 closer looks per 640 x 480 group photo become 4);
 5. all detections merged (`merge_faces`): a face found by any pass of any detector counts.
 
 Each pass is timed (`FaceDetections.passes`), so the cost of recall is visible per megapixel.
+Nearly all of the time is CenterFace's, in proportion to the pixels it is given (about 9x the
+image's over the passes of a 640 x 480 photo; ~0.2 CPU s per megapixel here): the preset
+"standard" (`DetectionConfig.preset`) gives it a third less.
 
     >>> found = detect(image)                                 # FaceDetections
     >>> found.faces, found.seconds_per_megapixel, found.by_detector()
@@ -36,6 +43,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,10 +51,13 @@ import cv2
 import numpy as np
 
 from p3m.detection.faces import (
+    CONTAINMENT_THRESHOLD,
     DEFAULT_DETECTORS,
     TILE_TRIGGER,
     Face,
     _check_image,
+    box_containment,
+    box_iou,
     expand_detector_names,
     eye_line_roll,
     merge_faces,
@@ -55,7 +66,14 @@ from p3m.detection.faces import (
 )
 from p3m.errors import ConfigError
 
-__all__ = ["DetectionConfig", "FaceDetections", "PassRecord", "detect", "detect_faces"]
+__all__ = [
+    "DETECTION_PRESETS",
+    "DetectionConfig",
+    "FaceDetections",
+    "PassRecord",
+    "detect",
+    "detect_faces",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +103,14 @@ class DetectionConfig:
     false detections that a low threshold lets in); `dlib_confidence`: dlib's scores after the logistic (0.6 = HOG margin 0.4: at 0 the
     HOG detector fires on the astronaut's glove, real faces score above 1).
     `rotations`: orientations searched by CenterFace, degrees counter-clockwise.
-    `upscale`: factor of the gated upscaled pass (1 disables it); `gate_threshold`, `gate_cell`:
-    the gate. `tiled`: MediaPipe full-range tiles (None: when the long side exceeds 1024 px).
+    `upscale`: factor of the gated upscaled pass (1 disables it); `upscaled_rotations`: the
+    orientations that get it (None: every one searched); `gate_threshold`, `gate_cell`: the
+    gate. `tiled`: MediaPipe full-range tiles (None: when the long side exceeds 1024 px).
+
+    Presets (`DetectionConfig.preset`, `DETECTION_PRESETS`): "thorough" is the default above;
+    "standard" leaves out the upscaled windows of the turned views (90, 180, 270 degrees), which
+    only serve turned faces too small for the turned view's native pass (under ~24 px; under
+    ~47 px in a 4000-px photo, whose turned views are searched at 2048 px).
     """
 
     detectors: tuple[str, ...] = DEFAULT_DETECTORS
@@ -103,17 +127,44 @@ class DetectionConfig:
     gate_cell: int = 64
     confirm_weak: bool = True
     tiled: bool | None = None
+    upscaled_rotations: tuple[int, ...] | None = None
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DetectionConfig:
+        """The named preset ("thorough", "standard"; see the class doc), fields overridden."""
+        if name not in DETECTION_PRESETS:
+            raise ConfigError(
+                f"unknown detection preset {name!r}; choose from {', '.join(DETECTION_PRESETS)}"
+            )
+        return replace(cls(**DETECTION_PRESETS[name]), **overrides)
+
+    def upscales(self, rotation: int) -> bool:
+        """Whether the orientation `rotation` gets the gated upscaled pass."""
+        if self.upscale <= 1:
+            return False
+        return self.upscaled_rotations is None or rotation in self.upscaled_rotations
 
     def __post_init__(self) -> None:
         if isinstance(self.detectors, str):
             object.__setattr__(self, "detectors", (self.detectors,))
-        bad = [r for r in self.rotations if r not in (0, 90, 180, 270)]
+        searched = (*self.rotations, *(self.upscaled_rotations or ()))
+        bad = [r for r in searched if r not in (0, 90, 180, 270)]
         if bad:
             raise ConfigError(f"rotations must be among 0, 90, 180, 270 degrees, got {bad}")
         if self.upscale < 1:
             raise ConfigError(f"upscale must be >= 1 (1 = no upscaled pass), got {self.upscale}")
         if not 0 < self.centerface_confidence < 1 or not 0 < self.min_confidence < 1:
             raise ConfigError("detection thresholds must be in (0, 1)")
+
+
+# Fields of each preset (the rest: `DetectionConfig`'s defaults). "standard", measured on the
+# synthetic group photos of p3m.privacy.testdata (640 x 480, seeds 5, 7 and 11, ~200 faces
+# each): the same faces >= 24 px found as "thorough", 1-2 fewer of 16-24 px per seed (turned
+# ones), a third fewer CenterFace pixels (1.9 instead of 2.9 MP per photo).
+DETECTION_PRESETS: dict[str, dict[str, Any]] = {
+    "thorough": {},
+    "standard": {"upscaled_rotations": (0,)},
+}
 
 
 @dataclass(frozen=True)
@@ -329,7 +380,7 @@ class _CenterFaceView:
     def upscaled(self, explained: Sequence[Face]) -> list[Face]:
         """The upscaled pass where small faces can be: around heatmap peaks not inside a face
         already `explained` (found confidently, or too large to need an upscaled look)."""
-        if self.heatmap is None or self.config.upscale <= 1:
+        if self.heatmap is None or not self.config.upscales(self.rotation):
             return []
         turns = self.rotation // 90
         boxes = []
@@ -388,6 +439,16 @@ def _confirm(image: np.ndarray, face: Face, config: DetectionConfig) -> Face | N
     return replace(face, score=max(face.score, float(scores[inside].max())))
 
 
+def _absorbed(face: Face, boxes: Sequence[Sequence[float]], iou_threshold: float) -> bool:
+    """Whether `merge_faces` would fold `face` into a detection with one of `boxes` (IoU or
+    containment): a weak detection of a face already found confidently adds nothing to it."""
+    return any(
+        box_iou(box, face.box) >= iou_threshold
+        or box_containment(box, face.box) >= CONTAINMENT_THRESHOLD
+        for box in boxes
+    )
+
+
 def _explains_small_faces(face: Face) -> bool:
     """A face whose centre region needs no upscaled look: confident, or large enough that the
     native pass sees it well (a small face is never inside another face)."""
@@ -404,14 +465,19 @@ def _centerface_search(
     for view in views:
         found += view.whole()
     explained = [face for face in found if _explains_small_faces(face)]
-    for view in views:
-        found += view.upscaled(explained)
+    for view in views:  # upright first: the small faces it finds explain peaks in the others
+        faces = view.upscaled(explained)
+        found += faces
+        explained += [face for face in faces if _explains_small_faces(face)]
     if not config.confirm_weak:
         return found
     start = time.perf_counter()
+    strong = [face.box for face in found if face.score >= _WEAK]
     kept, looked = [], 0
     for face in found:
         if face.score < _WEAK:
+            if _absorbed(face, strong, config.iou_threshold):
+                continue  # `merge_faces` would fold it into a kept face: nothing to confirm
             looked += 1
             face = _confirm(image, face, config)
         if face is not None:
@@ -443,12 +509,15 @@ def _run_dlib(image: np.ndarray, name: str, config: DetectionConfig) -> list[Fac
     ]
 
 
-def _timed(
-    records: list[PassRecord], name: str, region: str, pixels: int, call
-) -> list[Face]:
+def _timed_pass(name: str, region: str, pixels: int, call) -> tuple[list[Face], PassRecord]:
     start = time.perf_counter()
     faces = call()
-    records.append(PassRecord(name, 0, 1.0, region, pixels, time.perf_counter() - start, len(faces)))
+    return faces, PassRecord(name, 0, 1.0, region, pixels, time.perf_counter() - start, len(faces))
+
+
+def _timed(records: list[PassRecord], name: str, region: str, pixels: int, call) -> list[Face]:
+    faces, record = _timed_pass(name, region, pixels, call)
+    records.append(record)
     return faces
 
 
@@ -468,12 +537,26 @@ def detect(image: np.ndarray, config: DetectionConfig | None = None) -> FaceDete
     records: list[PassRecord] = []
     found: list[Face] = []
     start = time.perf_counter()
-    if "centerface" in names:
-        found += _centerface_search(image, config, records)
+    # dlib's detectors release the GIL and use one core: they run beside the CenterFace search.
+    dlib_names = [name for name in names if name.startswith("dlib")]
+    beside = ThreadPoolExecutor(1, "p3m-dlib") if dlib_names and "centerface" in names else None
+    pending = {
+        name: beside.submit(_timed_pass, name, "whole", pixels, lambda name=name: _run_dlib(image, name, config))
+        for name in (dlib_names if beside is not None else ())
+    }  # fmt: skip
+    try:
+        if "centerface" in names:
+            found += _centerface_search(image, config, records)
+    finally:
+        if beside is not None:
+            beside.shutdown(wait=True)
     for name in names:
         if name == "centerface":
             continue
-        if name.startswith("dlib"):
+        if name in pending:
+            faces, record = pending[name].result()
+            records.append(record)
+        elif name.startswith("dlib"):
             faces = _timed(records, name, "whole", pixels, lambda name=name: _run_dlib(image, name, config))
         else:
             faces = _timed(

@@ -58,3 +58,19 @@ def test_old_test_set_path_warns():
     with pytest.warns(DeprecationWarning, match="p3m.vocabulary"):
         from p3m.data.sets import TestSet as Old
     assert Old is TestSet
+
+
+def test_detection_presets_are_the_vocabulary_and_reach_the_folder_run():
+    """`p3m anonymize --detect NAME` offers exactly the presets the face search defines, and a
+    folder run's configuration turns the name into that search."""
+    from p3m.detection import DETECTION_PRESETS
+    from p3m.privacy.dataset import AnonymizeConfig
+    from p3m.vocabulary import DetectionPreset
+
+    assert values(DetectionPreset) == tuple(DETECTION_PRESETS)
+    standard = AnonymizeConfig(detection_preset="standard", rotations=(0, 90)).detection()
+    thorough = AnonymizeConfig().detection()
+    assert standard.upscaled_rotations == (0,) and standard.rotations == (0, 90)
+    assert thorough.upscaled_rotations is None and thorough.upscales(90)
+    with pytest.raises(ConfigError, match="unknown detection preset 'fast'"):
+        AnonymizeConfig(detection_preset="fast").detection()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from p3m.cli import _scale
-from p3m.vocabulary import AnonymizeLayout
+from p3m.vocabulary import AnonymizeLayout, DetectionPreset
 from p3m.vocabulary import LandmarkScheme as Landmarks
 from p3m.vocabulary import ObfuscationMethod as Method
 from p3m.vocabulary import Verification as Verify
@@ -122,6 +122,12 @@ def anonymize_command(
         "--landmarks",
         help="Face Mesh (Apache-2.0) or dlib's 68 points (non-commercial training data).",
     ),
+    detect: DetectionPreset = typer.Option(
+        DetectionPreset.thorough,
+        "--detect",
+        help="Face search: thorough (every orientation also upscaled, the default) or standard "
+        "(upscaled upright only: same faces >= 24 px on group photos, fewer small turned ones, faster).",
+    ),
     min_confidence: float = typer.Option(
         0.5,
         "--min-confidence",
@@ -232,6 +238,7 @@ def anonymize_command(
         centerface_confidence=centerface_confidence,
         upscale=upscale,
         rotations=_rotations(rotations),
+        detection_preset=detect.value,
     )
     # Video files go to p3m.video; when only videos were given, that is the whole run.
     from p3m.cli.video_cmd import anonymize_video_inputs, split_video_files

@@ -135,12 +135,15 @@ class AnonymizeConfig:
     centerface_confidence: float = 0.1
     upscale: float = 2.0
     rotations: tuple[int, ...] = (0, 90, 180, 270)
+    detection_preset: str = "thorough"
+    """"thorough" or "standard" (`p3m.detection.DETECTION_PRESETS`); the fields above override it."""
 
     def detection(self):
         """The face-search configuration (`p3m.detection.DetectionConfig`) of these options."""
         from p3m.detection.multipass import DetectionConfig
 
-        return DetectionConfig(
+        return DetectionConfig.preset(
+            self.detection_preset,
             detectors=tuple(self.detectors),
             min_confidence=self.min_confidence,
             centerface_confidence=self.centerface_confidence,

@@ -73,7 +73,8 @@ def test_stdin_to_stdout_in_a_real_pipe(portrait_jpeg, tmp_path):
     assert not list(tmp_path.glob("p3m-output*"))
 
 
-def test_stdout_gets_the_first_kind_of_save_and_only_it(portrait, portrait_jpeg, tmp_path):
+def test_stdout_gets_the_first_kind_of_save_and_only_it(portrait, portrait_jpeg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a folder named "-" (or any other output) would show up below
     source = tmp_path / "a.png"
     Image.fromarray(portrait).save(source)
     alpha = runner.invoke(app, ["matte", str(source), "-o", "-", "--save", "alpha,rgba"])

@@ -197,7 +197,9 @@ def test_concurrent_calls_give_the_sequential_results(pair) -> None:
 def test_region_restricted_local_equals_full(pair) -> None:
     _model, fast = pair
     if not fast.supports_region:
-        pytest.skip("this variant's decoder is not the standard one")
+        # Only ablation decoders lack the region pass; HYBRID then runs the whole local pass.
+        assert fast.variant not in ("p3mnet-r34", "p3mnet-swin-t", "p3mnet-vitae-s"), fast.variant
+        return
     x = torch.randn(1, 3, 320, 288, generator=torch.Generator().manual_seed(2))
     region = torch.zeros(320, 288, dtype=torch.bool)
     region[100:104, 30:200] = True

@@ -215,3 +215,35 @@ def test_rgba_input_keeps_its_alpha_and_the_report_is_written(tmp_path):
     report = json.loads((tmp_path / "out" / "privacy_report.json").read_text())
     assert report["faces"] >= 1 and report["verify"] == "none"
     assert "privacy:" in result.output
+
+
+def test_mattes_written_by_p3m_matte_are_found_and_count_as_estimates(tmp_path):
+    """`p3m matte raw -o alphas --save alpha` then `p3m anonymize --images raw --alphas alphas`:
+    `<stem>_alpha.png` pairs with `<stem>`, as an estimate; a given `<stem>.png` wins."""
+    from p3m.privacy.dataset import match_folder, samples_from_paths
+
+    images, alphas = tmp_path / "raw", tmp_path / "alphas"
+    images.mkdir()
+    alphas.mkdir()
+    pixel = np.zeros((4, 4, 3), np.uint8)
+    for name in ("a.jpg", "b.png", "c.png"):
+        _save(images / name, pixel)
+    for name in ("a_alpha.png", "b.png", "b_alpha.png"):
+        _save(alphas / name, pixel[..., 0])
+    found = {sample.name: (sample.alpha and sample.alpha.name, sample.alpha_estimated)
+             for sample in match_folder(images, alphas)}  # fmt: skip
+    assert found == {"a": ("a_alpha.png", True), "b": ("b.png", False), "c": (None, False)}
+    listed = samples_from_paths([images / "a.jpg"], alphas)
+    assert (listed[0].alpha.name, listed[0].alpha_estimated) == ("a_alpha.png", True)
+
+
+def test_an_output_path_that_is_a_file_gets_one_line(tmp_path):
+    source = _save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    blocker = tmp_path / "notadir"
+    blocker.write_text("x")
+    for args in (["anonymize", str(source), "-o", str(blocker)], ["matte", str(source), "-o", str(blocker / "sub")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0
+        message = str(result.exception) if result.exception and not isinstance(result.exception, SystemExit) else result.output
+        assert "notadir: is a file, not a folder" in message and "Traceback" not in message
+    assert blocker.read_text() == "x"

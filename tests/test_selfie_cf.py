@@ -161,12 +161,13 @@ def test_c04_c08_the_service_keeps_the_input_alpha_and_sends_the_note(cases):
     assert response.status_code == 200, response.text
     alpha = np.asarray(Image.open(io.BytesIO(response.content)))
     assert alpha[:, :128].max() == 0 and alpha[95:165, 189:264].mean() > 240
-    assert "x-p3m-note" not in response.headers
+    assert "x-p3m-note" not in response.headers and "x-p3m-image-note" not in response.headers
 
     upload = (cases["folder"] / "coffee.png").read_bytes()
     response = client.post("/api/matte", files={"image": ("c.png", upload, "image/png")}, data={"output": "alpha"})
     assert response.status_code == 200
     assert "no person" in response.headers["x-p3m-note"]
+    assert response.headers["x-p3m-image-note"].startswith("no person")
     assert np.asarray(Image.open(io.BytesIO(response.content))).max() == 0
 
 

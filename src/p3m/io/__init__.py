@@ -10,6 +10,7 @@ from p3m.io.atomic import (
     atomic_open,
     atomic_write_bytes,
     atomic_write_text,
+    output_folder,
     remove_stale_temporaries,
     temporary_path,
     temporary_target,
@@ -36,6 +37,7 @@ from p3m.io.images import (
 from p3m.io.lists import read_path_list
 
 __all__ = [
+    "output_folder",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
     "TRIMAP_VALUES",

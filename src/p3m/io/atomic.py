@@ -109,3 +109,22 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], names: Collection[s
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
+
+
+def output_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the output folder `path` (and its parents) if needed and return it.
+
+    Raises ImageWriteError naming the path, in one line, when it (or a parent) is a file or the
+    folder cannot be created (permissions, read-only file system).
+    """
+    folder = Path(path)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ImageWriteError("is a file, not a folder: give a folder for the outputs", part)
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageWriteError(f"cannot create the output folder: {error.strerror or error}", folder) from error
+    return folder

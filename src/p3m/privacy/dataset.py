@@ -57,6 +57,7 @@ from p3m.errors import ConfigError, DatasetError, ShapeMismatchError
 from p3m.io import (
     atomic_write_text,
     files_by_stem,
+    output_folder,
     read_alpha_u8,
     read_image,
     write_png,
@@ -76,7 +77,7 @@ from p3m.runs import (
 )
 from p3m.runs.journal import JOURNAL_NAME
 from p3m.runs.shards import plan_shards
-from p3m.vocabulary import AnonymizeLayout, values
+from p3m.vocabulary import AnonymizeLayout, OutputKind, values
 
 __all__ = [
     "LAYOUTS",
@@ -160,6 +161,27 @@ class SampleFiles:
     image: Path
     alpha: Path | None = None
     facemask: Path | None = None
+    alpha_estimated: bool = False
+    """The matte is `p3m matte`'s output (`<stem>_alpha.png`): a model's estimate, so the inner
+    face is never spared (`p3m.privacy.anonymize(alpha_estimated=True)`)."""
+
+
+MATTE_ALPHA_SUFFIX = f"_{OutputKind.alpha.value}"
+"""The suffix of the mattes `p3m matte` writes (`<stem>_alpha.png`), accepted in --alphas."""
+
+
+def _matte_for(stem: str, alphas: dict[str, Path]) -> tuple[Path | None, bool]:
+    """The matte of `stem` in an alpha folder: `<stem>.*` (a hand-made or given matte), else
+    `<stem>_alpha.*` (what `p3m matte` writes, an estimate). (path or None, estimated)."""
+    if stem in alphas:
+        return alphas[stem], False
+    written = alphas.get(stem + MATTE_ALPHA_SUFFIX)
+    return written, written is not None
+
+
+def _sample(stem: str, image: Path, alphas: dict[str, Path], masks: dict[str, Path]) -> SampleFiles:
+    alpha, estimated = _matte_for(stem, alphas)
+    return SampleFiles(stem, image, alpha, masks.get(stem), estimated)
 
 
 @dataclass
@@ -228,7 +250,10 @@ def match_folder(
     alphas_dir: str | PathLike[str] | None,
     facemask_dir: str | PathLike[str] | None = None,
 ) -> list[SampleFiles]:
-    """Images of a folder matched by stem with their alpha mattes and hand-made face masks."""
+    """Images of a folder matched by stem with their alpha mattes and hand-made face masks.
+
+    A matte is `<stem>.*` in `alphas_dir` or, failing that, `<stem>_alpha.png` (what `p3m matte`
+    writes; such a matte counts as an estimate, see `SampleFiles.alpha_estimated`)."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise DatasetError("image folder does not exist", images_dir)
@@ -242,10 +267,7 @@ def match_folder(
         if not Path(facemask_dir).is_dir():
             raise DatasetError("face-mask folder does not exist", facemask_dir)
         masks = files_by_stem(Path(facemask_dir))
-    return [
-        SampleFiles(stem, path, alphas.get(stem), masks.get(stem))
-        for stem, path in files_by_stem(images_dir).items()
-    ]
+    return [_sample(stem, path, alphas, masks) for stem, path in files_by_stem(images_dir).items()]
 
 
 def _output_paths(out_dir: Path, name: str, layout: str) -> dict[str, Path]:
@@ -297,7 +319,7 @@ def samples_from_paths(
     samples = []
     for path in paths:
         path = Path(path)
-        samples.append(SampleFiles(path.stem, path, alphas.get(path.stem), masks.get(path.stem)))
+        samples.append(_sample(path.stem, path, alphas, masks))
     return samples
 
 
@@ -352,7 +374,10 @@ class AnonymizeTask:
                     sample.alpha,
                 )
         elif self.config.layout != "flat":
-            raise DatasetError(f"no alpha matte named {sample.name}.* in the alpha folder", sample.image)
+            raise DatasetError(
+                f"no alpha matte named {sample.name}.* or {sample.name}{MATTE_ALPHA_SUFFIX}.png in the alpha folder",
+                sample.image,
+            )
         manual = None
         if sample.facemask is not None:
             manual = read_alpha_u8(sample.facemask) > 127
@@ -381,7 +406,9 @@ class AnonymizeTask:
             min_confidence=config.min_confidence,
             transition_margin=config.transition_margin,
             strength=config.strength,
-            alpha_estimated=config.alpha_estimated,
+            alpha_estimated=(
+                config.alpha_estimated if config.alpha_estimated is not None else (sample.alpha_estimated or None)
+            ),
             verify=config.verify,
             identity_margin=config.identity_margin,
             detection=config.detection(),
@@ -589,8 +616,7 @@ def anonymize_samples(
     images finished are journalled (the next run keeps them).
     """
     check_config(config)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir)
     items = plan_anonymize(samples, out_dir, config.layout, shard_size)
     # Kept images keep their journalled manifest entries: one without (outputs written, record
     # lost in a stop) is redone, so the manifest and privacy report cover every image.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
-from p3m.io.atomic import remove_stale_temporaries
+from p3m.io.atomic import output_folder, remove_stale_temporaries
 from p3m.runs.journal import Journal
 from p3m.runs.records import DONE, FAILED, KEPT, ItemRecord
 
@@ -457,6 +457,8 @@ def run_items(
     started = time.perf_counter()
     if journal is not None and not isinstance(journal, Journal):
         journal = Journal(journal)
+    if journal is not None:
+        output_folder(journal.path.parent)  # one line when -o names a file
     previous = journal.read() if journal is not None and options.resume else {}
 
     records: dict[int, ItemRecord] = {}

@@ -105,6 +105,9 @@ def _result_headers(result: Any) -> dict[str, str]:
     notes = result_notes(result)
     if notes:
         headers["X-P3M-Note"] = header_text(" | ".join(notes))
+    image_note = getattr(result, "image_note", None)
+    if image_note:  # this image's own note (no person found, ...), without the model's
+        headers["X-P3M-Image-Note"] = header_text(str(image_note))
     return headers
 
 

@@ -195,3 +195,22 @@ def test_inputs_that_would_write_the_same_outputs_fail_alone(tmp_path):
     # The next run says the same and keeps the rest.
     again = runner.invoke(app, ["matte", str(folder), "-o", str(out), "--save", "alpha"])
     assert again.exit_code == 1 and "kept 2" in again.output and "a.png" in again.output
+
+
+def test_a_folder_run_says_what_it_leaves_out(tmp_path):
+    """Files that are not images by their suffix and (without -r) sub-folders are listed, so
+    the CLI can say so; a GIF is an image (its first frame)."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    pixel = Image.new("RGB", (4, 4))
+    pixel.save(folder / "a.png")
+    pixel.save(folder / "anim.gif")
+    pixel.save(folder / "sub" / "b.png")
+    (folder / "notes.txt").write_text("x")
+    (folder / ".hidden").write_text("x")
+    flat = plan_matte([str(folder)], tmp_path / "out", ("alpha",))
+    assert sorted(job.source.name for job in flat.jobs) == ["a.png", "anim.gif"]
+    assert sorted(path.name for path in flat.left_out) == ["notes.txt", "sub"]
+    deep = plan_matte([str(folder)], tmp_path / "out", ("alpha",), recursive=True)
+    assert sorted(job.source.name for job in deep.jobs) == ["a.png", "anim.gif", "b.png"]
+    assert [path.name for path in deep.left_out] == ["notes.txt"]

@@ -275,6 +275,7 @@ def _matte_files(
             f"never inputs ({shown}{more}); name a file to matte it anyway",
             highlight=False, soft_wrap=True,
         )
+    _note_left_out(err, plan.left_out, videos)
     if not plan.jobs:
         err.print("[yellow]no images found[/yellow]")
         exit_if_failed(err, failures, "skipped {count} input(s)")
@@ -315,6 +316,26 @@ def _matte_files(
     out.print(f"matted {done} image(s) with {name} into {out_dir}")
     _scale.print_run_summary(out, report, per_worker=executor is not None)
     exit_if_failed(err, failures, "skipped {count} input(s)")
+
+
+def _note_left_out(err: Any, left_out: list[Path], videos: list[Path]) -> None:
+    """One line on what the folders held but the run does not take (not videos: they run)."""
+    from p3m.io import IMAGE_SUFFIXES
+
+    taken = {path.resolve() for path in videos}
+    folders = [path for path in left_out if path.is_dir()]
+    files = [path for path in left_out if not path.is_dir() and path.resolve() not in taken and path.name != "shards.jsonl"
+             and not path.stem.endswith(("_alpha", "_rgba", "_foreground", "_composite", "_trimap"))]  # fmt: skip
+    parts = []
+    if files:
+        shown = ", ".join(path.name for path in files[:3]) + (", ..." if len(files) > 3 else "")
+        parts.append(f"{len(files)} file(s) that are not images by their suffix ({shown}; images are "
+                     f"{' '.join(IMAGE_SUFFIXES)}; name a file to try it anyway)")  # fmt: skip
+    if folders:
+        shown = ", ".join(path.name for path in folders[:3]) + (", ..." if len(folders) > 3 else "")
+        parts.append(f"{len(folders)} sub-folder(s) ({shown}; -r searches them)")
+    if parts:
+        err.print("note: left out " + " and ".join(parts), highlight=False, soft_wrap=True)
 
 
 def _matte_stream(

@@ -84,7 +84,8 @@ class ResizeInfo:
         if self.kind == "solve":
             budget = f"{self.max_pixels / 1e6:.2f} MP" if self.max_pixels else "no"
             return (
-                f"closed-form solved at {self.scale:.2f}x (as if {pw}x{ph}; pixel budget {budget}), "
+                f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px around the people, the "
+                f"solve size of the {budget} pixel budget; a larger --max-pixels solves finer, slower), "
                 f"alpha upsampled back to {w}x{h} with a {self.upsample}"
             )
         return (

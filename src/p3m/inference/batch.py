@@ -147,8 +147,13 @@ def collect_inputs(
     missing: list[tuple[str, str]] | None = None,
     passed_over: list[Path] | None = None,
     own_outputs: OwnOutputs | None = None,
+    left_out: list[Path] | None = None,
 ) -> list[tuple[Path, Path]]:
     """(image path, path relative to its input root) for every file, folder entry or glob match.
+
+    `left_out` (when given) receives what a folder holds but the run does not take: files that
+    are not images by their suffix (hidden files excepted) and, without `recursive`, sub-folders,
+    for the caller to mention.
 
     Folders give their image files (sorted; with `recursive`, sub-folders too). A named file is
     taken whatever its suffix (so a bad file is reported, not silently ignored). A missing file
@@ -193,6 +198,13 @@ def collect_inputs(
             for entry in sorted(path.glob(pattern)):
                 if is_image_file(entry):
                     add(entry, entry.relative_to(path), named=False)
+                elif (
+                    left_out is not None
+                    and not entry.name.startswith(".")
+                    and entry.name != MANIFEST_NAME
+                    and (entry.is_file() or (entry.is_dir() and not recursive))
+                ):
+                    left_out.append(entry)
         elif path.exists():
             add(path, Path(path.name), named=True)
         elif glob.has_magic(text):
@@ -301,7 +313,8 @@ class MattePlan:
     """What a matte run will do: the images with their outputs, and the inputs that do not exist.
 
     `missing` lists (input as given, reason) for files, folders or patterns that name no image;
-    `passed_over` the files found that are named like p3m's outputs (see `collect_inputs`).
+    `passed_over` the files found that are named like p3m's outputs, `left_out` the folder
+    entries that are not images (see `collect_inputs`).
     """
 
     jobs: list[MatteJob]
@@ -311,6 +324,7 @@ class MattePlan:
     missing: list[tuple[str, str]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     passed_over: list[Path] = field(default_factory=list)
+    left_out: list[Path] = field(default_factory=list)
 
     @property
     def pending(self) -> list[MatteJob]:
@@ -352,7 +366,10 @@ def plan_matte(
     """
     missing: list[tuple[str, str]] = []
     passed_over: list[Path] = []
-    collected = collect_inputs(inputs, recursive=recursive, missing=missing, passed_over=passed_over)
+    left_out: list[Path] = []
+    collected = collect_inputs(
+        inputs, recursive=recursive, missing=missing, passed_over=passed_over, left_out=left_out
+    )
     if input_lists:
         taken = {os.path.abspath(source) for source, _ in collected}
         listed = [path for listing in input_lists for path in read_path_list(listing)]
@@ -368,7 +385,7 @@ def plan_matte(
         shards = plan_shards(Path(out_dir), keys, shard_size, outputs)
         collected = [(source, Path(shards[key]) / relative) for key, (source, relative) in zip(keys, collected, strict=True)]
     jobs = plan_outputs(collected, Path(out_dir))
-    return MattePlan(jobs, tuple(kinds), Path(out_dir), overwrite, missing, keys, passed_over)
+    return MattePlan(jobs, tuple(kinds), Path(out_dir), overwrite, missing, keys, passed_over, left_out)
 
 
 class MatteTask:

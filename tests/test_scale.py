@@ -279,7 +279,7 @@ def test_p3m_anonymize_on_ray_writes_the_local_engines_bytes_manifests_and_repor
         app, [*common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2", "--batch-size", "1"]
     )
     assert ray.exit_code == 1, ray.output
-    assert "done 2, kept 0, failed 1, needs_annotation 1" in ray.output and "worker " in ray.output
+    assert "done 2, kept 0, failed 1, not written (no face found) 1" in ray.output and "worker " in ray.output
     files = _out_files(tmp_path / "local")
     assert files == _out_files(tmp_path / "ray")
     assert "00000/blurred_image/group0.png" in files and "00001/trimap/group2.png" not in files

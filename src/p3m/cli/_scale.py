@@ -100,14 +100,24 @@ def make_executor(
     )
 
 
-def print_run_summary(console: Console, report: RunReport, unit: str = "image", per_worker: bool = False) -> None:
-    """One line of totals (done, kept, failed, seconds, rate) and, with `per_worker`, one line per
-    worker (what it processed, its share of the rate, its seconds per item)."""
+def print_run_summary(
+    console: Console,
+    report: RunReport,
+    unit: str = "image",
+    per_worker: bool = False,
+    labels: dict[str, str] | None = None,
+) -> None:
+    """One line of totals (done, kept, failed, other statuses, seconds, rate) and, with
+    `per_worker`, one line per worker (what it processed, its share of the rate, its seconds
+    per item). `labels` names statuses in words (default: the status with spaces)."""
+    labels = labels or {}
     counts = report.counts
     processed = len(report.processed)
     seconds = max(report.seconds, 1e-9)
     others = ", ".join(
-        f"{status} {count}" for status, count in counts.items() if status not in ("done", "kept", "failed")
+        f"{labels.get(status, status.replace('_', ' '))} {count}"
+        for status, count in counts.items()
+        if status not in ("done", "kept", "failed")
     )
     console.print(
         f"done {counts.get('done', 0)}, kept {counts.get('kept', 0)}, failed {counts.get('failed', 0)}"

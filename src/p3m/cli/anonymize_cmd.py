@@ -295,7 +295,10 @@ def anonymize_command(
 
     _print_summary(out_console, err, report)
     if report.run is not None:
-        _scale.print_run_summary(out_console, report.run, per_worker=executor is not None)
+        _scale.print_run_summary(
+            out_console, report.run, per_worker=executor is not None,
+            labels={"needs_annotation": "not written (no face found)"},
+        )
     if report.failed or video_failed:
         raise typer.Exit(code=1)
 

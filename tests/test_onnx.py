@@ -401,7 +401,7 @@ def test_cli_errors(tmp_path: Path, monkeypatch) -> None:
     assert isinstance(result.exception, ModelNotFoundError)
     result = runner.invoke(app, ["export-onnx", "p3mnet-vitae-s", "-o", str(tmp_path / "x.onnx")])
     assert isinstance(result.exception, ModelNotFoundError)
-    assert "no weights for p3mnet-vitae-s" in str(result.exception)
+    assert "no weights for p3mnet-vitae-s" in str(result.exception) and "--random-weights" in str(result.exception)
     result = runner.invoke(
         app, ["export-onnx", "p3mnet-r34", "-o", str(tmp_path / "x.onnx"), "--size", "big"]
     )

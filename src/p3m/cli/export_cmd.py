@@ -97,9 +97,15 @@ def export_onnx_command(
         raise ConfigError("--calibration is for --int8 exports")
     chosen = None
     if not random_weights:
+        from p3m.errors import ModelNotFoundError
         from p3m.models.hub import resolve_weights
 
-        chosen = resolve_weights(weights if weights is not None else name, model=name)
+        try:
+            chosen = resolve_weights(weights if weights is not None else name, model=name)
+        except ModelNotFoundError as error:
+            if weights is not None:
+                raise
+            raise ModelNotFoundError(f"{error}; or export the untrained model with --random-weights") from None
     steps = "trace, check, verify" + (", quantise, measure" if int8 else "")
     with Console(stderr=True).status(f"exporting {name} to {output} ({steps})"):
         report = export_onnx(

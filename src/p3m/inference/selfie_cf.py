@@ -126,6 +126,19 @@ class SelfieCFConfig:
     background's), BlazePose's person mask of the crop is united with it (0 never)."""
     crop_growth_rounds: int = 3
     """How often a person crop whose mask runs into its border grows and is segmented again."""
+    implausible_below: float = 0.75
+    """A person found with a score below this is dropped when the crop's mask is person beside
+    the head on both sides, at the face's height (a face-like pattern in a texture the segmenter
+    calls person, such as gravel; the false faces there score 0.5-0.65, with two detectors agreeing)."""
+    min_view_agreement: float = 0.6
+    """A person found with a score below `implausible_below` is also dropped when the masks of
+    the crop and of its mirror image overlap less than this (IoU; real people: 0.9-1.0, a
+    face-like pattern in gravel: 0.2)."""
+    growth_max_contradiction: float = 0.1
+    """A grown crop is kept only when its mask calls person at most this fraction (of the person's
+    area) of what the smaller crop's mask was sure is background (a normal growth changes well
+    under 1 %; a wider view that mistakes a person-like object beside the person for more of
+    them changes a third)."""
     min_blob_fraction: float = 0.0002
     """Whole-frame blobs smaller than this fraction of the image are not candidate people."""
     fine_search_below: float = 0.1
@@ -258,9 +271,12 @@ def trimap_from_mask(
 # --------------------------------------------------------------------------- per-person crops
 
 
-def _segment_square(seen: np.ndarray, left: int, top: int, side: int, config: SelfieCFConfig) -> np.ndarray:
+def _segment_square(
+    seen: np.ndarray, left: int, top: int, side: int, config: SelfieCFConfig
+) -> tuple[np.ndarray, float]:
     """Person probability of the square (left, top, side) of the image, at side x side; pixels
-    beyond the frame repeat the edge (a body cut by the frame continues)."""
+    beyond the frame repeat the edge (a body cut by the frame continues); and the agreement of
+    the plain and the mirrored view (IoU of their masks > 0.5; 1 without `flip_views`)."""
     height, width = seen.shape[:2]
     inside = seen[max(0, top) : min(height, top + side), max(0, left) : min(width, left + side)]
     pads = ((max(0, -top), max(0, top + side - height)), (max(0, -left), max(0, left + side - width)), (0, 0))
@@ -272,16 +288,21 @@ def _segment_square(seen: np.ndarray, left: int, top: int, side: int, config: Se
     with _SEGMENTER_LOCK:
         segmenter = _segmenter(config.model_selection)
         mask = np.asarray(segmenter.process(square).segmentation_mask, dtype=np.float32)
+        agreement = 1.0
         if config.flip_views:
             flipped = np.asarray(segmenter.process(np.ascontiguousarray(square[:, ::-1])).segmentation_mask, dtype=np.float32)
+            plain, mirrored = mask > 0.5, flipped[:, ::-1] > 0.5
+            union = np.count_nonzero(plain | mirrored)
+            agreement = float(np.count_nonzero(plain & mirrored)) / union if union else 1.0
             mask = np.maximum(mask, flipped[:, ::-1]) if config.view_union else 0.5 * (mask + flipped[:, ::-1])
     if mask.shape != (side, side):
         mask = resize_alpha(mask, (side, side))
-    return mask
+    return mask, agreement
 
 
-def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) -> np.ndarray:
-    """Person probability inside `box` (x0, y0, x1, y1), at the box size, float32 in [0, 1].
+def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) -> tuple[np.ndarray, float]:
+    """Person probability inside `box` (x0, y0, x1, y1), at the box size, float32 in [0, 1], and
+    the lowest agreement of a view with its mirror image (see `_segment_square`).
 
     The segmenter's input is square (a long crop would be squeezed), so it gets squares around
     the box, taken from the image where it extends that far; one per framing in `crop_views`
@@ -292,6 +313,7 @@ def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) 
     height, width = seen.shape[:2]
     x0, y0, x1, y1 = box
     views = []
+    agreements = []
     for factor in config.crop_views:
         side = max(2, round(max(x1 - x0, y1 - y0) * max(1.0, factor)))
         left = int(round((x0 + x1 - side) / 2))
@@ -301,10 +323,11 @@ def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) 
             left = min(max(left, 0), width - side)
         if side <= height:
             top = min(max(top, 0), height - side)
-        square = _segment_square(seen, left, top, side, config)
+        square, agreement = _segment_square(seen, left, top, side, config)
+        agreements.append(agreement)
         views.append(square[y0 - top : y1 - top, x0 - left : x1 - left])
     combined = np.maximum.reduce(views) if config.view_union else np.mean(views, axis=0)
-    return np.clip(combined, 0.0, 1.0).astype(np.float32, copy=False)
+    return np.clip(combined, 0.0, 1.0).astype(np.float32, copy=False), min(agreements)
 
 
 def _body_extent(person: Any, width: int, height: int) -> tuple[int, int, int, int]:
@@ -356,6 +379,37 @@ def _grown(
     return None if grown == tuple(box) else grown
 
 
+def _contradicted_fraction(
+    box: Sequence[int], mask: np.ndarray, bigger: Sequence[int], bigger_mask: np.ndarray, threshold: float
+) -> float:
+    """The part of `box` that the mask of the grown crop `bigger` calls person (> threshold) while
+    the mask of `box` was sure it is not (< 0.2), as a fraction of the person area in `box`."""
+    top, left = box[1] - bigger[1], box[0] - bigger[0]
+    inner = bigger_mask[top : top + mask.shape[0], left : left + mask.shape[1]]
+    area = max(1, int(np.count_nonzero(mask > threshold)))
+    return float(np.count_nonzero((inner > threshold) & (mask < 0.2))) / area
+
+
+def _head_sides(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
+    """Mean probability beside the head, at the face's height (1.5 to 2.5 face widths either
+    side of its centre; the lower of the two sides, or the one inside the crop): about 0 for a
+    real person (the sides of a head are background, unless an arm is raised on both sides),
+    about 1 when the segmenter calls a whole textured patch person (gravel around a face-like
+    pattern). 0 for a person found without a face."""
+    if person.face is None:
+        return 0.0
+    fx0, fy0, fx1, fy1 = person.face.box
+    face_width, centre = fx1 - fx0, (fx0 + fx1) / 2 - box[0]
+    rows = slice(max(0, int(fy0) - box[1]), max(0, int(math.ceil(fy1)) - box[1]))
+    sides = []
+    for near, far in ((centre - 1.5 * face_width, centre - 2.5 * face_width), (centre + 1.5 * face_width, centre + 2.5 * face_width)):
+        lo, hi = int(max(0, min(near, far))), int(min(mask.shape[1], math.ceil(max(near, far))))
+        window = mask[rows, lo:hi]
+        if window.size and hi - lo >= 0.5 * face_width:
+            sides.append(float(window.mean()))
+    return min(sides, default=0.0)
+
+
 def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
     """Mean probability where the person surely is: the face and the chest below it (a face
     width wide, two face heights down); 0 for a person found without a face."""
@@ -384,19 +438,34 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
             continue
         first = box
-        mask = _segment_crop(seen, box, config)
+        mask, agreement = _segment_crop(seen, box, config)
+        if person.score < config.implausible_below and (
+            agreement < config.min_view_agreement or _head_sides(person, box, mask) > 0.5
+        ):
+            # A face-like pattern in a texture (gravel): the segmenter calls person all around
+            # it (no head stands in a patch of person as wide as the shoulders), or its answer
+            # changes with the side it is seen from (a real person's mask barely moves).
+            logger.debug("selfie-cf: doubtful person at %s (view agreement %.2f) dropped", person.box, agreement)
+            continue
         limit = _body_extent(person, width, height)
         for _ in range(config.crop_growth_rounds):
             bigger = _grown(box, mask, config.threshold, width, height, limit)
             if bigger is None:
                 break
-            bigger_mask = _segment_crop(seen, bigger, config)
+            bigger_mask, _ = _segment_crop(seen, bigger, config)
             # A wider view that loses the person's face and chest sees something else (the
             # segmenter's attention goes to the largest person-like thing in its square).
             if person.face is not None and _core_probability(person, bigger, bigger_mask) < min(
                 config.pose_rescue_below, _core_probability(person, box, mask)
             ):
                 logger.debug("selfie-cf: grown crop %s loses the person; kept %s", bigger, box)
+                break
+            # A wider view that calls person much of what the smaller view was sure is background
+            # sees a person-like thing beside the person (a red cup behind a shoulder in a dark
+            # photo, seen as more of an orange suit once more of it is in the square).
+            contradicted = _contradicted_fraction(box, mask, bigger, bigger_mask, config.threshold - config.person_margin)
+            if contradicted > config.growth_max_contradiction:
+                logger.debug("selfie-cf: grown crop %s contradicts %s on %.0f %% of the person; kept it", bigger, box, 100 * contradicted)
                 break
             box, mask = bigger, bigger_mask
         if config.pose_rescue_below > 0 and _core_probability(person, box, mask) < config.pose_rescue_below:

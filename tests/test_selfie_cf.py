@@ -407,3 +407,48 @@ def test_a_person_crop_grows_only_within_reach_of_the_face():
         box = _grown(box, everywhere, 0.5, 1000, 1000, limit) or box
     assert box == limit
     assert _grown(limit, np.ones((228, 160), np.float32), 0.5, 1000, 1000, limit) is None
+
+
+def test_a_grown_crop_that_sees_something_else_beside_the_person_is_not_kept(monkeypatch):
+    """A wider view that calls person what the tight crop was sure is background (a red cup
+    behind a shoulder in a dark photo) keeps the tight crop's mask."""
+    from p3m.detection.faces import Face
+    from p3m.detection.people import Person
+    from p3m.inference import selfie_cf
+
+    face = Face(box=(180.0, 100.0, 220.0, 148.0), score=0.9, detectors=("centerface",))
+    person = Person(box=(100.0, 70.0, 300.0, 300.0), score=0.9, cues=face.detectors, face=face)
+    tight = (80, 47, 320, 300)  # the person's box padded by 10 %, as _person_probability pads it
+
+    def fake_crop(seen, box, config):
+        if tuple(box) == tight:  # head and body; the body runs into the left side: the crop grows
+            mask = np.zeros((box[3] - box[1], box[2] - box[0]), np.float32)
+            mask[50:, 100:140] = 1.0
+            mask[110:, 0:200] = 1.0
+            return mask, 1.0
+        return np.ones((box[3] - box[1], box[2] - box[0]), np.float32), 1.0  # all "person"
+
+    monkeypatch.setattr(selfie_cf, "_segment_crop", fake_crop)
+    config = selfie_cf.SelfieCFConfig(pose_rescue_below=0.0)
+    probability, kept = selfie_cf._person_probability(np.zeros((300, 400, 3), np.uint8), [person], config)
+    assert kept == [person]
+    assert probability[47:150, 80:170].max() == 0.0  # beside the head: background, as the tight crop saw it
+    assert probability[160:, 80:280].min() == 1.0
+
+
+def test_a_face_like_pattern_in_gravel_is_no_person():
+    """Two face detectors see a face in scikit-image's gravel (score 0.57); the segmenter calls
+    the whole crop around it person. No head stands in a patch of person as wide as its
+    shoulders: no person, an empty matte and the note."""
+    from skimage.transform import resize
+
+    from p3m.inference.selfie_cf import NO_PERSON_NOTE, run_selfie_cf
+
+    # The patch of bench_default's gravel background (1440 x 1080) with the face-like pattern.
+    gravel = data.gravel()  # 512 x 512 grey
+    big = resize(gravel, (1440, 1440), order=1, preserve_range=True, anti_aliasing=True)[180:1260]
+    patch = np.repeat(np.round(big[:300, 550:850])[:, :, None], 3, axis=2).astype(np.uint8)
+    result = run_selfie_cf(patch)
+    assert result.people == []
+    assert float(result.alpha.max()) == 0.0
+    assert result.note == NO_PERSON_NOTE

@@ -422,10 +422,14 @@ def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> floa
     return float(core.mean()) if core.size else 0.0
 
 
-def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieCFConfig) -> np.ndarray:
-    """The united per-person probabilities (maximum), float32 at the image size."""
+def _person_probability(
+    seen: np.ndarray, people: Sequence[Any], config: SelfieCFConfig
+) -> tuple[np.ndarray, list[Any]]:
+    """The united per-person probabilities (maximum), float32 at the image size, and the people
+    kept (a doubtful face whose crop does not look like a person is dropped)."""
     height, width = seen.shape[:2]
     united = np.zeros((height, width), dtype=np.float32)
+    kept = []
     for person in people:
         x0, y0, x1, y1 = person.box
         pad_x, pad_y = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
@@ -436,6 +440,7 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
             min(height, int(math.ceil(y1 + pad_y))),
         )
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            kept.append(person)
             continue
         first = box
         mask, agreement = _segment_crop(seen, box, config)
@@ -447,6 +452,7 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
             # changes with the side it is seen from (a real person's mask barely moves).
             logger.debug("selfie-cf: doubtful person at %s (view agreement %.2f) dropped", person.box, agreement)
             continue
+        kept.append(person)
         limit = _body_extent(person, width, height)
         for _ in range(config.crop_growth_rounds):
             bigger = _grown(box, mask, config.threshold, width, height, limit)
@@ -482,7 +488,7 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
                 np.maximum(window, rescue, out=window)
         region = united[box[1] : box[3], box[0] : box[2]]
         np.maximum(region, mask, out=region)
-    return united
+    return united, kept
 
 
 def _blob_boxes(
@@ -721,7 +727,9 @@ def run_selfie_cf(
         if config.people:
             people = _find_people(seen, whole, config)
         if people:
-            probability = _person_probability(seen, people, config)
+            probability, people = _person_probability(seen, people, config)
+        if people:
+            pass  # the united per-person masks
         elif config.people and config.require_person:
             probability = np.zeros((height, width), dtype=np.float32)
             note = NO_PERSON_NOTE

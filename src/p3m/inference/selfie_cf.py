@@ -36,7 +36,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,11 @@ class SelfieCFConfig:
     same at every exposure. The compositing equation stays true under a linear map."""
     crop_side: int = 512
     """Person crops are given to the segmenter with their longer side at most this long."""
+    crop_models: tuple[int, ...] | None = (0, 1)
+    """MediaPipe selfie models that segment each person crop: where the first one is unsure
+    (probability 0.2-0.8), the mean of their masks is taken (the general and the landscape model
+    err on different things: a held helmet, a person-coloured cup behind a shoulder). None:
+    `model_selection` only."""
     crop_views: tuple[float, ...] = (1.0,)
     """Framings of each person crop (square side / the crop's longer side, at least 1)."""
     flip_views: bool = True
@@ -285,16 +290,25 @@ def _segment_square(
     if target != side:
         square = shrink_image(np.ascontiguousarray(square), (target, target))
     square = np.ascontiguousarray(square)
+    masks = []
+    agreement = 1.0
     with _SEGMENTER_LOCK:
-        segmenter = _segmenter(config.model_selection)
-        mask = np.asarray(segmenter.process(square).segmentation_mask, dtype=np.float32)
-        agreement = 1.0
-        if config.flip_views:
-            flipped = np.asarray(segmenter.process(np.ascontiguousarray(square[:, ::-1])).segmentation_mask, dtype=np.float32)
-            plain, mirrored = mask > 0.5, flipped[:, ::-1] > 0.5
-            union = np.count_nonzero(plain | mirrored)
-            agreement = float(np.count_nonzero(plain & mirrored)) / union if union else 1.0
-            mask = np.maximum(mask, flipped[:, ::-1]) if config.view_union else 0.5 * (mask + flipped[:, ::-1])
+        for model in config.crop_models or (config.model_selection,):
+            segmenter = _segmenter(model)
+            mask = np.asarray(segmenter.process(square).segmentation_mask, dtype=np.float32)
+            if config.flip_views:
+                flipped = np.asarray(segmenter.process(np.ascontiguousarray(square[:, ::-1])).segmentation_mask, dtype=np.float32)
+                if not masks:  # the agreement of the first model's views
+                    plain, mirrored = mask > 0.5, flipped[:, ::-1] > 0.5
+                    union = np.count_nonzero(plain | mirrored)
+                    agreement = float(np.count_nonzero(plain & mirrored)) / union if union else 1.0
+                mask = np.maximum(mask, flipped[:, ::-1]) if config.view_union else 0.5 * (mask + flipped[:, ::-1])
+            masks.append(mask)
+    mask = masks[0]
+    if len(masks) > 1:
+        # The other models have a say only where the first is unsure (0.2-0.8): each model alone
+        # errs on different things, and the general model is right where it is sure.
+        mask = np.where(np.abs(mask - 0.5) > 0.3, mask, np.mean(masks, axis=0))
     if mask.shape != (side, side):
         mask = resize_alpha(mask, (side, side))
     return mask, agreement
@@ -444,8 +458,14 @@ def _person_probability(
             continue
         first = box
         mask, agreement = _segment_crop(seen, box, config)
+        if person.score < config.implausible_below:
+            # The checks below are made on the general model's mask alone (as calibrated).
+            if config.crop_models is not None and len(config.crop_models) > 1:
+                check, agreement = _segment_crop(seen, box, replace(config, crop_models=config.crop_models[:1]))
+            else:
+                check = mask
         if person.score < config.implausible_below and (
-            agreement < config.min_view_agreement or _head_sides(person, box, mask) > 0.5
+            agreement < config.min_view_agreement or _head_sides(person, box, check) > 0.5
         ):
             # A face-like pattern in a texture (gravel): the segmenter calls person all around
             # it (no head stands in a patch of person as wide as the shoulders), or its answer

@@ -452,3 +452,30 @@ def test_a_face_like_pattern_in_gravel_is_no_person():
     assert result.people == []
     assert float(result.alpha.max()) == 0.0
     assert result.note == NO_PERSON_NOTE
+
+
+def test_a_second_selfie_model_decides_where_the_first_is_unsure(portrait_alpha):
+    """The portrait cut out with its own matte, 256 px tall, over scikit-image's coffee (a red
+    cup behind the orange suit), at 25 % exposure: where the general model is unsure, the
+    landscape model's opinion brings the person crop's mask close to the true shape."""
+    from p3m.detection.exposure import normalize_exposure
+    from p3m.inference.selfie_cf import SelfieCFConfig, _segment_crop
+    from p3m.inference.upsample import resize_alpha, shrink_image
+
+    height, width = 256, 192
+    person = shrink_image(PORTRAIT, (height, width)).astype(np.float32)
+    alpha = np.clip(resize_alpha(portrait_alpha, (height, width)), 0.0, 1.0)[:, :, None]
+    frame = shrink_image(data.coffee(), (2 * height, 2 * height)).astype(np.float32)
+    window = (slice(height, None), slice(128, 128 + width))
+    frame[window] = person * alpha + frame[window] * (1.0 - alpha)
+    seen, _ = normalize_exposure(np.round(frame * 0.25).astype(np.uint8))
+    box = (80, 224, 368, 512)
+    truth = np.zeros(frame.shape[:2], bool)
+    truth[window] = alpha[:, :, 0] > 0.5
+    truth = truth[box[1] : box[3], box[0] : box[2]]
+    errors = {}
+    for name, config in (("general", SelfieCFConfig(crop_models=(0,))), ("default", SelfieCFConfig())):
+        mask, _ = _segment_crop(seen, box, config)
+        errors[name] = float(((mask > 0.4) ^ truth).mean())
+    assert errors["default"] < 0.018, errors  # general model alone: 0.026
+    assert errors["default"] < 0.7 * errors["general"], errors

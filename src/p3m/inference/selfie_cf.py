@@ -16,8 +16,11 @@ the pipeline is people-aware:
    and a note (`SelfieCFConfig.require_person`), not a guess.
 4. **Per-person segmentation**: each person is segmented in a square crop around them (the
    model's input is square: a row of people is not squeezed into it, a distant person is seen at
-   a useful size), also mirrored; a crop whose mask runs into its border grows and is segmented
-   again. The per-person masks are united (maximum).
+   a useful size), also mirrored, by the general model and, where it is unsure, the landscape
+   model too; a crop whose mask runs into its border grows and is segmented again, unless the
+   wider view calls person what the tighter one was sure is background. A doubtful face whose
+   crop is person on both sides of the head, or whose mirrored views disagree, is not a person
+   (face-like patterns in gravel). The per-person masks are united (maximum).
 5. **Trimap and closed-form matting** (Levin, Lischinski & Weiss, TPAMI 2008;
    `p3m.inference.closed_form`, which never fails on thin or empty regions): only in regions
    around the people, at one scale chosen so that at most `solve_pixels` pixels per person are

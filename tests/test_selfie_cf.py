@@ -408,3 +408,75 @@ def test_a_person_crop_grows_only_within_reach_of_the_face():
         box = _grown(box, everywhere, 0.5, 1000, 1000, limit) or box
     assert box == limit
     assert _grown(limit, np.ones((228, 160), np.float32), 0.5, 1000, 1000, limit) is None
+
+
+def test_a_grown_crop_that_sees_something_else_beside_the_person_is_not_kept(monkeypatch):
+    """A wider view that calls person what the tight crop was sure is background (a red cup
+    behind a shoulder in a dark photo) keeps the tight crop's mask."""
+    from p3m.detection.faces import Face
+    from p3m.detection.people import Person
+    from p3m.inference import selfie_cf
+
+    face = Face(box=(180.0, 100.0, 220.0, 148.0), score=0.9, detectors=("centerface",))
+    person = Person(box=(100.0, 70.0, 300.0, 300.0), score=0.9, cues=face.detectors, face=face)
+    tight = (80, 47, 320, 300)  # the person's box padded by 10 %, as _person_probability pads it
+
+    def fake_crop(seen, box, config):
+        if tuple(box) == tight:  # head and body; the body runs into the left side: the crop grows
+            mask = np.zeros((box[3] - box[1], box[2] - box[0]), np.float32)
+            mask[50:, 100:140] = 1.0
+            mask[110:, 0:200] = 1.0
+            return mask, 1.0
+        return np.ones((box[3] - box[1], box[2] - box[0]), np.float32), 1.0  # all "person"
+
+    monkeypatch.setattr(selfie_cf, "_segment_crop", fake_crop)
+    config = selfie_cf.SelfieCFConfig(pose_rescue_below=0.0)
+    probability, kept = selfie_cf._person_probability(np.zeros((300, 400, 3), np.uint8), [person], config)
+    assert kept == [person]
+    assert probability[47:150, 80:170].max() == 0.0  # beside the head: background, as the tight crop saw it
+    assert probability[160:, 80:280].min() == 1.0
+
+
+def test_a_face_like_pattern_in_gravel_is_no_person():
+    """Two face detectors see a face in scikit-image's gravel (score 0.57); the segmenter calls
+    the whole crop around it person. No head stands in a patch of person as wide as its
+    shoulders: no person, an empty matte and the note."""
+    from skimage.transform import resize
+
+    from p3m.inference.selfie_cf import NO_PERSON_NOTE, run_selfie_cf
+
+    # The patch of bench_default's gravel background (1440 x 1080) with the face-like pattern.
+    gravel = data.gravel()  # 512 x 512 grey
+    big = resize(gravel, (1440, 1440), order=1, preserve_range=True, anti_aliasing=True)[180:1260]
+    patch = np.repeat(np.round(big[:300, 550:850])[:, :, None], 3, axis=2).astype(np.uint8)
+    result = run_selfie_cf(patch)
+    assert result.people == []
+    assert float(result.alpha.max()) == 0.0
+    assert result.note == NO_PERSON_NOTE
+
+
+def test_a_second_selfie_model_decides_where_the_first_is_unsure(portrait_alpha):
+    """The portrait cut out with its own matte, 256 px tall, over scikit-image's coffee (a red
+    cup behind the orange suit), at 25 % exposure: where the general model is unsure, the
+    landscape model's opinion brings the person crop's mask close to the true shape."""
+    from p3m.detection.exposure import normalize_exposure
+    from p3m.inference.selfie_cf import SelfieCFConfig, _segment_crop
+    from p3m.inference.upsample import resize_alpha, shrink_image
+
+    height, width = 256, 192
+    person = shrink_image(PORTRAIT, (height, width)).astype(np.float32)
+    alpha = np.clip(resize_alpha(portrait_alpha, (height, width)), 0.0, 1.0)[:, :, None]
+    frame = shrink_image(data.coffee(), (2 * height, 2 * height)).astype(np.float32)
+    window = (slice(height, None), slice(128, 128 + width))
+    frame[window] = person * alpha + frame[window] * (1.0 - alpha)
+    seen, _ = normalize_exposure(np.round(frame * 0.25).astype(np.uint8))
+    box = (80, 224, 368, 512)
+    truth = np.zeros(frame.shape[:2], bool)
+    truth[window] = alpha[:, :, 0] > 0.5
+    truth = truth[box[1] : box[3], box[0] : box[2]]
+    errors = {}
+    for name, config in (("general", SelfieCFConfig(crop_models=(0,))), ("default", SelfieCFConfig())):
+        mask, _ = _segment_crop(seen, box, config)
+        errors[name] = float(((mask > 0.4) ^ truth).mean())
+    assert errors["default"] < 0.018, errors  # general model alone: 0.026
+    assert errors["default"] < 0.7 * errors["general"], errors

@@ -16,8 +16,11 @@ the pipeline is people-aware:
    and a note (`SelfieCFConfig.require_person`), not a guess.
 4. **Per-person segmentation**: each person is segmented in a square crop around them (the
    model's input is square: a row of people is not squeezed into it, a distant person is seen at
-   a useful size), also mirrored; a crop whose mask runs into its border grows and is segmented
-   again. The per-person masks are united (maximum).
+   a useful size), also mirrored, by the general model and, where it is unsure, the landscape
+   model too; a crop whose mask runs into its border grows and is segmented again, unless the
+   wider view calls person what the tighter one was sure is background. A doubtful face whose
+   crop is person on both sides of the head, or whose mirrored views disagree, is not a person
+   (face-like patterns in gravel). The per-person masks are united (maximum).
 5. **Trimap and closed-form matting** (Levin, Lischinski & Weiss, TPAMI 2008;
    `p3m.inference.closed_form`, which never fails on thin or empty regions): only in regions
    around the people, at one scale chosen so that at most `solve_pixels` pixels per person are
@@ -36,7 +39,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -113,6 +116,11 @@ class SelfieCFConfig:
     same at every exposure. The compositing equation stays true under a linear map."""
     crop_side: int = 512
     """Person crops are given to the segmenter with their longer side at most this long."""
+    crop_models: tuple[int, ...] | None = (0, 1)
+    """MediaPipe selfie models that segment each person crop: where the first one is unsure
+    (probability 0.2-0.8), the mean of their masks is taken (the general and the landscape model
+    err on different things: a held helmet, a person-coloured cup behind a shoulder). None:
+    `model_selection` only."""
     crop_views: tuple[float, ...] = (1.0,)
     """Framings of each person crop (square side / the crop's longer side, at least 1)."""
     flip_views: bool = True
@@ -126,6 +134,19 @@ class SelfieCFConfig:
     background's), BlazePose's person mask of the crop is united with it (0 never)."""
     crop_growth_rounds: int = 3
     """How often a person crop whose mask runs into its border grows and is segmented again."""
+    implausible_below: float = 0.75
+    """A person found with a score below this is dropped when the crop's mask is person beside
+    the head on both sides, at the face's height (a face-like pattern in a texture the segmenter
+    calls person, such as gravel; the false faces there score 0.5-0.65, with two detectors agreeing)."""
+    min_view_agreement: float = 0.6
+    """A person found with a score below `implausible_below` is also dropped when the masks of
+    the crop and of its mirror image overlap less than this (IoU; real people: 0.9-1.0, a
+    face-like pattern in gravel: 0.2)."""
+    growth_max_contradiction: float = 0.1
+    """A grown crop is kept only when its mask calls person at most this fraction (of the person's
+    area) of what the smaller crop's mask was sure is background (a normal growth changes well
+    under 1 %; a wider view that mistakes a person-like object beside the person for more of
+    them changes a third)."""
     min_blob_fraction: float = 0.0002
     """Whole-frame blobs smaller than this fraction of the image are not candidate people."""
     fine_search_below: float = 0.1
@@ -258,9 +279,12 @@ def trimap_from_mask(
 # --------------------------------------------------------------------------- per-person crops
 
 
-def _segment_square(seen: np.ndarray, left: int, top: int, side: int, config: SelfieCFConfig) -> np.ndarray:
+def _segment_square(
+    seen: np.ndarray, left: int, top: int, side: int, config: SelfieCFConfig
+) -> tuple[np.ndarray, float]:
     """Person probability of the square (left, top, side) of the image, at side x side; pixels
-    beyond the frame repeat the edge (a body cut by the frame continues)."""
+    beyond the frame repeat the edge (a body cut by the frame continues); and the agreement of
+    the plain and the mirrored view (IoU of their masks > 0.5; 1 without `flip_views`)."""
     height, width = seen.shape[:2]
     inside = seen[max(0, top) : min(height, top + side), max(0, left) : min(width, left + side)]
     pads = ((max(0, -top), max(0, top + side - height)), (max(0, -left), max(0, left + side - width)), (0, 0))
@@ -269,19 +293,33 @@ def _segment_square(seen: np.ndarray, left: int, top: int, side: int, config: Se
     if target != side:
         square = shrink_image(np.ascontiguousarray(square), (target, target))
     square = np.ascontiguousarray(square)
+    masks = []
+    agreement = 1.0
     with _SEGMENTER_LOCK:
-        segmenter = _segmenter(config.model_selection)
-        mask = np.asarray(segmenter.process(square).segmentation_mask, dtype=np.float32)
-        if config.flip_views:
-            flipped = np.asarray(segmenter.process(np.ascontiguousarray(square[:, ::-1])).segmentation_mask, dtype=np.float32)
-            mask = np.maximum(mask, flipped[:, ::-1]) if config.view_union else 0.5 * (mask + flipped[:, ::-1])
+        for model in config.crop_models or (config.model_selection,):
+            segmenter = _segmenter(model)
+            mask = np.asarray(segmenter.process(square).segmentation_mask, dtype=np.float32)
+            if config.flip_views:
+                flipped = np.asarray(segmenter.process(np.ascontiguousarray(square[:, ::-1])).segmentation_mask, dtype=np.float32)
+                if not masks:  # the agreement of the first model's views
+                    plain, mirrored = mask > 0.5, flipped[:, ::-1] > 0.5
+                    union = np.count_nonzero(plain | mirrored)
+                    agreement = float(np.count_nonzero(plain & mirrored)) / union if union else 1.0
+                mask = np.maximum(mask, flipped[:, ::-1]) if config.view_union else 0.5 * (mask + flipped[:, ::-1])
+            masks.append(mask)
+    mask = masks[0]
+    if len(masks) > 1:
+        # The other models have a say only where the first is unsure (0.2-0.8): each model alone
+        # errs on different things, and the general model is right where it is sure.
+        mask = np.where(np.abs(mask - 0.5) > 0.3, mask, np.mean(masks, axis=0))
     if mask.shape != (side, side):
         mask = resize_alpha(mask, (side, side))
-    return mask
+    return mask, agreement
 
 
-def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) -> np.ndarray:
-    """Person probability inside `box` (x0, y0, x1, y1), at the box size, float32 in [0, 1].
+def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) -> tuple[np.ndarray, float]:
+    """Person probability inside `box` (x0, y0, x1, y1), at the box size, float32 in [0, 1], and
+    the lowest agreement of a view with its mirror image (see `_segment_square`).
 
     The segmenter's input is square (a long crop would be squeezed), so it gets squares around
     the box, taken from the image where it extends that far; one per framing in `crop_views`
@@ -292,6 +330,7 @@ def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) 
     height, width = seen.shape[:2]
     x0, y0, x1, y1 = box
     views = []
+    agreements = []
     for factor in config.crop_views:
         side = max(2, round(max(x1 - x0, y1 - y0) * max(1.0, factor)))
         left = int(round((x0 + x1 - side) / 2))
@@ -301,10 +340,11 @@ def _segment_crop(seen: np.ndarray, box: Sequence[int], config: SelfieCFConfig) 
             left = min(max(left, 0), width - side)
         if side <= height:
             top = min(max(top, 0), height - side)
-        square = _segment_square(seen, left, top, side, config)
+        square, agreement = _segment_square(seen, left, top, side, config)
+        agreements.append(agreement)
         views.append(square[y0 - top : y1 - top, x0 - left : x1 - left])
     combined = np.maximum.reduce(views) if config.view_union else np.mean(views, axis=0)
-    return np.clip(combined, 0.0, 1.0).astype(np.float32, copy=False)
+    return np.clip(combined, 0.0, 1.0).astype(np.float32, copy=False), min(agreements)
 
 
 def _body_extent(person: Any, width: int, height: int) -> tuple[int, int, int, int]:
@@ -356,6 +396,37 @@ def _grown(
     return None if grown == tuple(box) else grown
 
 
+def _contradicted_fraction(
+    box: Sequence[int], mask: np.ndarray, bigger: Sequence[int], bigger_mask: np.ndarray, threshold: float
+) -> float:
+    """The part of `box` that the mask of the grown crop `bigger` calls person (> threshold) while
+    the mask of `box` was sure it is not (< 0.2), as a fraction of the person area in `box`."""
+    top, left = box[1] - bigger[1], box[0] - bigger[0]
+    inner = bigger_mask[top : top + mask.shape[0], left : left + mask.shape[1]]
+    area = max(1, int(np.count_nonzero(mask > threshold)))
+    return float(np.count_nonzero((inner > threshold) & (mask < 0.2))) / area
+
+
+def _head_sides(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
+    """Mean probability beside the head, at the face's height (1.5 to 2.5 face widths either
+    side of its centre; the lower of the two sides, or the one inside the crop): about 0 for a
+    real person (the sides of a head are background, unless an arm is raised on both sides),
+    about 1 when the segmenter calls a whole textured patch person (gravel around a face-like
+    pattern). 0 for a person found without a face."""
+    if person.face is None:
+        return 0.0
+    fx0, fy0, fx1, fy1 = person.face.box
+    face_width, centre = fx1 - fx0, (fx0 + fx1) / 2 - box[0]
+    rows = slice(max(0, int(fy0) - box[1]), max(0, int(math.ceil(fy1)) - box[1]))
+    sides = []
+    for near, far in ((centre - 1.5 * face_width, centre - 2.5 * face_width), (centre + 1.5 * face_width, centre + 2.5 * face_width)):
+        lo, hi = int(max(0, min(near, far))), int(min(mask.shape[1], math.ceil(max(near, far))))
+        window = mask[rows, lo:hi]
+        if window.size and hi - lo >= 0.5 * face_width:
+            sides.append(float(window.mean()))
+    return min(sides, default=0.0)
+
+
 def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
     """Mean probability where the person surely is: the face and the chest below it (a face
     width wide, two face heights down); 0 for a person found without a face."""
@@ -368,10 +439,14 @@ def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> floa
     return float(core.mean()) if core.size else 0.0
 
 
-def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieCFConfig) -> np.ndarray:
-    """The united per-person probabilities (maximum), float32 at the image size."""
+def _person_probability(
+    seen: np.ndarray, people: Sequence[Any], config: SelfieCFConfig
+) -> tuple[np.ndarray, list[Any]]:
+    """The united per-person probabilities (maximum), float32 at the image size, and the people
+    kept (a doubtful face whose crop does not look like a person is dropped)."""
     height, width = seen.shape[:2]
     united = np.zeros((height, width), dtype=np.float32)
+    kept = []
     for person in people:
         x0, y0, x1, y1 = person.box
         pad_x, pad_y = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
@@ -382,21 +457,44 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
             min(height, int(math.ceil(y1 + pad_y))),
         )
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            kept.append(person)
             continue
         first = box
-        mask = _segment_crop(seen, box, config)
+        mask, agreement = _segment_crop(seen, box, config)
+        if person.score < config.implausible_below:
+            # The checks below are made on the general model's mask alone (as calibrated).
+            if config.crop_models is not None and len(config.crop_models) > 1:
+                check, agreement = _segment_crop(seen, box, replace(config, crop_models=config.crop_models[:1]))
+            else:
+                check = mask
+        if person.score < config.implausible_below and (
+            agreement < config.min_view_agreement or _head_sides(person, box, check) > 0.5
+        ):
+            # A face-like pattern in a texture (gravel): the segmenter calls person all around
+            # it (no head stands in a patch of person as wide as the shoulders), or its answer
+            # changes with the side it is seen from (a real person's mask barely moves).
+            logger.debug("selfie-cf: doubtful person at %s (view agreement %.2f) dropped", person.box, agreement)
+            continue
+        kept.append(person)
         limit = _body_extent(person, width, height)
         for _ in range(config.crop_growth_rounds):
             bigger = _grown(box, mask, config.threshold, width, height, limit)
             if bigger is None:
                 break
-            bigger_mask = _segment_crop(seen, bigger, config)
+            bigger_mask, _ = _segment_crop(seen, bigger, config)
             # A wider view that loses the person's face and chest sees something else (the
             # segmenter's attention goes to the largest person-like thing in its square).
             if person.face is not None and _core_probability(person, bigger, bigger_mask) < min(
                 config.pose_rescue_below, _core_probability(person, box, mask)
             ):
                 logger.debug("selfie-cf: grown crop %s loses the person; kept %s", bigger, box)
+                break
+            # A wider view that calls person much of what the smaller view was sure is background
+            # sees a person-like thing beside the person (a red cup behind a shoulder in a dark
+            # photo, seen as more of an orange suit once more of it is in the square).
+            contradicted = _contradicted_fraction(box, mask, bigger, bigger_mask, config.threshold - config.person_margin)
+            if contradicted > config.growth_max_contradiction:
+                logger.debug("selfie-cf: grown crop %s contradicts %s on %.0f %% of the person; kept it", bigger, box, 100 * contradicted)
                 break
             box, mask = bigger, bigger_mask
         if config.pose_rescue_below > 0 and _core_probability(person, box, mask) < config.pose_rescue_below:
@@ -413,7 +511,7 @@ def _person_probability(seen: np.ndarray, people: Sequence[Any], config: SelfieC
                 np.maximum(window, rescue, out=window)
         region = united[box[1] : box[3], box[0] : box[2]]
         np.maximum(region, mask, out=region)
-    return united
+    return united, kept
 
 
 def _blob_boxes(
@@ -652,7 +750,9 @@ def run_selfie_cf(
         if config.people:
             people = _find_people(seen, whole, config)
         if people:
-            probability = _person_probability(seen, people, config)
+            probability, people = _person_probability(seen, people, config)
+        if people:
+            pass  # the united per-person masks
         elif config.people and config.require_person:
             probability = np.zeros((height, width), dtype=np.float32)
             note = NO_PERSON_NOTE

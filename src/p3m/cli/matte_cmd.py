@@ -320,12 +320,14 @@ def _matte_files(
 
 def _note_left_out(err: Any, left_out: list[Path], videos: list[Path]) -> None:
     """One line on what the folders held but the run does not take (not videos: they run)."""
+    from p3m.inference.batch import OUTPUT_KINDS
     from p3m.io import IMAGE_SUFFIXES
 
     taken = {path.resolve() for path in videos}
+    own_endings = tuple(f"_{kind}" for kind in OUTPUT_KINDS)  # p3m's video outputs, <stem>_alpha.mov ...
     folders = [path for path in left_out if path.is_dir()]
     files = [path for path in left_out if not path.is_dir() and path.resolve() not in taken and path.name != "shards.jsonl"
-             and not path.stem.endswith(("_alpha", "_rgba", "_foreground", "_composite", "_trimap"))]  # fmt: skip
+             and not path.stem.endswith(own_endings)]  # fmt: skip
     parts = []
     if files:
         shown = ", ".join(path.name for path in files[:3]) + (", ..." if len(files) > 3 else "")

@@ -35,3 +35,49 @@ def test_a_user_error_is_one_red_line_and_exit_code_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {missing}: prediction folder not found"]
     assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line_before_anything_loads() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "p3m.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: the port is already in use "
+        "(another p3m serve? pick another with --port)"
+    ]
+    assert "serving" not in result.stdout  # no URL printed for a server that never ran
+
+
+def test_listening_socket_is_bound_and_listening() -> None:
+    import pytest
+
+    pytest.importorskip("fastapi")
+    from p3m.errors import ConfigError
+    from p3m.serve import listening_socket
+
+    with listening_socket("127.0.0.1", 0) as sock:
+        import socket
+
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the kernel accepts the connection into the backlog: it listens
+    with pytest.raises(ConfigError, match="unknown host"):
+        listening_socket("no-such-host.invalid", 0)
+
+
+def test_command_help_is_reflowed_to_the_terminal_width() -> None:
+    from p3m.cli import app, reflow_help
+
+    text = "First line.\n\n    Joined\n    here.\n    - a bullet\n      keeps its line\n\n    Next."
+    assert reflow_help(text) == "First line.\n\nJoined here.\n- a bullet\n  keeps its line\n\nNext."
+    anonymize = next(c for c in app.registered_commands if c.name == "anonymize")
+    assert anonymize.help is not None and "Single-image mode: `p3m anonymize IMAGE" in anonymize.help

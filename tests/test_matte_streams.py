@@ -96,11 +96,14 @@ def test_stdin_to_a_folder_and_stream_errors(portrait_jpeg, tmp_path):
     assert result.exit_code == 0, result.output
     assert np.asarray(Image.open(out / "stdin_alpha.png")).shape == (128, 96)
     # Bad input on stdin: one line, nothing on stdout.
+    # An image that cannot be matted is exit code 1 as in a folder run (2 is for usage errors).
     broken = runner.invoke(app, ["matte", "-", "-o", "-"], input=portrait_jpeg[: len(portrait_jpeg) // 3])
-    assert broken.exit_code != 0 and broken.stdout_bytes == b""
-    assert "stdin" in str(broken.exception) and "\n" not in str(broken.exception)
+    assert broken.exit_code == 1 and broken.stdout_bytes == b""
+    errors = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: stdin: "), broken.stderr
     empty = runner.invoke(app, ["matte", "-", "-o", "-"], input=b"")
-    assert empty.stdout_bytes == b"" and "no image data" in str(empty.exception)
+    assert empty.exit_code == 1 and empty.stdout_bytes == b""
+    assert "error: stdin: no image data on stdin" in empty.stderr
     # stdout holds one image: a folder or several inputs are refused before any work.
     for inputs in ([str(tmp_path)], [str(out / "stdin_alpha.png"), str(out / "stdin_alpha.png")]):
         refused = runner.invoke(app, ["matte", *inputs, "-o", "-"])

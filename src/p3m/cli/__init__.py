@@ -8,6 +8,7 @@ on `app` through `register(app)`. Command modules import heavy libraries
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import sys
 
@@ -52,9 +53,37 @@ def _root(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def reflow_help(text: str | None) -> str | None:
+    """A docstring as command help: the lines of each paragraph joined into one, so that the
+    terminal wraps it at its own width (Typer's rich mode keeps single line breaks, which leaves
+    ragged lines in a terminal narrower than the source). Lines that start with spaces, "- " or
+    "* " (examples, lists) keep their own line."""
+    if text is None:
+        return None
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines = paragraph.split("\n")
+        joined = lines[0]
+        for line in lines[1:]:
+            keeps_its_line = line.startswith((" ", "- ", "* ", "\b"))
+            joined += ("\n" if keeps_its_line else " ") + line
+        paragraphs.append(joined)
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_commands(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        if command.help is None and command.callback is not None:
+            command.help = reflow_help(command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_commands(group.typer_instance)
+
+
 def _register_all() -> None:
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(app)
+    _reflow_commands(app)
 
 
 _register_all()

@@ -366,12 +366,7 @@ def _matte_stream(
     if not to_stdout and not overwrite and not job.missing(kinds):
         err.print(f"kept {name}: its outputs exist (use --overwrite to redo them)", highlight=False)
         return
-    if inputs[0] == STDIO:
-        payload = sys.stdin.buffer.read()
-        if not payload:
-            raise ImageReadError("no image data on stdin", "stdin")
-    else:
-        payload = Path(inputs[0])
+    payload: bytes | Path = sys.stdin.buffer.read() if inputs[0] == STDIO else Path(inputs[0])
 
     def say(text: str) -> None:
         err.print(text, highlight=False, soft_wrap=True)
@@ -379,11 +374,14 @@ def _matte_stream(
     with _stdout_for_the_image() as image_out:
         matter = _load_matter(options, say, say)
         try:
+            if not payload:
+                raise ImageReadError("no image data on stdin", "stdin")
             image, input_alpha = load_image_and_alpha(payload)
         except ImageReadError as error:
-            if error.path is None:
-                raise ImageReadError(error.problem, name) from None
-            raise
+            # An image that cannot be matted is exit code 1, as in a folder run; 2 is for usage.
+            problem = error if error.path is not None else ImageReadError(error.problem, name)
+            err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         kinds_needing_colour = {"rgba", "foreground", "composite"}
         wanted = kinds[:1] if to_stdout else kinds
         result = matter(

@@ -49,7 +49,7 @@ def serve(
 ) -> None:
     """Serve the matting and anonymisation API and a web page at http://HOST:PORT/ (models are loaded first)."""
     from p3m.errors import MissingDependencyError
-    from p3m.serve import ServeConfig, create_app
+    from p3m.serve import ServeConfig, create_app, listening_socket
 
     try:
         import uvicorn
@@ -66,12 +66,16 @@ def serve(
         max_queue=queue,
         timeout=timeout,
     )
-    app = create_app(config, preload=True)
-    typer.echo(
-        f"p3m serving on http://{host}:{port}/ (model {app.state.pool.loaded.name}, "
-        f"{config.worker_count} worker(s), queue {queue}, timeout {timeout:g} s); Ctrl+C stops it"
-    )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    sock = listening_socket(host, port)  # a busy port fails here, before the models load
+    with sock:
+        app = create_app(config, preload=True)
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(
+            f"p3m serving on http://{shown}:{sock.getsockname()[1]}/ (model {app.state.pool.loaded.name}, "
+            f"{config.worker_count} worker(s), queue {queue}, timeout {timeout:g} s); Ctrl+C stops it"
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+        server.run(sockets=[sock])
 
 
 def register(app: typer.Typer) -> None:

@@ -247,3 +247,23 @@ def test_an_output_path_that_is_a_file_gets_one_line(tmp_path):
         message = str(result.exception) if result.exception and not isinstance(result.exception, SystemExit) else result.output
         assert "notadir: is a file, not a folder" in message and "Traceback" not in message
     assert blocker.read_text() == "x"
+
+
+def test_single_image_mode_takes_a_folder_and_never_writes_over_an_input(tmp_path):
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cat = np.ascontiguousarray(data.chelsea()[:120, :160])
+    _save(photos / "cat.jpg", cat)
+    (photos / "notes.txt").write_text("not an image")
+    result = _run(str(photos), "-o", str(tmp_path / "out"), "--no-alpha", "--no-audit")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(r["name"], r["status"]) for r in manifest["images"]] == [("cat", "needs_annotation")], result.output
+    # Writing into the photos' own folder: cat.png would replace the photo, so that image fails.
+    source = _save(photos / "cat.png", cat)
+    before = source.read_bytes()
+    result = _run(str(source), "-o", str(photos), "--no-alpha", "--no-audit")
+    assert result.exit_code == 1, result.output
+    assert f"its output {source} would overwrite its own input" in result.output
+    assert source.read_bytes() == before

@@ -253,6 +253,19 @@ def test_items_writing_the_same_output_fail_alone(tmp_path: Path) -> None:
     assert read_journal(tmp_path / "j.jsonl")["a-again"].status == "failed"
 
 
+def test_an_input_file_is_never_an_output(tmp_path: Path) -> None:
+    """`p3m anonymize a.png -o <a's folder>` would write a.png over the photo: that item fails
+    with one line, also when the output is another item's input; the input bytes stay."""
+    items = make_items(tmp_path / "x", {"a": "1", "b": "2", "c": "3"})
+    own = Item("a", items[0].source, {"upper": items[0].source})
+    other = Item("b", items[1].source, {"upper": items[2].source})
+    report = run_items([own, other, items[2]], CopyTask(), tmp_path / "j.jsonl")
+    assert [r.status for r in report.records] == ["failed", "failed", "done"]
+    assert f"its output {items[0].source} would overwrite its own input" in report.records[0].error
+    assert f"would overwrite the input {items[2].source}" in report.records[1].error
+    assert items[0].source.read_text() == "1" and items[2].source.read_text() == "3"
+
+
 def test_a_task_factory_is_built_once_here_and_threads_are_set_for_the_run(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     built: list[CopyTask] = []

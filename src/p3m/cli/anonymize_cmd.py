@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -243,6 +243,7 @@ def anonymize_command(
     # Video files go to p3m.video; when only videos were given, that is the whole run.
     from p3m.cli.video_cmd import anonymize_video_inputs, split_video_files
 
+    folders_given = [path for path in images if path.is_dir()]
     images, videos = split_video_files(images)
     video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
     if videos and not images:
@@ -261,6 +262,9 @@ def anonymize_command(
         if not samples:
             raise ConfigError(f"no images found in {images_dir or ', '.join(map(str, input_lists or ()))}")
     else:
+        images = _expand_folders(images, out, err)
+        if not images:
+            raise ConfigError("no images found in " + ", ".join(map(str, folders_given)))
         if alpha and len(alpha) != len(images):
             raise ConfigError(f"--alpha given {len(alpha)} time(s) for {len(images)} image(s)")
         alphas = files_by_stem(alphas_dir) if alphas_dir is not None else {}
@@ -390,3 +394,23 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
 def register(app: typer.Typer) -> None:
     """Add `p3m anonymize` to the command line."""
     app.command("anonymize")(anonymize_command)
+
+
+def _expand_folders(images: list[Path], out: Path, err: Any) -> list[Path]:
+    """Single-image mode: a folder stands for its image files (sorted, not recursive; the output
+    folder's own files are passed over); files are kept as given, so a bad one is reported."""
+    from p3m.io import is_image_file
+
+    expanded: list[Path] = []
+    for path in images:
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        entries = sorted(entry for entry in path.iterdir() if entry.is_file() and is_image_file(entry))
+        inside_out = [entry for entry in entries if entry.parent.resolve() == out.resolve()]
+        if inside_out:
+            err.print(f"note: {path}: {len(inside_out)} file(s) of the output folder passed over",
+                      highlight=False)
+        expanded += [entry for entry in entries if entry not in inside_out]
+    return expanded
+

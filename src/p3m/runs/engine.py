@@ -449,7 +449,8 @@ def run_items(
     earlier run, a lost worker) are removed before and after the items run. Items with a key seen
     before in the same run fail ("another input has the same name"), and so do items that would
     write an output file an earlier item writes ("another input writes the same output", e.g.
-    `a.png` and `a.jpg` -> `a_alpha.png`); the rest runs. Returns the report with
+    `a.png` and `a.jpg` -> `a_alpha.png`), and so do items an output of which is an input file
+    of the run (an input is never overwritten); the rest runs. Returns the report with
     one record per item in input order; raises only for `options.fatal` errors (after the
     items already finished are journalled) and KeyboardInterrupt.
     """
@@ -468,7 +469,20 @@ def run_items(
     seen: dict[str, Item] = {}
     claimed: dict[str, Item] = {}  # output file (absolute, normalised) -> the item writing it
     all_items = list(items)
+    inputs = {
+        os.path.normcase(os.path.abspath(item.source)): item for item in all_items if item.source is not None
+    }
     for index, item in enumerate(all_items):
+        overwritten = [
+            (path, inputs[key]) for path in item.outputs.values()
+            if (key := os.path.normcase(os.path.abspath(path))) in inputs
+        ]  # fmt: skip
+        if overwritten:
+            path, owner = overwritten[0]
+            whose = "its own input" if owner is item else f"the input {owner.source}"
+            problem = f"its output {path} would overwrite {whose}; skipped (write to another folder)"
+            clashes.append((index, _failed(item, P3MError(problem, item.source), 0.0)))
+            continue
         if item.key in seen:
             other = seen[item.key].source or seen[item.key].key
             problem = f"another input ({other}) has the same name {item.key!r}; skipped"

@@ -219,14 +219,25 @@ _WARM: set[int] = set()
 
 
 def mediapipe_process(graph: Any, image: np.ndarray) -> Any:
-    """`graph.process(image)` under the shared lock; the first call of each graph runs silenced."""
+    """`graph.process(image)` under the shared lock. Calls run with descriptor 2 silenced until
+    the graph has once returned every output (a face, a person found): MediaPipe's C++ warnings
+    (e.g. Face Mesh's `landmark_projection_calculator ... NORM_RECT` line) come once per process,
+    on the first call that runs the calculator, which needs something found. Later calls are not
+    silenced, so a progress bar drawn from another thread is not swallowed."""
     with _LOCK:
         if id(graph) in _WARM:
             return graph.process(image)
         with native_stderr_silenced():
             result = graph.process(image)
-        _WARM.add(id(graph))
+        if all(value is not None for value in _fields(result)):
+            _WARM.add(id(graph))
         return result
+
+
+def _fields(result: Any) -> tuple:
+    """The outputs of a MediaPipe solution result (named by its `_fields`), or the result itself."""
+    names = getattr(result, "_fields", None)
+    return tuple(getattr(result, name, None) for name in names) if names else (result,)
 
 
 def _import_mediapipe():

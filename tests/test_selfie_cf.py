@@ -480,3 +480,42 @@ def test_a_second_selfie_model_decides_where_the_first_is_unsure(portrait_alpha)
         errors[name] = float(((mask > 0.4) ^ truth).mean())
     assert errors["default"] < 0.018, errors  # general model alone: 0.026
     assert errors["default"] < 0.7 * errors["general"], errors
+
+
+def test_shoulder_width_tells_a_person_from_a_narrow_object():
+    """`_shoulder_width`: the widest run of person below the chin, in face widths; not judged
+    where the shoulders are beyond the crop or run into its side."""
+    from p3m.detection.faces import Face
+    from p3m.detection.people import Person
+    from p3m.inference.selfie_cf import _shoulder_width
+
+    face = Face(box=(80.0, 20.0, 120.0, 70.0), score=0.55, detectors=("mediapipe-short",))
+    person = Person(box=(0.0, 0.0, 200.0, 300.0), score=0.55, cues=face.detectors, face=face)
+    box = (0, 0, 200, 300)
+    shoulders = np.zeros((300, 200), np.float32)
+    shoulders[20:70, 80:120] = 1.0  # the head
+    shoulders[70:, 40:160] = 1.0  # shoulders three face widths wide
+    strip = np.zeros((300, 200), np.float32)
+    strip[:, 78:122] = 1.0  # a rocket as wide as its "face"
+    assert _shoulder_width(person, box, shoulders, 0.5) == pytest.approx(3.0)
+    assert _shoulder_width(person, box, strip, 0.5) == pytest.approx(1.1)
+    assert _shoulder_width(person, (0, 0, 200, 100), strip[:100], 0.5) == float("inf")  # cut by the crop
+    assert _shoulder_width(person, box, np.ones((300, 200), np.float32), 0.5) == float("inf")  # runs out of the crop
+    assert _shoulder_width(Person(box=box, score=0.9, cues=("pose",)), box, strip, 0.5) == float("inf")
+
+
+def test_a_face_like_mark_on_a_rocket_is_no_person():
+    """MediaPipe's short-range detector sees a face (score 0.57) in the logo of scikit-image's
+    rocket (bench_default's rocket background, 50 % exposure); the segmenter marks the rocket
+    below it, a strip as wide as the "face". No shoulders: no person, an empty matte and the note."""
+    from p3m.inference.selfie_cf import NO_PERSON_NOTE, SelfieCFConfig, run_selfie_cf
+    from p3m.inference.upsample import shrink_image
+
+    rocket = shrink_image(data.rocket(), (1080, 1619))[:, 89:1529]  # bench_default's 1080 x 1440 frame
+    patch = np.round(rocket[250:750, 500:950].astype(np.float32) * 0.5).astype(np.uint8)
+    unchecked = run_selfie_cf(patch, SelfieCFConfig(min_shoulder_width=0.0))
+    assert [person.cues for person in unchecked.people] == [("mediapipe-short",)]  # the false face
+    result = run_selfie_cf(patch)
+    assert result.people == []
+    assert float(result.alpha.max()) == 0.0
+    assert result.note == NO_PERSON_NOTE

@@ -142,6 +142,12 @@ class SelfieCFConfig:
     """A person found with a score below `implausible_below` is also dropped when the masks of
     the crop and of its mirror image overlap less than this (IoU; real people: 0.9-1.0, a
     face-like pattern in gravel: 0.2)."""
+    min_shoulder_width: float = 1.3
+    """A person found with a score below `implausible_below` is also dropped when the crop's
+    mask, at the shoulders (half to one and a half face heights below the chin), is nowhere wider
+    than this many face widths (shoulders span 2.5-3 face widths, about 2 seen from the side; a
+    false face on a rocket, a pole or a bottle sits on a strip as wide as the face). Not checked
+    where the shoulders are beyond the frame."""
     growth_max_contradiction: float = 0.1
     """A grown crop is kept only when its mask calls person at most this fraction (of the person's
     area) of what the smaller crop's mask was sure is background (a normal growth changes well
@@ -427,6 +433,29 @@ def _head_sides(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
     return min(sides, default=0.0)
 
 
+def _shoulder_width(person: Any, box: Sequence[int], mask: np.ndarray, threshold: float) -> float:
+    """The widest run of person (mask > threshold) through the rows half to one and a half face
+    heights below the chin, in face widths; inf when those rows are not all inside the crop
+    (a person cut by the frame or the crop) or the person was found without a face."""
+    if person.face is None:
+        return math.inf
+    fx0, fy0, fx1, fy1 = person.face.box
+    face_width, face_height = max(fx1 - fx0, 1.0), max(fy1 - fy0, 1.0)
+    top, bottom = int(fy1 + 0.5 * face_height) - box[1], int(math.ceil(fy1 + 1.5 * face_height)) - box[1]
+    if top < 0 or bottom > mask.shape[0] or bottom <= top:
+        return math.inf
+    widest = 0
+    for row in mask[top:bottom] > threshold:
+        # Longest run of True in the row.
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.view(np.int8), [0]))))
+        if edges.size:
+            widest = max(widest, int((edges[1::2] - edges[0::2]).max()))
+    # A run that touches the crop's side may continue beyond it: do not judge it.
+    if widest >= mask.shape[1] - 1:
+        return math.inf
+    return widest / face_width
+
+
 def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
     """Mean probability where the person surely is: the face and the chest below it (a face
     width wide, two face heights down); 0 for a person found without a face."""
@@ -468,11 +497,14 @@ def _person_probability(
             else:
                 check = mask
         if person.score < config.implausible_below and (
-            agreement < config.min_view_agreement or _head_sides(person, box, check) > 0.5
+            agreement < config.min_view_agreement
+            or _head_sides(person, box, check) > 0.5
+            or _shoulder_width(person, box, check, 0.5) < config.min_shoulder_width
         ):
             # A face-like pattern in a texture (gravel): the segmenter calls person all around
             # it (no head stands in a patch of person as wide as the shoulders), or its answer
-            # changes with the side it is seen from (a real person's mask barely moves).
+            # changes with the side it is seen from (a real person's mask barely moves); or a
+            # face-like mark on a narrow object (a rocket): no shoulders below the "face".
             logger.debug("selfie-cf: doubtful person at %s (view agreement %.2f) dropped", person.box, agreement)
             continue
         kept.append(person)

@@ -519,3 +519,47 @@ def test_a_face_like_mark_on_a_rocket_is_no_person():
     assert result.people == []
     assert float(result.alpha.max()) == 0.0
     assert result.note == NO_PERSON_NOTE
+
+
+def _pose_person(nose_y: float = 60.0, shoulder_y: float = 100.0, arm_y: float = 160.0):
+    from p3m.detection.people import Person
+
+    landmarks = np.zeros((33, 3), np.float32)
+    landmarks[:, 2] = 0.99
+    landmarks[0, :2] = (100, nose_y)
+    landmarks[11, :2], landmarks[12, :2] = (120, shoulder_y), (80, shoulder_y)
+    landmarks[13:17, 1] = arm_y
+    return Person(box=(0.0, 0.0, 200.0, 300.0), score=0.99, cues=("pose",), landmarks=landmarks)
+
+
+def test_pose_shoulder_ratio_tells_a_body_from_a_strip():
+    """`_pose_shoulder_ratio`: a pose-only person's mask must widen from the head to the
+    shoulders; not judged with raised arms or without landmarks."""
+    from p3m.inference.selfie_cf import _pose_shoulder_ratio
+
+    box = (0, 0, 200, 300)
+    body = np.zeros((300, 200), np.float32)
+    body[30:90, 80:120] = 1.0  # head, 40 px wide
+    body[90:, 40:160] = 1.0  # shoulders and body, 120 px
+    strip = np.zeros((300, 200), np.float32)
+    strip[10:, 75:125] = 1.0  # a rocket: one width all the way down
+    assert _pose_shoulder_ratio(_pose_person(), box, body, 0.5) == pytest.approx(3.0)
+    assert _pose_shoulder_ratio(_pose_person(), box, strip, 0.5) == pytest.approx(1.0)
+    assert _pose_shoulder_ratio(_pose_person(arm_y=40.0), box, strip, 0.5) == float("inf")  # arms raised
+    no_landmarks = _pose_person().__class__(box=(0.0, 0.0, 200.0, 300.0), score=0.99, cues=("pose",))
+    assert _pose_shoulder_ratio(no_landmarks, box, strip, 0.5) == float("inf")
+
+
+def test_a_skeleton_on_a_rocket_is_no_person():
+    """BlazePose fits a skeleton (visibility 0.99) onto scikit-image's rocket; its mask is a strip
+    as wide at the "shoulders" as at the "nose": no person, an empty matte and the note."""
+    from p3m.inference.selfie_cf import NO_PERSON_NOTE, SelfieCFConfig, run_selfie_cf
+    from p3m.inference.upsample import shrink_image
+
+    patch = np.ascontiguousarray(shrink_image(data.rocket(), (1080, 1619))[250:750, 589:1039])
+    unchecked = run_selfie_cf(patch, SelfieCFConfig(min_pose_shoulder_ratio=0.0))
+    assert [person.cues for person in unchecked.people] == [("pose",)]
+    result = run_selfie_cf(patch)
+    assert result.people == []
+    assert float(result.alpha.max()) == 0.0
+    assert result.note == NO_PERSON_NOTE

@@ -148,6 +148,12 @@ class SelfieCFConfig:
     than this many face widths (shoulders span 2.5-3 face widths, about 2 seen from the side; a
     false face on a rocket, a pole or a bottle sits on a strip as wide as the face). Not checked
     where the shoulders are beyond the frame."""
+    min_pose_shoulder_ratio: float = 1.3
+    """A person found by a pose alone is dropped when the crop's mask is no wider at the
+    shoulders than at the nose (this many times at least: a head is 15 cm wide, shoulders 40 cm
+    seen from the front, 25 cm from the side; a rocket BlazePose fits a skeleton onto is a
+    strip of one width). Not checked while an elbow or a wrist is above the shoulders (raised
+    arms widen the head's row) or the rows are beyond the crop (0: never)."""
     growth_max_contradiction: float = 0.1
     """A grown crop is kept only when its mask calls person at most this fraction (of the person's
     area) of what the smaller crop's mask was sure is background (a normal growth changes well
@@ -444,16 +450,45 @@ def _shoulder_width(person: Any, box: Sequence[int], mask: np.ndarray, threshold
     top, bottom = int(fy1 + 0.5 * face_height) - box[1], int(math.ceil(fy1 + 1.5 * face_height)) - box[1]
     if top < 0 or bottom > mask.shape[0] or bottom <= top:
         return math.inf
-    widest = 0
-    for row in mask[top:bottom] > threshold:
-        # Longest run of True in the row.
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.view(np.int8), [0]))))
-        if edges.size:
-            widest = max(widest, int((edges[1::2] - edges[0::2]).max()))
+    widest = _widest_run(mask[top:bottom] > threshold)
     # A run that touches the crop's side may continue beyond it: do not judge it.
     if widest >= mask.shape[1] - 1:
         return math.inf
     return widest / face_width
+
+
+def _widest_run(rows: np.ndarray) -> int:
+    """The longest run of True in any row of a boolean 2-D array (0 when empty)."""
+    widest = 0
+    for row in rows:
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.view(np.int8), [0]))))
+        if edges.size:
+            widest = max(widest, int((edges[1::2] - edges[0::2]).max()))
+    return widest
+
+
+def _pose_shoulder_ratio(person: Any, box: Sequence[int], mask: np.ndarray, threshold: float) -> float:
+    """For a person found by a pose alone: the widest run of person (mask > threshold) just
+    below the shoulder line over the widest run at the nose's height; inf when not judged (a
+    face was found, no landmarks, an elbow or wrist above the shoulders, rows beyond the crop,
+    a run through the crop's whole width)."""
+    landmarks = person.landmarks
+    if person.face is not None or landmarks is None:
+        return math.inf
+    nose, shoulders, arms = landmarks[0], landmarks[[11, 12]], landmarks[[13, 14, 15, 16]]
+    shoulder_y = float(shoulders[:, 1].mean())
+    neck = shoulder_y - float(nose[1])
+    if neck <= 1.0 or (arms[:, 1] < shoulder_y).any():
+        return math.inf
+    head_rows = slice(int(nose[1] - 0.15 * neck) - box[1], int(math.ceil(nose[1] + 0.15 * neck)) - box[1] + 1)
+    shoulder_rows = slice(int(shoulder_y) - box[1], int(math.ceil(shoulder_y + 0.5 * neck)) - box[1] + 1)
+    if head_rows.start < 0 or shoulder_rows.stop > mask.shape[0]:
+        return math.inf
+    head = _widest_run(mask[head_rows] > threshold)
+    body = _widest_run(mask[shoulder_rows] > threshold)
+    if head == 0 or body >= mask.shape[1] - 1:
+        return math.inf
+    return body / head
 
 
 def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
@@ -506,6 +541,11 @@ def _person_probability(
             # changes with the side it is seen from (a real person's mask barely moves); or a
             # face-like mark on a narrow object (a rocket): no shoulders below the "face".
             logger.debug("selfie-cf: doubtful person at %s (view agreement %.2f) dropped", person.box, agreement)
+            continue
+        if config.min_pose_shoulder_ratio > 0 and _pose_shoulder_ratio(person, box, mask, 0.5) < config.min_pose_shoulder_ratio:
+            # BlazePose fits a skeleton onto a narrow upright object (a rocket): no shoulders
+            # wider than the head in the segmenter's mask.
+            logger.debug("selfie-cf: pose-only person at %s without shoulders dropped", person.box)
             continue
         kept.append(person)
         limit = _body_extent(person, width, height)

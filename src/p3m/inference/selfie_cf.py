@@ -20,7 +20,9 @@ the pipeline is people-aware:
    model too; a crop whose mask runs into its border grows and is segmented again, unless the
    wider view calls person what the tighter one was sure is background. A doubtful face whose
    crop is person on both sides of the head, or whose mirrored views disagree, is not a person
-   (face-like patterns in gravel). The per-person masks are united (maximum).
+   (face-like patterns in gravel), nor one with no shoulders below it (a face-like logo on a
+   rocket); nor a person found by a pose alone whose mask is no wider at the shoulders than at
+   the nose (a skeleton fitted onto a rocket). The per-person masks are united (maximum).
 5. **Trimap and closed-form matting** (Levin, Lischinski & Weiss, TPAMI 2008;
    `p3m.inference.closed_form`, which never fails on thin or empty regions): only in regions
    around the people, at one scale chosen so that at most `solve_pixels` pixels per person are

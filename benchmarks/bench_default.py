@@ -22,6 +22,7 @@ of interleaved rounds, with the ratio to the old pipeline.
     python benchmarks/bench_default.py --quick        # 10 compositions, 3 timing rounds
     python benchmarks/bench_default.py                # 80 compositions, 5 timing rounds
     python benchmarks/bench_default.py --only compositions --case 4,25,10 --case 1,10,100
+    python benchmarks/bench_default.py --only compositions --explain   # where the failures' error sits
 """
 
 from __future__ import annotations
@@ -170,6 +171,43 @@ def score(alpha: np.ndarray, composition: Composition) -> tuple[float, float]:
     return worst, float(alpha[outside].mean()) if outside.any() else 0.0
 
 
+def reference_parts(astronaut: np.ndarray, reference_alpha: np.ndarray) -> dict[str, np.ndarray]:
+    """Parts of the astronaut photo (float32 512 x 512 masks) that `--explain` reports apart:
+    the helmet she holds (a held object: the reference calls it foreground), and the piece of
+    the flag behind her left arm that the reference matte includes (the photo's background:
+    the reference is wrong there, and every composition inherits it)."""
+    from scipy import ndimage
+
+    rows, cols = np.mgrid[: astronaut.shape[0], : astronaut.shape[1]]
+    helmet = ((cols - 392) ** 2 + (rows - 462) ** 2 <= 123**2) & (cols > 268)
+    red, green, blue = (astronaut[..., k].astype(int) for k in range(3))
+    suit = (red > 140) & (green > 55) & (green < 160) & (blue < 120) & (red - green > 60)
+    flag = (cols < 40) & (rows > 360) & ~ndimage.binary_opening(suit) & (reference_alpha > 0.02)
+    labels, _ = ndimage.label(flag)
+    flag = np.isin(labels, [label for label in np.unique(labels[:, 0]) if label])  # touching the left edge
+    return {"helmet": helmet.astype(np.float32), "flag": flag.astype(np.float32)}
+
+
+def explain(alpha: np.ndarray, composition: Composition, parts: dict[str, np.ndarray]) -> str:
+    """Per person: the MAD split into the parts of `reference_parts` and the rest, and into
+    too much alpha (over) and too little (under)."""
+    error = alpha.astype(np.float64) - composition.reference
+    lines = []
+    for k, (x0, y0, x1, y1) in enumerate(composition.boxes):
+        window = (slice(y0, y1), slice(x0, x1))
+        box_error = error[window]
+        rest = np.ones(box_error.shape, dtype=bool)
+        cells = []
+        for name, placed in parts.items():
+            inside = placed[window] > 0.5
+            cells.append(f"{name} {np.abs(box_error[inside]).sum() / box_error.size:.4f}")
+            rest &= ~inside
+        cells.append(f"rest {np.abs(box_error[rest]).sum() / box_error.size:.4f}")
+        over, under = np.clip(box_error, 0, None).mean(), np.clip(-box_error, 0, None).mean()
+        lines.append(f"    person {k}: MAD {np.abs(box_error).mean():.4f} = {' + '.join(cells)}; over {over:.4f}, under {under:.4f}")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -220,6 +258,12 @@ def run_compositions(args, old, new, astronaut, reference_alpha) -> None:
             flag = f"!{failure[:5]}" if failure else ""
             cells.append(f"{worst:>10.4f}{outside:>7.4f}{seconds:>6.2f}{flag:<3}")
         print(f"{composition.label:<38}{cells[0]}{cells[1]}  {'ok' if new_ok else 'FAIL'}", flush=True)
+        if args.explain and not new_ok:
+            placed = {
+                name: compose(astronaut, part, people, scale, exposure, background, args.frame_height, index).reference
+                for name, part in reference_parts(astronaut, reference_alpha).items()
+            }
+            print(explain(alpha, composition, placed), flush=True)
     count = len(seeds)
     print(
         f"passing: old {passed['old']}/{count}, new {passed['new']}/{count}; worst person MAD: "
@@ -267,6 +311,11 @@ def main() -> None:
     parser.add_argument(
         "--case", action="append", default=[], metavar="N,SCALE%,EXPOSURE%",
         help="only this composition of the grid (same background and seed), e.g. --case 4,25,10; repeatable",
+    )
+    parser.add_argument(
+        "--explain", action="store_true",
+        help="for each composition the new pipeline fails, split every person's error into the held "
+        "helmet, the flag piece the reference wrongly includes, and the rest",
     )
     args = parser.parse_args()
     args.rounds = args.rounds or (3 if args.quick else 5)

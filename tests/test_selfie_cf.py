@@ -480,3 +480,86 @@ def test_a_second_selfie_model_decides_where_the_first_is_unsure(portrait_alpha)
         errors[name] = float(((mask > 0.4) ^ truth).mean())
     assert errors["default"] < 0.018, errors  # general model alone: 0.026
     assert errors["default"] < 0.7 * errors["general"], errors
+
+
+def test_shoulder_width_tells_a_person_from_a_narrow_object():
+    """`_shoulder_width`: the widest run of person below the chin, in face widths; not judged
+    where the shoulders are beyond the crop or run into its side."""
+    from p3m.detection.faces import Face
+    from p3m.detection.people import Person
+    from p3m.inference.selfie_cf import _shoulder_width
+
+    face = Face(box=(80.0, 20.0, 120.0, 70.0), score=0.55, detectors=("mediapipe-short",))
+    person = Person(box=(0.0, 0.0, 200.0, 300.0), score=0.55, cues=face.detectors, face=face)
+    box = (0, 0, 200, 300)
+    shoulders = np.zeros((300, 200), np.float32)
+    shoulders[20:70, 80:120] = 1.0  # the head
+    shoulders[70:, 40:160] = 1.0  # shoulders three face widths wide
+    strip = np.zeros((300, 200), np.float32)
+    strip[:, 78:122] = 1.0  # a rocket as wide as its "face"
+    assert _shoulder_width(person, box, shoulders, 0.5) == pytest.approx(3.0)
+    assert _shoulder_width(person, box, strip, 0.5) == pytest.approx(1.1)
+    assert _shoulder_width(person, (0, 0, 200, 100), strip[:100], 0.5) == float("inf")  # cut by the crop
+    assert _shoulder_width(person, box, np.ones((300, 200), np.float32), 0.5) == float("inf")  # runs out of the crop
+    assert _shoulder_width(Person(box=box, score=0.9, cues=("pose",)), box, strip, 0.5) == float("inf")
+
+
+def test_a_face_like_mark_on_a_rocket_is_no_person():
+    """MediaPipe's short-range detector sees a face (score 0.57) in the logo of scikit-image's
+    rocket (bench_default's rocket background, 50 % exposure); the segmenter marks the rocket
+    below it, a strip as wide as the "face". No shoulders: no person, an empty matte and the note."""
+    from p3m.inference.selfie_cf import NO_PERSON_NOTE, SelfieCFConfig, run_selfie_cf
+    from p3m.inference.upsample import shrink_image
+
+    rocket = shrink_image(data.rocket(), (1080, 1619))[:, 89:1529]  # bench_default's 1080 x 1440 frame
+    patch = np.round(rocket[250:750, 500:950].astype(np.float32) * 0.5).astype(np.uint8)
+    unchecked = run_selfie_cf(patch, SelfieCFConfig(min_shoulder_width=0.0))
+    assert [person.cues for person in unchecked.people] == [("mediapipe-short",)]  # the false face
+    result = run_selfie_cf(patch)
+    assert result.people == []
+    assert float(result.alpha.max()) == 0.0
+    assert result.note == NO_PERSON_NOTE
+
+
+def _pose_person(nose_y: float = 60.0, shoulder_y: float = 100.0, arm_y: float = 160.0):
+    from p3m.detection.people import Person
+
+    landmarks = np.zeros((33, 3), np.float32)
+    landmarks[:, 2] = 0.99
+    landmarks[0, :2] = (100, nose_y)
+    landmarks[11, :2], landmarks[12, :2] = (120, shoulder_y), (80, shoulder_y)
+    landmarks[13:17, 1] = arm_y
+    return Person(box=(0.0, 0.0, 200.0, 300.0), score=0.99, cues=("pose",), landmarks=landmarks)
+
+
+def test_pose_shoulder_ratio_tells_a_body_from_a_strip():
+    """`_pose_shoulder_ratio`: a pose-only person's mask must widen from the head to the
+    shoulders; not judged with raised arms or without landmarks."""
+    from p3m.inference.selfie_cf import _pose_shoulder_ratio
+
+    box = (0, 0, 200, 300)
+    body = np.zeros((300, 200), np.float32)
+    body[30:90, 80:120] = 1.0  # head, 40 px wide
+    body[90:, 40:160] = 1.0  # shoulders and body, 120 px
+    strip = np.zeros((300, 200), np.float32)
+    strip[10:, 75:125] = 1.0  # a rocket: one width all the way down
+    assert _pose_shoulder_ratio(_pose_person(), box, body, 0.5) == pytest.approx(3.0)
+    assert _pose_shoulder_ratio(_pose_person(), box, strip, 0.5) == pytest.approx(1.0)
+    assert _pose_shoulder_ratio(_pose_person(arm_y=40.0), box, strip, 0.5) == float("inf")  # arms raised
+    no_landmarks = _pose_person().__class__(box=(0.0, 0.0, 200.0, 300.0), score=0.99, cues=("pose",))
+    assert _pose_shoulder_ratio(no_landmarks, box, strip, 0.5) == float("inf")
+
+
+def test_a_skeleton_on_a_rocket_is_no_person():
+    """BlazePose fits a skeleton (visibility 0.99) onto scikit-image's rocket; its mask is a strip
+    as wide at the "shoulders" as at the "nose": no person, an empty matte and the note."""
+    from p3m.inference.selfie_cf import NO_PERSON_NOTE, SelfieCFConfig, run_selfie_cf
+    from p3m.inference.upsample import shrink_image
+
+    patch = np.ascontiguousarray(shrink_image(data.rocket(), (1080, 1619))[250:750, 589:1039])
+    unchecked = run_selfie_cf(patch, SelfieCFConfig(min_pose_shoulder_ratio=0.0))
+    assert [person.cues for person in unchecked.people] == [("pose",)]
+    result = run_selfie_cf(patch)
+    assert result.people == []
+    assert float(result.alpha.max()) == 0.0
+    assert result.note == NO_PERSON_NOTE

@@ -20,7 +20,9 @@ the pipeline is people-aware:
    model too; a crop whose mask runs into its border grows and is segmented again, unless the
    wider view calls person what the tighter one was sure is background. A doubtful face whose
    crop is person on both sides of the head, or whose mirrored views disagree, is not a person
-   (face-like patterns in gravel). The per-person masks are united (maximum).
+   (face-like patterns in gravel), nor one with no shoulders below it (a face-like logo on a
+   rocket); nor a person found by a pose alone whose mask is no wider at the shoulders than at
+   the nose (a skeleton fitted onto a rocket). The per-person masks are united (maximum).
 5. **Trimap and closed-form matting** (Levin, Lischinski & Weiss, TPAMI 2008;
    `p3m.inference.closed_form`, which never fails on thin or empty regions): only in regions
    around the people, at one scale chosen so that at most `solve_pixels` pixels per person are
@@ -142,6 +144,18 @@ class SelfieCFConfig:
     """A person found with a score below `implausible_below` is also dropped when the masks of
     the crop and of its mirror image overlap less than this (IoU; real people: 0.9-1.0, a
     face-like pattern in gravel: 0.2)."""
+    min_shoulder_width: float = 1.3
+    """A person found with a score below `implausible_below` is also dropped when the crop's
+    mask, at the shoulders (half to one and a half face heights below the chin), is nowhere wider
+    than this many face widths (shoulders span 2.5-3 face widths, about 2 seen from the side; a
+    false face on a rocket, a pole or a bottle sits on a strip as wide as the face). Not checked
+    where the shoulders are beyond the frame."""
+    min_pose_shoulder_ratio: float = 1.3
+    """A person found by a pose alone is dropped when the crop's mask is no wider at the
+    shoulders than at the nose (this many times at least: a head is 15 cm wide, shoulders 40 cm
+    seen from the front, 25 cm from the side; a rocket BlazePose fits a skeleton onto is a
+    strip of one width). Not checked while an elbow or a wrist is above the shoulders (raised
+    arms widen the head's row) or the rows are beyond the crop (0: never)."""
     growth_max_contradiction: float = 0.1
     """A grown crop is kept only when its mask calls person at most this fraction (of the person's
     area) of what the smaller crop's mask was sure is background (a normal growth changes well
@@ -427,6 +441,58 @@ def _head_sides(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
     return min(sides, default=0.0)
 
 
+def _shoulder_width(person: Any, box: Sequence[int], mask: np.ndarray, threshold: float) -> float:
+    """The widest run of person (mask > threshold) through the rows half to one and a half face
+    heights below the chin, in face widths; inf when those rows are not all inside the crop
+    (a person cut by the frame or the crop) or the person was found without a face."""
+    if person.face is None:
+        return math.inf
+    fx0, fy0, fx1, fy1 = person.face.box
+    face_width, face_height = max(fx1 - fx0, 1.0), max(fy1 - fy0, 1.0)
+    top, bottom = int(fy1 + 0.5 * face_height) - box[1], int(math.ceil(fy1 + 1.5 * face_height)) - box[1]
+    if top < 0 or bottom > mask.shape[0] or bottom <= top:
+        return math.inf
+    widest = _widest_run(mask[top:bottom] > threshold)
+    # A run that touches the crop's side may continue beyond it: do not judge it.
+    if widest >= mask.shape[1] - 1:
+        return math.inf
+    return widest / face_width
+
+
+def _widest_run(rows: np.ndarray) -> int:
+    """The longest run of True in any row of a boolean 2-D array (0 when empty)."""
+    widest = 0
+    for row in rows:
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.view(np.int8), [0]))))
+        if edges.size:
+            widest = max(widest, int((edges[1::2] - edges[0::2]).max()))
+    return widest
+
+
+def _pose_shoulder_ratio(person: Any, box: Sequence[int], mask: np.ndarray, threshold: float) -> float:
+    """For a person found by a pose alone: the widest run of person (mask > threshold) just
+    below the shoulder line over the widest run at the nose's height; inf when not judged (a
+    face was found, no landmarks, an elbow or wrist above the shoulders, rows beyond the crop,
+    a run through the crop's whole width)."""
+    landmarks = person.landmarks
+    if person.face is not None or landmarks is None:
+        return math.inf
+    nose, shoulders, arms = landmarks[0], landmarks[[11, 12]], landmarks[[13, 14, 15, 16]]
+    shoulder_y = float(shoulders[:, 1].mean())
+    neck = shoulder_y - float(nose[1])
+    if neck <= 1.0 or (arms[:, 1] < shoulder_y).any():
+        return math.inf
+    head_rows = slice(int(nose[1] - 0.15 * neck) - box[1], int(math.ceil(nose[1] + 0.15 * neck)) - box[1] + 1)
+    shoulder_rows = slice(int(shoulder_y) - box[1], int(math.ceil(shoulder_y + 0.5 * neck)) - box[1] + 1)
+    if head_rows.start < 0 or shoulder_rows.stop > mask.shape[0]:
+        return math.inf
+    head = _widest_run(mask[head_rows] > threshold)
+    body = _widest_run(mask[shoulder_rows] > threshold)
+    if head == 0 or body >= mask.shape[1] - 1:
+        return math.inf
+    return body / head
+
+
 def _core_probability(person: Any, box: Sequence[int], mask: np.ndarray) -> float:
     """Mean probability where the person surely is: the face and the chest below it (a face
     width wide, two face heights down); 0 for a person found without a face."""
@@ -468,12 +534,20 @@ def _person_probability(
             else:
                 check = mask
         if person.score < config.implausible_below and (
-            agreement < config.min_view_agreement or _head_sides(person, box, check) > 0.5
+            agreement < config.min_view_agreement
+            or _head_sides(person, box, check) > 0.5
+            or _shoulder_width(person, box, check, 0.5) < config.min_shoulder_width
         ):
             # A face-like pattern in a texture (gravel): the segmenter calls person all around
             # it (no head stands in a patch of person as wide as the shoulders), or its answer
-            # changes with the side it is seen from (a real person's mask barely moves).
+            # changes with the side it is seen from (a real person's mask barely moves); or a
+            # face-like mark on a narrow object (a rocket): no shoulders below the "face".
             logger.debug("selfie-cf: doubtful person at %s (view agreement %.2f) dropped", person.box, agreement)
+            continue
+        if config.min_pose_shoulder_ratio > 0 and _pose_shoulder_ratio(person, box, mask, 0.5) < config.min_pose_shoulder_ratio:
+            # BlazePose fits a skeleton onto a narrow upright object (a rocket): no shoulders
+            # wider than the head in the segmenter's mask.
+            logger.debug("selfie-cf: pose-only person at %s without shoulders dropped", person.box)
             continue
         kept.append(person)
         limit = _body_extent(person, width, height)

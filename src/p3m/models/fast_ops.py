@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m.models.winograd import MIN_PIXELS, WinogradConv3x3, winograd_tile
+
 __all__ = [
     "ACTIVATIONS",
     "FusedConv2d",
@@ -217,12 +219,45 @@ class FusedConv2d(nn.Module):
         self.groups = int(conv.groups)
         self.activation = activation
         self._post_op, self._act = ACTIVATIONS[activation]
+        self.winograd = None
+
+    def enable_winograd(self, tile: int | None = None) -> bool:
+        """Compute this convolution by Winograd (`p3m.models.winograd`) on CPU float32 inputs
+        of at least `winograd.MIN_PIXELS` pixels, when it is a 3 x 3 / stride 1 / padding 1
+        ungrouped convolution with no activation or ReLU. `tile` (2 or 4) forces the algorithm;
+        by default `winograd_tile` picks it by channel counts, or leaves layers where it does not
+        pay. Returns True when enabled.
+        """
+        out_channels, in_channels = self.weight.shape[:2]
+        if (
+            tuple(self.weight.shape[2:]) != (3, 3)
+            or self.stride != [1, 1]
+            or self.padding != [1, 1]
+            or self.dilation != [1, 1]
+            or self.groups != 1
+            or self.activation not in (None, "relu")
+            or self.weight.dtype != torch.float32
+        ):
+            return False
+        tile = tile if tile is not None else winograd_tile(in_channels, out_channels)
+        if tile is None:
+            return False
+        self.winograd = WinogradConv3x3(self.weight, self.bias, tile)
+        return True
+
+    def _use_winograd(self, x: Tensor) -> bool:
+        return (
+            self.winograd is not None
+            and self._fusable(x)  # CPU float32, not traced
+            and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
+        )
 
     def extra_repr(self) -> str:
         out_channels, in_per_group = self.weight.shape[:2]
+        winograd = f", winograd=F({self.winograd.m}x{self.winograd.m},3x3)" if self.winograd else ""
         return (
             f"{in_per_group * self.groups}, {out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "
-            f"padding={tuple(self.padding)}, groups={self.groups}, activation={self.activation}"
+            f"padding={tuple(self.padding)}, groups={self.groups}, activation={self.activation}{winograd}"
         )
 
     def _fusable(self, x: Tensor) -> bool:
@@ -278,6 +313,8 @@ class FusedConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self._few_outputs(x):
             return self._head(x)
+        if self._use_winograd(x):
+            return self.winograd(x, self.activation)
         if self._fusable(x):
             return torch.ops.mkldnn._convolution_pointwise(
                 x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
@@ -290,6 +327,8 @@ class FusedConv2d(nn.Module):
         """relu(conv(x) + other): the end of a ResNet basic block, in one primitive on CPU."""
         if self.activation is not None:
             raise ValueError("add_relu needs a convolution without its own activation")
+        if self._use_winograd(x) and other.shape == (x.shape[0], self.weight.shape[0], *x.shape[2:]):
+            return self.winograd(x, "relu", other)
         if self._fusable(x) and other.dtype == x.dtype and other.shape[1] == self.weight.shape[0]:
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, other, self.weight, self.bias, self.padding, self.stride, self.dilation,

@@ -52,10 +52,12 @@ from p3m.models.fast_blocks import (
     FastBasicBlock,
     FastConvStem,
     FastGlobalAttention,
+    FastMaxPool3x3,
     FastMlp,
     FastNormalCell,
     FastPoolingMerge,
     FastSwinStage,
+    onnx_unpool3x3,
     unpool2x2,
 )
 from p3m.models.fast_ops import FusedConv2d, unpool_settled
@@ -428,6 +430,10 @@ class FastP3MNet(nn.Module):
         if self.standard_decoder:
             owner.decoder_final_l = FusedConv2d(owner.decoder_final_l, None, "sigmoid", channels_last)
         _rewrite(model, channels_last, set())
+        if self._flat_layout:
+            # Index max-pools that export as plain MaxPool + window codes (see FastMaxPool3x3).
+            for level in range(5):
+                setattr(model, f"mp{level}", FastMaxPool3x3())
         self.net = model
         self.winograd_layers = 0
         if winograd and channels_last:
@@ -453,6 +459,8 @@ class FastP3MNet(nn.Module):
 
     def _unpool(self, values: Tensor, indices: Tensor, size: tuple[int, int]) -> Tensor:
         if self.pool_kind == "overlapping":
+            if torch.jit.is_tracing() and getattr(getattr(self.net, "mp0", None), "onnxruntime_ops", False):
+                return onnx_unpool3x3(values, indices, size)
             return unpool_settled(values, indices, size)
         if self.pool_kind == "disjoint":
             return unpool2x2(values, indices, size)

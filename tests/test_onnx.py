@@ -149,6 +149,48 @@ def test_traced_unpool_is_bit_identical_to_eager_at_every_size(tmp_path: Path) -
         np.testing.assert_array_equal(got, Unpool()(x).numpy())
 
 
+@pytest.mark.parametrize("kernel", [3, 2])
+def test_onnxruntime_pool_pair_is_the_last_wins_unpool(tmp_path: Path, kernel: int) -> None:
+    """The fast graph's pools export as ONNX MaxPool (indices) + MaxUnpool; onnxruntime must
+    pick the first maximum on ties and let the last pooled cell win collisions, like torch."""
+    from p3m.models.fast_blocks import FastMaxPool3x3, onnx_unpool3x3, pool2x2, unpool2x2
+
+    class PoolPair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = FastMaxPool3x3()
+            self.pool.onnxruntime_ops = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # only traced here
+            if kernel == 3:
+                pooled, indices = self.pool(x)
+                return onnx_unpool3x3(pooled * 1.5, indices, x.shape[-2:])
+            pooled, indices = pool2x2(x)
+            return unpool2x2(pooled * 1.5, indices, x.shape[-2:])
+
+    def expected(x: torch.Tensor) -> np.ndarray:
+        if kernel == 3:
+            pooled, indices = max_pool3x3s2_with_indices(x)
+        else:
+            pooled, indices = torch.nn.functional.max_pool2d(x, 2, 2, return_indices=True)
+        return max_unpool2d_last_wins(pooled * 1.5, indices, x.shape[-2:]).numpy()
+
+    path = tmp_path / "pool_pair.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            PoolPair(), (torch.randn(1, 2, 16, 16),), str(path), dynamo=False, opset_version=18,
+            input_names=["x"], dynamic_axes={"x": {0: "n", 1: "c", 2: "h", 3: "w"}},
+        )
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"MaxPool", "MaxUnpool"} <= ops and "ScatterElements" not in ops
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seed, shape in enumerate([(1, 2, 16, 16), (2, 3, 40, 24), (1, 5, 64, 96)]):
+        x = (torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 2).round()
+        got = session.run(None, {"x": x.numpy()})[0]
+        np.testing.assert_array_equal(got, expected(x))
+
+
 def test_tiny_export_metadata_and_runner(tiny: TinyP3M, tmp_path: Path) -> None:
     path = tmp_path / "tiny.onnx"
     report = export_onnx(tiny, path, height=64, width=32)

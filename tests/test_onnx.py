@@ -376,7 +376,7 @@ def test_onnx_model_through_the_official_strategy_and_matte(exported) -> None:
 
 @pytest.mark.slow
 def test_int8_export_runs_and_reports_its_deviation(exported, tmp_path: Path) -> None:
-    from p3m.models.quantize import calibration_portraits, quantize_onnx
+    from p3m.models.quantize import calibration_portraits, head_tap_convolutions, quantize_onnx
 
     _model, path, _ = exported("p3mnet-r34")
     target = tmp_path / "r34.int8.onnx"
@@ -387,6 +387,15 @@ def test_int8_export_runs_and_reports_its_deviation(exported, tmp_path: Path) ->
     assert 0 <= report.local_mean_abs_diff < 0.05 and report.local_max_abs_diff < 0.5
     assert 0 <= report.alpha_mean_abs_diff <= report.alpha_max_abs_diff <= 1
     assert "int8" in report.summary() and "worst pixel" in report.summary()
+    # The fast graph's heads (3 x 3 to 1-3 channels) are 1 x 1 tap convolutions + a shifted
+    # sum; the quantiser leaves the four logit heads and the alpha head in float32.
+    heads = head_tap_convolutions(onnx.load(str(path)))
+    assert len(heads) == 5
+    graph = onnx.load(str(target)).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    convolutions = {node.name: node for node in graph.node if node.op_type == "Conv"}
+    assert all(convolutions[name].input[1] not in dequantized for name in heads)  # float weights
+    assert sum(node.input[1] in dequantized for node in convolutions.values()) > 90  # the rest: int8
     network = OnnxP3MNet(target)
     assert network.metadata["quantization"].startswith("int8 static")
     assert network.variant == "p3mnet-r34"

@@ -33,8 +33,10 @@ __all__ = ["MIN_PIXELS", "WINOGRAD_TILES", "WinogradConv3x3", "winograd_matrices
 
 WINOGRAD_TILES = (2, 4)
 
-# Target size, in bytes, of one band's transformed input (V): about the L2 cache of one core.
-_BAND_BYTES = 1 << 20
+# Target size, in bytes, of one band's transformed input (V). Bands keep the intermediate
+# tensors of large inputs (full-resolution HYBRID passes) in the last-level cache; larger bands
+# mean fewer operator calls, which matters when other processes compete for the cores.
+_BAND_BYTES = 4 << 20
 
 
 def winograd_matrices(m: int) -> tuple[Tensor, Tensor, Tensor]:

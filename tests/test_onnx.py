@@ -335,7 +335,7 @@ def test_registered_model_exports_and_runs_at_other_sizes(exported, name: str) -
     model, path, report = exported(name)
     assert report.variant == name and report.verify_size == (32, 96)
     assert report.metadata["graph"] == "fast"
-    # Pools export as MaxPool (indices) + MaxUnpool, the heads as 1 x 1 tap convolutions.
+    # Pools export as MaxPool (indices) + MaxUnpool, not as a scatter-max graph.
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "MaxUnpool" in ops and "ScatterElements" not in ops
     for output, difference in report.max_abs_diff.items():

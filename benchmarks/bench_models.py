@@ -5,6 +5,8 @@ For each variant (random weights: speed does not depend on them) at 512 x 512 an
 * plain    - the exact model with PyTorch's own `max_unpool2d`, i.e. what the official code runs
              (p3m's deterministic last-wins unpool is left out so it does not inflate the ratios);
 * fast     - `p3m.models.optimize_for_inference(model)`, all six outputs;
+* fast-direct - the same with `winograd=False` (every convolution direct), to show what
+             Winograd (`p3m.models.winograd`) gives; not in the default set;
 * ort      - onnxruntime on `export_onnx(model)` (the fast graph, dynamic axes, as users get it);
 * ort-int8 - onnxruntime on the int8 export (`p3m export-onnx --int8`; ResNet-34 by default).
 
@@ -35,7 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-PATHS = ("plain", "fast", "ort", "ort-int8")
+PATHS = ("plain", "fast", "fast-direct", "ort", "ort-int8")
+DEFAULT_PATHS = ("plain", "fast", "ort", "ort-int8")
 GOALS = {
     "p3mnet-r34": {"fast": 1.5, "ort": 1.6, "ort-int8": 2.5},
     "p3mnet-swin-t": {"fast": 1.3, "ort": 1.5},
@@ -99,6 +102,8 @@ def build_paths(
     if "fast" in paths:
         fast = optimize_for_inference(model)
         runs["fast"] = fast
+    if "fast-direct" in paths:
+        runs["fast-direct"] = optimize_for_inference(model, winograd=False)
     if "ort" in paths or ("ort-int8" in paths and int8):
         from p3m.inference.onnx_runtime import OnnxP3MNet
         from p3m.models.export import export_onnx
@@ -137,7 +142,7 @@ def largest_differences(result: object, baseline: object) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="p3mnet-r34,p3mnet-swin-t,p3mnet-vitae-s")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma list of {', '.join(PATHS)}")
+    parser.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"comma list of {', '.join(PATHS)}")
     parser.add_argument("--size", default="512x512", help="H x W of the input")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timed rounds (median)")
@@ -165,7 +170,7 @@ def main() -> None:
         f"input {height}x{width}, {args.rounds} interleaved rounds (median); "
         f"2048x2048 float32 matmul peak {peak:.0f} GFLOP/s"
     )
-    header = f"{'model':16}{'path':10}{'s/forward':>11}{'ratio':>8}{'goal':>7}{'GFLOP/s':>9}{'% peak':>8}  max|diff| logits / local"
+    header = f"{'model':16}{'path':12}{'s/forward':>11}{'ratio':>8}{'goal':>7}{'GFLOP/s':>9}{'% peak':>8}  max|diff| logits / local"
     print(header)
     with tempfile.TemporaryDirectory() as folder:
         for name in variants:
@@ -192,7 +197,7 @@ def main() -> None:
                     else ""
                 )
                 print(
-                    f"{name:16}{label:10}{seconds:11.3f}{ratio:>8}{goal_text:>7}{rate:9.0f}"
+                    f"{name:16}{label:12}{seconds:11.3f}{ratio:>8}{goal_text:>7}{rate:9.0f}"
                     f"{100 * rate / peak:7.0f}%  {diff}",
                     flush=True,
                 )

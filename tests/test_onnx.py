@@ -149,6 +149,48 @@ def test_traced_unpool_is_bit_identical_to_eager_at_every_size(tmp_path: Path) -
         np.testing.assert_array_equal(got, Unpool()(x).numpy())
 
 
+@pytest.mark.parametrize("kernel", [3, 2])
+def test_onnxruntime_pool_pair_is_the_last_wins_unpool(tmp_path: Path, kernel: int) -> None:
+    """The fast graph's pools export as ONNX MaxPool (indices) + MaxUnpool; onnxruntime must
+    pick the first maximum on ties and let the last pooled cell win collisions, like torch."""
+    from p3m.models.fast_blocks import FastMaxPool3x3, onnx_unpool3x3, pool2x2, unpool2x2
+
+    class PoolPair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = FastMaxPool3x3()
+            self.pool.onnxruntime_ops = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # only traced here
+            if kernel == 3:
+                pooled, indices = self.pool(x)
+                return onnx_unpool3x3(pooled * 1.5, indices, x.shape[-2:])
+            pooled, indices = pool2x2(x)
+            return unpool2x2(pooled * 1.5, indices, x.shape[-2:])
+
+    def expected(x: torch.Tensor) -> np.ndarray:
+        if kernel == 3:
+            pooled, indices = max_pool3x3s2_with_indices(x)
+        else:
+            pooled, indices = torch.nn.functional.max_pool2d(x, 2, 2, return_indices=True)
+        return max_unpool2d_last_wins(pooled * 1.5, indices, x.shape[-2:]).numpy()
+
+    path = tmp_path / "pool_pair.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            PoolPair(), (torch.randn(1, 2, 16, 16),), str(path), dynamo=False, opset_version=18,
+            input_names=["x"], dynamic_axes={"x": {0: "n", 1: "c", 2: "h", 3: "w"}},
+        )
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"MaxPool", "MaxUnpool"} <= ops and "ScatterElements" not in ops
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seed, shape in enumerate([(1, 2, 16, 16), (2, 3, 40, 24), (1, 5, 64, 96)]):
+        x = (torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 2).round()
+        got = session.run(None, {"x": x.numpy()})[0]
+        np.testing.assert_array_equal(got, expected(x))
+
+
 def test_tiny_export_metadata_and_runner(tiny: TinyP3M, tmp_path: Path) -> None:
     path = tmp_path / "tiny.onnx"
     report = export_onnx(tiny, path, height=64, width=32)
@@ -293,6 +335,9 @@ def test_registered_model_exports_and_runs_at_other_sizes(exported, name: str) -
     model, path, report = exported(name)
     assert report.variant == name and report.verify_size == (32, 96)
     assert report.metadata["graph"] == "fast"
+    # Pools export as MaxPool (indices) + MaxUnpool, not as a scatter-max graph.
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "MaxUnpool" in ops and "ScatterElements" not in ops
     for output, difference in report.max_abs_diff.items():
         # local / fusion: a near-tie max-pool decision may flip (see assert_outputs_match)
         assert difference < (LOGIT_ATOL if output not in ("local", "fusion") else 1e-3), output
@@ -334,7 +379,7 @@ def test_onnx_model_through_the_official_strategy_and_matte(exported) -> None:
 
 @pytest.mark.slow
 def test_int8_export_runs_and_reports_its_deviation(exported, tmp_path: Path) -> None:
-    from p3m.models.quantize import calibration_portraits, quantize_onnx
+    from p3m.models.quantize import calibration_portraits, head_tap_convolutions, quantize_onnx
 
     _model, path, _ = exported("p3mnet-r34")
     target = tmp_path / "r34.int8.onnx"
@@ -345,6 +390,15 @@ def test_int8_export_runs_and_reports_its_deviation(exported, tmp_path: Path) ->
     assert 0 <= report.local_mean_abs_diff < 0.05 and report.local_max_abs_diff < 0.5
     assert 0 <= report.alpha_mean_abs_diff <= report.alpha_max_abs_diff <= 1
     assert "int8" in report.summary() and "worst pixel" in report.summary()
+    # The fast graph's heads (3 x 3 to 1-3 channels) are 1 x 1 tap convolutions + a shifted
+    # sum; the quantiser leaves the four logit heads and the alpha head in float32.
+    heads = head_tap_convolutions(onnx.load(str(path)))
+    assert len(heads) == 5
+    graph = onnx.load(str(target)).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    convolutions = {node.name: node for node in graph.node if node.op_type == "Conv"}
+    assert all(convolutions[name].input[1] not in dequantized for name in heads)  # float weights
+    assert sum(node.input[1] in dequantized for node in convolutions.values()) > 90  # the rest: int8
     network = OnnxP3MNet(target)
     assert network.metadata["quantization"].startswith("int8 static")
     assert network.variant == "p3mnet-r34"

@@ -31,12 +31,14 @@ from p3m.models.fast_ops import FusedConv2d, FusedLinear
 __all__ = [
     "FastBasicBlock",
     "FastGlobalAttention",
+    "FastMaxPool3x3",
     "FastMlp",
     "FastNormalCell",
     "FastSwinBlock",
     "FastSwinStage",
     "FastWindowAttention",
     "WindowLayout",
+    "onnx_unpool3x3",
     "window_layout",
 ]
 
@@ -80,31 +82,107 @@ class FastMlp(nn.Module):
 def pool2x2(x: Tensor) -> tuple[Tensor, Tensor]:
     """2 x 2 / stride-2 max-pool and where each maximum sat (first in row-major order on ties).
 
-    Eager: PyTorch's pool indices. Traced for ONNX: the window position 0..3 of the maximum
-    computed from four strided views (a plain MaxPool, compares and selects), because
-    onnxruntime's index-returning MaxPool and the scatter an index unpool needs are slow.
-    `unpool2x2` takes either form.
+    Eager: PyTorch's per-plane pool indices. Traced for ONNX: one MaxPool with its Indices
+    output (flat over the whole tensor), which `unpool2x2` turns back with one MaxUnpool; the
+    windows do not overlap, so no two cells share an index and any runtime gives the same.
     """
     if not torch.jit.is_tracing():
         from p3m.models.ops import max_pool2x2_with_indices
 
         return max_pool2x2_with_indices(x)
-    pooled = F.max_pool2d(x, kernel_size=2, stride=2)
-    corners = (x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2])
-    code = torch.where(
-        corners[0] == pooled, 0, torch.where(corners[1] == pooled, 1, torch.where(corners[2] == pooled, 2, 3))
-    )
-    return pooled, code
+    return _OnnxMaxPool.apply(x, 2, 0)
 
 
 def unpool2x2(values: Tensor, where: Tensor, output_size: tuple[int, int]) -> Tensor:
-    """Max-unpool after `pool2x2`: `where` holds its indices (eager) or window positions (traced)."""
+    """Max-unpool after `pool2x2` (PyTorch's indices eager, global ONNX indices traced)."""
     if not torch.jit.is_tracing():
         return F.max_unpool2d(values, where, kernel_size=2, stride=2, output_size=output_size)
-    batch, channels, height, width = values.shape
-    parts = torch.stack([torch.where(where == k, values, 0.0) for k in range(4)], dim=-1)
-    parts = parts.view(batch, channels, height, width, 2, 2).permute(0, 1, 2, 4, 3, 5)
-    return parts.reshape(batch, channels, 2 * height, 2 * width)
+    return _OnnxMaxUnpool.apply(values, where, 2, 0)
+
+
+# --------------------------------------------------------------------------- 3 x 3 / stride-2 pools
+
+
+class _OnnxMaxPool(torch.autograd.Function):
+    """Stride-2 max-pool (kernel 3 / pad 1 or kernel 2 / pad 0) with indices flat over the
+    whole N x C x H x W tensor, exported as one ONNX MaxPool with its Indices output (the index
+    form ONNX defines).
+
+    onnxruntime's kernel keeps the first maximum of the row-major window scan on ties, as
+    PyTorch does, so its indices equal PyTorch's plus each plane's offset.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: int, padding: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        pooled, indices = F.max_pool2d(x, kernel, stride=2, padding=padding, return_indices=True)
+        batch, channels, height, width = x.shape
+        planes = torch.arange(batch * channels, dtype=torch.int64).view(batch, channels, 1, 1)
+        return pooled, indices + planes * (height * width)
+
+    @staticmethod
+    def symbolic(g, x, kernel: int, padding: int):  # type: ignore[no-untyped-def]
+        return g.op(
+            "MaxPool", x, kernel_shape_i=[kernel, kernel], pads_i=[padding] * 4, strides_i=[2, 2], outputs=2
+        )
+
+
+class _OnnxMaxUnpool(torch.autograd.Function):
+    """Max-unpool of `_OnnxMaxPool` to twice the pooled size, exported as ONNX MaxUnpool.
+
+    ONNX leaves the order of colliding writes (overlapping 3 x 3 windows) open; onnxruntime's
+    CPU kernel writes the pooled cells sequentially, so the last one in row-major order wins:
+    the reference rule. 2 x 2 windows never collide.
+    """
+
+    @staticmethod
+    def forward(ctx, values: Tensor, indices: Tensor, kernel: int, padding: int) -> Tensor:  # type: ignore[override]
+        from p3m.models.ops import max_unpool2d_last_wins
+
+        batch, channels, height, width = values.shape
+        planes = torch.arange(batch * channels, dtype=torch.int64).view(batch, channels, 1, 1)
+        plane_indices = indices - planes * (4 * height * width)
+        return max_unpool2d_last_wins(values, plane_indices, (2 * height, 2 * width))
+
+    @staticmethod
+    def symbolic(g, values, indices, kernel: int, padding: int):  # type: ignore[no-untyped-def]
+        scale = g.op("Constant", value_t=torch.tensor([1, 1, 2, 2], dtype=torch.int64))
+        shape = g.op("Mul", g.op("Shape", values), scale)
+        return g.op(
+            "MaxUnpool",
+            values,
+            indices,
+            shape,
+            kernel_shape_i=[kernel, kernel],
+            pads_i=[padding] * 4,
+            strides_i=[2, 2],
+        )
+
+
+def onnx_unpool3x3(values: Tensor, indices: Tensor, output_size: tuple[int, int]) -> Tensor:
+    """Traced unpool after `FastMaxPool3x3` with onnxruntime operators. The unpooled size is
+    twice the pooled one: P3M-Net's inputs are multiples of 32, so every pooled level is even."""
+    if tuple(int(v) for v in output_size) != (2 * int(values.shape[-2]), 2 * int(values.shape[-1])):
+        raise ValueError(f"the MaxUnpool export needs even sizes, got {tuple(output_size)}")
+    return _OnnxMaxUnpool.apply(values, indices, 3, 1)
+
+
+class FastMaxPool3x3(nn.Module):
+    """The ResNet-34 encoder's 3 x 3 / stride-2 / pad-1 index max-pool.
+
+    Eager: PyTorch's per-plane indices. Traced for ONNX with `onnxruntime_ops` (set by
+    `export_onnx` unless a portable graph is asked for): one MaxPool with global indices,
+    which `onnx_unpool3x3` turns back with one MaxUnpool; otherwise the plain index pool,
+    which the portable scatter-max unpool (`max_unpool2d_last_wins`) reads.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.onnxruntime_ops = False
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if torch.jit.is_tracing() and self.onnxruntime_ops:
+            return _OnnxMaxPool.apply(x, 3, 1)
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1, return_indices=True)
 
 
 class FastConvStem(nn.Module):

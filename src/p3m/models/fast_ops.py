@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m.models.winograd import MIN_PIXELS, WinogradConv3x3, winograd_tile
+
 __all__ = [
     "ACTIVATIONS",
     "FusedConv2d",
@@ -217,12 +219,45 @@ class FusedConv2d(nn.Module):
         self.groups = int(conv.groups)
         self.activation = activation
         self._post_op, self._act = ACTIVATIONS[activation]
+        self.winograd = None
+
+    def enable_winograd(self, tile: int | None = None) -> bool:
+        """Compute this convolution by Winograd (`p3m.models.winograd`) on CPU float32 inputs
+        of at least `winograd.MIN_PIXELS` pixels, when it is a 3 x 3 / stride 1 / padding 1
+        ungrouped convolution with no activation or ReLU. `tile` (2 or 4) forces the algorithm;
+        by default `winograd_tile` picks it by channel counts, or leaves layers where it does not
+        pay. Returns True when enabled.
+        """
+        out_channels, in_channels = self.weight.shape[:2]
+        if (
+            tuple(self.weight.shape[2:]) != (3, 3)
+            or self.stride != [1, 1]
+            or self.padding != [1, 1]
+            or self.dilation != [1, 1]
+            or self.groups != 1
+            or self.activation not in (None, "relu")
+            or self.weight.dtype != torch.float32
+        ):
+            return False
+        tile = tile if tile is not None else winograd_tile(in_channels, out_channels)
+        if tile is None:
+            return False
+        self.winograd = WinogradConv3x3(self.weight, self.bias, tile)
+        return True
+
+    def _use_winograd(self, x: Tensor) -> bool:
+        return (
+            self.winograd is not None
+            and self._fusable(x)  # CPU float32, not traced
+            and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
+        )
 
     def extra_repr(self) -> str:
         out_channels, in_per_group = self.weight.shape[:2]
+        winograd = f", winograd=F({self.winograd.m}x{self.winograd.m},3x3)" if self.winograd else ""
         return (
             f"{in_per_group * self.groups}, {out_channels}, kernel_size={tuple(self.weight.shape[2:])}, "
-            f"padding={tuple(self.padding)}, groups={self.groups}, activation={self.activation}"
+            f"padding={tuple(self.padding)}, groups={self.groups}, activation={self.activation}{winograd}"
         )
 
     def _fusable(self, x: Tensor) -> bool:
@@ -231,17 +266,46 @@ class FusedConv2d(nn.Module):
     def _conv(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
-    def _few_outputs(self, x: Tensor) -> bool:
-        """3 x 3 convolutions to 1-4 channels (the heads): a matrix product is much faster."""
+    def _is_head(self) -> bool:
+        """A 3 x 3 / stride 1 / padding 1 convolution to 1-4 channels (the output heads)."""
         return (
             self.tap_weight is not None
             and self.stride == [1, 1]
             and self.padding == [1, 1]
             and self.dilation == [1, 1]
             and self.groups == 1
+        )
+
+    def _few_outputs(self, x: Tensor) -> bool:
+        """3 x 3 convolutions to 1-4 channels (the heads): a matrix product is much faster."""
+        return (
+            self._is_head()
             and x.is_contiguous(memory_format=torch.channels_last)
             and not torch.jit.is_tracing()
         )
+
+    def _head_traced(self, x: Tensor) -> Tensor:
+        """`_head` in operators an ONNX runtime runs fast: a 1 x 1 convolution to the 9K taps,
+        then the sum of nine shifted slices of the zero-padded tap planes.
+
+        onnxruntime computes a 3 x 3 convolution to 1-3 channels padded to a block of 16
+        output channels (float) or in a slow generic int8 kernel; the 1 x 1 form does 9x
+        less work in its fast kernels. Sizes stay symbolic (any input size).
+        """
+        k = self.weight.shape[0]
+        taps = F.pad(F.conv2d(x, self.tap_weight.to(x.dtype)), (1, 1, 1, 1))
+        out = None
+        for tap in range(9):
+            dy, dx = divmod(tap, 3)
+            # rows dy .. dy + H of the H + 2 padded rows: ends counted from the far edge, so
+            # the traced slices hold no size
+            rows = slice(dy, dy - 2 if dy < 2 else None)
+            cols = slice(dx, dx - 2 if dx < 2 else None)
+            part = taps[:, tap * k : (tap + 1) * k, rows, cols]
+            out = part if out is None else out + part
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype).view(1, -1, 1, 1)
+        return out if self._act is None else self._act(out)
 
     def _head(self, x: Tensor) -> Tensor:
         """conv(x) as a 1 x 1 convolution to the 9 taps of every output channel, then a sum of
@@ -278,6 +342,10 @@ class FusedConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self._few_outputs(x):
             return self._head(x)
+        if torch.jit.is_tracing() and self._is_head():
+            return self._head_traced(x)
+        if self._use_winograd(x):
+            return self.winograd(x, self.activation)
         if self._fusable(x):
             return torch.ops.mkldnn._convolution_pointwise(
                 x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
@@ -290,6 +358,8 @@ class FusedConv2d(nn.Module):
         """relu(conv(x) + other): the end of a ResNet basic block, in one primitive on CPU."""
         if self.activation is not None:
             raise ValueError("add_relu needs a convolution without its own activation")
+        if self._use_winograd(x) and other.shape == (x.shape[0], self.weight.shape[0], *x.shape[2:]):
+            return self.winograd(x, "relu", other)
         if self._fusable(x) and other.dtype == x.dtype and other.shape[1] == self.weight.shape[0]:
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, other, self.weight, self.bias, self.padding, self.stride, self.dilation,

@@ -18,6 +18,11 @@ For inference the same function can be computed with far less work; the returned
 * outputs the caller does not ask for are not computed: `model(x, outputs=("local",))` skips
   the last global stage and the side heads, `outputs=("global_logits",)` the whole matting
   decoder (the official HYBRID procedure needs exactly these two passes);
+* the wide stride-1 3 x 3 convolutions (128 channels and more: the ResNet-34 encoder's last
+  three stages and the decoders' deep levels) run as Winograd F(4x4, 3x3) or, at 512
+  channels, F(2x2, 3x3) (`p3m.models.winograd`: 4x / 2.25x fewer multiplications, transformed
+  weights computed once here); the 64-channel layers stay direct, where the transforms cost
+  more than they save;
 * the forward pass always runs under `torch.inference_mode()`.
 
 Agreement with the exact model is tested for every registered variant at two sizes within the
@@ -47,10 +52,12 @@ from p3m.models.fast_blocks import (
     FastBasicBlock,
     FastConvStem,
     FastGlobalAttention,
+    FastMaxPool3x3,
     FastMlp,
     FastNormalCell,
     FastPoolingMerge,
     FastSwinStage,
+    onnx_unpool3x3,
     unpool2x2,
 )
 from p3m.models.fast_ops import FusedConv2d, unpool_settled
@@ -403,7 +410,7 @@ class FastP3MNet(nn.Module):
 
     supports_output_selection = True
 
-    def __init__(self, model: nn.Module, channels_last: bool = True) -> None:
+    def __init__(self, model: nn.Module, channels_last: bool = True, winograd: bool = True) -> None:
         super().__init__()
         self.variant = str(getattr(model, "variant", type(model).__name__))
         self.min_size = int(getattr(model, "min_size", 32))
@@ -423,7 +430,16 @@ class FastP3MNet(nn.Module):
         if self.standard_decoder:
             owner.decoder_final_l = FusedConv2d(owner.decoder_final_l, None, "sigmoid", channels_last)
         _rewrite(model, channels_last, set())
+        if self._flat_layout:
+            # Index max-pools that export as plain MaxPool + window codes (see FastMaxPool3x3).
+            for level in range(5):
+                setattr(model, f"mp{level}", FastMaxPool3x3())
         self.net = model
+        self.winograd_layers = 0
+        if winograd and channels_last:
+            self.winograd_layers = sum(
+                conv.enable_winograd() for conv in model.modules() if isinstance(conv, FusedConv2d)
+            )
         # `forward(..., region=...)` restricts the full-resolution local decoding to a region.
         self.supports_region = self.standard_decoder
 
@@ -443,6 +459,8 @@ class FastP3MNet(nn.Module):
 
     def _unpool(self, values: Tensor, indices: Tensor, size: tuple[int, int]) -> Tensor:
         if self.pool_kind == "overlapping":
+            if torch.jit.is_tracing() and getattr(getattr(self.net, "mp0", None), "onnxruntime_ops", False):
+                return onnx_unpool3x3(values, indices, size)
             return unpool_settled(values, indices, size)
         if self.pool_kind == "disjoint":
             return unpool2x2(values, indices, size)
@@ -516,13 +534,16 @@ def optimize_for_inference(
     *,
     channels_last: bool = True,
     inplace: bool = False,
+    winograd: bool = True,
 ) -> nn.Module:
     """The fast inference form of a P3M-Net (any registered variant); see the module docstring.
 
     `exact=True` returns `model` itself (in eval mode): the reference arithmetic. Otherwise a
     `FastP3MNet` built from a copy of `model` (or from `model` itself with `inplace=True`, which
     saves memory but leaves `model` rewritten). `channels_last=False` keeps NCHW activations
-    (slower on CPU; for devices where NHWC does not pay). The model must be in eval mode.
+    (slower on CPU; for devices where NHWC does not pay). `winograd=False` keeps every 3 x 3
+    convolution direct (Winograd, `p3m.models.winograd`, is used with channels-last only, on
+    the wide layers where it pays). The model must be in eval mode.
     Raises ValueError for a model in training mode or one that is not a P3M-Net.
     """
     if isinstance(model, FastP3MNet):
@@ -539,4 +560,4 @@ def optimize_for_inference(
     target = model if inplace else copy.deepcopy(model)
     for parameter in target.parameters():
         parameter.requires_grad_(False)
-    return FastP3MNet(target, channels_last=channels_last).eval()
+    return FastP3MNet(target, channels_last=channels_last, winograd=winograd).eval()

@@ -5,7 +5,8 @@
 * "static" (default): convolutions and matrix products get int8 weights (per output channel)
   and uint8 activations whose ranges are calibrated on portraits (QDQ format, which
   onnxruntime runs with its int8 kernels: VNNI dot products on CPUs that have them). Pooling,
-  unpooling, the fusion argmax and everything else stays float32;
+  unpooling, the output heads (`head_tap_convolutions`), the fusion argmax and everything
+  else stays float32;
 * "dynamic": int8 weights, activation ranges computed per call (no calibration, slower).
 
 The calibration portraits are real photographs shipped by installed packages (scikit-image's
@@ -33,7 +34,7 @@ import numpy as np
 from p3m.errors import ExportError, MissingDependencyError
 from p3m.io.atomic import temporary_path
 
-__all__ = ["QuantizeReport", "calibration_portraits", "quantize_onnx"]
+__all__ = ["QuantizeReport", "calibration_portraits", "head_tap_convolutions", "quantize_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,25 @@ def _load_images(calibration: str | os.PathLike[str] | Iterable[np.ndarray] | No
     return [(f"image{i}", np.asarray(image)) for i, image in enumerate(calibration)]
 
 
+def head_tap_convolutions(model: Any) -> list[str]:
+    """Names of the output heads' tap convolutions in a fast-graph export, kept in float32.
+
+    The fast graph computes each 3 x 3 head to K <= 4 channels (logits, alpha) as a 1 x 1
+    convolution to its 9K taps followed by a shifted sum (`FusedConv2d._head_traced`):
+    quantising the taps would add nine rounding errors into every logit, and in float32 the
+    1 x 1 convolution costs little. Recognised by their weights: 1 x 1, 9K outputs.
+    """
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2:
+            continue
+        dims = shapes.get(node.input[1])
+        if dims and len(dims) == 4 and dims[2:] == (1, 1) and dims[0] % 9 == 0 and dims[0] <= 36:
+            names.append(node.name)
+    return names
+
+
 def quantize_onnx(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -178,6 +198,7 @@ def quantize_onnx(
             prepared = Path(scratch) / "prepared.onnx"
             # Shape inference and graph clean-up first, as onnxruntime's quantiser recommends.
             quantization.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            float_heads = head_tap_convolutions(onnx.load(str(prepared)))
             if method == "static":
 
                 class Reader(quantization.CalibrationDataReader):
@@ -207,6 +228,7 @@ def quantize_onnx(
                     activation_type=quantization.QuantType.QUInt8,
                     weight_type=quantization.QuantType.QInt8,
                     calibrate_method=quantization.CalibrationMethod.MinMax,
+                    nodes_to_exclude=float_heads,
                     extra_options={"CalibStridedMinMax": 1, "MatMulConstBOnly": True},
                 )
             else:
@@ -216,6 +238,7 @@ def quantize_onnx(
                     op_types_to_quantize=list(QUANTIZED_OPS),
                     per_channel=True,
                     weight_type=quantization.QuantType.QInt8,
+                    nodes_to_exclude=float_heads,
                     extra_options={"MatMulConstBOnly": True},
                 )
         proto = onnx.load(temp_name)

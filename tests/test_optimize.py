@@ -31,6 +31,15 @@ from p3m.models.p3mnet import EncoderOutput, P3MOutput
 from reference_fill import fill_model, load_manifest
 
 MODELS_DIR = REFERENCE_DIR / "models"
+
+@pytest.fixture(autouse=True)
+def cores_free(monkeypatch):
+    """The fast path's Winograd layers are checked too: no fallback for a busy test machine."""
+    import p3m.models.fast_ops as fast_ops
+
+    monkeypatch.setattr(fast_ops, "cores_oversubscribed", lambda: False)
+
+
 NAMES = ("global", "local", "fusion", "side2", "side1", "side0")
 LOGITS = ("global", "side2", "side1", "side0")
 NEAR_TIE_GAP = 1e-3

@@ -19,6 +19,14 @@ from p3m.models.winograd import MIN_PIXELS, WinogradConv3x3, winograd_matrices, 
 RELATIVE_TOLERANCE = {2: 2e-6, 4: 5e-5}
 
 
+@pytest.fixture(autouse=True)
+def cores_free(monkeypatch):
+    """The tests check the Winograd arithmetic: never fall back for a busy test machine."""
+    import p3m.models.fast_ops as fast_ops
+
+    monkeypatch.setattr(fast_ops, "cores_oversubscribed", lambda: False)
+
+
 def case(batch: int, channels: int, out_channels: int, height: int, width: int, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, channels, height, width, generator=generator)
@@ -144,3 +152,24 @@ def test_winograd_only_for_eligible_convolutions() -> None:
         (torch.nn.Conv2d(128, 128, 3, padding=1), "sigmoid"),
     ):
         assert not fused(conv.eval(), activation).enable_winograd(), conv
+
+
+def test_busy_cores_fall_back_to_the_direct_convolution(monkeypatch) -> None:
+    import p3m.models.fast_ops as fast_ops
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 20, 3, padding=1).eval()
+    direct, fast = fused(conv, "relu"), fused(conv, "relu")
+    assert fast.enable_winograd(4)
+    x = case(1, 12, 20, 24, 24, seed=5)[0].contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(fast_ops, "cores_oversubscribed", lambda: True)
+    with torch.inference_mode():
+        assert torch.equal(fast(x), direct(x))
+    # The decision itself: load average against the usable CPUs, read at most once a second.
+    monkeypatch.undo()
+    cpus = len(__import__("os").sched_getaffinity(0))
+    for load, busy in ((cpus + 3.0, True), (float(cpus), False)):
+        monkeypatch.setattr(winograd.os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setitem(winograd._load_state, "at", float("-inf"))
+        assert winograd.cores_oversubscribed() is busy
+

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3m.models.winograd import MIN_PIXELS, WinogradConv3x3, winograd_tile
+from p3m.models.winograd import MIN_PIXELS, WinogradConv3x3, cores_oversubscribed, winograd_tile
 
 __all__ = [
     "ACTIVATIONS",
@@ -250,6 +250,7 @@ class FusedConv2d(nn.Module):
             self.winograd is not None
             and self._fusable(x)  # CPU float32, not traced
             and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
+            and not cores_oversubscribed()  # then the direct call pays (see its docstring)
         )
 
     def extra_repr(self) -> str:

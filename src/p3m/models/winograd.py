@@ -25,11 +25,23 @@ convolution; `benchmarks/bench_winograd.py` prints both, and where Winograd pays
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["MIN_PIXELS", "WINOGRAD_TILES", "WinogradConv3x3", "winograd_matrices", "winograd_tile"]
+__all__ = [
+    "MIN_PIXELS",
+    "WINOGRAD_TILES",
+    "WinogradConv3x3",
+    "cores_oversubscribed",
+    "winograd_matrices",
+    "winograd_tile",
+]
 
 WINOGRAD_TILES = (2, 4)
 
@@ -178,3 +190,41 @@ def winograd_tile(in_channels: int, out_channels: int) -> int | None:
     if min(in_channels, out_channels) < MIN_CHANNELS:
         return None
     return 2 if max(in_channels, out_channels) >= F2_CHANNELS else 4
+
+
+# How often the load average is read again (seconds).
+_LOAD_REFRESH = 1.0
+_load_lock = threading.Lock()
+_load_state = {"at": -math.inf, "busy": False}
+
+
+def cores_oversubscribed() -> bool:
+    """True when the CPUs this process may run on have more runnable threads than they can hold:
+    the 1-minute load average (`os.getloadavg`, read at most once a second) above the number of
+    usable CPUs plus one. A process's own threads count too, so p3m alone on the machine reads
+    about its thread count.
+
+    Winograd layers run about six operator calls where a direct convolution runs one, and with
+    the cores oversubscribed every call's thread barrier waits for a descheduled thread: beside
+    a second two-thread PyTorch job on 2 cores the Winograd forward measured 1.6x slower than
+    the direct one (`benchmarks/bench_models.py --paths fast,fast-direct` with a competing job),
+    while idle it is 1.1x faster. `FusedConv2d` therefore falls back to the direct convolution
+    while this is True. Where the load average is not available (Windows) this is False; in a
+    container the load average is the host's, so a busy host turns Winograd off (the direct
+    path, same results within the tolerances).
+    """
+    now = time.monotonic()
+    with _load_lock:
+        if now - _load_state["at"] < _LOAD_REFRESH:
+            return bool(_load_state["busy"])
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            load = 0.0
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        _load_state.update(at=now, busy=load > cpus + 1)
+        return bool(_load_state["busy"])
+

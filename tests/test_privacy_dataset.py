@@ -267,3 +267,13 @@ def test_single_image_mode_takes_a_folder_and_never_writes_over_an_input(tmp_pat
     assert result.exit_code == 1, result.output
     assert f"its output {source} would overwrite its own input" in result.output
     assert source.read_bytes() == before
+    # The folder itself as the output, and stdin / stdout: one line each, nothing written.
+    from p3m.errors import ConfigError
+
+    listing = sorted(p.name for p in photos.iterdir())
+    for args in ([str(photos), "-o", str(photos)], ["-", "-o", str(tmp_path / "x")], [str(source), "-o", "-"]):
+        refused = CliRunner().invoke(app, ["anonymize", *args, "--no-audit"])
+        assert isinstance(refused.exception, ConfigError), (args, refused.output)
+        assert "\n" not in str(refused.exception)
+    assert not (tmp_path / "x").exists() and not Path("-").exists()
+    assert sorted(p.name for p in photos.iterdir()) == listing

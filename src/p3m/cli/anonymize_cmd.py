@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -206,6 +206,17 @@ def anonymize_command(
     err = Console(stderr=True)
     if out is None:
         raise ConfigError("--out / -o is required")
+    if str(out) == "-" or any(str(path) == "-" for path in images or ()):
+        raise ConfigError(
+            "p3m anonymize reads image files and writes a folder (outputs, manifest, privacy "
+            "report): - (stdin/stdout) is not supported; give files or a folder and -o OUTDIR"
+        )
+    for folder in (path for path in images or () if path.is_dir()):
+        if folder.resolve() == out.resolve():
+            raise ConfigError(
+                f"{folder}: the output folder must differ from the input folder (anonymize "
+                "writes <stem>.png and <stem>.facemask.png beside the photos); choose another -o"
+            )
     dataset_mode = images_dir is not None or bool(input_lists)
     if bool(images) == dataset_mode:
         raise ConfigError(
@@ -243,7 +254,7 @@ def anonymize_command(
     # Video files go to p3m.video; when only videos were given, that is the whole run.
     from p3m.cli.video_cmd import anonymize_video_inputs, split_video_files
 
-    folders_given = [path for path in images if path.is_dir()]
+    folders_given = [path for path in images or () if path.is_dir()]
     images, videos = split_video_files(images)
     video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
     if videos and not images:
@@ -262,7 +273,7 @@ def anonymize_command(
         if not samples:
             raise ConfigError(f"no images found in {images_dir or ', '.join(map(str, input_lists or ()))}")
     else:
-        images = _expand_folders(images, out, err)
+        images = _expand_folders(images)
         if not images:
             raise ConfigError("no images found in " + ", ".join(map(str, folders_given)))
         if alpha and len(alpha) != len(images):
@@ -396,9 +407,9 @@ def register(app: typer.Typer) -> None:
     app.command("anonymize")(anonymize_command)
 
 
-def _expand_folders(images: list[Path], out: Path, err: Any) -> list[Path]:
-    """Single-image mode: a folder stands for its image files (sorted, not recursive; the output
-    folder's own files are passed over); files are kept as given, so a bad one is reported."""
+def _expand_folders(images: list[Path]) -> list[Path]:
+    """Single-image mode: a folder stands for its image files (sorted, not recursive; the caller
+    has refused an output folder equal to it); files are kept as given, so a bad one is reported."""
     from p3m.io import is_image_file
 
     expanded: list[Path] = []
@@ -406,11 +417,6 @@ def _expand_folders(images: list[Path], out: Path, err: Any) -> list[Path]:
         if not path.is_dir():
             expanded.append(path)
             continue
-        entries = sorted(entry for entry in path.iterdir() if entry.is_file() and is_image_file(entry))
-        inside_out = [entry for entry in entries if entry.parent.resolve() == out.resolve()]
-        if inside_out:
-            err.print(f"note: {path}: {len(inside_out)} file(s) of the output folder passed over",
-                      highlight=False)
-        expanded += [entry for entry in entries if entry not in inside_out]
+        expanded += sorted(entry for entry in path.iterdir() if entry.is_file() and is_image_file(entry))
     return expanded
 

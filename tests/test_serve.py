@@ -411,16 +411,22 @@ def test_p3m_serve_options_reach_the_service(monkeypatch: pytest.MonkeyPatch) ->
     for words in (".onnx file", "--strategy", "--max-pixels", "--workers", "--queue", "--timeout"):
         assert words in help_text, words
     served: list = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
+
+    def serve(server, sockets=None):  # uvicorn.Server.run: record instead of serving
+        (sock,) = sockets
+        served.append((server.config.app, sock.getsockname()[1]))
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve)
     options = ["serve", "--model", "selfie-cf", "--strategy", "resize", "--max-pixels", "2000000",
-               "--workers", "2", "--queue", "3", "--timeout", "5", "--port", "8123"]  # fmt: skip
+               "--workers", "2", "--queue", "3", "--timeout", "5", "--port", "0"]  # fmt: skip
     result = runner.invoke(cli, options)
     assert result.exit_code == 0, result.output
-    (app, kwargs), = served
+    (app, port), = served
+    assert port > 0 and f"p3m serving on http://127.0.0.1:{port}/" in result.output  # the port it got
     config = app.state.config
     assert (config.model, config.strategy, config.max_pixels) == ("selfie-cf", "resize", 2_000_000)
-    assert (config.workers, config.max_queue, config.timeout, kwargs["port"]) == (2, 3, 5.0, 8123)
+    assert (config.workers, config.max_queue, config.timeout) == (2, 3, 5.0)
     assert app.state.pool.loaded.name == "selfie-cf"  # loaded before serving
-    assert runner.invoke(cli, ["serve", "--max-pixels", "-1"]).exit_code == 0
+    assert runner.invoke(cli, ["serve", "--max-pixels", "-1", "--port", "0"]).exit_code == 0
     assert served[-1][0].state.config.max_pixels == -1
     assert isinstance(runner.invoke(cli, ["serve", "--max-pixels", "10"]).exception, ConfigError)

@@ -14,7 +14,7 @@ class StrategyChoice(str, Enum):
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1 keeps it local)."),
-    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: a free one, printed)."),
     model: str = typer.Option(
         "auto",
         "--model",

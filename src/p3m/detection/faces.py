@@ -301,6 +301,9 @@ def _run_mediapipe(image: np.ndarray, name: str, min_confidence: float) -> list[
     return faces
 
 
+_DLIB_CNN_MIN_SIDE = 16
+
+
 def _run_dlib(image: np.ndarray, name: str, upsample: int | None) -> list[Face]:
     height, width = image.shape[:2]
     if upsample is None:
@@ -312,6 +315,10 @@ def _run_dlib(image: np.ndarray, name: str, upsample: int | None) -> list[Face]:
         with _LOCK:
             rects, scores, _ = detector.run(image, upsample, 0.0)
         found = list(zip(rects, scores, strict=True))
+    elif min(height, width) < _DLIB_CNN_MIN_SIDE:
+        # dlib's CNN raises for images below its filter windows (under 10 px a side); it finds
+        # no face under ~40 px anyway.
+        found = []
     else:
         detector = _dlib_detector("cnn")
         with _LOCK:

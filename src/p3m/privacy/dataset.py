@@ -435,11 +435,16 @@ class AnonymizeTask:
         record["status"] = "done"
         audit = None
         if config.audit:
-            audit = audit_image(result.image, config.audit_detectors, original=image, faces=result.faces)
+            audit = audit_image(
+                result.image, config.audit_detectors, original=image, faces=result.faces,
+                facemask=result.facemask,
+            )  # fmt: skip
             record["audit"] = audit.to_dict()
             if not audit.passed:
-                record["warnings"].append(
-                    f"audit: {audit.faces_found} face(s) still detected, {audit.identity_matches} identity match(es)"
+                record["warnings"].append(audit.warning())
+            if audit.uncovered:
+                record["needs_annotation"].append(
+                    f"{audit.missed_faces} face(s) found by the audit outside every face mask (left visible)"
                 )
         flagged = bool(record["warnings"]) or bool(record["needs_annotation"])
         if config.review or flagged:

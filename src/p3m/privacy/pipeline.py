@@ -393,7 +393,8 @@ def anonymize(
     """Obfuscate every face in `image`, sparing the matte's semi-transparent pixels (P3M-10k).
 
     `image`: path, PIL image or RGB(A) uint8 array (an alpha channel is kept in
-    `result.input_alpha`). `alpha`: path or float32 [0, 1] / uint8 matte of the same size;
+    `result.input_alpha`). `alpha`: path or float32 [0, 1] / uint8 matte of the same size, or
+    the `MatteResult` of `p3m.matte` (then an estimate: `alpha_estimated` defaults to True);
     None with `alpha_from=None` skips the transition-area exclusion (with a warning);
     `alpha_from="auto"` / "selfie-cf" / a model name estimates one (if that fails, the whole
     face is obfuscated, with a warning). `alpha_estimated` (default: True exactly when p3m
@@ -422,6 +423,10 @@ def anonymize(
         warnings.append(NO_DLIB_NOTE)
     estimated = False
     if alpha is not None:
+        from p3m.inference.api import MatteResult
+
+        if isinstance(alpha, MatteResult):  # p3m.matte's result: an estimate, not a hand-made matte
+            alpha, alpha_estimated = alpha.alpha, True if alpha_estimated is None else alpha_estimated
         alpha = _as_alpha(alpha, image.shape)
         estimated = bool(alpha_estimated)
     elif alpha_from is not None:

@@ -212,7 +212,10 @@ class AnonymizeJob:
             if self.audit:
                 from p3m.privacy.audit import audit_image
 
-                audit = audit_image(result.image, self.audit_detectors, original=rgb, faces=result.faces)
+                audit = audit_image(
+                    result.image, self.audit_detectors, original=rgb, faces=result.faces,
+                    facemask=result.facemask,
+                )  # fmt: skip
             source = "upload" if alpha is not None else self.alpha_from or "none"
             return self._encode(result, audit, source)
         except Exception as error:  # noqa: BLE001 - every failure becomes a clear 4xx
@@ -222,10 +225,7 @@ class AnonymizeJob:
         faces = getattr(result, "faces", [])
         warnings = [str(w) for w in getattr(result, "warnings", [])]
         if audit is not None and not audit.passed:
-            warnings.append(
-                f"audit: {audit.faces_found} face(s) still detected, "
-                f"{audit.identity_matches} identity match(es)"
-            )
+            warnings.append(audit.warning())
         headers = {**_NO_STORE, "X-P3M-Faces": str(len(faces))}
         if warnings:
             headers["X-P3M-Warnings"] = header_text(" | ".join(warnings))

@@ -428,6 +428,7 @@ def _anonymized_frames(
                 detectors=audit_names,
                 original=frame.image,
                 faces=identity_faces,
+                facemask=result.facemask,
             )
             report_audit = found.to_dict()
         return AnonymizedFrame(

@@ -301,12 +301,13 @@ def _sbfi(block: nn.Module, local_feature: Tensor, pooled: dict[int, Tensor]) ->
 def _shared_pools(shallow: Tensor) -> dict[int, Tensor]:
     """Kernel-2 max-pools of `shallow` with strides 2, 4 and 8, from one stride-2 pass.
 
-    Traced for ONNX, each stride is its own MaxPool (same values): onnxruntime runs pools in
-    its blocked NCHWc layout, but strided slices in plain NCHW, with layout reorders around them.
+    Traced for ONNX, the subsampling is a kernel-1 MaxPool (same values): onnxruntime runs
+    pools in its blocked NCHWc layout, but strided slices in plain NCHW, with layout reorders
+    around them.
     """
     base = F.max_pool2d(shallow, kernel_size=2, stride=2)
     if torch.jit.is_tracing():
-        return {2: base, 4: F.max_pool2d(shallow, 2, stride=4), 8: F.max_pool2d(shallow, 2, stride=8)}
+        return {2: base, 4: F.max_pool2d(base, 1, stride=2), 8: F.max_pool2d(base, 1, stride=4)}
     return {2: base, 4: base[..., ::2, ::2], 8: base[..., ::4, ::4]}
 
 

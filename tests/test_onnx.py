@@ -336,8 +336,17 @@ def test_registered_model_exports_and_runs_at_other_sizes(exported, name: str) -
     assert report.variant == name and report.verify_size == (32, 96)
     assert report.metadata["graph"] == "fast"
     # Pools export as MaxPool (indices) + MaxUnpool, not as a scatter-max graph.
-    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    nodes = onnx.load(str(path)).graph.node
+    ops = {node.op_type for node in nodes}
     assert "MaxUnpool" in ops and "ScatterElements" not in ops
+    # Layout: sBFI's stride-4/8 pools subsample the stride-2 pool with kernel-1 MaxPools, not
+    # strided slices, and r34's mp1 values come from a value-only MaxPool (onnxruntime keeps
+    # both in NCHWc).
+    pools = [node for node in nodes if node.op_type == "MaxPool"]
+    attributes = [{a.name: list(a.ints) for a in node.attribute} for node in pools]
+    assert {2, 4} <= {a["strides"][0] for a in attributes if a["kernel_shape"] == [1, 1]}
+    value_only = [a for a, node in zip(attributes, pools, strict=True) if a["kernel_shape"] == [3, 3] and len(node.output) == 1]
+    assert len(value_only) == (1 if name == "p3mnet-r34" else 0)
     for output, difference in report.max_abs_diff.items():
         # local / fusion: a near-tie max-pool decision may flip (see assert_outputs_match)
         assert difference < (LOGIT_ATOL if output not in ("local", "fusion") else 1e-3), output

@@ -175,13 +175,20 @@ class FastMaxPool3x3(nn.Module):
     which the portable scatter-max unpool (`max_unpool2d_last_wins`) reads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, blocked_values: bool = False) -> None:
         super().__init__()
         self.onnxruntime_ops = False
+        self.blocked_values = blocked_values
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if torch.jit.is_tracing() and self.onnxruntime_ops:
-            return _OnnxMaxPool.apply(x, 3, 1)
+            pooled, indices = _OnnxMaxPool.apply(x, 3, 1)
+            if self.blocked_values:
+                # The same values from a second, value-only MaxPool: onnxruntime runs that one
+                # in its blocked NCHWc layout, so the convolutions reading the pooled feature
+                # take it as it is (the index MaxPool's output is plain NCHW).
+                pooled = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+            return pooled, indices
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1, return_indices=True)
 
 

@@ -299,8 +299,15 @@ def _sbfi(block: nn.Module, local_feature: Tensor, pooled: dict[int, Tensor]) ->
 
 
 def _shared_pools(shallow: Tensor) -> dict[int, Tensor]:
-    """Kernel-2 max-pools of `shallow` with strides 2, 4 and 8, from one stride-2 pass."""
+    """Kernel-2 max-pools of `shallow` with strides 2, 4 and 8, from one stride-2 pass.
+
+    Traced for ONNX, the subsampling is a kernel-1 MaxPool (same values): onnxruntime runs
+    pools in its blocked NCHWc layout, but strided slices in plain NCHW, with layout reorders
+    around them.
+    """
     base = F.max_pool2d(shallow, kernel_size=2, stride=2)
+    if torch.jit.is_tracing():
+        return {2: base, 4: F.max_pool2d(base, 1, stride=2), 8: F.max_pool2d(base, 1, stride=4)}
     return {2: base, 4: base[..., ::2, ::2], 8: base[..., ::4, ::4]}
 
 
@@ -385,6 +392,12 @@ def fast_decode(
 # --------------------------------------------------------------------------- the fast model
 
 
+# ResNet-34 pools whose exported values come from a value-only MaxPool beside the index one
+# (`FastMaxPool3x3.blocked_values`). mp1 feeds layer1's identity shortcut: from the index pool
+# (plain NCHW), onnxruntime could not fuse layer1's residual adds into its NCHWc convolutions.
+BLOCKED_POOLS = frozenset({1})
+
+
 def _pool_kind(model: nn.Module) -> str:
     """How the encoder pools: 'overlapping' (r34's 3x3/s2), 'disjoint' (2x2/s2) or 'unknown'."""
     from p3m.models.backbones.swin import SwinTEncoder
@@ -433,7 +446,7 @@ class FastP3MNet(nn.Module):
         if self._flat_layout:
             # Index max-pools that export as plain MaxPool + window codes (see FastMaxPool3x3).
             for level in range(5):
-                setattr(model, f"mp{level}", FastMaxPool3x3())
+                setattr(model, f"mp{level}", FastMaxPool3x3(blocked_values=level in BLOCKED_POOLS))
         self.net = model
         self.winograd_layers = 0
         if winograd and channels_last:

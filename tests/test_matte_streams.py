@@ -217,3 +217,17 @@ def test_watch_mattes_new_files_and_stops_cleanly_on_sigterm(portrait, tmp_path)
     assert np.asarray(Image.open(out / "new_alpha.png")).shape == (128, 96)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl", "new_alpha.png"]
     assert b"matted 1 image(s)" in stdout
+
+
+def test_plan_matte_takes_the_cli_kind_list_and_names_unknown_kinds(tmp_path):
+    from p3m.inference.batch import plan_matte
+    from p3m.inference.foreground import parse_color
+
+    plan = plan_matte([str(tmp_path)], tmp_path / "out", "alpha,rgba")
+    assert plan.kinds == ("alpha", "rgba")
+    with pytest.raises(ConfigError, match="alpha"):
+        plan_matte([str(tmp_path)], tmp_path / "out", ["alhpa"])
+    with pytest.raises(ConfigError, match="nosuch.jpg: background image not found"):
+        parse_color("nosuch.jpg")
+    with pytest.raises(ConfigError, match="cannot read the colour"):
+        parse_color("blurple")

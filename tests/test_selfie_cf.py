@@ -563,3 +563,22 @@ def test_a_skeleton_on_a_rocket_is_no_person():
     assert result.people == []
     assert float(result.alpha.max()) == 0.0
     assert result.note == NO_PERSON_NOTE
+
+
+def test_people_found_but_not_segmented_get_a_note_not_a_silent_blank() -> None:
+    """A 25 px LFW face blown up to 150 px: CenterFace and MediaPipe find the person, the
+    selfie models keep nothing of it. The empty matte says so."""
+    from PIL import Image
+    from skimage import data
+
+    import p3m
+    from p3m.inference.selfie_cf import EMPTY_ALPHA
+
+    face = (data.lfw_subset()[0] * 255).astype(np.uint8)
+    image = np.asarray(Image.fromarray(face).resize((150, 150), Image.NEAREST).convert("RGB"))
+    result = p3m.matte(image)
+    assert result.details.people, "test setup: the person is found"
+    if (result.alpha >= EMPTY_ALPHA).any():
+        assert result.image_note is None or "segmentation kept none" not in result.image_note
+    else:
+        assert result.image_note is not None and "segmentation kept none of them" in result.image_note

@@ -346,13 +346,16 @@ class MattePlan:
 def plan_matte(
     inputs: Iterable[str],
     out_dir: str | Path,
-    kinds: Sequence[str] = ("alpha", "rgba"),
+    kinds: Sequence[str] | str = ("alpha", "rgba"),
     recursive: bool = False,
     overwrite: bool = False,
     input_lists: Sequence[str | os.PathLike[str]] = (),
     shard_size: int = 0,
 ) -> MattePlan:
     """Collect the inputs (files, folders, globs) and name every output; see `collect_inputs`.
+
+    `kinds`: output kinds (`OUTPUT_KINDS`), as a sequence or the CLI's comma list ("alpha,rgba");
+    an unknown kind raises ConfigError naming the valid ones.
 
     Inputs that do not exist are listed in `missing`, not raised; files p3m wrote are left out
     (those recognised by their name alone are listed in `passed_over`); two inputs that would
@@ -364,6 +367,7 @@ def plan_matte(
     most that many images per shard, each image in the same shard on every run
     (`p3m.runs.shards`, recorded in `<out_dir>/shards.jsonl`).
     """
+    kinds = parse_save(kinds) if isinstance(kinds, str) else parse_save(",".join(kinds))
     missing: list[tuple[str, str]] = []
     passed_over: list[Path] = []
     left_out: list[Path] = []

@@ -105,6 +105,10 @@ def parse_color(color: str | tuple[int, int, int]) -> tuple[int, int, int]:
             else:
                 values = ImageColor.getrgb(text)[:3]
         except ValueError as error:
+            if any(mark in text for mark in ("/", "\\", ".")):
+                raise ConfigError(
+                    f"{color}: background image not found (and not a colour: a name, #rrggbb or r,g,b)"
+                ) from error
             raise ConfigError(
                 f"cannot read the colour {color!r} (use a name, #rrggbb or r,g,b)"
             ) from error

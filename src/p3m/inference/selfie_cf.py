@@ -55,6 +55,7 @@ from p3m.io.stderr import native_stderr_silenced
 
 __all__ = [
     "NO_PERSON_NOTE",
+    "PEOPLE_NOT_SEGMENTED_NOTE",
     "SELFIE_CF_NAME",
     "MaskFilter",
     "SelfieCFConfig",
@@ -73,6 +74,11 @@ SELFIE_CF_NAME = "selfie-cf"
 INSTALL_HINT = 'pip install "p3m[privacy]" (it installs mediapipe==0.10.21)'
 
 NO_PERSON_NOTE = "no person found (no face or body in the image): the matte is empty"
+PEOPLE_NOT_SEGMENTED_NOTE = (
+    "{count} person(s) found, but the segmentation kept none of them (a very small, blurred or "
+    "low-resolution person?): the matte is empty"
+)
+EMPTY_ALPHA = 0.05  # a matte with no pixel at or above this is empty
 
 DEFAULT_SOLVE_PIXELS = 120_000
 """Pixels closed-form matting solves at the default budget (about 350 x 350 around the people;
@@ -838,6 +844,9 @@ def run_selfie_cf(
             probability = np.clip(np.asarray(mask_filter(seen, probability), dtype=np.float32), 0.0, 1.0)
     threshold = max(0.01, config.threshold - config.person_margin) if people else config.threshold
     alpha, trimap, regions, scale = _solve_regions(image, probability, exposure, config, threshold, len(people))
+    if people and note is None and not (alpha >= EMPTY_ALPHA).any():
+        # People were found but the segmentation kept none of them: say so, never a silent blank.
+        note = PEOPLE_NOT_SEGMENTED_NOTE.format(count=len(people))
     solved_size = (max(1, round(height * scale)), max(1, round(width * scale)))
     return SelfieCFResult(
         alpha=alpha,

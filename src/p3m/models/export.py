@@ -375,8 +375,10 @@ def export_onnx(
     target = Path(path).expanduser()
     if target.is_dir():
         raise ExportError("is a folder; give the path of the .onnx file to write", target)
-    if not target.parent.is_dir():
-        raise ExportError("the folder to write into does not exist", target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"cannot create the folder to write into ({error.strerror})", target.parent) from error
     model, weights_note = _build_model(model_or_name, weights)
     variant = str(getattr(model, "variant", type(model).__name__))
     # Models without dBFI (Table 7 ablations) have no side outputs: "all" means all they have.

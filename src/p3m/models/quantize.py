@@ -186,8 +186,10 @@ def quantize_onnx(
     import onnxruntime
 
     source, target = Path(source), Path(target).expanduser()
-    if not target.parent.is_dir():
-        raise ExportError("the folder to write into does not exist", target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"cannot create the folder to write into ({error.strerror})", target.parent) from error
     images = _load_images(calibration)
     batches = _inputs(images, size)
     input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name

@@ -290,8 +290,12 @@ def test_bad_export_arguments(tiny: TinyP3M, tmp_path: Path, kwargs: dict, messa
 
 
 def test_missing_folder_and_bad_model_files(tiny: TinyP3M, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="does not exist"):
-        export_onnx(tiny, tmp_path / "nowhere" / "x.onnx")
+    # A missing folder is made (as p3m matte makes its output folder); a file in the way is one line.
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ExportError, match="cannot create the folder to write into"):
+        export_onnx(tiny, tmp_path / "a-file" / "sub" / "x.onnx")
+    export_onnx(tiny, tmp_path / "nowhere" / "deeper" / "x.onnx")
+    assert (tmp_path / "nowhere" / "deeper" / "x.onnx").is_file()
     with pytest.raises(CheckpointError, match="no such ONNX model file"):
         OnnxP3MNet(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"

@@ -494,15 +494,9 @@ class FastGlobalAttention(nn.Module):
         if torch.jit.is_tracing():
             # ONNX export: attend block of queries by block of queries, as the exact model's
             # export does, so that one graph serves every size within bounded memory.
-            from p3m.models.backbones.vitae import EXPORT_QUERY_BLOCKS
+            from p3m.models.backbones.vitae import attend_in_query_blocks
 
-            out = torch.cat(
-                [
-                    ((block @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
-                    for block in q.tensor_split(EXPORT_QUERY_BLOCKS, dim=2)
-                ],
-                dim=2,
-            )
+            out = attend_in_query_blocks(q, k, v, self.scale)
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return out.transpose(1, 2).reshape(batch, tokens, channels)

@@ -41,6 +41,19 @@ ATTENTION_EXACT_ELEMENTS = 1 << 25
 EXPORT_QUERY_BLOCKS = 16
 
 
+def attend_in_query_blocks(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """softmax(q k^T * scale) v, computed for `EXPORT_QUERY_BLOCKS` blocks of queries at a time
+    (B x heads x tokens x head_dim each): the ONNX export's attention, with peak memory a
+    fraction of the full attention matrix; the same arithmetic per query as the whole product."""
+    return torch.cat(
+        [
+            ((block @ k.transpose(-2, -1)) * scale).softmax(dim=-1) @ v
+            for block in q.tensor_split(EXPORT_QUERY_BLOCKS, dim=2)
+        ],
+        dim=2,
+    )
+
+
 def performer_random_features(
     num_features: int, dim: int, generator: torch.Generator, heads: int = 1
 ) -> Tensor:
@@ -113,13 +126,7 @@ class GlobalAttention(nn.Module):
             # ONNX export: one graph serves every size and ONNX has no fused attention, so
             # attend block of queries by block of queries; peak memory is 1/EXPORT_QUERY_BLOCKS
             # of the full attention matrix (which takes 5 GB at ~1.7 MP inputs).
-            out = torch.cat(
-                [
-                    ((block @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
-                    for block in q.tensor_split(EXPORT_QUERY_BLOCKS, dim=2)
-                ],
-                dim=2,
-            )
+            out = attend_in_query_blocks(q, k, v, self.scale)
         elif batch * self.num_heads * tokens * tokens <= ATTENTION_EXACT_ELEMENTS:
             # The official computation, bit for bit (the references are matched exactly).
             attn = (q @ k.transpose(-2, -1)) * self.scale

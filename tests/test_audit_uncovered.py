@@ -41,3 +41,16 @@ def test_anonymize_takes_p3m_matte_result_as_an_estimated_matte() -> None:
     assert estimated.alpha_estimated and estimated.report()["alpha"] == "estimated"
     given = p3m.anonymize(image, alpha=matte.alpha, verify="none")
     assert not given.alpha_estimated and given.report()["alpha"] == "given"
+
+
+def test_audit_of_an_anonymize_result_judges_against_its_face_mask() -> None:
+    from types import SimpleNamespace
+
+    from skimage import data
+
+    from p3m.privacy.audit import audit_anonymized
+
+    image = np.ascontiguousarray(data.astronaut())
+    result = SimpleNamespace(image=image, faces=[], facemask=np.zeros(image.shape[:2], bool))
+    audit = audit_anonymized(result, image, ("centerface",))
+    assert audit.faces_found >= 1 and audit.missed_faces == audit.faces_found

@@ -22,6 +22,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,14 @@ from p3m.detection.faces import (
     run_detector,
 )
 
-__all__ = ["IDENTITY_THRESHOLD", "UNCOVERED_BELOW", "AuditResult", "audit_image", "identity_distances"]
+__all__ = [
+    "IDENTITY_THRESHOLD",
+    "UNCOVERED_BELOW",
+    "AuditResult",
+    "audit_anonymized",
+    "audit_image",
+    "identity_distances",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +203,12 @@ def audit_image(
         identity_distances=distances,
         uncovered=uncovered,
     )
+
+
+def audit_anonymized(result: Any, original: np.ndarray, detectors: Sequence[str] | None = None) -> AuditResult:
+    """`audit_image` of a `p3m.anonymize` result (`result.image`, `.faces`, `.facemask`) against
+    the `original` image: detectors, identity check, and the faces left outside every face mask."""
+    return audit_image(
+        result.image, detectors, original=original, faces=result.faces, facemask=result.facemask
+    )
+

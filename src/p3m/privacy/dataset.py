@@ -389,7 +389,7 @@ class AnonymizeTask:
         return image, input_alpha, alpha_u8, manual
 
     def compute(self, item: Item, loaded: tuple) -> dict[str, Any]:
-        from p3m.privacy.audit import audit_image
+        from p3m.privacy.audit import audit_anonymized
         from p3m.privacy.pipeline import anonymize
 
         config = self.config
@@ -435,10 +435,7 @@ class AnonymizeTask:
         record["status"] = "done"
         audit = None
         if config.audit:
-            audit = audit_image(
-                result.image, config.audit_detectors, original=image, faces=result.faces,
-                facemask=result.facemask,
-            )  # fmt: skip
+            audit = audit_anonymized(result, image, config.audit_detectors)
             record["audit"] = audit.to_dict()
             if not audit.passed:
                 record["warnings"].append(audit.warning())

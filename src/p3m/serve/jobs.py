@@ -210,12 +210,9 @@ class AnonymizeJob:
             )
             audit = None
             if self.audit:
-                from p3m.privacy.audit import audit_image
+                from p3m.privacy.audit import audit_anonymized
 
-                audit = audit_image(
-                    result.image, self.audit_detectors, original=rgb, faces=result.faces,
-                    facemask=result.facemask,
-                )  # fmt: skip
+                audit = audit_anonymized(result, rgb, self.audit_detectors)
             source = "upload" if alpha is not None else self.alpha_from or "none"
             return self._encode(result, audit, source)
         except Exception as error:  # noqa: BLE001 - every failure becomes a clear 4xx

@@ -60,6 +60,22 @@ def matmul_peak(rounds: int = 7) -> float:
     return statistics.median(rates)
 
 
+def model_input(kind: str, height: int, width: int) -> torch.Tensor:
+    """1 x 3 x H x W input: a real portrait normalised as `p3m.matte` does, or N(0, 1) noise.
+
+    The index max-pools cost depends on the data (branch prediction in PyTorch's and
+    onnxruntime's scalar loops): noise is their worst case, a photo what users send.
+    """
+    if kind == "noise":
+        return torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    from skimage import data
+
+    from p3m.inference.preprocess import image_to_tensor, resize_like_official
+
+    image = resize_like_official(data.astronaut().astype("float32"), (height, width))
+    return image_to_tensor(image)
+
+
 def model_gflop(model: torch.nn.Module, x: torch.Tensor) -> float:
     """GFLOP of one forward of the exact model, by PyTorch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -147,6 +163,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timed rounds (median)")
     parser.add_argument(
+        "--input",
+        choices=("photo", "noise"),
+        default="photo",
+        help="photo: scikit-image's astronaut resized and normalised as p3m.matte does; noise: N(0, 1)",
+    )
+    parser.add_argument(
         "--int8", default="p3mnet-r34", help="variants that get an int8 path ('all', 'none' or a list)"
     )
     args = parser.parse_args()
@@ -160,7 +182,7 @@ def main() -> None:
     height, width = (int(v) for v in args.size.lower().split("x"))
     variants = [v for v in args.variants.split(",") if v]
     int8_for = set(variants) if args.int8 == "all" else set() if args.int8 == "none" else set(args.int8.split(","))
-    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    x = model_input(args.input, height, width)
 
     peak = matmul_peak()
     import onnxruntime

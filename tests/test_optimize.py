@@ -237,6 +237,49 @@ def test_every_known_block_is_rewritten(pair) -> None:
             assert name.startswith("net.resnet."), name
 
 
+@pytest.mark.parametrize("variant", ["p3mnet-r34", "p3mnet-swin-t", "p3mnet-vitae-s"])
+def test_convolutions_write_channels_last(variant: str) -> None:
+    """Every convolution of the fast path writes channels-last maps with the canonical strides
+    oneDNN recognises, token grids included (a 1 x C x h x w view of tokens has batch stride C:
+    oneDNN then wrote NCHW, and each later concatenation and convolution converted layouts).
+    (Ablation variants run the model's own decoder data flow, with its NCHW unpooling.)"""
+    from p3m.models.fast_ops import FusedConv2d
+
+    torch.manual_seed(0)
+    fast = optimize_for_inference(create_model(variant, device="cpu"))
+    seen: list[str] = []
+
+    def check(module, inputs, output) -> None:
+        if output.dim() == 4 and output.shape[1] > 1:
+            n, c, h, w = output.shape
+            assert output.stride() == (c * h * w, 1, w * c, c), (names[module], output.stride())
+            seen.append(names[module])
+
+    names = {module: name for name, module in fast.named_modules()}
+    hooks = [m.register_forward_hook(check) for m in names if isinstance(m, FusedConv2d)]
+    try:
+        fast(torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(seen) > 10
+
+
+def test_canonical_channels_last() -> None:
+    from p3m.models.fast_ops import canonical_channels_last
+
+    tokens = torch.randn(7 * 9, 5)  # h*w x C rows, seen as a 1 x C x 7 x 9 map
+    grid = tokens.t().reshape(1, 5, 7, 9)
+    assert grid.is_contiguous(memory_format=torch.channels_last) and grid.stride()[0] == 5
+    fixed = canonical_channels_last(grid)
+    assert fixed.stride() == (5 * 7 * 9, 1, 9 * 5, 5) and torch.equal(fixed, grid)
+    assert fixed.data_ptr() == grid.data_ptr()  # a view, no copy
+    nchw = torch.randn(1, 5, 7, 9)
+    assert canonical_channels_last(nchw) is nchw
+    batch = torch.randn(2, 5, 7, 9).contiguous(memory_format=torch.channels_last)
+    assert canonical_channels_last(batch) is batch
+
+
 def test_optimize_arguments(pair) -> None:
     model, fast = pair
     assert optimize_for_inference(model, exact=True) is model

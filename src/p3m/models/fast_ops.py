@@ -156,6 +156,29 @@ def _fusable(x: Tensor, weight: Tensor) -> bool:
     )
 
 
+def canonical_channels_last(x: Tensor) -> Tensor:
+    """`x` itself, or a view of the same memory with a canonical batch stride when `x` is
+    channels-last with a batch of 1.
+
+    PyTorch calls a 1 x C x H x W tensor channels-last whatever its batch stride (a size-1
+    dimension's stride does not matter), but oneDNN picks its layout from the strides: a token
+    grid viewed as a map (`tokens_to_grid`) often has batch stride C, and convolutions then
+    write NCHW, so every later concatenation, upsampling and convolution converts layouts.
+    """
+    if (
+        torch.jit.is_tracing()  # exports see no memory layouts
+        or x.dim() != 4
+        or x.shape[0] != 1
+        or not x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return x
+    _, channels, height, width = x.shape
+    strides = (channels * height * width, 1, width * channels, channels)
+    if x.stride() == strides:
+        return x
+    return x.as_strided(x.shape, strides)
+
+
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """(weight, bias) of the single convolution equal to `bn(conv(x))` with BN in inference mode."""
     if bn.running_mean is None or bn.running_var is None:
@@ -341,6 +364,7 @@ class FusedConv2d(nn.Module):
         return out if self._act is None else self._act(out)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = canonical_channels_last(x)
         if self._few_outputs(x):
             return self._head(x)
         if torch.jit.is_tracing() and self._is_head():

@@ -216,3 +216,27 @@ def test_help_at_80_columns_shows_every_option_name_whole_and_no_flag_placeholde
             for option in (*param.opts, *param.secondary_opts):
                 whole = re.compile(rf"(?<![\w-]){re.escape(option)}(?![\w…-])")
                 assert whole.search(result.output), (name, option, result.output)
+
+
+def test_ray_actors_take_the_drivers_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray started before the command (a notebook, a cluster) has actors without the driver's
+    environment: the executor hands the cap to each actor."""
+    pytest.importorskip("ray", reason='the Ray engine is the [scale] extra: pip install "p3m[scale]"')
+    from ray import cloudpickle
+
+    from p3m.scale.ray_engine import _ItemWorker, driver_environment
+
+    with image_pixel_cap(4321):
+        sent = driver_environment()
+    assert sent == {"P3M_MAX_PIXELS": "4321"}
+    monkeypatch.setenv("P3M_MAX_PIXELS", "99")  # what an actor's process may have had
+    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", sent)
+    assert os.environ["P3M_MAX_PIXELS"] == "4321"
+    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", driver_environment())
+    assert os.environ["P3M_MAX_PIXELS"] == "4321"
+    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", {"P3M_MAX_PIXELS": None})
+    assert "P3M_MAX_PIXELS" not in os.environ
+
+
+def _no_task() -> None:
+    return None

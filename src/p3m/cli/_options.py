@@ -19,9 +19,8 @@ import typer
 from p3m.vocabulary import MAX_IMAGE_PIXELS
 
 MAX_IMAGE_PIXELS_HELP = (
-    "Refuse images with more pixels than this (width x height, read from the file header before "
-    f"decoding; a decompression-bomb guard; default {MAX_IMAGE_PIXELS:,}, above 150-megapixel "
-    "photos); 0 = no cap."
+    "Refuse images of more pixels than this (width x height, read from the file header before "
+    "decoding: a decompression-bomb guard; the default passes 150-megapixel photos); 0 = no cap."
 )
 
 

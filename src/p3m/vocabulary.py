@@ -26,6 +26,7 @@ from p3m.errors import ConfigError
 
 __all__ = [
     "DATA_SETS",
+    "MAX_IMAGE_PIXELS",
     "Accumulate",
     "AnonymizeLayout",
     "BaselineMethod",
@@ -44,6 +45,14 @@ __all__ = [
 ]
 
 EnumT = TypeVar("EnumT", bound=Enum)
+
+MAX_IMAGE_PIXELS = 160_000_000
+"""Default cap on width x height of every image p3m decodes (decompression-bomb guard), shared by
+the library (`p3m.io.DEFAULT_MAX_PIXELS`), the command line (`--max-image-pixels`) and the
+service (`ServeConfig.max_image_pixels`). Above the largest single-shot photos (100-megapixel
+phones and medium format, 11648 x 8736; 150-megapixel backs, 14204 x 10652), below Pillow's own
+error limit (about 179 megapixels): a 14000 x 13000 blank PNG of a few kB is refused from its
+header instead of being decoded into gigabytes."""
 
 
 def values(enum: type[Enum]) -> tuple[str, ...]:

@@ -72,9 +72,19 @@ def reflow_help(text: str | None) -> str | None:
 
 
 def _reflow_commands(typer_app: typer.Typer) -> None:
+    """Reflowed docstrings as help, and help that keeps option names whole (`HelpCommand`)."""
+    from typer.core import TyperCommand
+    from typer.models import DefaultPlaceholder
+
+    from p3m.cli._help import HelpCommand, HelpGroup
+
+    if isinstance(typer_app.info.cls, DefaultPlaceholder) or typer_app.info.cls is None:
+        typer_app.info.cls = HelpGroup
     for command in typer_app.registered_commands:
         if command.help is None and command.callback is not None:
             command.help = reflow_help(command.callback.__doc__)
+        if command.cls in (None, TyperCommand):
+            command.cls = HelpCommand
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
             _reflow_commands(group.typer_instance)

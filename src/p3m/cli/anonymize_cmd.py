@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from p3m.cli import _scale
+from p3m.cli._options import caps_image_pixels
 from p3m.vocabulary import AnonymizeLayout, DetectionPreset
 from p3m.vocabulary import LandmarkScheme as Landmarks
 from p3m.vocabulary import ObfuscationMethod as Method
@@ -28,12 +29,14 @@ Layout = Enum(  # type: ignore[misc]
 
 
 def _rotations(value: str) -> tuple[int, ...]:
+    from p3m.detection.multipass import check_rotations
     from p3m.errors import ConfigError
 
     try:
-        return tuple(int(part) for part in value.split(",") if part.strip())
+        rotations = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise ConfigError(f"--rotations takes degrees such as 0,90,180,270, got {value!r}") from None
+    return check_rotations(rotations, "--rotations")
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
@@ -404,7 +407,7 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
 
 def register(app: typer.Typer) -> None:
     """Add `p3m anonymize` to the command line."""
-    app.command("anonymize")(anonymize_command)
+    app.command("anonymize")(caps_image_pixels(anonymize_command))
 
 
 def _expand_folders(images: list[Path]) -> list[Path]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
 from p3m.vocabulary import BaselineMethod, TestSet
 
 
@@ -144,5 +145,5 @@ def table_command(
 
 def register(app: typer.Typer) -> None:
     """Add `p3m baseline` and `p3m table` to the command line."""
-    app.command("baseline", no_args_is_help=True)(baseline_command)
+    app.command("baseline", no_args_is_help=True)(caps_image_pixels(baseline_command))
     app.command("table", no_args_is_help=True)(table_command)

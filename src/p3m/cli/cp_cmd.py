@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
 from p3m.errors import ConfigError
 
 cp_app = typer.Typer(
@@ -15,6 +16,7 @@ cp_app = typer.Typer(
 
 
 @cp_app.command("build")
+@caps_image_pixels
 def build(
     src: Path = typer.Argument(..., help="Folder of face images (and CelebAMask-HQ part masks)."),
     out: Path = typer.Argument(..., help="Output folder: index.json, faces/, masks/."),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
+
 
 def synth_data_command(
     out: Path = typer.Argument(..., help="Folder to write the data set into."),
@@ -87,4 +89,4 @@ def check_data_command(
 
 def register(app: typer.Typer) -> None:
     app.command("synth-data")(synth_data_command)
-    app.command("check-data")(check_data_command)
+    app.command("check-data")(caps_image_pixels(check_data_command))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
 from p3m.vocabulary import Accumulate
 
 
@@ -93,4 +94,4 @@ def eval_command(
 
 def register(app: typer.Typer) -> None:
     """Add `p3m eval` to the command line."""
-    app.command("eval", no_args_is_help=True)(eval_command)
+    app.command("eval", no_args_is_help=True)(caps_image_pixels(eval_command))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
 from p3m.vocabulary import TestStrategy
 
 if TYPE_CHECKING:
@@ -407,10 +408,10 @@ def complexity_command(
 
 
 def register(app: typer.Typer) -> None:
-    experiment_app.command("obfuscation")(obfuscation_command)
-    experiment_app.command("ablation")(ablation_command)
-    experiment_app.command("copy-paste")(copy_paste_command)
-    experiment_app.command("baselines")(baselines_command)
+    experiment_app.command("obfuscation")(caps_image_pixels(obfuscation_command))
+    experiment_app.command("ablation")(caps_image_pixels(ablation_command))
+    experiment_app.command("copy-paste")(caps_image_pixels(copy_paste_command))
+    experiment_app.command("baselines")(caps_image_pixels(baselines_command))
     experiment_app.command("complexity")(complexity_command)
-    experiment_app.command("sensitivity")(sensitivity_command)
+    experiment_app.command("sensitivity")(caps_image_pixels(sensitivity_command))
     app.add_typer(experiment_app, name="experiment")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
+
 
 class Int8Method(str, Enum):
     """How an int8 export gets its activation ranges."""
@@ -127,4 +129,4 @@ def export_onnx_command(
 
 def register(app: typer.Typer) -> None:
     """Add `p3m export-onnx` to the command line."""
-    app.command("export-onnx")(export_onnx_command)
+    app.command("export-onnx")(caps_image_pixels(export_onnx_command))

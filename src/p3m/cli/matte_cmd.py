@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 import typer
 
 from p3m.cli import _scale
+from p3m.cli._options import caps_image_pixels
 from p3m.cli.video_cmd import TEMPORAL_HELP, VIDEO_FORMAT_HELP, TemporalChoice
 from p3m.vocabulary import OutputKind, values
 from p3m.vocabulary import TestStrategy as StrategyChoice
@@ -123,8 +124,8 @@ def matte_command(
     (the same outputs and manifest.jsonl).
     """
     from p3m.errors import ConfigError
-    from p3m.inference.api import MATTE_MAX_PIXELS
     from p3m.inference.batch import parse_save
+    from p3m.inference.budget import pixel_budget_from_option
 
     inputs = list(inputs or [])
     to_stdout = str(out_dir) == STDIO
@@ -147,7 +148,7 @@ def matte_command(
     kinds = parse_save(save if save is not None else ("rgba" if to_stdout else "alpha,rgba"))
     options = {
         "model": model, "weights": weights, "strategy": strategy.value, "device": device, "download": download,
-        "max_pixels": MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels,
+        "max_pixels": pixel_budget_from_option(max_pixels, "--max-pixels"),
         "selfie": _selfie_config(trimap_band, threshold),
         "scale": {
             "input_lists": list(input_lists or ()), "shard_size": shard_size, "threads": threads,
@@ -518,5 +519,5 @@ def demo_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("matte")(matte_command)
+    app.command("matte")(caps_image_pixels(matte_command))
     app.command("demo")(demo_command)

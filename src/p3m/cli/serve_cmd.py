@@ -6,6 +6,8 @@ from enum import Enum
 
 import typer
 
+from p3m.cli._options import max_image_pixels_option
+
 
 class StrategyChoice(str, Enum):
     hybrid = "hybrid"
@@ -33,6 +35,7 @@ def serve(
         "(0 = default, about 1080 x 1620; -1 = no budget).",
     ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: what is there)."),
+    max_image_pixels: int = max_image_pixels_option(),
     max_upload_mb: int = typer.Option(40, min=1, help="Largest accepted upload (the whole request), in MiB."),
     workers: int | None = typer.Option(
         None,
@@ -49,7 +52,10 @@ def serve(
 ) -> None:
     """Serve the matting and anonymisation API and a web page at http://HOST:PORT/ (models are loaded first)."""
     from p3m.errors import MissingDependencyError
+    from p3m.inference.budget import pixel_budget_from_option
     from p3m.serve import ServeConfig, create_app, listening_socket
+
+    pixel_budget_from_option(max_pixels, "--max-pixels")  # the option's own words, before anything loads
 
     try:
         import uvicorn
@@ -60,8 +66,9 @@ def serve(
         weights=weights,
         device=device,
         strategy=strategy.value,
-        max_pixels=None if max_pixels == 0 else -1 if max_pixels < 0 else max_pixels,
+        max_pixels=None if max_pixels == 0 else -1 if max_pixels == -1 else max_pixels,
         max_upload_bytes=max_upload_mb << 20,
+        max_image_pixels=max_image_pixels,
         workers=workers,
         max_queue=queue,
         timeout=timeout,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
 from p3m.vocabulary import TestSet, TestStrategy
 from p3m.vocabulary import TrainingImages as Protocol
 
@@ -246,5 +247,5 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_command)
-    app.command("evaluate-model")(evaluate_model_command)
+    app.command("train")(caps_image_pixels(train_command))
+    app.command("evaluate-model")(caps_image_pixels(evaluate_model_command))

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from p3m.cli._options import caps_image_pixels
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -188,14 +190,15 @@ def matte_video_inputs(
     from rich.console import Console
 
     from p3m.errors import ConfigError, MissingDependencyError, P3MError
-    from p3m.inference.api import MATTE_MAX_PIXELS, Matter
+    from p3m.inference.api import Matter
+    from p3m.inference.budget import pixel_budget_from_option
     from p3m.video.matte import matte_video, plan_video_outputs
 
     out = Console()
     err = Console(stderr=True)
     plan_video_outputs(videos[0], out_dir, save, video_format)  # usage errors before any work
     _check_some_exist(videos)
-    budget = MATTE_MAX_PIXELS if max_pixels == 0 else None if max_pixels < 0 else max_pixels
+    budget = pixel_budget_from_option(max_pixels, "--max-pixels")
     if (
         download
         and weights is None
@@ -386,4 +389,4 @@ def eval_video_command(
 
 def register(app: typer.Typer) -> None:
     """Add `p3m eval-video` to the command line."""
-    app.command("eval-video", no_args_is_help=True)(eval_video_command)
+    app.command("eval-video", no_args_is_help=True)(caps_image_pixels(eval_video_command))

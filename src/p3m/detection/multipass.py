@@ -71,6 +71,7 @@ __all__ = [
     "DetectionConfig",
     "FaceDetections",
     "PassRecord",
+    "check_rotations",
     "detect",
     "detect_faces",
 ]
@@ -147,14 +148,24 @@ class DetectionConfig:
     def __post_init__(self) -> None:
         if isinstance(self.detectors, str):
             object.__setattr__(self, "detectors", (self.detectors,))
-        searched = (*self.rotations, *(self.upscaled_rotations or ()))
-        bad = [r for r in searched if r not in (0, 90, 180, 270)]
-        if bad:
-            raise ConfigError(f"rotations must be among 0, 90, 180, 270 degrees, got {bad}")
+        check_rotations(self.rotations)
+        check_rotations(self.upscaled_rotations or (0,), "upscaled_rotations")
         if self.upscale < 1:
             raise ConfigError(f"upscale must be >= 1 (1 = no upscaled pass), got {self.upscale}")
         if not 0 < self.centerface_confidence < 1 or not 0 < self.min_confidence < 1:
             raise ConfigError("detection thresholds must be in (0, 1)")
+
+
+def check_rotations(rotations: tuple[int, ...], name: str = "rotations") -> tuple[int, ...]:
+    """`rotations` (degrees) if each is 0, 90, 180 or 270 and there is at least one, without
+    repeats; `ConfigError` naming them as `name` otherwise (the command line passes
+    "--rotations")."""
+    bad = [rotation for rotation in rotations if rotation not in (0, 90, 180, 270)]
+    if bad:
+        raise ConfigError(f"{name} must be among 0, 90, 180, 270 degrees, got {', '.join(map(str, bad))}")
+    if not rotations:
+        raise ConfigError(f"{name} needs at least one orientation (0: upright only)")
+    return tuple(dict.fromkeys(rotations))
 
 
 # Fields of each preset (the rest: `DetectionConfig`'s defaults). "standard", measured on the

@@ -27,6 +27,7 @@ from p3m.inference.backends import (
     MattingBackend,
     ResizeInfo,
     SegmentationFilter,
+    check_pixel_budget,
     resolve_backend,
 )
 from p3m.inference.foreground import composite, cutout_rgba, estimate_foreground
@@ -123,8 +124,7 @@ class Matter:
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-        if max_pixels is not None and max_pixels < 1024:
-            raise ConfigError(f"max_pixels must be at least 1024, got {max_pixels}")
+        check_pixel_budget(max_pixels)
         self.strategy = strategy
         self.max_pixels = max_pixels
         self.backend: MattingBackend = resolve_backend(

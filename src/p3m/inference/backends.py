@@ -30,6 +30,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from p3m.errors import ConfigError, ModelNotFoundError
+from p3m.inference.budget import (
+    MATTE_MAX_PIXELS,
+    MIN_MATTE_PIXELS,
+    check_pixel_budget,
+    pixel_budget_from_option,
+)
 from p3m.inference.selfie_cf import (
     DEFAULT_SOLVE_PIXELS,
     SELFIE_CF_NAME,
@@ -49,14 +55,14 @@ __all__ = [
     "SegmentationFilter",
     "SelfieCFBackend",
     "SelfieCFConfig",
+    "MIN_MATTE_PIXELS",
+    "check_pixel_budget",
     "check_selfie_config",
+    "pixel_budget_from_option",
     "resolve_backend",
 ]
 
 logger = logging.getLogger(__name__)
-
-MATTE_MAX_PIXELS = 1_749_600
-"""Default pixel budget (1080 x 1620): keeps a P3M-Net pass on CPU within about 3-4 GiB."""
 
 AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
 """`model="auto"` uses this P3M-Net when its weights are cached, else selfie-cf."""

@@ -13,11 +13,13 @@ an `ImageReadError` subclass whose message names the file and the problem.
 
 Decompression-bomb guard: every read checks the pixel count from the file header against
 `max_pixels` (default: the environment variable P3M_MAX_PIXELS if set, else
-`DEFAULT_MAX_PIXELS`, 200 megapixels) before decoding anything, and raises
-`ImageTooLargeError` above it. Pillow's own guard (`PIL.Image.MAX_IMAGE_PIXELS`) stays on; when
-the p3m cap is higher than Pillow's limit, the limit is raised to the cap only while the header
-is parsed, under a lock, and restored right after. Nothing else in Pillow's global state is
-touched (in particular `ImageFile.LOAD_TRUNCATED_IMAGES` stays off, so truncated files fail).
+`DEFAULT_MAX_PIXELS`, 160 megapixels; 0 = no cap) before decoding anything, and raises
+`ImageTooLargeError` above it, naming the size, the cap and how to raise it.
+`image_pixel_cap(n)` sets the default for a block of code (the command line's
+`--max-image-pixels`). p3m's cap takes the place of Pillow's own guard
+(`PIL.Image.MAX_IMAGE_PIXELS`) only while `Image.open` parses the header (so the error can say
+the size whatever it is): the limit is lifted under a lock and restored right after, before
+any pixel is decoded. Nothing else in Pillow's global state is touched (in particular `ImageFile.LOAD_TRUNCATED_IMAGES` stays off, so truncated files fail).
 
 Example::
 
@@ -48,11 +50,19 @@ from p3m.errors import (
     UnsupportedImageError,
 )
 from p3m.io.atomic import atomic_open
+from p3m.vocabulary import MAX_IMAGE_PIXELS
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 200_000_000
-"""Default cap on width x height for every read (decompression-bomb guard)."""
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
+"""Default cap on width x height for every read (decompression-bomb guard; `p3m.vocabulary`
+holds the value the command line and the service share)."""
+
+MAX_PIXELS_ENV = "P3M_MAX_PIXELS"
+"""Environment variable that sets the default cap (pixels; 0 = no cap) for reads without `max_pixels`."""
+
+RAISE_CAP_HINT = "--max-image-pixels N (0 = no cap), max_pixels= in Python, or P3M_MAX_PIXELS"
+"""How to raise the cap, as the one-line error names it (command line, Python, environment)."""
 
 PathLike = str | os.PathLike[str]
 
@@ -66,13 +76,15 @@ _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 
 
 @contextmanager
-def _pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
-    """Let Pillow parse headers of images up to `max_pixels` (p3m checks the cap itself)."""
+def _pillow_header_only() -> Iterator[None]:
+    """Let Pillow parse the header of an image of any size: `Image.open` reads the header only,
+    and p3m checks its own cap on that size before anything is decoded, so the error can name
+    the size; Pillow's limit is restored right after."""
     with _PILLOW_LIMIT_LOCK:
         previous = Image.MAX_IMAGE_PIXELS
-        raise_limit = previous is not None and max_pixels > previous
+        raise_limit = previous is not None
         if raise_limit:
-            Image.MAX_IMAGE_PIXELS = max_pixels
+            Image.MAX_IMAGE_PIXELS = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -82,33 +94,64 @@ def _pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
                 Image.MAX_IMAGE_PIXELS = previous
 
 
-def _resolve_max_pixels(max_pixels: int | None) -> int:
-    """The cap: the argument, else the P3M_MAX_PIXELS environment variable, else the default."""
+def _resolve_max_pixels(max_pixels: int | None) -> int | None:
+    """The cap (None: no cap): the argument (0 = none), else the P3M_MAX_PIXELS environment
+    variable (0 = none), else the default."""
     if max_pixels is None:
-        configured = os.environ.get("P3M_MAX_PIXELS", "").strip()
+        configured = os.environ.get(MAX_PIXELS_ENV, "").strip()
         if not configured:
             return DEFAULT_MAX_PIXELS
         try:
             max_pixels = int(float(configured))
         except ValueError:
             raise ConfigError(
-                f"P3M_MAX_PIXELS must be a positive number of pixels, got {configured!r}"
+                f"{MAX_PIXELS_ENV} must be a number of pixels (0 = no cap), got {configured!r}"
             ) from None
-        if max_pixels <= 0:
-            raise ConfigError(f"P3M_MAX_PIXELS must be positive, got {configured!r}")
-        return max_pixels
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-    return int(max_pixels)
+        if max_pixels < 0:
+            raise ConfigError(f"{MAX_PIXELS_ENV} must be 0 (no cap) or positive, got {configured!r}")
+        return max_pixels or None
+    if max_pixels < 0:
+        raise ValueError(f"max_pixels must be 0 (no cap) or positive, got {max_pixels}")
+    return int(max_pixels) or None
 
 
-def _check_pixels(image: Image.Image, max_pixels: int, path: PathLike | None) -> None:
+@contextmanager
+def image_pixel_cap(max_pixels: int | None) -> Iterator[None]:
+    """Within the block, reads that pass no `max_pixels` use this cap (pixels; 0 = no cap;
+    None = leave the default alone).
+
+    The cap travels in the P3M_MAX_PIXELS environment variable, so it holds in every thread and
+    in the processes started inside the block (a local Ray, data-loader workers); the previous
+    value is restored on exit. This is how the command line's `--max-image-pixels` reaches every
+    image its command reads. Raises `ValueError` for a negative cap.
+    """
+    if max_pixels is None:
+        yield
+        return
+    if max_pixels < 0:
+        raise ValueError(f"max_pixels must be 0 (no cap) or positive, got {max_pixels}")
+    previous = os.environ.get(MAX_PIXELS_ENV)
+    os.environ[MAX_PIXELS_ENV] = str(int(max_pixels))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = previous
+
+
+def _pixel_count(pixels: int) -> str:
+    return f"{pixels / 1e6:.4g} megapixels" if pixels >= 1_000_000 else f"{pixels:,} pixels"
+
+
+def _check_pixels(image: Image.Image, max_pixels: int | None, path: PathLike | None) -> None:
     width, height = image.size
-    if width * height > max_pixels:
+    if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels, more than the "
-            f"cap of {max_pixels / 1e6:g} megapixels (raise max_pixels or P3M_MAX_PIXELS if the "
-            "file is trusted)",
+            f"image is {width}x{height} = {_pixel_count(width * height)}, more than the cap of "
+            f"{_pixel_count(max_pixels)} (decompression-bomb guard); if the file is trusted, "
+            f"raise the cap: {RAISE_CAP_HINT}",
             path,
         )
     if width == 0 or height == 0:
@@ -136,14 +179,8 @@ def _open_loaded(
             raise ImageReadError("empty file (0 bytes), not an image", name)
         stream = file_path
     try:
-        with _pillow_pixel_limit(cap):
+        with _pillow_header_only():
             image = Image.open(stream)
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(
-            f"image has more than the cap of {cap / 1e6:g} megapixels (decompression-bomb "
-            "guard; raise max_pixels or P3M_MAX_PIXELS if the file is trusted)",
-            name,
-        ) from error
     except UnidentifiedImageError as error:
         kind = _sniff_format(stream)
         if kind is not None:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
+from p3m.io.images import MAX_PIXELS_ENV
 from p3m.runs.engine import (
     Item,
     ItemRecord,
@@ -176,15 +177,34 @@ def _objects(values: list[Any]) -> np.ndarray:
     return array
 
 
+FORWARDED_ENVIRONMENT: tuple[str, ...] = (MAX_PIXELS_ENV,)
+"""Environment variables the driver's values of which each actor takes (set, or unset)."""
+
+
+def driver_environment() -> dict[str, str | None]:
+    """This process's values of `FORWARDED_ENVIRONMENT` (None: unset), for the actors."""
+    return {name: os.environ.get(name) for name in FORWARDED_ENVIRONMENT}
+
+
 class _ItemWorker:
     """The Ray Data callable class: one per actor, the task built once, `execute_item` per item."""
 
-    def __init__(self, task_blob: bytes, fatal_blob: bytes, threads: int | None, cwd: str) -> None:
+    def __init__(
+        self, task_blob: bytes, fatal_blob: bytes, threads: int | None, cwd: str,
+        environment: dict[str, str | None] | None = None,
+    ) -> None:
         from ray import cloudpickle
 
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.error: bytes | None = None
         self._threads = contextlib.ExitStack()
+        # The driver's settings p3m reads from the environment (the decoding cap of
+        # --max-image-pixels): an actor of a Ray started earlier, or on another node, lacks them.
+        for name, value in (environment or {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         try:
             # Relative paths mean what they mean to the driver (on a cluster: a shared file
             # system mounted at the same place on every node).
@@ -308,6 +328,7 @@ class RayExecutor:
             "fatal_blob": cloudpickle.dumps(tuple(options.fatal)),
             "threads": options.threads,
             "cwd": os.getcwd(),
+            "environment": driver_environment(),
         }
         needed_cpus = self.workers * self.cpus_per_worker
         with ray_session(self.address, needed_cpus + 1) as ray:

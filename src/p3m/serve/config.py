@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p3m.errors import ConfigError
+from p3m.vocabulary import MAX_IMAGE_PIXELS
 
 __all__ = ["ServeConfig"]
 
@@ -18,7 +19,8 @@ class ServeConfig:
     `p3m export-onnx`, or a built model instance (anything `p3m.inference.Matter` accepts).
     `max_pixels`: the matting pixel budget (None: `p3m.matte`'s default, about 1080 x 1620;
     -1: none, images are matted at full size). `max_image_pixels`: the decoding cap for uploads
-    (decompression-bomb guard). `max_upload_bytes`: the largest request body (the photo plus any
+    (decompression-bomb guard; default `p3m.vocabulary.MAX_IMAGE_PIXELS`, as the library and the
+    command line; 0 = no cap). `max_upload_bytes`: the largest request body (the photo plus any
     matte or background image), checked from `Content-Length` before reading and while reading.
     `workers`: inference threads, each with its own loaded `Matter` (None: 2 for selfie-cf, whose
     serial stages overlap, about twice the requests/s of one worker in `bench_serve.py`; 1 for
@@ -33,7 +35,7 @@ class ServeConfig:
     device: str | None = None
     strategy: str = "hybrid"
     max_pixels: int | None = None
-    max_image_pixels: int = 100_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     max_upload_bytes: int = 40 * 1024 * 1024
     workers: int | None = None
     max_queue: int = 32
@@ -46,8 +48,8 @@ class ServeConfig:
             )
         if self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
-        if self.max_image_pixels < 1:
-            raise ConfigError(f"max_image_pixels must be positive, got {self.max_image_pixels}")
+        if self.max_image_pixels < 0:
+            raise ConfigError(f"max_image_pixels must be 0 (no cap) or positive, got {self.max_image_pixels}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.max_queue < 0:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import ConfigError
+from p3m.inference.budget import MATTE_MAX_PIXELS
 from p3m.video.events import EventCallback, ProgressMeter, VideoFinished, VideoStarted
 from p3m.video.pipeline import Consumer, Turnstile, ordered_map, prefetch
 from p3m.video.reader import Frame, VideoInfo, VideoReader
@@ -59,8 +60,8 @@ VIDEO_SAVE_KINDS: tuple[str, ...] = ("alpha", "rgba", "composite")
 DEFAULT_VIDEO_FORMAT = "mov-prores4444"
 _SUFFIX_FORMATS = {".mov": "mov-prores4444", ".webm": "webm-vp9", ".mp4": "mp4"}
 _FRAME_KINDS = {"alpha": "gray", "rgba": "rgba", "composite": "rgb"}
-DEFAULT_MAX_PIXELS = 1_749_600
-"""`p3m.inference.MATTE_MAX_PIXELS` (kept here so importing this module does not load torch)."""
+DEFAULT_MAX_PIXELS = MATTE_MAX_PIXELS
+"""`p3m.inference.MATTE_MAX_PIXELS` (from `p3m.inference.budget`, which does not load torch)."""
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""`--max-image-pixels`, the decoding cap every command that reads images takes.
+
+`caps_image_pixels(command)` adds the option to a command function and runs the command with
+`p3m.io.image_pixel_cap` set to it, so every image the command reads (in its threads and in the
+processes it starts) is refused from its header above the cap, with a one-line error naming the
+file, its size, the cap and this option. The default is the one the library and `p3m serve` use
+(`p3m.vocabulary.MAX_IMAGE_PIXELS`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from p3m.vocabulary import MAX_IMAGE_PIXELS
+
+MAX_IMAGE_PIXELS_HELP = (
+    "Refuse images of more pixels than this (width x height, read from the file header before "
+    "decoding: a decompression-bomb guard; the default passes 150-megapixel photos); 0 = no cap."
+)
+
+
+def max_image_pixels_option() -> Any:
+    """The `--max-image-pixels` option (a fresh object per command)."""
+    return typer.Option(MAX_IMAGE_PIXELS, "--max-image-pixels", min=0, help=MAX_IMAGE_PIXELS_HELP)
+
+
+def caps_image_pixels(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command` with a `--max-image-pixels` option (last), run under that decoding cap."""
+    signature = inspect.signature(command, eval_str=True)
+    if "max_image_pixels" in signature.parameters:
+        raise TypeError(f"{command.__name__} already has a max_image_pixels parameter")
+
+    @functools.wraps(command)
+    def run(*args: Any, max_image_pixels: int = MAX_IMAGE_PIXELS, **kwargs: Any) -> Any:
+        from p3m.io import image_pixel_cap
+
+        with image_pixel_cap(max_image_pixels):
+            return command(*args, **kwargs)
+
+    option = inspect.Parameter(
+        "max_image_pixels", inspect.Parameter.KEYWORD_ONLY, default=max_image_pixels_option(), annotation=int
+    )
+    parameters = [
+        parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in signature.parameters.values()
+    ]
+    run.__signature__ = signature.replace(parameters=[*parameters, option])  # type: ignore[attr-defined]
+    run.__annotations__ = {
+        **{parameter.name: parameter.annotation for parameter in parameters},
+        "max_image_pixels": int,
+        "return": signature.return_annotation,
+    }
+    return run

@@ -1,0 +1,242 @@
+"""Options every image command shares, and the words the command line answers bad values with:
+`--max-image-pixels` (the decoding cap), `--max-pixels` / `--rotations` errors that name the
+option, and help that shows every option name whole at 80 columns."""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+from PIL import Image
+from skimage import data
+from typer.testing import CliRunner
+
+from p3m.cli import app
+from p3m.errors import ConfigError, ImageTooLargeError
+from p3m.io import DEFAULT_MAX_PIXELS, image_pixel_cap, read_image
+from p3m.vocabulary import MAX_IMAGE_PIXELS
+
+runner = CliRunner()
+
+# Commands that read image files: each takes --max-image-pixels.
+IMAGE_COMMANDS = (
+    ("matte",), ("anonymize",), ("eval",), ("baseline",), ("check-data",), ("train",),
+    ("evaluate-model",), ("eval-video",), ("export-onnx",), ("serve",), ("cp-sources", "build"),
+    ("experiment", "obfuscation"), ("experiment", "ablation"), ("experiment", "copy-paste"),
+    ("experiment", "baselines"), ("experiment", "sensitivity"),
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "p3m-home"))
+    monkeypatch.delenv("P3M_MAX_PIXELS", raising=False)
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR (with its CRC) claiming width x height, and a few bytes of
+    pixel data: Pillow reads the size from the header; decoding it would fail as truncated."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+
+
+def _click_command(*path: str) -> Any:
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return command
+
+
+# --------------------------------------------------------------------------- --max-image-pixels
+
+
+def test_one_cap_for_library_command_line_and_service() -> None:
+    from p3m.serve import ServeConfig
+
+    assert DEFAULT_MAX_PIXELS == MAX_IMAGE_PIXELS == ServeConfig().max_image_pixels
+    # Real photos pass: 100-megapixel medium format and phones, 150-megapixel backs.
+    assert MAX_IMAGE_PIXELS > 11648 * 8736 and MAX_IMAGE_PIXELS > 12000 * 9000
+    assert 14204 * 10652 < MAX_IMAGE_PIXELS < 14000 * 13000
+    for path in IMAGE_COMMANDS:
+        options = {param.name: param for param in _click_command(*path).params}
+        assert "max_image_pixels" in options, path
+        assert options["max_image_pixels"].opts == ["--max-image-pixels"]
+        assert options["max_image_pixels"].default == MAX_IMAGE_PIXELS, path
+
+
+def test_image_pixel_cap_holds_in_the_block_then_restores(tmp_path: Path) -> None:
+    path = tmp_path / "small.png"
+    Image.fromarray(data.astronaut()[::16, ::16]).save(path)  # 32 x 32
+    with image_pixel_cap(1000):
+        with pytest.raises(ImageTooLargeError, match=r"32x32 = 1,024 pixels, more than the cap of 1,000 pixels"):
+            read_image(path)
+        assert read_image(path, max_pixels=1024).shape == (32, 32, 3)  # an explicit cap wins
+        with image_pixel_cap(0):  # 0: no cap
+            assert read_image(path).shape == (32, 32, 3)
+        with pytest.raises(ImageTooLargeError):
+            read_image(path)
+    assert "P3M_MAX_PIXELS" not in os.environ
+    assert read_image(path, max_pixels=0).shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="0 \\(no cap\\) or positive"):
+        read_image(path, max_pixels=-1)
+
+
+def test_matte_folder_run_refuses_an_image_over_the_cap_and_goes_on(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()[::8, ::8]).save(folder / "small.png")  # 64 x 64 = 4,096
+    Image.fromarray(data.astronaut()[::4, ::4]).save(folder / "large.png")  # 128 x 128 = 16,384
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--save", "alpha",
+              "--max-image-pixels", "5000"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert (out / "small_alpha.png").is_file() and not (out / "large_alpha.png").exists()
+    lines = [line for line in result.output.splitlines() if "large.png" in line and "cap" in line]
+    assert lines, result.output
+    assert "128x128 = 16,384 pixels" in lines[0] and "cap of 5,000 pixels" in lines[0]
+    assert "--max-image-pixels" in lines[0]
+    assert "P3M_MAX_PIXELS" not in os.environ  # the cap ended with the command
+
+
+def test_default_cap_refuses_a_header_only_huge_png_from_its_header(tmp_path: Path) -> None:
+    bomb = tmp_path / "blank.png"
+    bomb.write_bytes(_png_header_claiming(14000, 13000))  # 182 megapixels claimed, 100 bytes
+    assert bomb.stat().st_size < 200
+    result = runner.invoke(app, ["matte", str(bomb), "-o", str(tmp_path / "out"), "-m", "selfie-cf"])
+    assert result.exit_code == 1, result.output
+    # Refused from the header: decoding would have failed as a truncated file instead.
+    assert "blank.png: image is 14000x13000 = 182 megapixels, more than the cap of 160 megapixels" in (
+        " ".join(result.output.split())
+    )
+    assert "truncated" not in result.output
+    assert "--max-image-pixels" in result.output
+
+
+def test_anonymize_takes_the_cap_too(tmp_path: Path) -> None:
+    image = tmp_path / "face.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    result = runner.invoke(
+        app, ["anonymize", str(image), "-o", str(tmp_path / "out"), "--no-alpha", "--no-audit",
+              "--verify", "none", "--max-image-pixels", "100"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "64x64 = 4,096 pixels, more than the cap of 100 pixels" in " ".join(result.output.split())
+
+
+# --------------------------------------------------------------------------- errors name options
+
+
+@pytest.mark.parametrize("value", ["10", "1023", "-5"])
+def test_max_pixels_error_names_the_option(tmp_path: Path, value: str) -> None:
+    image = tmp_path / "small.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    result = runner.invoke(app, ["matte", str(image), "-o", str(tmp_path / "out"), "--max-pixels", value])
+    assert isinstance(result.exception, ConfigError), result.output
+    message = str(result.exception)
+    assert message.startswith("--max-pixels must be at least 1024 pixels") and message.endswith(f"got {value}")
+    assert "max_pixels" not in message.replace("--max-pixels", "")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_library_names_its_own_parameter() -> None:
+    from p3m.inference.api import Matter
+    from p3m.inference.budget import MATTE_MAX_PIXELS, pixel_budget_from_option
+
+    with pytest.raises(ConfigError, match=r"^max_pixels must be at least 1024 pixels .*got 10$"):
+        Matter("selfie-cf", max_pixels=10)
+    assert pixel_budget_from_option(0) == MATTE_MAX_PIXELS
+    assert pixel_budget_from_option(-1) is None
+    assert pixel_budget_from_option(2048) == 2048
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("45", "--rotations must be among 0, 90, 180, 270 degrees, got 45"),
+     ("", "--rotations needs at least one orientation"),
+     ("up", "--rotations takes degrees such as 0,90,180,270, got 'up'")],
+)  # fmt: skip
+def test_anonymize_rotations_error_names_the_option(tmp_path: Path, value: str, expected: str) -> None:
+    image = tmp_path / "face.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    result = runner.invoke(app, ["anonymize", str(image), "-o", str(tmp_path / "out"), f"--rotations={value}"])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert str(result.exception).startswith(expected)
+
+
+def test_numeric_options_out_of_range_are_refused_by_name(tmp_path: Path) -> None:
+    image = tmp_path / "face.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    out = str(tmp_path / "out")
+    for args in (["matte", str(image), "-o", out, "--max-image-pixels", "-1"],
+                 ["matte", str(image), "-o", out, "--threads", "0"],
+                 ["anonymize", str(image), "-o", out, "--centerface-confidence", "2"],
+                 ["anonymize", str(image), "-o", out, "--strength", "0"]):  # fmt: skip
+        result = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert result.exit_code == 2, args
+        assert f"Invalid value for '{args[-2]}'" in result.output, result.output
+
+
+# --------------------------------------------------------------------------- help at 80 columns
+
+
+def _all_commands() -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, command: Any) -> None:
+        found.append((prefix, command))  # groups too: `p3m --help`, `p3m weights --help`
+        for name, sub in getattr(command, "commands", {}).items():  # Typer vendors its own click
+            walk(f"{prefix} {name}".strip(), sub)
+
+    walk("", typer.main.get_command(app))
+    return found
+
+
+def test_help_at_80_columns_shows_every_option_name_whole_and_no_flag_placeholder() -> None:
+    for name, command in _all_commands():
+        result = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+        assert result.exit_code == 0, (name, result.output)
+        assert max(len(line) for line in result.output.splitlines()) <= 80, name
+        assert "<bool>" not in result.output, name
+        for param in command.params:
+            if param.param_type_name != "option" or param.hidden:
+                continue
+            for option in (*param.opts, *param.secondary_opts):
+                whole = re.compile(rf"(?<![\w-]){re.escape(option)}(?![\w…-])")
+                assert whole.search(result.output), (name, option, result.output)
+
+
+def test_ray_actors_take_the_drivers_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray started before the command (a notebook, a cluster) has actors without the driver's
+    environment: the executor hands the cap to each actor."""
+    pytest.importorskip("ray", reason='the Ray engine is the [scale] extra: pip install "p3m[scale]"')
+    from ray import cloudpickle
+
+    from p3m.scale.ray_engine import _ItemWorker, driver_environment
+
+    with image_pixel_cap(4321):
+        sent = driver_environment()
+    assert sent == {"P3M_MAX_PIXELS": "4321"}
+    monkeypatch.setenv("P3M_MAX_PIXELS", "99")  # what an actor's process may have had
+    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", sent)
+    assert os.environ["P3M_MAX_PIXELS"] == "4321"
+    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", driver_environment())
+    assert os.environ["P3M_MAX_PIXELS"] == "4321"
+    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", {"P3M_MAX_PIXELS": None})
+    assert "P3M_MAX_PIXELS" not in os.environ
+
+
+def _no_task() -> None:
+    return None

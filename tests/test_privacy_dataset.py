@@ -277,3 +277,48 @@ def test_single_image_mode_takes_a_folder_and_never_writes_over_an_input(tmp_pat
         assert "\n" not in str(refused.exception)
     assert not (tmp_path / "x").exists() and not Path("-").exists()
     assert sorted(p.name for p in photos.iterdir()) == listing
+
+
+def test_an_unusable_alpha_model_fails_once_before_any_image(folder, tmp_path):
+    """--alpha-from with an unknown model (or one whose weights are not installed) is one line
+    naming the option, before anything is written; it used to obfuscate every whole face with
+    a warning per image."""
+    from p3m.errors import ConfigError
+    from p3m.privacy.dataset import AnonymizeConfig, anonymize_folder
+
+    out = tmp_path / "out"
+    source = _save(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
+    result = CliRunner().invoke(app, ["anonymize", str(source), "-o", str(out), "--alpha-from", "nope"])
+    assert result.exit_code != 0
+    message = str(result.exception) if result.exception and not isinstance(result.exception, SystemExit) else result.output
+    assert "--alpha-from 'nope' cannot estimate mattes: unknown model 'nope'" in message
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="alpha_from 'p3mnet-r34' cannot estimate mattes: no weights"):
+        anonymize_folder(folder / "images", folder / "alphas", out, AnonymizeConfig(alpha_from="p3mnet-r34"))
+    assert not out.exists()
+
+
+def test_the_alpha_model_is_loaded_once_per_process(monkeypatch):
+    import p3m.inference
+    from p3m.inference.api import MatteResult
+    from p3m.privacy import pipeline
+
+    built: list[str] = []
+
+    class FakeMatter:
+        def __init__(self, model):
+            built.append(model)
+
+        def __call__(self, image, foreground=True):
+            return MatteResult(alpha=np.full(image.shape[:2], 0.5, np.float32), image=image, model="fake")
+
+    monkeypatch.setattr(p3m.inference, "Matter", FakeMatter)
+    monkeypatch.setattr(pipeline, "_ALPHA_MATTERS", {})
+    image = np.zeros((16, 16, 3), np.uint8)
+    for _ in range(3):
+        alpha = pipeline.compute_alpha(image, "p3mnet-r34")
+    pipeline.check_alpha_from("p3mnet-r34")
+    assert built == ["p3mnet-r34"] and alpha.dtype == np.float32 and np.allclose(alpha, 128 / 255)
+    for name in ("a", "b", "c"):
+        pipeline.alpha_matter(name)
+    assert list(pipeline._ALPHA_MATTERS) == ["b", "c"]  # the last two kept

@@ -254,6 +254,9 @@ def anonymize_command(
         rotations=_rotations(rotations),
         detection_preset=detect.value,
     )
+    from p3m.privacy.pipeline import check_alpha_from
+
+    check_alpha_from(config.alpha_from, "--alpha-from")  # before any image: a typo fails once
     # Video files go to p3m.video; when only videos were given, that is the whole run.
     from p3m.cli.video_cmd import anonymize_video_inputs, split_video_files
 

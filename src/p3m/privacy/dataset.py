@@ -572,10 +572,12 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
 
 def check_config(config: AnonymizeConfig) -> None:
     """Raise ConfigError (or MissingDependencyError) for options that are wrong for every image,
-    once, before a run: layout, method, landmark scheme, detector names, verification."""
+    once, before a run: layout, method, landmark scheme, detector names, verification, and the
+    model of `alpha_from` (loaded here, then kept for the run)."""
     from p3m.detection.faces import expand_detector_names
     from p3m.privacy.landmarks import LANDMARK_SCHEMES
     from p3m.privacy.obfuscation import METHODS
+    from p3m.privacy.pipeline import check_alpha_from
     from p3m.privacy.verification import resolve_verify
 
     resolve_verify(config.verify)
@@ -593,6 +595,7 @@ def check_config(config: AnonymizeConfig) -> None:
     expand_detector_names(config.detectors)
     if config.audit_detectors:
         expand_detector_names(config.audit_detectors)
+    check_alpha_from(config.alpha_from)
 
 
 def anonymize_samples(

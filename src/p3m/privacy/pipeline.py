@@ -22,6 +22,7 @@ The P3M-10k recipe (paper section 3.2, Fig. 3) for one image, made to hold on re
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -31,7 +32,7 @@ import numpy as np
 
 from p3m.detection.faces import DEFAULT_DETECTORS, Face
 from p3m.detection.multipass import DetectionConfig, detect
-from p3m.errors import MissingDependencyError, P3MError, ShapeMismatchError
+from p3m.errors import ConfigError, MissingDependencyError, P3MError, ShapeMismatchError
 from p3m.privacy.facemask import (
     TRANSITION_MARGIN,
     FaceArea,
@@ -140,6 +141,48 @@ class AnonymizeResult:
         }
 
 
+_ALPHA_MATTERS: dict[str, Any] = {}
+_ALPHA_MATTERS_LOCK = threading.Lock()
+_ALPHA_MATTERS_KEPT = 2
+
+
+def alpha_matter(model: str) -> Any:
+    """The `p3m.Matter` that estimates mattes for `alpha_from=model`: built (weights loaded)
+    once per process and kept for the next images (the last two models asked for).
+
+    Raises what `p3m.Matter` raises (`ModelNotFoundError` for an unknown model or weights that
+    are not installed, `CheckpointError`, ...).
+    """
+    with _ALPHA_MATTERS_LOCK:
+        matter = _ALPHA_MATTERS.get(model)
+        if matter is None:
+            from p3m.inference import Matter
+
+            matter = Matter(model)
+            while len(_ALPHA_MATTERS) >= _ALPHA_MATTERS_KEPT:
+                _ALPHA_MATTERS.pop(next(iter(_ALPHA_MATTERS)))
+            _ALPHA_MATTERS[model] = matter
+        return matter
+
+
+def check_alpha_from(model: str | None, name: str = "alpha_from") -> None:
+    """Raise `ConfigError` naming the option `name` (the command line passes "--alpha-from")
+    unless `model` can estimate mattes: None, "auto" (selfie-cf when no P3M-Net is cached),
+    "selfie-cf", or a model whose weights load (loaded here once and kept, see `alpha_matter`).
+
+    Checked once before a run, so that a misspelt model fails at once instead of leaving the
+    whole face area of every image obfuscated with a warning per image.
+    """
+    if model is None or model in ("auto", "selfie-cf"):
+        return
+    try:
+        alpha_matter(model)
+    except MissingDependencyError:
+        raise
+    except P3MError as error:
+        raise ConfigError(f"{name} {model!r} cannot estimate mattes: {error}") from None
+
+
 def compute_alpha(image: np.ndarray, model: str = "auto") -> np.ndarray:
     """Alpha matte (float32 H x W, 8-bit steps) from a matting model, for `--alpha-from`.
 
@@ -153,9 +196,7 @@ def compute_alpha(image: np.ndarray, model: str = "auto") -> np.ndarray:
 
         alpha = matte_selfie_cf(image)
     else:
-        from p3m.inference import matte
-
-        result = matte(image, model=model, foreground=False)
+        result = alpha_matter(model)(image, foreground=False)
         if result.note:
             logger.info("alpha from %s: %s", result.model, result.note)
         alpha = result.alpha

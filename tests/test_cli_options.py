@@ -240,3 +240,27 @@ def test_ray_actors_take_the_drivers_cap(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def _no_task() -> None:
     return None
+
+
+def test_the_anonymize_api_checks_the_cap_first_and_keeps_the_alpha_of_bytes(tmp_path: Path) -> None:
+    """`p3m.anonymize(path)` read the input's alpha with a plain Pillow open before p3m's cap
+    (a 182 MP header raised Pillow's DecompressionBombError); `p3m.anonymize(bytes)` lost the
+    input's alpha (the service passes bytes)."""
+    import io
+
+    import numpy as np
+
+    import p3m
+    from p3m.errors import ImageTooLargeError
+
+    bomb = tmp_path / "blank.png"
+    bomb.write_bytes(_png_header_claiming(14000, 13000))
+    for source in (bomb, bomb.read_bytes()):
+        with pytest.raises(ImageTooLargeError, match="14000x13000"):
+            p3m.anonymize(source, alpha_from=None, verify="none")
+    rgba = np.dstack([data.astronaut()[::4, ::4], np.full((128, 128), 255, np.uint8)])
+    rgba[:, 100:, 3] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG")
+    result = p3m.anonymize(buffer.getvalue(), alpha_from=None, verify="none")
+    assert result.input_alpha is not None and np.array_equal(result.input_alpha, rgba[:, :, 3])

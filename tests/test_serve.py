@@ -327,6 +327,27 @@ def test_anonymize_with_an_uploaded_matte_without_one_and_as_png(
     assert wrong_size.status_code == 422 and "10x10" in wrong_size.json()["detail"]
 
 
+def test_anonymize_keeps_the_uploads_alpha(client: TestClient) -> None:
+    """c18 through the service: an RGBA face whose alpha hides a strip comes back RGBA with the
+    same alpha, so nothing it hid becomes visible (the answer was RGB with the strip shown)."""
+    from skimage.data import astronaut
+
+    rgba = np.dstack([astronaut(), np.full((512, 512), 255, np.uint8)])
+    rgba[:, 400:, 3] = 0
+    photo = ("face_rgba.png", png_bytes(rgba), "image/png")
+    for output in ("png", "json"):
+        reply = client.post(
+            "/api/anonymize", files={"image": photo}, data={"output": output, "alpha_from": "none", "audit": "false"}
+        )
+        assert reply.status_code == 200, reply.text
+        encoded = reply.content if output == "png" else base64.b64decode(reply.json()["image"].split(",", 1)[1])
+        with Image.open(io.BytesIO(encoded)) as answer:
+            assert answer.mode == "RGBA"
+            returned = np.asarray(answer)
+        assert np.array_equal(returned[:, :, 3], rgba[:, :, 3])
+        assert int(returned[:, 400:, 3].max()) == 0
+
+
 def _photo_with_metadata() -> list[tuple[str, bytes, str]]:
     """A JPEG with EXIF (camera, GPS, owner) and an ICC profile; a PNG with text and ICC chunks."""
     from PIL import ImageCms, PngImagePlugin

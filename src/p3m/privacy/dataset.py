@@ -59,7 +59,6 @@ from p3m.io import (
     files_by_stem,
     output_folder,
     read_alpha_u8,
-    read_image,
     write_png,
     write_rgba,
 )
@@ -359,11 +358,10 @@ class AnonymizeTask:
         self.config = config
 
     def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        from p3m.privacy.pipeline import input_alpha_channel
+        from p3m.privacy.pipeline import read_with_alpha
 
         sample: SampleFiles = item.payload
-        image = read_image(sample.image)
-        input_alpha = input_alpha_channel(sample.image)
+        image, input_alpha = read_with_alpha(sample.image)
         alpha_u8 = None
         if sample.alpha is not None:
             alpha_u8 = read_alpha_u8(sample.alpha)

@@ -55,6 +55,7 @@ __all__ = [
     "compute_alpha",
     "face_masks_for_image",
     "input_alpha_channel",
+    "read_with_alpha",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,33 +229,21 @@ def _as_alpha(alpha: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 def input_alpha_channel(source: Any) -> np.ndarray | None:
     """The alpha channel (uint8 H x W) of an image input, None when it has none or it is fully
-    opaque. `source`: a path, PIL image or array as `anonymize` takes; EXIF orientation is
-    applied as `p3m.io.read_image` does, so the channel lines up with the pixels."""
-    from PIL import Image, ImageOps
+    opaque. `source`: a path, encoded bytes, PIL image or array as `anonymize` takes. Read by
+    `p3m.io.load_image_and_alpha`: the pixel cap is checked from the header before anything is
+    decoded, and EXIF orientation is applied so the channel lines up with the pixels."""
+    return read_with_alpha(source)[1]
 
-    if isinstance(source, np.ndarray):
-        channel = source[:, :, 3] if source.ndim == 3 and source.shape[2] == 4 else None
-        if channel is not None and source.dtype == np.uint16:
-            channel = (channel.astype(np.uint32) * 255 + 32767) // 65535
-        channel = None if channel is None else np.asarray(channel, np.uint8)
-    elif isinstance(source, Image.Image | str | PathLike):
-        opened = source if isinstance(source, Image.Image) else Image.open(source)
-        try:
-            has_alpha = opened.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-                "transparency" in opened.info
-            )
-            if not has_alpha:
-                return None
-            upright = ImageOps.exif_transpose(opened) or opened
-            channel = np.asarray(upright.convert("RGBA").getchannel("A"))
-        finally:
-            if opened is not source:
-                opened.close()
-    else:
-        return None
-    if channel is None or channel.min() == 255:
-        return None
-    return np.ascontiguousarray(channel)
+
+def read_with_alpha(source: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB uint8 H x W x 3, the input's own alpha as uint8 H x W or None) of an image input
+    (path, encoded bytes, PIL image or array), decoded once; see `input_alpha_channel`."""
+    from p3m.io import load_image_and_alpha
+
+    image, alpha = load_image_and_alpha(source)
+    if alpha is None:
+        return image, None
+    return image, np.ascontiguousarray(np.round(alpha * np.float32(255)).astype(np.uint8))
 
 
 def _detection_config(
@@ -454,10 +443,7 @@ def anonymize(
     mask of another size, `MissingDependencyError` naming the install command for a missing
     detector or for `verify="identity"` without dlib, `ConfigError` for an unknown preset.
     """
-    from p3m.io import load_image_input
-
-    input_alpha = input_alpha_channel(image)
-    image = load_image_input(image)
+    image, input_alpha = read_with_alpha(image)
     requested, verify = verify, resolve_verify(verify)
     warnings: list[str] = []
     if requested == "auto" and verify == "none":

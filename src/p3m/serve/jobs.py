@@ -162,6 +162,11 @@ class MatteJob:
         return Reply(200, encode_png(array), "image/png", headers)
 
 
+def _alpha_u8(alpha: np.ndarray) -> np.ndarray:
+    """float32 [0, 1] alpha (as `load_image_and_alpha` gives it) -> uint8, rounded."""
+    return np.round(alpha * np.float32(255)).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class AnonymizeJob:
     """`POST /api/anonymize`: the P3M-10k recipe on one photo, with the per-face report.
@@ -190,15 +195,18 @@ class AnonymizeJob:
             from p3m.io import read_alpha
             from p3m.privacy import anonymize
 
-            rgb = load_image_input(self.image, max_pixels=self.max_image_pixels)
+            rgb, transparency = load_image_and_alpha(self.image, max_pixels=self.max_image_pixels)
             alpha = None
             if self.alpha is not None:
                 try:
                     alpha = read_alpha(self.alpha, max_pixels=self.max_image_pixels)
                 except P3MError as error:
                     raise type(error)(f"alpha matte: {error.problem}") from error
+            # The upload's own alpha goes in with the pixels: the answer keeps it, so nothing
+            # it hid becomes visible.
+            source = rgb if transparency is None else np.dstack([rgb, _alpha_u8(transparency)])
             result = anonymize(
-                rgb,
+                source,
                 alpha,
                 self.method,
                 alpha_from=None if alpha is not None else self.alpha_from,
@@ -226,8 +234,9 @@ class AnonymizeJob:
         headers = {**_NO_STORE, "X-P3M-Faces": str(len(faces))}
         if warnings:
             headers["X-P3M-Warnings"] = header_text(" | ".join(warnings))
+        image = result.image if result.input_alpha is None else np.dstack([result.image, result.input_alpha])
         if self.output == "png":
-            return Reply(200, encode_png(result.image), "image/png", headers)
+            return Reply(200, encode_png(image), "image/png", headers)
         facemask = np.asarray(result.facemask)
         report = jsonable(result)
         mask_area = int(facemask.sum())
@@ -239,7 +248,7 @@ class AnonymizeJob:
             audit=jsonable(audit),
             width=int(result.image.shape[1]),
             height=int(result.image.shape[0]),
-            image=data_url(encode_png(result.image)),
+            image=data_url(encode_png(image)),
             facemask=data_url(encode_png(facemask.astype(np.uint8) * 255)),
         )
         return json_reply(200, report, headers)

@@ -102,7 +102,7 @@ def anonymize_command(
     rotations: str = typer.Option(
         "0,90,180,270",
         "--rotations",
-        help="Orientations searched for heads lying down or upside down (degrees, comma list).",
+        help="Orientations searched besides upright (always searched), for heads lying down or upside down (degrees, comma list).",
     ),
     verify: Verify = typer.Option(
         Verify.auto,

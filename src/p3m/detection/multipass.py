@@ -103,7 +103,8 @@ class DetectionConfig:
     detections scoring below 0.25 must hold up in a closer look (`_confirm`; removes most
     false detections that a low threshold lets in); `dlib_confidence`: dlib's scores after the logistic (0.6 = HOG margin 0.4: at 0 the
     HOG detector fires on the astronaut's glove, real faces score above 1).
-    `rotations`: orientations searched by CenterFace, degrees counter-clockwise.
+    `rotations`: orientations searched by CenterFace, degrees counter-clockwise (upright is
+    always searched, first: see `check_rotations`).
     `upscale`: factor of the gated upscaled pass (1 disables it); `upscaled_rotations`: the
     orientations that get it (None: every one searched); `gate_threshold`, `gate_cell`: the
     gate. `tiled`: MediaPipe full-range tiles (None: when the long side exceeds 1024 px).
@@ -148,7 +149,7 @@ class DetectionConfig:
     def __post_init__(self) -> None:
         if isinstance(self.detectors, str):
             object.__setattr__(self, "detectors", (self.detectors,))
-        check_rotations(self.rotations)
+        object.__setattr__(self, "rotations", check_rotations(tuple(self.rotations)))
         check_rotations(self.upscaled_rotations or (0,), "upscaled_rotations")
         if self.upscale < 1:
             raise ConfigError(f"upscale must be >= 1 (1 = no upscaled pass), got {self.upscale}")
@@ -157,15 +158,20 @@ class DetectionConfig:
 
 
 def check_rotations(rotations: tuple[int, ...], name: str = "rotations") -> tuple[int, ...]:
-    """`rotations` (degrees) if each is 0, 90, 180 or 270 and there is at least one, without
-    repeats; `ConfigError` naming them as `name` otherwise (the command line passes
-    "--rotations")."""
-    bad = [rotation for rotation in rotations if rotation not in (0, 90, 180, 270)]
+    """The orientations to search (degrees counter-clockwise, each 0, 90, 180 or 270) for
+    `rotations`: upright (0) first and always, then the others in the order given, without
+    repeats; -90 and 360 are taken as 270 and 0. `ConfigError` naming them as `name` (the
+    command line passes "--rotations") for any other angle or an empty list.
+
+    Upright is never left out: `--rotations 90` reads as "also 90", and leaving out 0 found
+    fewer than half the faces of a group photo.
+    """
+    bad = [rotation for rotation in rotations if rotation % 360 not in (0, 90, 180, 270)]
     if bad:
         raise ConfigError(f"{name} must be among 0, 90, 180, 270 degrees, got {', '.join(map(str, bad))}")
     if not rotations:
         raise ConfigError(f"{name} needs at least one orientation (0: upright only)")
-    return tuple(dict.fromkeys(rotations))
+    return tuple(dict.fromkeys((0, *(rotation % 360 for rotation in rotations))))
 
 
 # Fields of each preset (the rest: `DetectionConfig`'s defaults). "standard", measured on the

@@ -87,6 +87,12 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert bottom[2] > 200 and bottom[0] < 60
     raw = read_image(path, apply_exif_orientation=False)
     assert raw.shape == (20, 40, 3)
+    from p3m.io import image_size
+
+    assert image_size(path) == (20, 40)  # (width, height) as read_image returns it
+    png = tmp_path / "plain.png"
+    stored.save(png)
+    assert image_size(png) == (40, 20)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])

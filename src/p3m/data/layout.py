@@ -249,33 +249,37 @@ def find_samples(
 
 
 def _image_size(path: Path) -> tuple[int, int] | str:
-    """(width, height) from the file header, or the reason it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    """(width, height) from the file header as `p3m.io` will return it, or why it cannot be."""
+    from p3m.errors import ImageReadError, ImageTooLargeError
+    from p3m.io import image_size
 
     try:
-        with Image.open(path) as image:
-            size = image.size
-            orientation = image.getexif().get(0x0112, 1)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        return f"cannot be read ({type(error).__name__})"
-    # EXIF rotations by 90 degrees swap the size p3m.io will return.
-    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+        return image_size(path)
+    except ImageTooLargeError as error:
+        return f"too large: {error.problem.split(';')[0]}"
+    except ImageReadError:
+        return "cannot be read"
 
 
 def _check_files(name: str, samples: list[Sample], problems: list[str]) -> None:
     unreadable: list[str] = []
     mismatched: list[str] = []
+
+    def refused(path: Path, reason: str) -> None:
+        label = path.name if path == sample.image else f"{path.parent.name}/{path.name}"
+        unreadable.append(label if reason == "cannot be read" else f"{label} ({reason})")
+
     for sample in samples:
         image_size = _image_size(sample.image)
         if isinstance(image_size, str):
-            unreadable.append(sample.image.name)
+            refused(sample.image, image_size)
             continue
         for part in (sample.alpha, sample.trimap, sample.facemask, sample.foreground, sample.background):
             if part is None:
                 continue
             size = _image_size(part)
             if isinstance(size, str):
-                unreadable.append(f"{part.parent.name}/{part.name}")
+                refused(part, size)
             elif size != image_size:
                 mismatched.append(f"{part.parent.name}/{part.name} {size[0]}x{size[1]} vs {image_size[0]}x{image_size[1]}")
     if unreadable:

@@ -214,6 +214,36 @@ def _open_loaded(
         raise
 
 
+def image_size(path: PathLike, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of an image file as `read_image` would return it (EXIF rotations by 90
+    degrees swap the stored size), from the header alone: no pixel is decoded.
+
+    Raises `ImageReadError` (missing, empty, not an image, damaged header) and
+    `ImageTooLargeError` above the pixel cap (`max_pixels`, as `read_image`).
+    """
+    cap = _resolve_max_pixels(max_pixels)
+    file_path = Path(path)
+    if not file_path.is_file():
+        raise ImageReadError("file not found" if not file_path.exists() else "not a file", path)
+    try:
+        with _pillow_header_only():
+            image = Image.open(file_path)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageReadError(f"cannot open image: {str(error) or type(error).__name__}", path) from error
+    with image:
+        _check_pixels(image, cap, path)
+        width, height = image.size
+        orientation = 1
+        # PNG's getexif() decodes the whole image to look for an eXIf chunk after the pixels;
+        # one before them is in `info` already.
+        if image.format != "PNG" or "exif" in image.info:
+            try:
+                orientation = image.getexif().get(0x0112, 1)
+            except Exception:  # noqa: BLE001 - malformed EXIF: read_image ignores it too
+                orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
     (b"\xff\xd8\xff", "JPEG"),

@@ -451,3 +451,16 @@ def test_p3m_serve_options_reach_the_service(monkeypatch: pytest.MonkeyPatch) ->
     assert runner.invoke(cli, ["serve", "--max-pixels", "-1", "--port", "0"]).exit_code == 0
     assert served[-1][0].state.config.max_pixels == -1
     assert isinstance(runner.invoke(cli, ["serve", "--max-pixels", "10"]).exception, ConfigError)
+
+
+def test_an_image_over_the_cap_is_413_with_the_size_and_the_servers_cap() -> None:
+    """The answer tells the client the size and this server's cap, not how an operator raises
+    it (--max-image-pixels, P3M_MAX_PIXELS)."""
+    with TestClient(create_app(ServeConfig(model="selfie-cf", max_image_pixels=1000))) as small:
+        photo = ("big.png", png_bytes(np.zeros((64, 64, 3), np.uint8)), "image/png")
+        for path in ("/api/matte", "/api/anonymize"):
+            reply = small.post(path, files={"image": photo})
+            assert reply.status_code == 413, reply.text
+            detail = reply.json()["detail"]
+            assert "image is 64x64 = 4,096 pixels, more than the cap of 1,000 pixels" in detail
+            assert "--max-image-pixels" not in detail and "P3M_MAX_PIXELS" not in detail

@@ -61,7 +61,10 @@ holds the value the command line and the service share)."""
 MAX_PIXELS_ENV = "P3M_MAX_PIXELS"
 """Environment variable that sets the default cap (pixels; 0 = no cap) for reads without `max_pixels`."""
 
-RAISE_CAP_HINT = "--max-image-pixels N (0 = no cap), max_pixels= in Python, or P3M_MAX_PIXELS"
+RAISE_CAP_HINT = (
+    "--max-image-pixels N (0 = no cap); in Python `with p3m.io.image_pixel_cap(N):`; "
+    "or the environment variable P3M_MAX_PIXELS"
+)
 """How to raise the cap, as the one-line error names it (command line, Python, environment)."""
 
 PathLike = str | os.PathLike[str]

@@ -73,6 +73,9 @@ def _status_for(error: P3MError) -> int:
 
 def _failure(error: BaseException, what: str, image: np.ndarray | None) -> Reply:
     """A clear 4xx for anything the pipeline raises on an image; never a bare 500."""
+    if isinstance(error, ImageTooLargeError):
+        # For the client: the size and this server's cap, not how its operator raises the cap.
+        return error_reply(413, f"{what}: {error.problem.split(';')[0]}")
     if isinstance(error, P3MError):
         return error_reply(_status_for(error), f"{what}: {error}")
     if isinstance(error, MemoryError):

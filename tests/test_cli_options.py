@@ -264,3 +264,23 @@ def test_the_anonymize_api_checks_the_cap_first_and_keeps_the_alpha_of_bytes(tmp
     Image.fromarray(rgba).save(buffer, format="PNG")
     result = p3m.anonymize(buffer.getvalue(), alpha_from=None, verify="none")
     assert result.input_alpha is not None and np.array_equal(result.input_alpha, rgba[:, :, 3])
+
+
+def test_verbose_is_a_counted_flag_for_p3m_loggers() -> None:
+    """`-v` showed an `<int>` placeholder (so `p3m -v 2 matte` looked right and failed), and
+    `-vv` put every library at DEBUG (matplotlib's font search buried p3m's lines)."""
+    import subprocess
+    import sys
+
+    help_text = runner.invoke(app, ["--help"], env={"COLUMNS": "100"}).output
+    line = next(line for line in help_text.splitlines() if "--verbose" in line)
+    assert "<int>" not in line and "INTEGER" not in line
+    script = (
+        "import logging\n"
+        "from p3m.cli import app\n"
+        "try:\n    app(['-vv', 'demo', '--help'])\nexcept SystemExit:\n    pass\n"
+        "logging.getLogger('matplotlib.font_manager').debug('MPL-DEBUG')\n"
+        "logging.getLogger('p3m.inference').debug('P3M-DEBUG')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "P3M-DEBUG" in done.stderr and "MPL-DEBUG" not in done.stderr, done.stderr[-500:]

@@ -47,10 +47,15 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v, -vv)."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More log output from p3m (-v, -vv); -vvv: from every library too."
+    ),
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Other libraries (matplotlib, numba, PIL, ...) stay at warnings unless asked for with -vvv:
+    # their debug output buries p3m's.
+    logging.basicConfig(level=logging.DEBUG if verbose >= 3 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("p3m").setLevel(level)
 
 
 def reflow_help(text: str | None) -> str | None:

@@ -60,11 +60,11 @@ def whole_words_table() -> type:
 
 @contextlib.contextmanager
 def _flags_without_placeholder(params: list[Any]) -> Iterator[None]:
-    """Show on/off flags (`--review`, `--audit/--no-audit`) without a type placeholder while the
-    help is rendered (Typer shows the metavar when one is set; an empty one shows nothing)."""
+    """Show on/off flags (`--review`, `--audit/--no-audit`) and counted flags (`-v`, `-vv`)
+    without a type placeholder while the help is rendered (Typer shows the metavar when one is set; an empty one shows nothing)."""
     flags = [
         param for param in params
-        if isinstance(param, TyperOption) and param.is_bool_flag and param.metavar is None
+        if isinstance(param, TyperOption) and (param.is_bool_flag or param.count) and param.metavar is None
     ]  # fmt: skip
     for flag in flags:
         flag.metavar = ""

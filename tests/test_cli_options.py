@@ -284,3 +284,19 @@ def test_verbose_is_a_counted_flag_for_p3m_loggers() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "P3M-DEBUG" in done.stderr and "MPL-DEBUG" not in done.stderr, done.stderr[-500:]
+
+
+def test_small_budgets_and_failure_only_runs_read_right(tmp_path: Path) -> None:
+    """"the 0.00 MP pixel budget" for --max-pixels 1024, and "failed 1 in 0.0 s (465.23
+    images/s)" for a run that matted nothing."""
+    from p3m.inference.backends import ResizeInfo
+
+    note = ResizeInfo((100, 200), (20, 40), 0.2, 1024, kind="solve").describe()
+    assert "the 1,024 px pixel budget" in note and "0.00 MP" not in note
+    assert "above the pixel budget of 2.10 MP" in ResizeInfo((2000, 2000), (1000, 1000), 0.5, 2_100_000).describe()
+    broken = tmp_path / "in"
+    broken.mkdir()
+    (broken / "bad.png").write_bytes(b"not a png")
+    result = runner.invoke(app, ["matte", str(broken), "-o", str(tmp_path / "out"), "-m", "selfie-cf"])
+    assert result.exit_code == 1 and "failed 1" in result.output
+    assert "images/s" not in result.output

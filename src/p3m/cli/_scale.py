@@ -122,7 +122,8 @@ def print_run_summary(
     console.print(
         f"done {counts.get('done', 0)}, kept {counts.get('kept', 0)}, failed {counts.get('failed', 0)}"
         + (f", {others}" if others else "")
-        + f" in {report.seconds:.1f} s ({processed / seconds:.2f} {unit}s/s)",
+        + f" in {report.seconds:.1f} s"
+        + (f" ({processed / seconds:.2f} {unit}s/s)" if counts.get("done", 0) else ""),
         highlight=False,
     )
     if per_worker:

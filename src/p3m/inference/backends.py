@@ -68,6 +68,11 @@ AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
 """`model="auto"` uses this P3M-Net when its weights are cached, else selfie-cf."""
 
 
+def _megapixels(pixels: int) -> str:
+    """"2.10 MP", or "4,096 px" for budgets too small to read in megapixels."""
+    return f"{pixels / 1e6:.2f} MP" if pixels >= 100_000 else f"{pixels:,} px"
+
+
 @dataclass(frozen=True)
 class ResizeInfo:
     """At which size an image was matted when not at its own: sizes are (height, width).
@@ -88,14 +93,14 @@ class ResizeInfo:
     def describe(self) -> str:
         (h, w), (ph, pw) = self.original_size, self.processed_size
         if self.kind == "solve":
-            budget = f"{self.max_pixels / 1e6:.2f} MP" if self.max_pixels else "no"
+            budget = _megapixels(self.max_pixels) if self.max_pixels else "no"
             return (
                 f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px around the people, the "
                 f"solve size of the {budget} pixel budget; a larger --max-pixels solves finer, slower), "
                 f"alpha upsampled back to {w}x{h} with a {self.upsample}"
             )
         return (
-            f"{w}x{h} ({h * w / 1e6:.1f} MP) is above the pixel budget of {self.max_pixels / 1e6:.2f} MP: "
+            f"{w}x{h} ({h * w / 1e6:.1f} MP) is above the pixel budget of {_megapixels(self.max_pixels)}: "
             f"matted at {pw}x{ph} ({self.downscale}), alpha upsampled back with a {self.upsample}"
         )
 

@@ -300,3 +300,12 @@ def test_small_budgets_and_failure_only_runs_read_right(tmp_path: Path) -> None:
     result = runner.invoke(app, ["matte", str(broken), "-o", str(tmp_path / "out"), "-m", "selfie-cf"])
     assert result.exit_code == 1 and "failed 1" in result.output
     assert "images/s" not in result.output
+
+
+@pytest.mark.parametrize("command", [["baseline", "cf", "ROOT"], ["experiment", "baselines", "ROOT"]])
+def test_baseline_budget_is_full_resolution_or_a_real_budget(command: list[str]) -> None:
+    """`--max-pixels 5` solved the baselines at a few pixels without a word."""
+    result = runner.invoke(app, [*command, "--max-pixels", "5"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "'--max-pixels': must be 0 (full resolution) or at least 1024 pixels, got 5" in text

@@ -55,3 +55,19 @@ def caps_image_pixels(command: Callable[..., Any]) -> Callable[..., Any]:
         "return": signature.return_annotation,
     }
     return run
+
+
+BASELINE_MIN_PIXELS = 1024
+"""The smallest solve budget a baseline run takes (0 = full resolution); below it the trimap's
+known regions vanish from the shrunk image."""
+
+
+def _baseline_budget(value: int) -> int:
+    if 0 < value < BASELINE_MIN_PIXELS:
+        raise typer.BadParameter(f"must be 0 (full resolution) or at least {BASELINE_MIN_PIXELS} pixels, got {value}")
+    return value
+
+
+def baseline_budget_option(help_text: str) -> Any:
+    """The baselines' `--max-pixels` (default 1,000,000; 0 = full resolution; 1-1023 refused)."""
+    return typer.Option(1_000_000, "--max-pixels", min=0, callback=_baseline_budget, help=help_text)

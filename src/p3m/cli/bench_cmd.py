@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from p3m.cli._options import caps_image_pixels
+from p3m.cli._options import baseline_budget_option, caps_image_pixels
 from p3m.vocabulary import BaselineMethod, TestSet
 
 
@@ -25,12 +25,9 @@ def baseline_command(
     out: Path | None = typer.Option(
         None, "--out", help="Output folder (default: p3m-results/SET/METHOD)."
     ),
-    max_pixels: int = typer.Option(
-        1_000_000,
-        "--max-pixels",
-        min=0,
-        help="Solve larger images at this many pixels, upsample, re-impose the known trimap "
-        "regions (recorded in the results). 0 = full resolution.",
+    max_pixels: int = baseline_budget_option(
+        "Solve larger images at this many pixels, upsample, re-impose the known trimap "
+        "regions (recorded in the results). 0 = full resolution."
     ),
     trimap_dir: Path | None = typer.Option(
         None, "--trimap-dir", help="Use these trimaps (PNG by stem) instead of the set's own."

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from p3m.cli._options import caps_image_pixels
+from p3m.cli._options import baseline_budget_option, caps_image_pixels
 from p3m.vocabulary import TestStrategy
 
 if TYPE_CHECKING:
@@ -278,9 +278,7 @@ def baselines_command(
     methods: str = typer.Option(
         "cf,knn,lkm,rw,sm,lbdm", "--methods", help="Baselines (rows), comma-separated: cf, knn, lkm, rw, sm, lbdm."
     ),
-    max_pixels: int = typer.Option(
-        1_000_000, "--max-pixels", min=0, help="Solve larger images at this many pixels (0 = full resolution)."
-    ),
+    max_pixels: int = baseline_budget_option("Solve larger images at this many pixels (0 = full resolution)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help=LIMIT_HELP),
     metrics: str = typer.Option("sad,mse,mad", "--metrics", help=METRICS_HELP),
     out: Path = typer.Option(Path("p3m-results/baselines"), "--out", help="Output folder."),

@@ -27,6 +27,7 @@ from p3m.models.ops import (
     max_unpool2d_last_wins,
 )
 from p3m.models.optimize import FastP3MNet
+from p3m.models.optimize import _tile_indices as _original_tile_indices
 from p3m.models.p3mnet import EncoderOutput, P3MOutput
 from reference_fill import fill_model, load_manifest
 
@@ -220,6 +221,34 @@ def test_region_restricted_local_equals_full(pair) -> None:
     assert torch.equal(fast(x, outputs=("local",), region=torch.zeros_like(region)).local, torch.zeros_like(full))
     with pytest.raises(ValueError, match="fusion"):
         fast(x, outputs=("fusion",), region=region)
+    # A region whose tiles cover most of the image runs the whole level-0 pass instead: the
+    # same values on the region, 0 off it.
+    dense = torch.ones(320, 288, dtype=torch.bool)
+    dense[::7, ::5] = False
+    whole = fast(x, outputs=("local",), region=dense).local
+    assert torch.equal(whole[0, 0][dense], full[0, 0][dense]) and not whole[0, 0][~dense].any()
+
+
+def test_a_dense_region_takes_the_whole_level0_pass(monkeypatch) -> None:
+    import p3m.models.optimize as optimize
+
+    torch.manual_seed(0)
+    fast = optimize_for_inference(create_model("p3mnet-r34", device="cpu"))
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+    region = torch.zeros(256, 256, dtype=torch.bool)
+    region[::9, :] = True  # a row every 9 pixels: every tile is needed
+    calls: list[int] = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return _original_tile_indices(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "_tile_indices", counted)
+    whole = fast(x, outputs=("local",), region=region).local
+    assert calls == []  # no tile was computed
+    monkeypatch.setattr(optimize, "REGION_FULL_PASS_ABOVE", 10.0)
+    tiled = fast(x, outputs=("local",), region=region).local
+    assert calls and torch.equal(whole[0, 0][region], tiled[0, 0][region])
 
 
 def test_every_known_block_is_rewritten(pair) -> None:

@@ -478,3 +478,21 @@ def test_cli_errors(tmp_path: Path, monkeypatch) -> None:
     )
     assert isinstance(result.exception, CheckpointError)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_skips_an_unreadable_image(tmp_path, caplog) -> None:
+    """One file over the decoding cap (or broken) in --calibration DIR stopped the export."""
+    from PIL import Image
+
+    from p3m.errors import ExportError
+    from p3m.models.quantize import _load_images
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with caplog.at_level("WARNING", logger="p3m.models.quantize"):
+        images = _load_images(tmp_path)
+    assert [name for name, _ in images] == ["good.png"]
+    assert "broken.png" in caplog.text
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(ExportError, match="no calibration image could be read"):
+        _load_images(tmp_path)

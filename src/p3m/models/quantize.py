@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from p3m.errors import ExportError, MissingDependencyError
+from p3m.errors import ExportError, MissingDependencyError, P3MError
 from p3m.io.atomic import temporary_path
 
 __all__ = ["QuantizeReport", "calibration_portraits", "head_tap_convolutions", "quantize_onnx"]
@@ -142,7 +142,15 @@ def _load_images(calibration: str | os.PathLike[str] | Iterable[np.ndarray] | No
         files = sorted(p for p in folder.iterdir() if is_image_file(p))
         if not files:
             raise ExportError("the calibration folder holds no images", folder)
-        return [(p.name, read_image(p)) for p in files]
+        images = []
+        for path in files:
+            try:
+                images.append((path.name, read_image(path)))
+            except P3MError as error:  # one bad file does not stop the calibration
+                logger.warning("calibration: skipped %s", error)
+        if not images:
+            raise ExportError(f"no calibration image could be read ({len(files)} tried)", folder)
+        return images
     return [(f"image{i}", np.asarray(image)) for i, image in enumerate(calibration)]
 
 

@@ -378,7 +378,7 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
     )
     out_console.print(
         f"done {report.count('done')}, kept {report.count('kept')}, "
-        f"needs annotation {len(report.needs_annotation)}, errors {len(report.failed)}; "
+        f"needs annotation {len(report.needs_annotation)}, failed {len(report.failed)}; "
         f"audit total: {report.audit_faces_found} face(s) still found, "
         f"{report.audit_identity_matches} identity match(es). Manifest: {report.out_dir / 'manifest.json'}",
         highlight=False,

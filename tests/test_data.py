@@ -158,6 +158,15 @@ def test_deep_check_reads_headers_only_and_names_a_file_over_the_cap(synthetic_c
     assert "P3M-500-P: 1 unreadable file(s) (mask/synth_p_0000.png (too large: image is 14000x13000" in text
 
 
+def test_deep_check_finds_a_truncated_file(synthetic_copy):
+    """A mask cut after 300 bytes has a whole header: the deep check decodes every file, so it
+    names it instead of training dying when it reaches it."""
+    mask = synthetic_copy / "train" / "mask" / "synth_train_0003.png"
+    mask.write_bytes(mask.read_bytes()[:300])
+    text = " | ".join(check_layout(synthetic_copy, deep=True).problems)
+    assert "train: 1 unreadable file(s) (mask/synth_train_0003.png (truncated))" in text
+
+
 def test_dataset_reports_size_mismatch_with_file_name(synthetic_copy):
     from p3m.errors import ShapeMismatchError
 

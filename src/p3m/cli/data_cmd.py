@@ -56,7 +56,7 @@ def check_data_command(
         help="Sets to check (repeatable): train, P3M-500-P, P3M-500-NP, RWP-636 "
         "(default: the first three, and RWP-636 when it is there).",
     ),
-    deep: bool = typer.Option(False, "--deep", help="Also open every file: unreadable files, size mismatches."),
+    deep: bool = typer.Option(False, "--deep", help="Also decode every file: unreadable or truncated files, size mismatches."),
 ) -> None:
     """Check a data root before training: missing folders, unmatched images/mattes, incomplete extras."""
     from rich.console import Console

@@ -249,16 +249,22 @@ def find_samples(
 
 
 def _image_size(path: Path) -> tuple[int, int] | str:
-    """(width, height) from the file header as `p3m.io` will return it, or why it cannot be."""
+    """(width, height) of the decoded file as `p3m.io` reads it, or why it cannot be read.
+
+    The whole file is decoded (after the pixel cap is checked from its header): a header alone
+    says nothing of a file cut short, which training would meet only when it reaches it.
+    """
     from p3m.errors import ImageReadError, ImageTooLargeError
-    from p3m.io import image_size
+    from p3m.io import image_size, read_image
 
     try:
-        return image_size(path)
+        image_size(path)  # the cap, before anything is decoded
+        height, width = read_image(path).shape[:2]
     except ImageTooLargeError as error:
         return f"too large: {error.problem.split(';')[0]}"
-    except ImageReadError:
-        return "cannot be read"
+    except ImageReadError as error:
+        return "truncated" if "truncated" in error.problem else "cannot be read"
+    return width, height
 
 
 def _check_files(name: str, samples: list[Sample], problems: list[str]) -> None:
@@ -299,7 +305,7 @@ def check_layout(
 
     `sets=None` checks train, P3M-500-P and P3M-500-NP, and RWP-636 when it is there (its
     absence is a note, not a problem); sets named explicitly (any spelling, e.g. 'RWP-636')
-    must be there. `deep=True` also opens every file's header: unreadable files and mattes,
+    must be there. `deep=True` also decodes every file: unreadable or truncated files and mattes,
     trimaps, masks, fg/bg whose size differs from their image are reported.
     """
     root = Path(root)

@@ -496,3 +496,27 @@ def test_calibration_skips_an_unreadable_image(tmp_path, caplog) -> None:
     (tmp_path / "good.png").unlink()
     with pytest.raises(ExportError, match="no calibration image could be read"):
         _load_images(tmp_path)
+
+
+def test_verification_forgives_pool_flips_in_local_only() -> None:
+    """A 2-step trained checkpoint failed export on local 1.2e-3 at a handful of pixels (an
+    encoder max-pool near-tie flipped by rounding); a wrong graph moves many pixels, or the
+    logits."""
+    from p3m.models.export import _compare
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 3, 64, 64)).astype(np.float32)
+    local = rng.random((1, 1, 64, 64)).astype(np.float32)
+    flipped = local.copy()
+    flipped[0, 0, 5, 7] += 1.2e-3
+    flipped[0, 0, 9, 9] -= 4e-3
+    _, failed, _ = _compare({"global_logits": logits, "local": local}, {"global_logits": logits, "local": flipped})
+    assert failed == []
+    wrong = local.copy()
+    wrong[0, 0, :8] += 0.1  # an eighth of the image
+    _, failed, _ = _compare({"global_logits": logits, "local": local}, {"global_logits": logits, "local": wrong})
+    assert failed == ["local"]
+    moved = logits.copy()
+    moved[0, 0, 3, 3] += 0.01
+    _, failed, _ = _compare({"global_logits": logits, "local": local}, {"global_logits": moved, "local": local})
+    assert failed == ["global_logits"]

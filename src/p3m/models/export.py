@@ -54,6 +54,10 @@ INSTALL_HINT = 'pip install "p3m[onnx]"'
 # Outputs compared with torch after export: |onnx - torch| <= atol + rtol * max|torch|.
 # Kernel differences stay around 1e-6 relative; a graph that is wrong for the size errs by O(1).
 VERIFY_ATOL = 1e-3
+POOL_FLIP_SHARE = 1e-3
+"""`local` / `fusion` may exceed VERIFY_ATOL at up to this share of pixels (max-pool near-ties)..."""
+POOL_FLIP_ATOL = 5e-2
+"""... by at most this much (see `_pool_flips_only`)."""
 VERIFY_RTOL = 1e-4
 # Fusion follows argmax(global_logits); pixels whose top two logits are this close may flip.
 NEAR_TIE_GAP = 1e-3
@@ -295,9 +299,22 @@ def _compare(
             diff = np.where(np.broadcast_to(ties, diff.shape), 0.0, diff)
         diffs[name] = float(diff.max()) if diff.size else 0.0
         scale = float(np.abs(ref).max()) if ref.size else 0.0
-        if diffs[name] > VERIFY_ATOL + VERIFY_RTOL * scale:
+        tolerance = VERIFY_ATOL + VERIFY_RTOL * scale
+        if diffs[name] > tolerance and not _pool_flips_only(name, diff, tolerance):
             failed.append(name)
     return diffs, failed, int(ties.sum()) if ties.ndim else 0
+
+
+def _pool_flips_only(name: str, diff: np.ndarray, tolerance: float) -> bool:
+    """Whether the pixels of `local` / `fusion` beyond `tolerance` are what an encoder max-pool
+    decision flipped by float rounding looks like: a few pixels (`POOL_FLIP_SHARE`), each off
+    by little (`POOL_FLIP_ATOL`). Trained weights make such near-ties common on the noise input
+    (a 2-step B:B checkpoint: local 1.2e-3 at a handful of pixels), where a wrong graph (e.g.
+    the wrong unpool collision rule) moves local by 0.1 or more over many pixels."""
+    if name not in ("local", "fusion") or not diff.size:
+        return False
+    beyond = diff > tolerance
+    return float(beyond.mean()) <= POOL_FLIP_SHARE and float(diff.max()) <= POOL_FLIP_ATOL
 
 
 def _verify(
@@ -319,7 +336,8 @@ def _verify(
         detail = ", ".join(f"{name} {diffs[name]:.2e}" for name in failed)
         raise ExportError(
             "onnxruntime does not reproduce the torch model at {}x{} (max |diff|: {}); the file "
-            "was not written".format(*size, detail),
+            "was not written (--exact exports the reference operator sequence; --no-verify "
+            "skips this check)".format(*size, detail),
             target,
         )
     return diffs, ties

@@ -348,3 +348,18 @@ def test_weights_path_exit_codes_and_hints_match_the_help(home, capsys):
     code, _, err = run("p3mnet-r99")
     assert code == 2 and "unknown model" in err
     assert "weights download" not in hub.install_hint("p3mnet-swin-t")
+
+
+def test_unreachable_google_drive_says_so_and_how_to_import(home, drive_to):
+    """Offline, a Drive download said "interrupted after 0 bytes; run the command again to
+    resume": nothing had been interrupted and a retry cannot help."""
+    from types import SimpleNamespace
+
+    drive_to(SimpleNamespace(url="http://127.0.0.1:9"))
+    with pytest.raises(DownloadError) as info:
+        transfer.download_file("https://drive.google.com/file/d/ABC/view", home / "x.pth", retries=0, timeout=5)
+    message = str(info.value)
+    assert "cannot reach Google Drive" in message and "p3m weights import FILE --as NAME" in message
+    assert "interrupted" not in message and "\n" not in message
+    with pytest.raises(DownloadError, match="p3m weights import FILE --as NAME"):
+        transfer.download_file("http://127.0.0.1:9/none.pth", home / "y.pth", retries=0, timeout=5)

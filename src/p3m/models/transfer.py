@@ -31,6 +31,9 @@ __all__ = ["ProgressCallback", "download_file", "google_drive_id", "sha256_of"]
 
 logger = logging.getLogger(__name__)
 
+IMPORT_HINT = "`p3m weights import FILE --as NAME`"
+"""How to install weights fetched some other way (named in download errors)."""
+
 ProgressCallback = Callable[[int, int | None], None]
 """Called as progress(bytes_done, bytes_total_or_None) while a file is transferred."""
 
@@ -152,7 +155,11 @@ def _download_http(
                 raise DownloadError(f"cannot download ({_reason(error)})", url) from error
     have = part.stat().st_size if part.exists() else 0
     if have == 0:
-        raise DownloadError(f"cannot reach the server ({_reason(last_error)})", url) from last_error
+        raise DownloadError(
+            f"cannot reach the server ({_reason(last_error)}); check the connection, or download "
+            f"the file in a browser and use {IMPORT_HINT}",
+            url,
+        ) from last_error
     raise DownloadError(
         f"download interrupted after {have} bytes ({_reason(last_error)}); run the command again "
         f"to resume from {part}",
@@ -193,7 +200,7 @@ def _download_drive(
         busy = any(word in text.lower() for word in ("quota", "too many users", "many accesses"))
         raise DownloadError(
             "Google Drive refuses the download for now (quota exceeded or the link is not public); "
-            "try later, or download it in a browser and use `p3m weights import`"
+            f"try later, or download it in a browser and use {IMPORT_HINT}"
             if busy or "public link" in text.lower()
             else f"Google Drive did not hand out the file ({text[:200]})",
             url,
@@ -201,6 +208,12 @@ def _download_drive(
     except gdown.exceptions.DownloadError as error:
         partial = sorted(staged.parent.glob(staged.name + "*.part"))
         have = partial[-1].stat().st_size if partial else 0
+        if have == 0:  # nothing came: no connection, not an interrupted transfer
+            raise DownloadError(
+                f"cannot reach Google Drive ({' '.join(str(error).split())[:160] or 'no answer'}); "
+                f"check the connection, or download the file in a browser and use {IMPORT_HINT}",
+                url,
+            ) from error
         raise DownloadError(
             f"download interrupted after {have} bytes; run the command again to resume", url
         ) from error
@@ -208,7 +221,11 @@ def _download_drive(
         response = error.response
         raise DownloadError(f"HTTP {response.status_code} {response.reason}", url) from error
     except requests.RequestException as error:
-        raise DownloadError(f"cannot reach Google Drive ({_reason(error)})", url) from error
+        raise DownloadError(
+            f"cannot reach Google Drive ({_reason(error)}); check the connection, or download "
+            f"the file in a browser and use {IMPORT_HINT}",
+            url,
+        ) from error
 
 
 # --------------------------------------------------------------------------- both

@@ -272,6 +272,8 @@ class VideoAnonymizeReport:
     audited_frames: int = 0
     audit_faces_found: int = 0
     audit_identity_matches: int = 0
+    audit_uncovered: int = 0
+    """Faces the audit found outside every face mask (left visible), summed over audited frames."""
     warnings: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     info: VideoInfo | None = None
@@ -583,6 +585,7 @@ def anonymize_video(
                     report.audited_frames += 1
                     report.audit_faces_found += item.audit["faces_found"]
                     report.audit_identity_matches += item.audit["identity_matches"]
+                    report.audit_uncovered += len(item.audit.get("uncovered") or ())
                 record = {
                     "frame": item.index,
                     "time": round(item.time, 4),
@@ -620,9 +623,17 @@ def anonymize_video(
         report.warnings.append(
             f"the audit matched the identity of {report.audit_identity_matches} face(s): obfuscation too weak, see the manifest"
         )
-    if report.audit_faces_found:
+    if report.audit_uncovered:
         report.warnings.append(
-            f"the audit still found {report.audit_faces_found} face(s) in {report.audited_frames} audited frames: see the manifest"
+            f"the audit found {report.audit_uncovered} face(s) outside every face mask (left visible) in "
+            f"{report.audited_frames} audited frames: see the manifest"
+        )
+    elif report.audit_faces_found:
+        report.warnings.append(
+            f"the audit's detectors still fire {report.audit_faces_found} time(s) in {report.audited_frames} "
+            "audited frames, all on obfuscated faces (MediaPipe short-range also responds to head shape); "
+            + ("none outside the face masks: see the manifest" if not report.audit_identity_matches
+               else "see the identity matches above")
         )
     if on_event is not None:
         on_event(

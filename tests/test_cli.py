@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HEAVY = ("torch", "mediapipe", "pymatting", "cv2", "onnx", "onnxruntime", "numba", "fastapi")
 
 
@@ -81,3 +83,19 @@ def test_command_help_is_reflowed_to_the_terminal_width() -> None:
     assert reflow_help(text) == "First line.\n\nJoined here.\n- a bullet\n  keeps its line\n\nNext."
     anonymize = next(c for c in app.registered_commands if c.name == "anonymize")
     assert anonymize.help is not None and "Single-image mode: `p3m anonymize IMAGE" in anonymize.help
+
+
+def test_an_error_is_printed_as_text_not_markup_or_emoji(monkeypatch, capsys) -> None:
+    """`p3m table --protocols` said "two results for p3mnet-r34 on B🅱 ...": Rich read B:B: as
+    an emoji code."""
+    from p3m import cli
+    from p3m.errors import ConfigError
+
+    def fail(*args, **kwargs):
+        raise ConfigError("two results on B:B: [bold]x[/bold] here")
+
+    monkeypatch.setattr(cli, "app", fail)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2
+    assert "two results on B:B: [bold]x[/bold] here" in capsys.readouterr().err

@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-err_console = Console(stderr=True)
+err_console = Console(emoji=False, stderr=True)
 
 # One module per command group; each defines `register(app)`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except P3MError as error:
-        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # The message is text, never markup or emoji codes (a protocol "B:B:" became an emoji).
+        err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")

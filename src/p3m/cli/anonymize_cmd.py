@@ -205,8 +205,8 @@ def anonymize_command(
     from p3m.privacy.landmarks import DLIB68_LICENCE_NOTE
     from p3m.runs import RunOptions
 
-    out_console = Console()
-    err = Console(stderr=True)
+    out_console = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     if out is None:
         raise ConfigError("--out / -o is required")
     if str(out) == "-" or any(str(path) == "-" for path in images or ()):

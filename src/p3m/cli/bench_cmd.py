@@ -56,8 +56,8 @@ def baseline_command(
     from p3m.evaluation.baselines import get_baseline, run_baseline
     from p3m.evaluation.folder import write_csv
 
-    out_console = Console()
-    err = Console(stderr=True)
+    out_console = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     baseline = get_baseline(method.value)
     samples = find_samples(data_root, test_set.value)
     if limit is not None:
@@ -137,7 +137,7 @@ def table_command(
         atomic_write_text(markdown, text)
     if csv_path is not None:
         atomic_write_text(csv_path, table.to_csv())
-    Console(soft_wrap=True).print(text, highlight=False, markup=False)
+    Console(emoji=False, soft_wrap=True).print(text, highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,7 +43,7 @@ def build(
     if source_format not in SOURCE_FORMATS:
         raise ConfigError(f"unknown --format {source_format!r}; choose from {', '.join(SOURCE_FORMATS)}")
     detector_names = tuple(d.strip() for d in detectors.split(",") if d.strip()) or None
-    console = Console(stderr=True)
+    console = Console(emoji=False, stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("cropping faces", total=None)
         report = build_cp_sources(

@@ -34,7 +34,7 @@ def synth_data_command(
     if min_size > max_size:
         raise ConfigError(f"--min-size {min_size} is larger than --max-size {max_size}")
     counts = write_synthetic_dataset(out, n_train=n, n_val=n_val, seed=seed, min_size=min_size, max_size=max_size)
-    console = Console()
+    console = Console(emoji=False)
     console.print(
         f"wrote {out}: " + ", ".join(f"{name} {count}" for name, count in counts.items()), highlight=False
     )
@@ -75,12 +75,12 @@ def check_data_command(
     table.add_column("extras")
     for name, count in report.counts.items():
         table.add_row(set_label(name), str(count), ", ".join(report.extras.get(name, ())) or "-")
-    console = Console()
+    console = Console(emoji=False)
     console.print(table)
     for note in report.notes:
-        Console(stderr=True).print(f"note: {note}", highlight=False, soft_wrap=True)
+        Console(emoji=False, stderr=True).print(f"note: {note}", highlight=False, soft_wrap=True)
     if report.problems:
-        err = Console(stderr=True)
+        err = Console(emoji=False, stderr=True)
         for problem in report.problems:
             err.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -52,8 +52,8 @@ def eval_command(
     from p3m.cli._ui import exit_if_failed, metrics_table, run_progress
     from p3m.evaluation.folder import evaluate_folder, write_csv, write_json
 
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     with run_progress("[bold]evaluating", err, show_failures=False) as on_event:
         evaluation = evaluate_folder(
             pred_dir,

@@ -127,7 +127,7 @@ def _print_table(result: ResultTable, written: list[Path]) -> None:
         table.add_column(header, justify="right" if column.key else "left", overflow="fold", no_wrap=index == 0)
     for row in result.rows:
         table.add_row(*(f"[bold]{cell.text}[/bold]" if cell.bold else cell.text for cell in row))
-    console = Console()
+    console = Console(emoji=False)
     console.print(table)
     for note in result.notes:
         console.print(f"[dim]- {note}[/dim]", highlight=False, soft_wrap=True)
@@ -183,7 +183,7 @@ def obfuscation_command(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()), normal_images=normal_images,
         strength=strength, strategy=strategy.value, device=device, limit=limit, metrics=_metrics(metrics),
     )  # fmt: skip
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     with _study_progress("[bold]Table 8", err) as on_event:
         result = run_obfuscation_study(settings, out, fresh=fresh, on_event=on_event)
     _finish(result, err)
@@ -222,7 +222,7 @@ def ablation_command(
         backbone=backbone, sets=tuple(s.strip() for s in sets.split(",") if s.strip()), strategy=strategy.value,
         device=device, limit=limit, metrics=_metrics(metrics),
     )  # fmt: skip
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     with _study_progress("[bold]Table 7", err) as on_event:
         result = run_ablation_study(settings, out, fresh=fresh, on_event=on_event)
     _finish(result, err)
@@ -261,7 +261,7 @@ def copy_paste_command(
         checkpoints=parse_named_paths(checkpoints, ROW_KEYS, "--checkpoints"), data_root=data_root, model=model,
         strategy=strategy.value, device=device, limit=limit, metrics=_metrics(metrics),
     )  # fmt: skip
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     with _study_progress("[bold]Tables 9/10", err) as on_event:
         result = run_copy_paste_study(settings, out, fresh=fresh, on_event=on_event)
     _finish(result, err)
@@ -298,7 +298,7 @@ def baselines_command(
         methods=tuple(m.strip().lower() for m in methods.split(",") if m.strip()),
         max_pixels=max_pixels or None, limit=limit, metrics=_metrics(metrics),
     )  # fmt: skip
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     with _study_progress("[bold]Table 2", err) as on_event:
         result = run_baseline_study(settings, out, fresh=fresh, on_event=on_event)
     _finish(result, err)
@@ -344,7 +344,7 @@ def sensitivity_command(
         obfuscations=tuple(Obfuscation.parse(text) for text in obfuscations.split(",") if text.strip()),
         strategy=strategy.value, device=device, band_margin=band_margin, changed_threshold=threshold,
     )  # fmt: skip
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     with _study_progress("[bold]sensitivity", err) as on_event:
         result = run_sensitivity(settings, out, fresh=fresh, on_event=on_event)
     _print_table(result.table, [path for kind, path in result.files.items() if kind != "heatmaps"])
@@ -398,7 +398,7 @@ def complexity_command(
         threads=threads,
         devices=_split_names(devices),
     ).resolved()  # bad settings fail here, before the progress bar
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     with _progress_callback("[bold]measuring", err) as on_progress:
         report = run_complexity(settings, out, resume=not fresh, on_progress=on_progress)
 

@@ -109,7 +109,7 @@ def export_onnx_command(
                 raise
             raise ModelNotFoundError(f"{error}; or export the untrained model with --random-weights") from None
     steps = "trace, check, verify" + (", quantise, measure" if int8 else "")
-    with Console(stderr=True).status(f"exporting {name} to {output} ({steps})"):
+    with Console(emoji=False, stderr=True).status(f"exporting {name} to {output} ({steps})"):
         report = export_onnx(
             name,
             output,
@@ -124,7 +124,7 @@ def export_onnx_command(
             int8=int8_method.value if int8 else None,
             calibration=calibration,
         )
-    Console().print(f"wrote {report.summary()}", highlight=False, soft_wrap=True)
+    Console(emoji=False).print(f"wrote {report.summary()}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

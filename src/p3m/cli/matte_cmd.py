@@ -233,8 +233,8 @@ def _matte_files(
     from p3m.inference.batch import MatterSpec, plan_matte, run_matte
     from p3m.runs import RunOptions
 
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     # Video files go to p3m.video; when only videos were given, that is the whole run.
     from p3m.cli.video_cmd import matte_video_inputs, split_video_inputs
 
@@ -355,7 +355,7 @@ def _matte_stream(
     from p3m.inference.batch import MatteJob, output_image, write_outputs
     from p3m.io import encode_png, load_image_and_alpha
 
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     if len(inputs) != 1 or (inputs[0] != STDIO and not Path(inputs[0]).is_file()):
         raise ConfigError("-o - writes one image to stdout: give one image file, or - for stdin")
     if to_stdout and len(kinds) > 1:
@@ -453,8 +453,8 @@ def _watch_folder(
     from p3m.inference.watch import watch_matte
     from p3m.runs import ItemFinished
 
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     if not folder.is_dir():
         raise ImageReadError("no such folder to watch" if not folder.exists() else "not a folder", folder)
     matter = _load_matter(options, out.print, lambda text: err.print(text, soft_wrap=True))
@@ -500,13 +500,13 @@ def demo_command(
     from p3m.inference.batch import MatteJob, write_outputs
     from p3m.io import write_png
 
-    console = Console()
+    console = Console(emoji=False)
     image = data.astronaut()
     source = out / "astronaut.png"
     write_png(source, image)
     matter = Matter(model)
     if matter.note:
-        Console(stderr=True).print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
+        Console(emoji=False, stderr=True).print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
     result = matter(image)
     job = MatteJob(
         source,

@@ -125,13 +125,13 @@ def _train_on_this_rank(train_config: TrainConfig, resume: Path | None) -> None:
     main = int(os.environ.get("RANK", "0")) == 0
     show = train_config.run.progress and main
     try:
-        with training_progress(Console(stderr=True)) if show else contextlib.nullcontext() as on_event:
+        with training_progress(Console(emoji=False, stderr=True)) if show else contextlib.nullcontext() as on_event:
             result = train(train_config, resume=resume, on_event=on_event)
     finally:
         teardown_distributed()
     if not main:
         return
-    console = Console()
+    console = Console(emoji=False)
     console.print(
         f"trained {train_config.model} for {result.step} steps; model: {result.out_dir / 'model.pth'}",
         highlight=False,
@@ -207,7 +207,7 @@ def evaluate_model_command(
     samples = find_samples(data_root, test_set.value)
     if limit is not None:
         samples = samples[:limit]
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     with run_progress(f"[bold]{name}[/bold] on {test_set.label}", err, show_failures=False) as on_event:
         evaluation = evaluate_on_set(
             model, samples, strategy=strategy.value, out_dir=out, accumulate="eval_py", on_event=on_event
@@ -217,7 +217,7 @@ def evaluate_model_command(
     table.add_column("mean", justify="right")
     for key, value in evaluation.summary.means.items():
         table.add_row(key.upper(), f"{value:.4f}")
-    Console().print(table)
+    Console(emoji=False).print(table)
     if out is not None:
         # Known training images let `p3m table` place the result in the B:B / B:N / N:N table.
         trained_on = training_protocol(checkpoint)

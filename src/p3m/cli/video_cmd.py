@@ -194,8 +194,8 @@ def matte_video_inputs(
     from p3m.inference.budget import pixel_budget_from_option
     from p3m.video.matte import matte_video, plan_video_outputs
 
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     plan_video_outputs(videos[0], out_dir, save, video_format)  # usage errors before any work
     _check_some_exist(videos)
     budget = pixel_budget_from_option(max_pixels, "--max-pixels")
@@ -269,7 +269,7 @@ def anonymize_video_inputs(
     from p3m.errors import ConfigError, MissingDependencyError, P3MError
     from p3m.video.anonymize import anonymize_video
 
-    err = Console(stderr=True)
+    err = Console(emoji=False, stderr=True)
     _check_some_exist(videos)
     failures: list[tuple[str, str]] = []
     with video_progress(err) as (on_event, live):
@@ -349,8 +349,8 @@ def eval_video_command(
     from p3m.io import atomic_write_text
     from p3m.video.reader import probe_video, read_alpha_frames
 
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     total = probe_video(pred).frame_count
     probe_video(gt)  # both readable before the long part
     from p3m.cli._ui import item_progress

@@ -36,7 +36,7 @@ def list_command() -> None:
             (row.sha256 or row.registered_sha256 or "-")[:16],
             row.source or row.url or "-",
         )
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 @weights_app.command("download")
@@ -50,8 +50,8 @@ def download_command(
 
     from p3m.models.hub import download_weights
 
-    console = Console()
-    err = Console(stderr=True)
+    console = Console(emoji=False)
+    err = Console(emoji=False, stderr=True)
     with Progress(
         f"[bold]{name}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         console=err, transient=True, disable=not err.is_terminal,
@@ -92,7 +92,7 @@ def import_command(
     from p3m.models.hub import import_weights
 
     path = import_weights(file, name, force=force)
-    _print_installed(Console(), name, path)
+    _print_installed(Console(emoji=False), name, path)
 
 
 @weights_app.command("path")
@@ -110,7 +110,7 @@ def path_command(name: str = typer.Argument(..., help="Model name.")) -> None:
     get_spec(name)  # an unknown name is a usage error (exit code 2)
     path = installed_weights(name)
     if path is None:
-        Console(stderr=True).print(
+        Console(emoji=False, stderr=True).print(
             f"[red]error:[/red] no weights for {name} in the cache {weights_dir()}; {install_hint(name)}",
             highlight=False, soft_wrap=True,
         )

@@ -374,6 +374,21 @@ def test_text_file_is_not_a_checkpoint(blank_model: P3MNetR34, tmp_path: Path) -
     assert_one_line_error(error, path, "is not a PyTorch checkpoint")
 
 
+def test_a_video_or_onnx_file_is_named_for_what_it_is(blank_model: P3MNetR34, tmp_path: Path) -> None:
+    """A clip or an ONNX file passed as weights said "holds Python objects that a weights-only
+    load refuses", which reads like an unsafe pickle."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00" + bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(blank_model, clip)
+    assert_one_line_error(error, clip, "is not a PyTorch checkpoint")
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(64))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(blank_model, onnx_file)
+    assert_one_line_error(error, onnx_file, "is an ONNX file, not a PyTorch checkpoint")
+
+
 def test_missing_file(blank_model: P3MNetR34, tmp_path: Path) -> None:
     path = tmp_path / "absent.pth"
     with pytest.raises(CheckpointError) as error:

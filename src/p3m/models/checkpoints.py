@@ -130,6 +130,10 @@ def _why_unreadable(file: Path, error: BaseException) -> str:
     detail = _first_line(error)
     if not head:
         return "is empty, not a checkpoint"
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # neither a zip nor a pickle
+        if file.suffix.lower() == ".onnx":
+            return "is an ONNX file, not a PyTorch checkpoint (`p3m matte` and `p3m serve` take it as --model)"
+        return f"is not a PyTorch checkpoint (it starts with {head!r})"
     if "Weights only load failed" in str(error):
         return f"holds Python objects that a weights-only load refuses ({detail})"
     if head.startswith(b"PK\x03\x04"):

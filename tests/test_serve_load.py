@@ -265,3 +265,17 @@ def test_the_pool_turns_away_work_that_could_not_finish_within_the_time_bound() 
         asyncio.run(scenario())
     finally:
         pool.close()
+
+
+def test_a_full_pool_says_how_many_run_and_how_many_wait() -> None:
+    """`--queue 0 --workers 1` answered "the queue holds 1"."""
+    from p3m.serve.pool import InferencePool, ServiceBusy
+
+    pool: InferencePool[str] = InferencePool(lambda: "state", workers=1, max_queue=0, timeout=60)
+    try:
+        ticket = pool.admit()
+        with pytest.raises(ServiceBusy, match=r"1 request\(s\) in hand: 1 being computed, a queue of 0"):
+            pool.admit()
+        pool.release(ticket)
+    finally:
+        pool.close(wait=5)

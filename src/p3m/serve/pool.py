@@ -176,7 +176,8 @@ class InferencePool(Generic[State]):
             if ahead >= capacity:
                 self._rejected += 1
                 raise ServiceBusy(
-                    f"the service is busy ({ahead} requests in hand, the queue holds {capacity})",
+                    f"the service is busy ({ahead} request(s) in hand: {self.workers} being computed, "
+                    f"a queue of {self.max_queue})",
                     self._retry_after(ahead),
                 )
             per_job = self._seconds_per_job

@@ -93,6 +93,10 @@ def test_matte_a_video_then_evaluate_it(clip, tmp_path: Path) -> None:
     assert "dtSSD" in evaluated.output and "4 frames" in evaluated.output
     rows = csv_path.read_text().splitlines()
     assert rows[0] == "frame,sad,mse,mad,dtssd" and len(rows) == 5 and rows[1].endswith(",")
+    (truth_dir / "0003.png").unlink()  # one frame short: both files are named
+    short = runner.invoke(app, ["eval-video", str(out / "call_alpha"), str(truth_dir)])
+    assert isinstance(short.exception, P3MError)
+    assert "prediction has more frames" in str(short.exception) and str(truth_dir) in str(short.exception)
 
 
 def test_bad_video_inputs(clip, tmp_path: Path) -> None:

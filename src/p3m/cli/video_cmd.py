@@ -354,14 +354,18 @@ def eval_video_command(
     total = probe_video(pred).frame_count
     probe_video(gt)  # both readable before the long part
     from p3m.cli._ui import item_progress
+    from p3m.errors import ShapeMismatchError
 
     with item_progress("[bold]evaluating", err) as progress:
         task = progress.add_task("evaluating", total=total)
-        evaluation = evaluate_alpha_sequence(
-            read_alpha_frames(pred),
-            read_alpha_frames(gt),
-            on_frame=lambda done: progress.update(task, completed=done),
-        )
+        try:
+            evaluation = evaluate_alpha_sequence(
+                read_alpha_frames(pred),
+                read_alpha_frames(gt),
+                on_frame=lambda done: progress.update(task, completed=done),
+            )
+        except ShapeMismatchError as error:  # name both files: the library knows neither
+            raise ShapeMismatchError(f"{error.problem} (prediction {pred}, ground truth {gt})") from None
     means = evaluation.means
     names = {"sad": "SAD", "mse": "MSE", "mad": "MAD", "dtssd": "dtSSD"}
     table = Table(title=f"{evaluation.frames} frames", title_justify="left")

@@ -261,6 +261,17 @@ def test_evaluate_model_command(smoke_run, small_data, tmp_path):
     assert result.exit_code == 0, result.output
     entry = load_result(on_np / "metrics.json")
     assert entry.protocol == "B:N" and entry.set_name == "P3M-500-NP"
+    assert entry.method == "p3mnet-r34"
+
+    # Two runs of one model on one set: --label names them apart in `p3m table`.
+    labelled = tmp_path / "labelled"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate-model", str(out / "model.pth"), "--set", "P3M-500-NP", "--data-root", str(small_data),
+         "--strategy", "resize", "--out", str(labelled), "--device", "cpu", "--limit", "1", "--label", "ICP"],
+    )
+    assert result.exit_code == 0, result.output
+    assert load_result(labelled / "metrics.json").method == "ICP"
 
 
 def test_training_protocol_comes_from_the_checkpoint_or_its_run_folder(tmp_path):

@@ -179,6 +179,11 @@ def evaluate_model_command(
         None, "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)."
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
+    label: str | None = typer.Option(
+        None,
+        "--label",
+        help="The method's name in `p3m table` (default: the model variant); name runs apart, e.g. ICP, FCP.",
+    ),
 ) -> None:
     """Run a trained model on a test set with the official procedure and report the metrics.
 
@@ -222,7 +227,7 @@ def evaluate_model_command(
         # Known training images let `p3m table` place the result in the B:B / B:N / N:N table.
         trained_on = training_protocol(checkpoint)
         evaluation.record(
-            method=name, model=name, set_name=test_set.value, strategy=strategy.value,
+            method=name, method_label=label, model=name, set_name=test_set.value, strategy=strategy.value,
             checkpoint=str(checkpoint), training_protocol=trained_on,
             protocol=TableProtocol.of(trained_on, test_set.value),
         ).write(out / "metrics.json")

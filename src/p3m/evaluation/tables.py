@@ -302,7 +302,7 @@ def _index(entries: Iterable[ResultEntry], key_of: str) -> dict[tuple[str, str],
         if key in table:
             raise DatasetError(
                 f"two results for {entry.method} on {group}: {table[key].source} and {entry.source}; "
-                "rename one with METHOD=FILE"
+                "rename one with METHOD=FILE (or evaluate with `p3m evaluate-model --label`)"
             )
         table[key] = entry
     return table

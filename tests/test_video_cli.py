@@ -93,6 +93,9 @@ def test_matte_a_video_then_evaluate_it(clip, tmp_path: Path) -> None:
     assert "dtSSD" in evaluated.output and "4 frames" in evaluated.output
     rows = csv_path.read_text().splitlines()
     assert rows[0] == "frame,sad,mse,mad,dtssd" and len(rows) == 5 and rows[1].endswith(",")
+    composite = runner.invoke(app, ["eval-video", str(path), str(truth_dir)])  # the colour source clip
+    assert isinstance(composite.exception, P3MError)
+    assert "is a colour video without an alpha channel" in str(composite.exception)
     (truth_dir / "0003.png").unlink()  # one frame short: both files are named
     short = runner.invoke(app, ["eval-video", str(out / "call_alpha"), str(truth_dir)])
     assert isinstance(short.exception, P3MError)

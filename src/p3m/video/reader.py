@@ -501,6 +501,32 @@ def read_alpha_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
             except P3MError as error:
                 raise VideoReadError(f"frame {index}: {error}", path) from error
         return
+    checked = False
     for frame in VideoReader(path, with_alpha=True, gray=True):
+        if frame.alpha is None and not checked:
+            _require_grey(path)
+        checked = True
         values = frame.alpha if frame.alpha is not None else frame.image
         yield values.astype(np.float32) / np.float32(255)
+
+
+# Mean spread between the largest and smallest colour channel above which a first frame is a
+# colour picture, not a grey matte (H.264's chroma noise on a grey video stays around 1-2).
+MATTE_COLOUR_SPREAD = 8.0
+
+
+def _require_grey(path: Path) -> None:
+    """VideoReadError unless the first frame of a video without an alpha channel is grey: a
+    composite or the source clip given as a matte would be scored as its luma."""
+    with VideoReader(path) as reader:
+        first = next(iter(reader), None)
+    if first is None:
+        return
+    image = first.image.astype(np.int16)
+    spread = float((image.max(axis=2) - image.min(axis=2)).mean())
+    if spread > MATTE_COLOUR_SPREAD:
+        raise VideoReadError(
+            "is a colour video without an alpha channel (a composite or the source clip?), not "
+            "an alpha matte: give the _alpha output, or a video with alpha",
+            path,
+        )

@@ -167,6 +167,14 @@ def test_deep_check_finds_a_truncated_file(synthetic_copy):
     assert "train: 1 unreadable file(s) (mask/synth_train_0003.png (truncated))" in text
 
 
+def test_an_incomplete_required_extra_is_not_listed_as_an_extra(synthetic_copy):
+    for trimap in (synthetic_copy / "validation" / "P3M-500-P" / "trimap").iterdir():
+        trimap.unlink()
+    report = check_layout(synthetic_copy, ALL_SETS)
+    assert any("without trimap" in problem for problem in report.problems)
+    assert "trimap" not in report.extras["P3M-500-P"]
+
+
 def test_dataset_reports_size_mismatch_with_file_name(synthetic_copy):
     from p3m.errors import ShapeMismatchError
 

@@ -456,7 +456,7 @@ def test_cli_export_then_matte_with_the_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(app, ["matte", str(photo), "-o", str(out), "--model", str(target), "--save", "alpha"])
     assert result.exit_code == 0, result.output
-    assert "p3mnet-r34" in result.output
+    assert f"p3mnet-r34 (ONNX Runtime, {target.name}" in " ".join(result.output.split())  # the file ran
     assert Image.open(out / "photo_alpha.png").size == (100, 70)
 
 

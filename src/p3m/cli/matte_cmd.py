@@ -29,7 +29,11 @@ def _background(value: str) -> Any:
 
 
 def _describe_model(matter: Any) -> str:
-    return matter.name if matter.name == "selfie-cf" else f"{matter.name} (P3M-Net, {matter.strategy})"
+    if matter.name == "selfie-cf":
+        return matter.name
+    onnx_file = getattr(getattr(matter.backend, "network", None), "path", None)
+    runtime = f"ONNX Runtime, {Path(onnx_file).name}" if onnx_file is not None else "P3M-Net"
+    return f"{matter.name} ({runtime}, {matter.strategy})"
 
 
 STDIO = "-"

@@ -193,6 +193,7 @@ def _scan_set(
                 f"{layout.name}: {len(missing)} sample(s) without {extra} in {directory} "
                 f"({_short_list(missing)})"
             )
+            continue  # not listed as a complete extra beside the problem line
         elif missing:
             # An optional folder is used only when it covers every sample.
             problems.append(

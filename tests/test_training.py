@@ -510,3 +510,16 @@ def test_progress_without_a_terminal_is_plain_lines():
         on_event(RunStarted(1, 1, 0))
         on_event(ItemFinished(ItemRecord("a", "done"), 1, 1))
     assert piped.getvalue() == ""
+
+
+def test_training_into_an_earlier_run_says_so(small_data, tmp_path, caplog):
+    """`p3m train` into an existing --out replaced model.pth and the checkpoints without a word."""
+    from p3m.training.trainer import train
+
+    out = tmp_path / "run"
+    overrides = _smoke_overrides(small_data, out, "optim.max_steps=1", "optim.batch_size=2", "validation.every_epochs=0", "validation.at_end=false")
+    train(load_config(CONFIGS / "smoke.yaml", overrides))
+    assert (out / "model.pth").exists() and "earlier run" not in caplog.text
+    with caplog.at_level("WARNING", logger="p3m.training.trainer"):
+        train(load_config(CONFIGS / "smoke.yaml", overrides))
+    assert "holds an earlier run" in caplog.text and "--resume" in caplog.text

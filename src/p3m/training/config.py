@@ -58,7 +58,7 @@ class DataSection:
     limit: int | None = None
     """Use only the first N training samples (smoke runs)."""
     check_files: bool = False
-    """Before training, also open every file's header (unreadable files, size mismatches)."""
+    """Before training, also decode every file (unreadable or truncated files, size mismatches)."""
 
 
 @dataclass

@@ -412,6 +412,13 @@ class Trainer:
         self.out_dir = Path(config.run.out_dir)
         train_samples, self.validation_samples = self._samples()
         if self.dist.is_main:
+            earlier = self.out_dir / MODEL_FILE
+            if self.resume_path is None and (earlier.exists() or (self.out_dir / LOG_FILE).exists()):
+                logger.warning(
+                    "%s holds an earlier run: its %s and checkpoints are replaced as this run saves, "
+                    "and %s is appended to (--resume continues a run instead)",
+                    self.out_dir, MODEL_FILE, LOG_FILE,
+                )
             (self.out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
             import yaml
 

@@ -17,6 +17,8 @@ normal (non-obfuscated) training images come from a user-given folder, matched t
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -25,6 +27,8 @@ from pathlib import Path
 from p3m.errors import DatasetError
 from p3m.io import IMAGE_SUFFIXES, files_by_stem
 from p3m.vocabulary import DATA_SETS, TestSet, TrainingImages, values
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -269,24 +273,32 @@ def _image_size(path: Path) -> tuple[int, int] | str:
 
 
 def _check_files(name: str, samples: list[Sample], problems: list[str]) -> None:
+    """Decode every file of `samples` (on a few threads: decoding releases the GIL) and add a
+    problem line for unreadable ones and for parts whose size differs from their image."""
+    from concurrent.futures import ThreadPoolExecutor
+
     unreadable: list[str] = []
     mismatched: list[str] = []
 
-    def refused(path: Path, reason: str) -> None:
-        label = path.name if path == sample.image else f"{path.parent.name}/{path.name}"
-        unreadable.append(label if reason == "cannot be read" else f"{label} ({reason})")
+    def label(path: Path, sample: Sample, reason: str) -> str:
+        shown = path.name if path == sample.image else f"{path.parent.name}/{path.name}"
+        return shown if reason == "cannot be read" else f"{shown} ({reason})"
 
-    for sample in samples:
-        image_size = _image_size(sample.image)
+    parts = [
+        [sample.image, *(p for p in (sample.alpha, sample.trimap, sample.facemask, sample.foreground, sample.background) if p is not None)]
+        for sample in samples
+    ]
+    logger.info("%s: decoding %d files", name, sum(len(files) for files in parts))
+    with ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 1) + 1)) as pool:
+        sizes = list(pool.map(lambda files: [_image_size(path) for path in files], parts))
+    for sample, files, found in zip(samples, parts, sizes, strict=True):
+        image_size = found[0]
         if isinstance(image_size, str):
-            refused(sample.image, image_size)
+            unreadable.append(label(sample.image, sample, image_size))
             continue
-        for part in (sample.alpha, sample.trimap, sample.facemask, sample.foreground, sample.background):
-            if part is None:
-                continue
-            size = _image_size(part)
+        for part, size in zip(files[1:], found[1:], strict=True):
             if isinstance(size, str):
-                refused(part, size)
+                unreadable.append(label(part, sample, size))
             elif size != image_size:
                 mismatched.append(f"{part.parent.name}/{part.name} {size[0]}x{size[1]} vs {image_size[0]}x{image_size[1]}")
     if unreadable:

@@ -464,3 +464,14 @@ def test_an_image_over_the_cap_is_413_with_the_size_and_the_servers_cap() -> Non
             detail = reply.json()["detail"]
             assert "image is 64x64 = 4,096 pixels, more than the cap of 1,000 pixels" in detail
             assert "--max-image-pixels" not in detail and "P3M_MAX_PIXELS" not in detail
+
+
+def test_fields_an_endpoint_does_not_read_are_named_in_the_answer(client: TestClient, astronaut_jpeg: bytes) -> None:
+    """`model=` or `strategy=` were ignored without a word (the server's model is fixed)."""
+    photo = ("a.jpg", astronaut_jpeg, "image/jpeg")
+    for path in ("/api/matte", "/api/anonymize"):
+        reply = client.post(path, files={"image": photo}, data={"model": "p3mnet-r34", "strategy": "resize", "output": "png" if path == "/api/anonymize" else "alpha"})
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["x-p3m-ignored-fields"] == "model, strategy"
+    plain = client.post("/api/matte", files={"image": photo}, data={"output": "alpha"})
+    assert "x-p3m-ignored-fields" not in plain.headers

@@ -79,6 +79,20 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> A
 # --------------------------------------------------------------------------- form options
 
 
+MATTE_FIELDS = ("image", "output", "background", "background_image")
+ANONYMIZE_FIELDS = (
+    "image", "alpha", "alpha_from", "method", "detectors", "landmarks", "min_confidence",
+    "transition_margin", "strength", "audit", "audit_detectors", "output",
+)  # fmt: skip
+
+
+def _ignored_fields(form: Form, known: tuple[str, ...]) -> list[str]:
+    """Form fields the endpoint does not read: answered in the `X-P3M-Ignored-Fields` header,
+    so that a `model=` or `strategy=` is not ignored without a word (the server's model is set
+    when it starts: `p3m serve --model`)."""
+    return sorted((set(form.texts) | set(form.files)) - set(known))
+
+
 def _choice(form: Form, name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (form.text(name) or default).strip().lower()
     if value not in choices:
@@ -166,7 +180,9 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
     app.mount("/static", StaticFiles(packages=[("p3m.serve", "static")]), name="static")
     limit = config.max_upload_bytes
 
-    async def handle(request: Request, build: Callable[[Form], Callable[[Any], Reply]]) -> Any:
+    async def handle(
+        request: Request, build: Callable[[Form], Callable[[Any], Reply]], fields: tuple[str, ...]
+    ) -> Any:
         """Admission, upload, options, the job on a worker, and every failure as a clear 4xx/5xx."""
         try:
             check_declared_length(request.headers, limit)
@@ -199,6 +215,9 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
                 return _error(400, str(error))
             submitted = True
             reply = await pool.run(ticket, job, abandoned=_client_gone(request))
+            ignored = _ignored_fields(form, fields)
+            if ignored:
+                reply.headers["X-P3M-Ignored-Fields"] = ", ".join(ignored)
         except ServiceTimeout as error:
             return _error(504, f"{error}; retry later or send a smaller image", {"Retry-After": "5"})
         except WorkerSetupError as error:
@@ -276,12 +295,12 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
     @app.post("/api/matte", openapi_extra=_form_schema(_MATTE_FIELDS))
     async def matte_endpoint(request: Request) -> Any:
         """Matte one photo: a PNG (rgba, alpha, foreground, composite) or a JSON bundle."""
-        return await handle(request, matte_job)
+        return await handle(request, matte_job, MATTE_FIELDS)
 
     @app.post("/api/anonymize", openapi_extra=_form_schema(_ANONYMIZE_FIELDS))
     async def anonymize_endpoint(request: Request) -> Any:
         """Obfuscate the faces of one photo the P3M-10k way; JSON report or the PNG alone."""
-        return await handle(request, anonymize_job)
+        return await handle(request, anonymize_job, ANONYMIZE_FIELDS)
 
     @app.exception_handler(P3MError)
     async def p3m_error(_request: Any, error: P3MError) -> Any:

@@ -349,7 +349,7 @@ def test_train_command_trains_a_table7_ablation(small_data, tmp_path):
          *[arg for override in overrides for arg in ("--set", override)]],
     )
     assert result.exit_code == 0, result.output
-    assert "trained basic-r34 for 1 steps" in result.output
+    assert "trained basic-r34 for 1 step;" in result.output
     (record,) = _log(out, "train")
     assert np.isfinite(record["loss"]) and np.isfinite(record["global"])
     state = read_state_dict(out / "model.pth")

@@ -133,7 +133,7 @@ def _train_on_this_rank(train_config: TrainConfig, resume: Path | None) -> None:
         return
     console = Console(emoji=False)
     console.print(
-        f"trained {train_config.model} for {result.step} steps; model: {result.out_dir / 'model.pth'}",
+        f"trained {train_config.model} for {result.step} step{'' if result.step == 1 else 's'}; model: {result.out_dir / 'model.pth'}",
         highlight=False,
     )
     for name, means in result.validation.items():

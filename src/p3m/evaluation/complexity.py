@@ -360,8 +360,8 @@ class ComplexityReport:
             "Params: distinct parameters (shared tensors once, unused heads included, as the paper counts).",
             MACS_NOTE.replace("one forward pass", f"one forward pass at {height}x{width}"),
             (
-                f"Latency: median of {settings.repeats} forward passes after {settings.warmup} "
-                f"warm-up pass(es), batch 1, {height}x{width}, float32, inference mode, random "
+                f"Latency: median of {settings.repeats} forward pass{'' if settings.repeats == 1 else 'es'} "
+                f"after {settings.warmup} warm-up pass{'' if settings.warmup == 1 else 'es'}, batch 1, {height}x{width}, float32, inference mode, random "
                 f"weights, model only (no pre/post-processing), torch "
                 f"{self.environment.get('torch', '?')}, on this machine "
                 f"({self.environment.get('cpu_count', '?')} CPU cores)."

@@ -188,6 +188,11 @@ def test_ablation_resumes_and_lists_every_row_with_its_parameters(data, checkpoi
 
     markdown = (out / "ablation.md").read_text().splitlines()
     assert markdown[2] == "|  |  |  |  |  | P3M-500-P |  |  | P3M-500-NP |  |  |"
+    # Piped (not a terminal), the printed table keeps its natural width: no number is folded.
+    import re
+
+    numbers = re.findall(r"\d+\.\d+", "\n".join(markdown[4:]))
+    assert numbers and all(number in result.output for number in numbers)
     assert markdown[4] == "| Method | TFI | sBFI | dBFI | Params (M) | SAD | MSE | MAD | SAD | MSE | MAD |"
     body = markdown[5:10]
     for line, start in zip(body, ["| Basic |  |  |  | 37.67 |", "| +TFI | ✓ |  |  | 38.93 | – |",

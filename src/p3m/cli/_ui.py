@@ -24,6 +24,20 @@ if TYPE_CHECKING:
     from p3m.training.events import TrainingEvent
 
 
+PIPED_WIDTH = 10_000
+"""Console width when stdout is not a terminal: tables keep their natural width in files and
+pipes (at Rich's default of 80 columns their numbers were folded inside the cells)."""
+
+
+def table_console() -> Console:
+    """A stdout console for result tables: the terminal's width, or unbounded when piped."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(emoji=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+
+
 def item_progress(
     label: str, console: Console, show_name: bool = False, show_elapsed: bool = False
 ) -> Progress:

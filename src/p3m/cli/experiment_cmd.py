@@ -114,7 +114,6 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
 
 def _print_table(result: ResultTable, written: list[Path]) -> None:
     """The table (rich), its notes, and the files written, on stdout."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=result.title, title_justify="left")
@@ -127,7 +126,9 @@ def _print_table(result: ResultTable, written: list[Path]) -> None:
         table.add_column(header, justify="right" if column.key else "left", overflow="fold", no_wrap=index == 0)
     for row in result.rows:
         table.add_row(*(f"[bold]{cell.text}[/bold]" if cell.bold else cell.text for cell in row))
-    console = Console(emoji=False)
+    from p3m.cli._ui import table_console
+
+    console = table_console()
     console.print(table)
     for note in result.notes:
         console.print(f"[dim]- {note}[/dim]", highlight=False, soft_wrap=True)

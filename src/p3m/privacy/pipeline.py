@@ -238,12 +238,10 @@ def input_alpha_channel(source: Any) -> np.ndarray | None:
 def read_with_alpha(source: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """(RGB uint8 H x W x 3, the input's own alpha as uint8 H x W or None) of an image input
     (path, encoded bytes, PIL image or array), decoded once; see `input_alpha_channel`."""
-    from p3m.io import load_image_and_alpha
+    from p3m.io import alpha_to_uint8, load_image_and_alpha
 
     image, alpha = load_image_and_alpha(source)
-    if alpha is None:
-        return image, None
-    return image, np.ascontiguousarray(np.round(alpha * np.float32(255)).astype(np.uint8))
+    return image, None if alpha is None else alpha_to_uint8(alpha)
 
 
 def _detection_config(

@@ -165,11 +165,6 @@ class MatteJob:
         return Reply(200, encode_png(array), "image/png", headers)
 
 
-def _alpha_u8(alpha: np.ndarray) -> np.ndarray:
-    """float32 [0, 1] alpha (as `load_image_and_alpha` gives it) -> uint8, rounded."""
-    return np.round(alpha * np.float32(255)).astype(np.uint8)
-
-
 @dataclass(frozen=True)
 class AnonymizeJob:
     """`POST /api/anonymize`: the P3M-10k recipe on one photo, with the per-face report.
@@ -207,7 +202,7 @@ class AnonymizeJob:
                     raise type(error)(f"alpha matte: {error.problem}") from error
             # The upload's own alpha goes in with the pixels: the answer keeps it, so nothing
             # it hid becomes visible.
-            source = rgb if transparency is None else np.dstack([rgb, _alpha_u8(transparency)])
+            source = rgb if transparency is None else np.dstack([rgb, alpha_to_uint8(transparency)])
             result = anonymize(
                 source,
                 alpha,

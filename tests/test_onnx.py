@@ -412,6 +412,11 @@ def test_int8_export_runs_and_reports_its_deviation(exported, tmp_path: Path) ->
     convolutions = {node.name: node for node in graph.node if node.op_type == "Conv"}
     assert all(convolutions[name].input[1] not in dequantized for name in heads)  # float weights
     assert sum(node.input[1] in dequantized for node in convolutions.values()) > 90  # the rest: int8
+    # The five index max-pools run on the uint8 tensors (one behind a uint8 Max for its ReLU),
+    # and give exactly what the float pools of the quantiser's graph give.
+    pools = [node for node in graph.node if node.op_type == "MaxPool" and len(node.output) == 2]
+    assert len(pools) == 5 and all(node.name.endswith("_uint8_pool") for node in pools)
+    assert sum(node.op_type == "Max" for node in graph.node) == 1
     network = OnnxP3MNet(target)
     assert network.metadata["quantization"].startswith("int8 static")
     assert network.variant == "p3mnet-r34"
@@ -419,6 +424,32 @@ def test_int8_export_runs_and_reports_its_deviation(exported, tmp_path: Path) ->
     assert out.local.shape == (1, 1, 64, 96) and torch.isfinite(out.local).all()
     with pytest.raises(ExportError, match="unknown int8 method"):
         quantize_onnx(path, tmp_path / "x.onnx", method="int4")
+
+
+@pytest.mark.slow
+def test_int8_index_pools_on_uint8_give_the_quantisers_outputs_exactly(exported, tmp_path: Path, monkeypatch) -> None:
+    import onnxruntime
+
+    import p3m.models.quantize as quantize
+
+    _model, path, _ = exported("p3mnet-r34")
+    monkeypatch.setattr(quantize, "index_pools_in_uint8", lambda model: 0)
+    plain = tmp_path / "plain.int8.onnx"
+    quantize.quantize_onnx(path, plain, size=(64, 96))
+    monkeypatch.undo()
+    model = onnx.load(str(plain))
+    assert quantize.index_pools_in_uint8(model) == 5
+    assert not any(node.op_type == "MaxPool" and len(node.output) == 2 and not node.name.endswith("_uint8_pool")
+                   for node in model.graph.node)  # fmt: skip
+    moved = tmp_path / "moved.int8.onnx"
+    onnx.save(model, str(moved))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [onnxruntime.InferenceSession(str(f), options, providers=["CPUExecutionProvider"]) for f in (plain, moved)]
+    for x in (random_image(64, 96), random_image(96, 64)):
+        before, after = (session.run(None, {"image": x.numpy()}) for session in sessions)
+        for a, b in zip(before, after, strict=True):
+            assert np.array_equal(a, b)
 
 
 # --- command line -------------------------------------------------------------------------------

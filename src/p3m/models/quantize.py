@@ -173,6 +173,67 @@ def head_tap_convolutions(model: Any) -> list[str]:
     return names
 
 
+def index_pools_in_uint8(model: Any) -> int:
+    """Run the index max-pools of a QDQ int8 model on the uint8 tensor instead of its float
+    dequantisation; returns how many were moved. The results are the same, value and index.
+
+    The quantiser leaves a MaxPool with an Indices output in float: `DequantizeLinear(q)`
+    (or `Relu(DequantizeLinear(q))`) feeds it, and onnxruntime then converts the full-size map
+    to float and its layout to NCHW before its scalar pool loop. Dequantisation (q - z) * s is
+    increasing and one-to-one, so pooling q (or `Max(q, z)`, which is ReLU in the quantised
+    domain) picks the same cells, with the same first-of-ties rule, and dequantising the
+    pooled values gives the same numbers. onnxruntime's MaxPool takes uint8 with Indices.
+    """
+    from onnx import helper
+
+    producer = {output: node for node in model.graph.node for output in node.output}
+    bypassed: list[Any] = []
+    moved = 0
+    nodes = list(model.graph.node)
+    replaced: dict[int, list[Any]] = {}
+    for position, pool in enumerate(nodes):
+        if pool.op_type != "MaxPool" or len(pool.output) != 2 or not pool.output[1]:
+            continue
+        source = producer.get(pool.input[0])
+        relu = None
+        if source is not None and source.op_type == "Relu":
+            relu, source = source, producer.get(source.input[0])
+        if source is None or source.op_type != "DequantizeLinear" or len(source.input) < 3:
+            continue
+        quantized, scale, zero_point = source.input[:3]
+        stem = pool.name or pool.output[0]
+        new_nodes = []
+        pooled_input = quantized
+        if relu is not None:
+            pooled_input = f"{stem}_uint8_relu"
+            new_nodes.append(helper.make_node("Max", [quantized, zero_point], [pooled_input], name=f"{stem}_uint8_relu"))
+        pooled = f"{stem}_uint8"
+        attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in pool.attribute}
+        new_nodes.append(
+            helper.make_node("MaxPool", [pooled_input], [pooled, pool.output[1]], name=f"{stem}_uint8_pool", **attributes)
+        )
+        new_nodes.append(
+            helper.make_node("DequantizeLinear", [pooled, scale, zero_point], [pool.output[0]], name=f"{stem}_dequantize")
+        )
+        replaced[position] = new_nodes
+        bypassed += [node for node in (relu, source) if node is not None]
+        moved += 1
+    if moved:
+        rebuilt = []
+        for position, node in enumerate(nodes):
+            rebuilt.extend(replaced.get(position, [node]))
+        # The float Relu / DequantizeLinear that fed only the pool have no reader left.
+        read = {name for node in rebuilt for name in node.input} | {output.name for output in model.graph.output}
+        unread = {id(node) for node in bypassed if not any(output in read for output in node.output)}
+        if unread:
+            read = {name for node in rebuilt if id(node) not in unread for name in node.input}
+            read |= {output.name for output in model.graph.output}
+            unread |= {id(node) for node in bypassed if not any(output in read for output in node.output)}
+        del model.graph.node[:]
+        model.graph.node.extend(node for node in rebuilt if id(node) not in unread)
+    return moved
+
+
 def quantize_onnx(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -252,6 +313,7 @@ def quantize_onnx(
                     extra_options={"MatMulConstBOnly": True},
                 )
         proto = onnx.load(temp_name)
+        index_pools_in_uint8(proto)
         source_meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
         source_meta["quantization"] = f"int8 {method} (onnxruntime {onnxruntime.__version__})"
         del proto.metadata_props[:]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,15 @@ def fcp_output_shapes(model, x) -> list[tuple[int, ...]]:
         for handle in handles:
             handle.remove()
     return seen
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR (with its CRC) claiming width x height, and a few bytes of
+    pixel data: Pillow reads the size from the header; decoding it would fail as truncated."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))

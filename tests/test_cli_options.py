@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from PIL import Image
 from skimage import data
 from typer.testing import CliRunner
 
+from conftest import png_header_claiming
 from p3m.cli import app
 from p3m.errors import ConfigError, ImageTooLargeError
 from p3m.io import DEFAULT_MAX_PIXELS, image_pixel_cap, read_image
@@ -37,18 +36,6 @@ IMAGE_COMMANDS = (
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("P3M_HOME", str(tmp_path / "p3m-home"))
     monkeypatch.delenv("P3M_MAX_PIXELS", raising=False)
-
-
-def _png_header_claiming(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR (with its CRC) claiming width x height, and a few bytes of
-    pixel data: Pillow reads the size from the header; decoding it would fail as truncated."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
 
 
 def _click_command(*path: str) -> Any:
@@ -113,7 +100,7 @@ def test_matte_folder_run_refuses_an_image_over_the_cap_and_goes_on(tmp_path: Pa
 
 def test_default_cap_refuses_a_header_only_huge_png_from_its_header(tmp_path: Path) -> None:
     bomb = tmp_path / "blank.png"
-    bomb.write_bytes(_png_header_claiming(14000, 13000))  # 182 megapixels claimed, 100 bytes
+    bomb.write_bytes(png_header_claiming(14000, 13000))  # 182 megapixels claimed, 100 bytes
     assert bomb.stat().st_size < 200
     result = runner.invoke(app, ["matte", str(bomb), "-o", str(tmp_path / "out"), "-m", "selfie-cf"])
     assert result.exit_code == 1, result.output
@@ -254,7 +241,7 @@ def test_the_anonymize_api_checks_the_cap_first_and_keeps_the_alpha_of_bytes(tmp
     from p3m.errors import ImageTooLargeError
 
     bomb = tmp_path / "blank.png"
-    bomb.write_bytes(_png_header_claiming(14000, 13000))
+    bomb.write_bytes(png_header_claiming(14000, 13000))
     for source in (bomb, bomb.read_bytes()):
         with pytest.raises(ImageTooLargeError, match="14000x13000"):
             p3m.anonymize(source, alpha_from=None, verify="none")

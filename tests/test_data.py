@@ -145,15 +145,10 @@ def test_deep_layout_check_finds_unreadable_and_mismatched_files(synthetic_copy)
 def test_deep_check_reads_headers_only_and_names_a_file_over_the_cap(synthetic_copy):
     """A mask whose header claims 14000 x 13000: one problem line naming it (it was a
     traceback from Pillow's DecompressionBombError), found without decoding it."""
-    import struct
-    import zlib
+    from conftest import png_header_claiming
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", 14000, 13000, 8, 0, 0, 0, 0)
     mask = synthetic_copy / "validation" / "P3M-500-P" / "mask" / "synth_p_0000.png"
-    mask.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    mask.write_bytes(png_header_claiming(14000, 13000))
     text = " | ".join(check_layout(synthetic_copy, deep=True).problems)
     assert "P3M-500-P: 1 unreadable file(s) (mask/synth_p_0000.png (too large: image is 14000x13000" in text
 

@@ -243,8 +243,12 @@ def _shift(person: Person, dx: float, dy: float, scale: float, width: int, heigh
     return replace(person, box=box, face=face, landmarks=landmarks)
 
 
-def _crop(image: np.ndarray, box: Sequence[float], pad: float, max_side: int) -> tuple[np.ndarray, float, float, float]:
-    """The padded box cut out (and shrunk to `max_side` at most): crop, x offset, y offset, scale."""
+def padded_crop(
+    image: np.ndarray, box: Sequence[float], pad: float, max_side: int, enlarge: bool = False
+) -> tuple[np.ndarray, float, float, float]:
+    """`box` (x0, y0, x1, y1) widened by `pad` of its size on each side and cut out of `image`,
+    shrunk so its long side is `max_side` at most (`enlarge=True`: scaled to exactly that,
+    smaller crops too): (crop, x offset, y offset, scale), bilinear resampling."""
     height, width = image.shape[:2]
     x0, y0, x1, y1 = box
     pad_x, pad_y = pad * (x1 - x0), pad * (y1 - y0)
@@ -252,7 +256,7 @@ def _crop(image: np.ndarray, box: Sequence[float], pad: float, max_side: int) ->
     right, bottom = int(min(width, np.ceil(x1 + pad_x))), int(min(height, np.ceil(y1 + pad_y)))
     crop = image[top:bottom, left:right]
     scale = 1.0
-    if max(crop.shape[:2]) > max_side:
+    if max(crop.shape[:2]) > max_side or (enlarge and 0 < max(crop.shape[:2]) < max_side):
         from PIL import Image
 
         scale = max_side / max(crop.shape[:2])
@@ -336,7 +340,7 @@ def _confirmed(person: Person, image: np.ndarray, min_confidence: float, use_pos
         return True
     if not use_pose:
         return face.score >= min_confidence
-    crop, left, top, scale = _crop(image, person.box, pad=0.15, max_side=512)
+    crop, left, top, scale = padded_crop(image, person.box, pad=0.15, max_side=512)
     if min(crop.shape[:2]) < 16:
         return False
     pose = pose_person(crop, min_confidence)
@@ -361,7 +365,7 @@ def _refined(person: Person, image: np.ndarray, names: Sequence[str], min_confid
     height, width = image.shape[:2]
     x0, y0, x1, y1 = face.box
     cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.5 * max(x1 - x0, y1 - y0)
-    crop, left, top, scale = _crop(image, (cx - side, cy - side, cx + side, cy + side), pad=0.0, max_side=512)
+    crop, left, top, scale = padded_crop(image, (cx - side, cy - side, cx + side, cy + side), pad=0.0, max_side=512)
     if min(crop.shape[:2]) < 16:
         return person
     best = None
@@ -514,7 +518,7 @@ def _search_box(
 ) -> list[Person]:
     """People in one candidate box; `whole`: the box as proposed (not yet a quarter of one)."""
     height, width = image.shape[:2]
-    crop, left, top, scale = _crop(image, box, pad=0.2, max_side=1024)
+    crop, left, top, scale = padded_crop(image, box, pad=0.2, max_side=1024)
     if min(crop.shape[:2]) < 8:
         return []
     faces = detect_faces(crop, names, min_confidence, tiled=False, rotations=(0,))

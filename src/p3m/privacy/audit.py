@@ -235,18 +235,11 @@ def _confirmed(image: np.ndarray, face: Face) -> bool:
         return True
     if face.score >= DetectionConfig().dlib_confidence:
         return True
-    height, width = image.shape[:2]
-    x0, y0, x1, y1 = face.box
-    margin_x, margin_y = SECOND_LOOK_MARGIN * (x1 - x0), SECOND_LOOK_MARGIN * (y1 - y0)
-    left, top = max(0, int(x0 - margin_x)), max(0, int(y0 - margin_y))
-    right, bottom = min(width, int(np.ceil(x1 + margin_x))), min(height, int(np.ceil(y1 + margin_y)))
-    if right - left < 2 or bottom - top < 2:
-        return True
-    from PIL import Image
+    from p3m.detection.people import padded_crop
 
-    scale = SECOND_LOOK_SIDE / max(right - left, bottom - top)
-    size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
-    region = np.asarray(Image.fromarray(np.ascontiguousarray(image[top:bottom, left:right])).resize(size, Image.BICUBIC))
+    region = padded_crop(image, face.box, SECOND_LOOK_MARGIN, SECOND_LOOK_SIDE, enlarge=True)[0]
+    if min(region.shape[:2]) < 2:
+        return True
     available = set(available_detectors())
     looked = False
     for name, threshold in SECOND_LOOK_DETECTORS:

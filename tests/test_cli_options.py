@@ -66,7 +66,7 @@ def test_image_pixel_cap_holds_in_the_block_then_restores(tmp_path: Path) -> Non
     path = tmp_path / "small.png"
     Image.fromarray(data.astronaut()[::16, ::16]).save(path)  # 32 x 32
     with image_pixel_cap(1000):
-        with pytest.raises(ImageTooLargeError, match=r"32x32 = 1,024 pixels, more than the cap of 1,000 pixels"):
+        with pytest.raises(ImageTooLargeError, match=r"32x32 = 1,024 px, more than the cap of 1,000 px"):
             read_image(path)
         assert read_image(path, max_pixels=1024).shape == (32, 32, 3)  # an explicit cap wins
         with image_pixel_cap(0):  # 0: no cap
@@ -93,7 +93,7 @@ def test_matte_folder_run_refuses_an_image_over_the_cap_and_goes_on(tmp_path: Pa
     assert (out / "small_alpha.png").is_file() and not (out / "large_alpha.png").exists()
     lines = [line for line in result.output.splitlines() if "large.png" in line and "cap" in line]
     assert lines, result.output
-    assert "128x128 = 16,384 pixels" in lines[0] and "cap of 5,000 pixels" in lines[0]
+    assert "128x128 = 16,384 px" in lines[0] and "cap of 5,000 px" in lines[0]
     assert "--max-image-pixels" in lines[0]
     assert "P3M_MAX_PIXELS" not in os.environ  # the cap ended with the command
 
@@ -105,7 +105,7 @@ def test_default_cap_refuses_a_header_only_huge_png_from_its_header(tmp_path: Pa
     result = runner.invoke(app, ["matte", str(bomb), "-o", str(tmp_path / "out"), "-m", "selfie-cf"])
     assert result.exit_code == 1, result.output
     # Refused from the header: decoding would have failed as a truncated file instead.
-    assert "blank.png: image is 14000x13000 = 182 megapixels, more than the cap of 160 megapixels" in (
+    assert "blank.png: image is 14000x13000 = 182 MP, more than the cap of 160 MP" in (
         " ".join(result.output.split())
     )
     assert "truncated" not in result.output
@@ -120,7 +120,7 @@ def test_anonymize_takes_the_cap_too(tmp_path: Path) -> None:
               "--verify", "none", "--max-image-pixels", "100"],
     )  # fmt: skip
     assert result.exit_code == 1, result.output
-    assert "64x64 = 4,096 pixels, more than the cap of 100 pixels" in " ".join(result.output.split())
+    assert "64x64 = 4,096 px, more than the cap of 100 px" in " ".join(result.output.split())
 
 
 # --------------------------------------------------------------------------- errors name options
@@ -279,7 +279,7 @@ def test_small_budgets_and_failure_only_runs_read_right(tmp_path: Path) -> None:
     from p3m.inference.backends import ResizeInfo
 
     note = ResizeInfo((100, 200), (20, 40), 0.2, 1024, kind="solve").describe()
-    assert "the 1,024 px pixel budget" in note and "0.00 MP" not in note
+    assert "a pixel budget of 1,024 px" in note and "0.00 MP" not in note
     assert "above the pixel budget of 2.10 MP" in ResizeInfo((2000, 2000), (1000, 1000), 0.5, 2_100_000).describe()
     broken = tmp_path / "in"
     broken.mkdir()

@@ -462,7 +462,7 @@ def test_an_image_over_the_cap_is_413_with_the_size_and_the_servers_cap() -> Non
             reply = small.post(path, files={"image": photo})
             assert reply.status_code == 413, reply.text
             detail = reply.json()["detail"]
-            assert "image is 64x64 = 4,096 pixels, more than the cap of 1,000 pixels" in detail
+            assert "image is 64x64 = 4,096 px, more than the cap of 1,000 px" in detail
             assert "--max-image-pixels" not in detail and "P3M_MAX_PIXELS" not in detail
 
 

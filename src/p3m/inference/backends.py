@@ -44,6 +44,7 @@ from p3m.inference.selfie_cf import (
 )
 from p3m.inference.strategies import Strategy, predict_p3mnet
 from p3m.inference.upsample import budget_scale, shrink_image, upsample_alpha
+from p3m.io.images import pixel_count_text
 
 __all__ = [
     "AUTO_PREFERRED_MODEL",
@@ -68,11 +69,6 @@ AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
 """`model="auto"` uses this P3M-Net when its weights are cached, else selfie-cf."""
 
 
-def _megapixels(pixels: int) -> str:
-    """"2.10 MP", or "4,096 px" for budgets too small to read in megapixels."""
-    return f"{pixels / 1e6:.2f} MP" if pixels >= 100_000 else f"{pixels:,} px"
-
-
 @dataclass(frozen=True)
 class ResizeInfo:
     """At which size an image was matted when not at its own: sizes are (height, width).
@@ -93,14 +89,14 @@ class ResizeInfo:
     def describe(self) -> str:
         (h, w), (ph, pw) = self.original_size, self.processed_size
         if self.kind == "solve":
-            budget = _megapixels(self.max_pixels) if self.max_pixels else "no"
+            budget = f"a pixel budget of {pixel_count_text(self.max_pixels)}" if self.max_pixels else "no pixel budget"
             return (
                 f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px around the people, the "
-                f"solve size of the {budget} pixel budget; a larger --max-pixels solves finer, slower), "
+                f"solve size for {budget}; a larger --max-pixels solves finer, slower), "
                 f"alpha upsampled back to {w}x{h} with a {self.upsample}"
             )
         return (
-            f"{w}x{h} ({h * w / 1e6:.1f} MP) is above the pixel budget of {_megapixels(self.max_pixels)}: "
+            f"{w}x{h} ({pixel_count_text(h * w)}) is above the pixel budget of {pixel_count_text(self.max_pixels)}: "
             f"matted at {pw}x{ph} ({self.downscale}), alpha upsampled back with a {self.upsample}"
         )
 

@@ -144,16 +144,22 @@ def image_pixel_cap(max_pixels: int | None) -> Iterator[None]:
             os.environ[MAX_PIXELS_ENV] = previous
 
 
-def _pixel_count(pixels: int) -> str:
-    return f"{pixels / 1e6:.4g} megapixels" if pixels >= 1_000_000 else f"{pixels:,} pixels"
+def pixel_count_text(pixels: int) -> str:
+    """A pixel count for messages: "2.10 MP", "48.0 MP", "182 MP", or "4,096 px" below 0.1 MP
+    (a budget too small to read in megapixels)."""
+    if pixels < 100_000:
+        return f"{pixels:,} px"
+    megapixels = pixels / 1e6
+    digits = 2 if megapixels < 10 else 1 if megapixels < 100 else 0
+    return f"{megapixels:,.{digits}f} MP"
 
 
 def _check_pixels(image: Image.Image, max_pixels: int | None, path: PathLike | None) -> None:
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(
-            f"image is {width}x{height} = {_pixel_count(width * height)}, more than the cap of "
-            f"{_pixel_count(max_pixels)} (decompression-bomb guard); if the file is trusted, "
+            f"image is {width}x{height} = {pixel_count_text(width * height)}, more than the cap of "
+            f"{pixel_count_text(max_pixels)} (decompression-bomb guard); if the file is trusted, "
             f"raise the cap: {RAISE_CAP_HINT}",
             path,
         )

@@ -136,14 +136,14 @@ def test_composite_over_an_uploaded_background_is_cropped_not_stretched(
         files={"image": ("a.jpg", astronaut_jpeg), "background_image": ("wall.png", b"not an image")},
         data={"output": "composite"},
     )
-    assert bad.status_code == 400 and bad.json()["detail"].startswith("matte: background image:")
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("background image wall.png: not an image")
 
 
 def test_bad_uploads_and_options_get_a_one_line_400(client: TestClient, astronaut_jpeg: bytes) -> None:
     response = client.post("/api/matte", files={"image": ("notes.png", b"not an image at all", "image/png")})
     assert response.status_code == 400
     detail = response.json()["detail"]
-    assert "\n" not in detail and "not an image" in detail
+    assert "\n" not in detail and detail.startswith("notes.png: not an image")  # the upload's name first
     image = {"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}
     for endpoint, options, word in [
         ("/api/matte", {"output": "gif"}, "output must be one of"),
@@ -221,7 +221,7 @@ def test_odd_sizes_and_a_small_person_give_a_result_or_a_clear_4xx_never_a_500(
         assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
         if response.status_code != 200:
             detail = response.json()["detail"]
-            assert detail.startswith("matte: ") and "\n" not in detail
+            assert detail.startswith(f"{name}.png: ") and "\n" not in detail
             continue
         png = decode_data_url(response.json()["rgba"]) if output == "json" else response.content
         assert as_array(png).shape[:2] == image.shape[:2]
@@ -325,6 +325,10 @@ def test_anonymize_with_an_uploaded_matte_without_one_and_as_png(
         data={"audit": "false"},
     )
     assert wrong_size.status_code == 422 and "10x10" in wrong_size.json()["detail"]
+    unreadable = client.post(
+        "/api/anonymize", files={"image": photo, "alpha": ("matte.png", b"not a matte")}, data={"audit": "false"}
+    )
+    assert unreadable.status_code == 400 and unreadable.json()["detail"].startswith("alpha matte matte.png: ")
 
 
 def test_anonymize_keeps_the_uploads_alpha(client: TestClient) -> None:

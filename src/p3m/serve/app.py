@@ -141,6 +141,14 @@ def _image(form: Form, name: str = "image") -> bytes:
     return upload.data
 
 
+def _upload_name(form: Form, name: str = "image") -> str:
+    """The client's file name of the upload (its last path part, one line), or ""."""
+    upload = form.file(name)
+    if upload is None:
+        return ""
+    return " ".join(upload.filename.replace("\\", "/").rsplit("/", 1)[-1].split())[:200]
+
+
 # --------------------------------------------------------------------------- the application
 
 
@@ -261,9 +269,11 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
         background_file = form.file("background_image")
         return MatteJob(
             image=_image(form),
+            image_name=_upload_name(form),
             output=_choice(form, "output", "rgba", MATTE_OUTPUTS),
             background=parse_color(form.text("background") or "white"),
             background_image=None if background_file is None else background_file.data,
+            background_name=_upload_name(form, "background_image"),
             max_image_pixels=config.max_image_pixels,
         )
 
@@ -278,7 +288,9 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
         alpha_from = _choice(form, "alpha_from", default_alpha_from, choices)
         return AnonymizeJob(
             image=_image(form),
+            image_name=_upload_name(form),
             alpha=None if alpha_file is None else alpha_file.data,
+            alpha_name=_upload_name(form, "alpha"),
             alpha_from=None if alpha_from == ALPHA_FROM_NONE else alpha_from,
             method=_choice(form, "method", "blur", METHODS),
             detectors=_names(form, "detectors", DEFAULT_DETECTORS) or DEFAULT_DETECTORS,

@@ -88,6 +88,11 @@ def _failure(error: BaseException, what: str, image: np.ndarray | None) -> Reply
     return error_reply(422, detail + (f": {message}" if message else ""))
 
 
+def _named(what: str, file_name: str) -> str:
+    """ "background image b.png", or "background image" for an upload without a file name."""
+    return f"{what} {file_name}" if file_name else what
+
+
 def cover_crop(background: np.ndarray, height: int, width: int) -> np.ndarray:
     """The centred part of `background` with the aspect ratio of height x width (no stretching)."""
     rows, cols = background.shape[:2]
@@ -123,6 +128,9 @@ class MatteJob:
     background: str | tuple[int, int, int] = "white"
     background_image: bytes | None = None
     max_image_pixels: int | None = None
+    image_name: str = ""
+    """The upload's file name, which error messages start with ("matte" without one)."""
+    background_name: str = ""
 
     def __call__(self, matter: Any) -> Reply:
         rgb = None
@@ -133,12 +141,12 @@ class MatteJob:
                 try:
                     backdrop = load_image_input(self.background_image, max_pixels=self.max_image_pixels)
                 except P3MError as error:
-                    raise type(error)(f"background image: {error.problem}") from error
+                    return _failure(error, _named("background image", self.background_name), rgb)
                 backdrop = cover_crop(backdrop, *rgb.shape[:2])
             result = matter(rgb, foreground=self.output != "alpha", input_alpha=input_alpha)
             return self._encode(result, backdrop)
         except Exception as error:  # noqa: BLE001 - every failure becomes a clear 4xx
-            return _failure(error, "matte", rgb)
+            return _failure(error, self.image_name or "matte", rgb)
 
     def _encode(self, result: Any, backdrop: Any) -> Reply:
         headers = {**_NO_STORE, **_result_headers(result)}
@@ -186,6 +194,9 @@ class AnonymizeJob:
     audit_detectors: tuple[str, ...] | None = None
     output: str = "json"
     max_image_pixels: int | None = None
+    image_name: str = ""
+    """The upload's file name, which error messages start with ("anonymize" without one)."""
+    alpha_name: str = ""
 
     def __call__(self, _matter: Any) -> Reply:
         rgb = None
@@ -199,7 +210,7 @@ class AnonymizeJob:
                 try:
                     alpha = read_alpha(self.alpha, max_pixels=self.max_image_pixels)
                 except P3MError as error:
-                    raise type(error)(f"alpha matte: {error.problem}") from error
+                    return _failure(error, _named("alpha matte", self.alpha_name), rgb)
             # The upload's own alpha goes in with the pixels: the answer keeps it, so nothing
             # it hid becomes visible.
             source = rgb if transparency is None else np.dstack([rgb, alpha_to_uint8(transparency)])
@@ -222,7 +233,7 @@ class AnonymizeJob:
             source = "upload" if alpha is not None else self.alpha_from or "none"
             return self._encode(result, audit, source)
         except Exception as error:  # noqa: BLE001 - every failure becomes a clear 4xx
-            return _failure(error, "anonymize", rgb)
+            return _failure(error, self.image_name or "anonymize", rgb)
 
     def _encode(self, result: Any, audit: Any, alpha_source: str) -> Reply:
         faces = getattr(result, "faces", [])

@@ -378,3 +378,19 @@ def test_sensitivity_command_detects_faces_and_reports_images_without_one(data, 
 
     bad = invoke(["sensitivity", str(face), "--obfuscations", "pixelate", "--out", str(out)])
     assert bad.exit_code != 0 and "pixelate" in str(bad.exception)
+
+
+def test_table_footers_tell_checkpoints_with_the_same_file_name_apart() -> None:
+    """Two runs' `best.pth` were both footed as `best.pth`: the footer names the shortest tail of
+    each path that no other checkpoint shares."""
+    from p3m.experiments.runner import checkpoint_note, distinct_path_labels
+
+    assert distinct_path_labels(["runs/bb/best.pth", "runs/nn/best.pth", "other/cp.pth"]) == [
+        "bb/best.pth",
+        "nn/best.pth",
+        "cp.pth",
+    ]
+    assert distinct_path_labels(["a/x/best.pth", "b/x/best.pth"]) == ["a/x/best.pth", "b/x/best.pth"]
+    assert distinct_path_labels(["same.pth", "same.pth"]) == ["same.pth", "same.pth"]
+    note = checkpoint_note("hybrid", {"bb": Path("/r/bb/best.pth"), "bn": Path("/r/bn/best.pth")})
+    assert note == "hybrid test strategy; checkpoints: bb=bb/best.pth, bn=bn/best.pth."

@@ -30,6 +30,7 @@ from p3m.experiments.runner import (
     StudyResult,
     cell_notes,
     check_metrics,
+    checkpoint_note,
     find_test_samples,
     grouped_table,
     run_cells,
@@ -152,9 +153,7 @@ def run_ablation_study(
         "Official scale: SAD in 1000s of alpha units, MSE/MAD as fractions; lower is better, best in bold.",
         "Params: distinct parameters of the registered variant (shared tensors once, unused heads included), "
         "as Table 7 counts them.",
-        f"{settings.strategy} test strategy; checkpoints: "
-        + ", ".join(f"{key}={Path(path).name}" for key, path in settings.checkpoints.items())
-        + ".",
+        checkpoint_note(settings.strategy, settings.checkpoints),
     ]
     if missing:
         notes.append(f"No checkpoint given for {', '.join(missing)}: metrics shown as –.")

@@ -39,6 +39,7 @@ from p3m.experiments.runner import (
     StudyResult,
     cell_notes,
     check_metrics,
+    checkpoint_note,
     find_test_samples,
     grouped_table,
     run_cells,
@@ -165,9 +166,7 @@ def run_copy_paste_study(
         "Official scale: SAD in 1000s of alpha units, MSE/MAD as fractions; lower is better, best in bold.",
         "Training: B = face-blurred P3M-10k (protocols B:B on P3M-500-P, B:N on P3M-500-NP), "
         "N = normal images (N:N on P3M-500-NP; its P3M-500-P column is no protocol of the paper).",
-        f"{settings.strategy} test strategy; checkpoints: "
-        + ", ".join(f"{key}={Path(path).name}" for key, path in settings.checkpoints.items())
-        + ".",
+        checkpoint_note(settings.strategy, settings.checkpoints),
     ]
     notes += cell_notes(results)
     title = f"Tables 9/10: P3M-CP with {model_text}"

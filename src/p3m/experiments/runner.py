@@ -136,6 +136,29 @@ def parse_named_paths(values: Iterable[str], allowed: Sequence[str], what: str) 
     return {key: found[key] for key in allowed if key in found}
 
 
+def distinct_path_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """For each path, its shortest tail of path parts that no other path in `paths` ends with:
+    `runs/bb/best.pth` and `runs/nn/best.pth` -> `bb/best.pth`, `nn/best.pth`; distinct file names
+    stay bare. Table footers name checkpoints this way (a bare `best.pth` twice says nothing)."""
+    parts = [Path(path).parts for path in paths]
+    labels = []
+    for own in parts:
+        for depth in range(1, len(own) + 1):
+            tail = own[-depth:]
+            if all(other == own or other[-depth:] != tail for other in parts):
+                break
+        labels.append(str(Path(*tail)) if tail else "")
+    return labels
+
+
+def checkpoint_note(strategy: str, checkpoints: Mapping[str, str | os.PathLike[str]]) -> str:
+    """The footer line "<strategy> test strategy; checkpoints: key=file, ..." of a study table."""
+    labels = distinct_path_labels(list(checkpoints.values()))
+    return f"{strategy} test strategy; checkpoints: " + ", ".join(
+        f"{key}={label}" for key, label in zip(checkpoints, labels, strict=True)
+    ) + "."
+
+
 def _normalised(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Settings as they read back from JSON (tuples become lists, paths strings)."""
     return json.loads(json.dumps(settings, sort_keys=True, default=str))

@@ -160,6 +160,9 @@ def _launch_distributed(
     for override in overrides:
         argv += ["--set", override]
     launcher = ["--standalone", f"--nproc_per_node={nproc}", "-m", "p3m.training", *argv]
+    # torchrun gives each rank one thread unless told, with a note on the terminal; a fair
+    # share of this machine's cores is what a local run wants (an explicit value is kept).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         torchrun_main(launcher)
     except Exception as error:  # ChildFailedError and friends: the ranks already printed their errors

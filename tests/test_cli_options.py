@@ -191,12 +191,24 @@ def _all_commands() -> list[tuple[str, Any]]:
     return found
 
 
+def test_help_types_read_as_values() -> None:
+    from p3m.cli._help import readable_type
+
+    assert readable_type("<list[Path]>") == "<path>"
+    assert readable_type("<list[str]>") == "<str>"
+    assert readable_type("<float range>") == "<float>"
+    assert readable_type("<blur|mosaic|zero>") == "<blur | mosaic | zero>"
+    assert readable_type("<list[hybrid|resize]>") == "<hybrid | resize>"
+
+
 def test_help_at_80_columns_shows_every_option_name_whole_and_no_flag_placeholder() -> None:
     for name, command in _all_commands():
         result = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
         assert result.exit_code == 0, (name, result.output)
         assert max(len(line) for line in result.output.splitlines()) <= 80, name
         assert "<bool>" not in result.output, name
+        # Types as a user writes values: no Python annotations, and no choice cut inside a name.
+        assert "list[" not in result.output and " range>" not in result.output and "<>" not in result.output, name
         for param in command.params:
             if param.param_type_name != "option" or param.hidden:
                 continue

@@ -6,13 +6,17 @@ such as `--centerface-confidence` came out cut (`--centerface-conf…`) while th
 still had room to wrap. And Typer 0.29 prints a type placeholder (`<bool>`) for on/off flags,
 which take no value. `HelpCommand` renders the same help with two changes: the name columns are
 never narrower than their longest name (the description wraps and the type folds to make room),
-and flags show no placeholder.
+flags show no placeholder, and the type column reads as a user would write the value: an
+element type for a repeatable option or argument (`<path>`, not `<list[Path]>`), `<float>` before
+a range (not `<float range>`), and choices spaced so that a narrow column wraps between them, never
+inside a name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +79,41 @@ def _flags_without_placeholder(params: list[Any]) -> Iterator[None]:
             flag.metavar = None
 
 
+def readable_type(label: str) -> str:
+    """Typer's type placeholder as a user reads it: `<list[Path]>` -> `<path>`, `<list[str]>` ->
+    `<str>`, `<float range>` -> `<float>` (the range follows it), `<a|b|c>` -> `<a | b | c>`."""
+    inner = label[1:-1] if label.startswith("<") and label.endswith(">") else label
+    while (match := re.fullmatch(r"list\[(.*)\]", inner)) is not None:
+        inner = match.group(1)
+    inner = {"Path": "path", "PosixPath": "path", "WindowsPath": "path"}.get(inner, inner)
+    inner = re.sub(r"^(int|float) range$", r"\1", inner)
+    if "|" in inner:
+        inner = " | ".join(part.strip() for part in inner.split("|"))
+    return f"<{inner}>"
+
+
+@contextlib.contextmanager
+def _readable_types(params: list[Any]) -> Iterator[None]:
+    """Show `readable_type` placeholders while the help is rendered."""
+    changed = []
+    for param in params:
+        display = getattr(param, "display_type_rich", None)
+        if display is None or "display_type_rich" in vars(param):
+            continue
+
+        def readable(ctx: Any, display: Any = display) -> str | None:
+            label = display(ctx)
+            return readable_type(label) if label else label
+
+        param.display_type_rich = readable
+        changed.append(param)
+    try:
+        yield
+    finally:
+        for param in changed:
+            del param.display_type_rich
+
+
 @contextlib.contextmanager
 def _whole_words_tables() -> Iterator[None]:
     from typer import rich_utils
@@ -91,7 +130,8 @@ class HelpCommand(TyperCommand):
     """A Typer command whose help keeps option names whole and flags placeholder-free."""
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with _flags_without_placeholder(self.get_params(ctx)), _whole_words_tables():
+        params = self.get_params(ctx)
+        with _flags_without_placeholder(params), _readable_types(params), _whole_words_tables():
             super().format_help(ctx, formatter)
 
 
@@ -99,5 +139,6 @@ class HelpGroup(TyperGroup):
     """`HelpCommand`'s help for a command group (`p3m`, `p3m weights`, ...)."""
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with _flags_without_placeholder(self.get_params(ctx)), _whole_words_tables():
+        params = self.get_params(ctx)
+        with _flags_without_placeholder(params), _readable_types(params), _whole_words_tables():
             super().format_help(ctx, formatter)

@@ -308,3 +308,32 @@ def test_baseline_budget_is_full_resolution_or_a_real_budget(command: list[str])
     assert result.exit_code == 2
     text = " ".join(result.output.replace("│", " ").split())
     assert "'--max-pixels': must be 0 (full resolution) or at least 1024 pixels, got 5" in text
+
+
+def test_result_tables_keep_their_numbers_whole_in_an_80_column_terminal() -> None:
+    """Rich fitted a wide table (Tables 9/10: nine metric columns) to 80 columns by folding its
+    cells, splitting `0.004567` over two lines; `print_table` gives up the borders, then prints at
+    the natural width, and a table that fits is printed as it is."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from p3m.cli._ui import print_table
+
+    def render(columns: int) -> str:
+        table = Table(title="wide", title_justify="left")
+        table.add_column("method", no_wrap=True)
+        numbers = [f"{0.001234 * (index + 1):.6f}" for index in range(columns)]
+        for index in range(columns):
+            table.add_column(f"group {index}\nMSE", justify="right", overflow="fold")
+        table.add_row("B:B ICP", *numbers)
+        buffer = io.StringIO()
+        print_table(Console(width=80, file=buffer, force_terminal=True, color_system=None, emoji=False), table)
+        output = buffer.getvalue()
+        assert all(number in output for number in numbers), output
+        return output
+
+    assert "│" in render(3) and max(len(line) for line in render(3).splitlines()) <= 80  # fits: as it is
+    wide = render(10)
+    assert "│" not in wide and len(wide.splitlines()) <= 5  # one line per row, at its natural width

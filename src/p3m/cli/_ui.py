@@ -38,6 +38,35 @@ def table_console() -> Console:
     return Console(emoji=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
+def print_table(console: Console, table: Table) -> None:
+    """Print a result table whose numbers stay whole in a narrow terminal.
+
+    Rich fits a table to the terminal by folding its cells, which splits numbers (`0.01` over
+    `23`). A table too wide for the terminal drops its outer border and cell padding first, and
+    if that is not enough it is printed at its natural width: the terminal wraps the long lines,
+    and every number still reads (and copies) whole.
+    """
+    from rich import box
+    from rich.measure import Measurement
+
+    def natural_width() -> int:
+        return Measurement.get(console, console.options.update(max_width=PIPED_WIDTH), table).maximum
+
+    if natural_width() > console.width:
+        table.box = box.SIMPLE_HEAD
+        table.show_edge = False
+        table.pad_edge = False
+    width, terminal = natural_width(), console.width
+    if width <= terminal:
+        console.print(table)
+        return
+    console.width = width  # Rich renders no wider than the console, whatever print() is told
+    try:
+        console.print(table)
+    finally:
+        console.width = terminal
+
+
 def item_progress(
     label: str, console: Console, show_name: bool = False, show_elapsed: bool = False
 ) -> Progress:

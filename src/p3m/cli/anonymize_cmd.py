@@ -361,7 +361,9 @@ def _print_table(out_console: Console, report: FolderReport) -> None:
             str(audit.get("faces_found", "")),
             str(audit.get("identity_matches", "")),
         )
-    out_console.print(table)
+    from p3m.cli._ui import print_table
+
+    print_table(out_console, table)
 
 
 def _print_totals(out_console: Console, err: Console, report: FolderReport) -> None:

@@ -126,10 +126,10 @@ def _print_table(result: ResultTable, written: list[Path]) -> None:
         table.add_column(header, justify="right" if column.key else "left", overflow="fold", no_wrap=index == 0)
     for row in result.rows:
         table.add_row(*(f"[bold]{cell.text}[/bold]" if cell.bold else cell.text for cell in row))
-    from p3m.cli._ui import table_console
+    from p3m.cli._ui import print_table, table_console
 
     console = table_console()
-    console.print(table)
+    print_table(console, table)
     for note in result.notes:
         console.print(f"[dim]- {note}[/dim]", highlight=False, soft_wrap=True)
     console.print(f"written: {', '.join(str(path) for path in written)}", highlight=False, soft_wrap=True)

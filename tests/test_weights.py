@@ -363,3 +363,48 @@ def test_unreachable_google_drive_says_so_and_how_to_import(home, drive_to):
     assert "interrupted" not in message and "\n" not in message
     with pytest.raises(DownloadError, match="p3m weights import FILE --as NAME"):
         transfer.download_file("http://127.0.0.1:9/none.pth", home / "y.pth", retries=0, timeout=5)
+
+
+def test_a_damaged_cached_checkpoint_is_reported_and_downloaded_again(home, r34_checkpoint, tmp_path):
+    """A cached file truncated after it was recorded: `weights list` kept calling it installed
+    with the recorded sha256, `weights download` said it was there, and loading it said only
+    "truncated or corrupt". Now the list flags it, a download replaces it, and the load error
+    says how to replace it."""
+    from p3m.models.checkpoints import read_state_dict
+
+    _, payload = r34_checkpoint
+    digest = hashlib.sha256(payload).hexdigest()
+    with _Server(payload) as server:
+        spec = _spec(server.url + "/f.pth", None)  # no registered hash: the recorded one is the reference
+        path = hub.download_weights("p3mnet-r34", checkpoint=spec)
+        assert hub.weights_status("p3mnet-r34").problem is None
+        path.write_bytes(payload[: len(payload) // 2])
+        problem = hub.weights_status("p3mnet-r34").problem
+        assert problem is not None and problem.startswith("damaged:") and "--force" in problem
+        with pytest.raises(CheckpointError, match=r"truncated or corrupt.*p3m weights download p3mnet-r34 --force"):
+            read_state_dict(path)
+        assert hub.download_weights("p3mnet-r34", checkpoint=spec) == path  # damaged: fetched again
+        assert len(server.requests) == 2
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert hub.weights_status("p3mnet-r34").problem is None
+
+
+def test_a_folder_given_as_a_checkpoint_is_named_a_folder(home, tmp_path):
+    folder = tmp_path / "weights-folder"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        hub.import_weights(folder, "p3mnet-r34")
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        hub.resolve_weights(folder)
+
+
+def test_a_plain_pickle_checkpoint_gets_p3ms_line_without_torch_notes(tmp_path, recwarn):
+    """A legacy (non-zip) checkpoint pickled with protocol 4: torch's "Detected pickle protocol"
+    UserWarning reached the terminal before p3m's own one-line error."""
+    from p3m.models.checkpoints import read_state_dict
+
+    path = tmp_path / "legacy.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    with pytest.raises(CheckpointError, match="legacy.pth: holds Python objects that a weights-only load refuses"):
+        read_state_dict(path)
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]

@@ -32,7 +32,7 @@ def list_command() -> None:
         table.add_row(
             row.name,
             row.file_name or "-",
-            str(row.path) if row.path else "[dim]no[/dim]",
+            (str(row.path) + (f"\n[red]{row.problem}[/red]" if row.problem else "")) if row.path else "[dim]no[/dim]",
             (row.sha256 or row.registered_sha256 or "-")[:16],
             row.source or row.url or "-",
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,13 +149,32 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(
-            "no such checkpoint file" if not file.exists() else "is not a file", path
+            "no such checkpoint file" if not file.exists() else "is a folder, not a checkpoint file"
+            if file.is_dir() else "is not a regular file", path
         )
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A plain (non-zip) pickle: torch notes its protocol on the terminal; the load
+            # works or fails on its own, and a failure is explained below.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... here
-        raise CheckpointError(_why_unreadable(file, error), path) from error
+        raise CheckpointError(_why_unreadable(file, error) + _cache_hint(file), path) from error
     return extract_state_dict(payload, path)
+
+
+def _cache_hint(file: Path) -> str:
+    """For a damaged file in p3m's weights cache: how to replace it ("" for any other file)."""
+    from p3m.models.hub import weights_dir
+
+    try:
+        relative = file.resolve().relative_to(weights_dir().resolve())
+    except (OSError, ValueError):
+        return ""
+    if len(relative.parts) < 2:
+        return ""
+    name = relative.parts[0]
+    return f"; it is in the weights cache: run `p3m weights download {name} --force`, or import the file again"
 
 
 def _list_keys(keys: list[str]) -> str:

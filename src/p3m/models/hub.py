@@ -84,6 +84,7 @@ def _record(name: str, path: Path, sha256: str, source: str, verified: bool) -> 
     index["weights"][name] = {
         "file": path.relative_to(weights_dir()).as_posix(),
         "sha256": sha256,
+        "size": path.stat().st_size,
         "source": source,
         "verified_against_registry": verified,
         "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -121,6 +122,9 @@ class WeightsStatus:
     sha256: str | None
     source: str | None
     verified: bool = False
+    problem: str | None = None
+    """Why the installed file is not the one recorded (its size changed since it was cached:
+    truncated or replaced), with what to do; None when it is, or when nothing is installed."""
 
 
 def installed_weights(name: str) -> Path | None:
@@ -144,15 +148,30 @@ def weights_status(name: str, index: dict[str, Any] | None = None) -> WeightsSta
     checkpoints = _model_spec(name).checkpoints
     checkpoint = checkpoints[0] if checkpoints else None
     entry = (index if index is not None else _read_index()["weights"]).get(name, {})
+    path = installed_weights(name)
     return WeightsStatus(
         name=name,
         file_name=checkpoint.file_name if checkpoint else None,
         url=checkpoint.url if checkpoint else None,
         registered_sha256=checkpoint.sha256 if checkpoint else None,
-        path=installed_weights(name),
+        path=path,
         sha256=entry.get("sha256"),
         source=entry.get("source"),
         verified=bool(entry.get("verified_against_registry")),
+        problem=_cached_file_problem(name, path, entry),
+    )
+
+
+def _cached_file_problem(name: str, path: Path | None, entry: dict[str, Any]) -> str | None:
+    """A cheap check of an installed file against its index entry: the recorded size."""
+    if path is None or not entry or weights_dir() / entry.get("file", "") != path or "size" not in entry:
+        return None
+    size = path.stat().st_size
+    if size == entry["size"]:
+        return None
+    return (
+        f"damaged: {size:,} bytes, {entry['size']:,} when cached; run `p3m weights download {name} --force` "
+        "or import the file again"
     )
 
 
@@ -186,6 +205,8 @@ def resolve_weights(name_or_path: str | os.PathLike[str], model: str | None = No
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
         return candidate
+    if candidate.is_dir():
+        raise CheckpointError("is a folder, not a checkpoint file", candidate)
     name = str(name_or_path)
     if name in list_models():
         path = installed_weights(name)
@@ -221,11 +242,17 @@ def download_weights(
             f"{checkpoint.source_page} and run `p3m weights import FILE --as {name}`"
         )
     destination = weights_dir() / name / checkpoint.file_name
-    if destination.is_file() and not force:
-        logger.info("%s is already in the cache: %s", name, destination)
-        return destination
     expected = checkpoint.sha256
     recorded = _read_index()["weights"].get(name, {})
+    if destination.is_file() and not force:
+        known = expected or (recorded.get("sha256") if weights_dir() / recorded.get("file", "") == destination else None)
+        if known is None or sha256_of(destination).lower() == known.lower():
+            logger.info("%s is already in the cache: %s", name, destination)
+            return destination
+        logger.warning(
+            "%s: the cached file is damaged (its sha256 is not the %s one); downloading it again",
+            destination, "registered" if expected else "recorded",
+        )
     trust_on_first_use = (
         expected is None
         and recorded.get("source") == checkpoint.url
@@ -251,6 +278,8 @@ def import_weights(file: str | os.PathLike[str], name: str, force: bool = False)
     CheckpointError (naming the file and the mismatch) when it belongs to another variant.
     """
     source = Path(file).expanduser()
+    if source.is_dir():
+        raise CheckpointError("is a folder, not a checkpoint file", source)
     if not source.is_file():
         raise CheckpointError("no such checkpoint file", source)
     existing = installed_weights(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -542,3 +543,29 @@ def test_large_pngs_are_deflated_fast_and_stay_lossless(tmp_path: Path) -> None:
 def test_empty_bytes_are_refused_by_name() -> None:
     with pytest.raises(ImageReadError, match="empty data"):
         load_image_input(b"")
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00", "MP4/QuickTime"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\xf7\x81", "Matroska/WebM"),
+        (b"RIFF\x00\x00\x00\x00AVI LIST", "AVI"),
+    ],
+)
+def test_a_video_named_as_an_image_is_called_a_video(tmp_path, head: bytes, kind: str) -> None:
+    """A clip renamed to .png was "not an image, or an image format Pillow cannot read"."""
+    path = tmp_path / "clip.png"
+    path.write_bytes(head + bytes(64))
+    with pytest.raises(ImageReadError, match=rf"clip.png: is a video \({re.escape(kind)}\), not an image; give it a video suffix"):
+        read_image(path)
+    with pytest.raises(ImageReadError, match="is a video"):
+        read_image(path.read_bytes())
+
+
+def test_an_undecodable_heif_image_is_not_called_a_video(tmp_path) -> None:
+    path = tmp_path / "photo.heic"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00" + bytes(64))
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert "video" not in str(info.value)

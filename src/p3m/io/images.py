@@ -198,6 +198,9 @@ def _open_loaded(
                 "variant such as float colour samples)",
                 name,
             ) from error
+        video = _sniff_video(stream)
+        if video is not None:
+            raise ImageReadError(f"is a video ({video}), not an image; give it a video suffix (.mp4, .mov, .mkv, .webm)", name) from error
         raise ImageReadError("not an image, or an image format Pillow cannot read", name) from error
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         problem = str(error) or type(error).__name__
@@ -262,19 +265,41 @@ _SIGNATURES = (
 )
 
 
-def _sniff_format(stream: PathLike | io.BytesIO) -> str | None:
-    """The format named by the file's first bytes, to tell "not an image" from "unsupported"."""
+def _head(stream: PathLike | io.BytesIO, size: int = 12) -> bytes:
+    """The first `size` bytes of a file or buffer (b"" when unreadable)."""
     try:
         if isinstance(stream, io.BytesIO):
-            head = stream.getvalue()[:12]
-        else:
-            with open(stream, "rb") as handle:
-                head = handle.read(12)
+            return stream.getvalue()[:size]
+        with open(stream, "rb") as handle:
+            return handle.read(size)
     except OSError:
-        return None
+        return b""
+
+
+def _sniff_format(stream: PathLike | io.BytesIO) -> str | None:
+    """The format named by the file's first bytes, to tell "not an image" from "unsupported"."""
+    head = _head(stream)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
     for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    return None
+
+
+_IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+_VIDEO_SIGNATURES = ((b"\x1a\x45\xdf\xa3", "Matroska/WebM"), (b"FLV\x01", "FLV"), (b"\x00\x00\x01\xba", "MPEG-PS"))
+
+
+def _sniff_video(stream: PathLike | io.BytesIO) -> str | None:
+    """The video container named by the file's first bytes (an image path holding a video), or None.
+    HEIF/AVIF images share MP4's `ftyp` box; their brands are not videos."""
+    head = _head(stream)
+    if head[4:8] == b"ftyp" and head[8:12] not in _IMAGE_BRANDS:
+        return "MP4/QuickTime"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI"
+    for signature, kind in _VIDEO_SIGNATURES:
         if head.startswith(signature):
             return kind
     return None

@@ -67,6 +67,8 @@ def as_array(png: bytes) -> np.ndarray:
 def test_page_health_and_models(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
+    # Its own icon: browsers otherwise ask for /favicon.ico, a 404 in their console.
+    assert '<link rel="icon" href="data:image/svg+xml,' in page.text
     script = client.get("/static/app.js")
     assert script.status_code == 200
     assert "/api/matte" in script.text and "/api/anonymize" in script.text

@@ -112,6 +112,22 @@ def test_default_cap_refuses_a_header_only_huge_png_from_its_header(tmp_path: Pa
     assert "--max-image-pixels" in result.output
 
 
+def test_the_environment_variable_sets_the_cap_the_option_overrides(tmp_path: Path) -> None:
+    """P3M_MAX_PIXELS, which the cap's own error recommends, was ignored by the CLI (the
+    option's default won over it)."""
+    bomb = tmp_path / "blank.png"
+    bomb.write_bytes(png_header_claiming(14000, 13000))
+    image = tmp_path / "small.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    command = ["matte", "-o", str(tmp_path / "out"), "-m", "selfie-cf", "--save", "alpha"]
+    refused = runner.invoke(app, [*command, str(image)], env={"P3M_MAX_PIXELS": "100"})
+    assert refused.exit_code == 1 and "cap of 100 px" in " ".join(refused.output.split()), refused.output
+    allowed = runner.invoke(app, [*command, str(image), "--max-image-pixels", "5000"], env={"P3M_MAX_PIXELS": "100"})
+    assert allowed.exit_code == 0, allowed.output
+    raised = runner.invoke(app, [*command, str(bomb)], env={"P3M_MAX_PIXELS": "200000000"})
+    assert "cap of" not in raised.output and "blank.png" in raised.output  # past the cap: fails decoding
+
+
 def test_anonymize_takes_the_cap_too(tmp_path: Path) -> None:
     image = tmp_path / "face.png"
     Image.fromarray(data.astronaut()[::8, ::8]).save(image)

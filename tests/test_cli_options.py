@@ -353,3 +353,18 @@ def test_result_tables_keep_their_numbers_whole_in_an_80_column_terminal() -> No
     assert "│" in render(3) and max(len(line) for line in render(3).splitlines()) <= 80  # fits: as it is
     wide = render(10)
     assert "│" not in wide and len(wide.splitlines()) <= 5  # one line per row, at its natural width
+
+
+def test_a_background_asks_for_a_composite(tmp_path: Path) -> None:
+    """`--background` without composite in --save was silently unused (the README's video
+    example wrote no composite). Given alone it adds composite to the default outputs; with a
+    --save that makes none it is a one-line error."""
+    image = tmp_path / "face.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    out = tmp_path / "out"
+    made = runner.invoke(app, ["matte", str(image), "-o", str(out), "-m", "selfie-cf", "--background", "red"])
+    assert made.exit_code == 0, made.output
+    assert sorted(path.name for path in out.glob("face_*.png")) == ["face_alpha.png", "face_composite.png", "face_rgba.png"]
+    refused = runner.invoke(app, ["matte", str(image), "-o", str(out), "--save", "alpha", "-b", "red"])
+    assert isinstance(refused.exception, ConfigError), refused.output
+    assert str(refused.exception) == "--background is for composites, and --save alpha makes none: add composite to --save"

@@ -68,11 +68,12 @@ def matte_command(
         "--save",
         help=f"Comma list of outputs: {', '.join(values(OutputKind))} (default: alpha,rgba; rgba with -o -).",
     ),
-    background: str = typer.Option(
-        "white",
+    background: str | None = typer.Option(
+        None,
         "--background",
         "-b",
-        help="Composite background: colour (name, #rrggbb, r,g,b) or image file; for videos also a video file (looped).",
+        help="Composite background: colour (name, #rrggbb, r,g,b) or image file; for videos also a video file "
+        "(looped). Adds composite to the default --save. [default: white]",
     ),
     video_format: str = typer.Option("mov-prores4444", "--format", help=VIDEO_FORMAT_HELP),
     temporal: TemporalChoice = typer.Option(TemporalChoice.on, "--temporal", help=TEMPORAL_HELP),
@@ -149,7 +150,16 @@ def matte_command(
         raise ConfigError("stdin / stdout (-) take one image: no --input-list, --shard-size or --engine")
     if STDIO in inputs and len(inputs) > 1:
         raise ConfigError("- (stdin) must be the only input")
-    kinds = parse_save(save if save is not None else ("rgba" if to_stdout else "alpha,rgba"))
+    if save is None:
+        # A background asked for is a composite asked for.
+        if to_stdout:
+            save = "composite" if background is not None else "rgba"
+        else:
+            save = "alpha,rgba" + (",composite" if background is not None else "")
+    kinds = parse_save(save)
+    if background is not None and "composite" not in kinds:
+        raise ConfigError(f"--background is for composites, and --save {save} makes none: add composite to --save")
+    background = background if background is not None else "white"
     options = {
         "model": model, "weights": weights, "strategy": strategy.value, "device": device, "download": download,
         "max_pixels": pixel_budget_from_option(max_pixels, "--max-pixels"),
@@ -161,7 +171,7 @@ def matte_command(
             ),
         },
         "video": {
-            "save": save if save is not None else "alpha,rgba", "format": video_format, "background": background,
+            "save": save, "format": video_format, "background": background,
             "temporal": temporal is TemporalChoice.on, "max_pixels": max_pixels,
         },
     }

@@ -408,3 +408,17 @@ def test_a_plain_pickle_checkpoint_gets_p3ms_line_without_torch_notes(tmp_path, 
     with pytest.raises(CheckpointError, match="legacy.pth: holds Python objects that a weights-only load refuses"):
         read_state_dict(path)
     assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_weights_list_keeps_file_names_and_urls_whole(home):
+    """At 80 columns the list folded `p3mnet_pretrained_on_p3m10k.pth` and the download URLs over
+    several lines: the names `weights import` and a browser need could not be copied."""
+    from typer.testing import CliRunner
+
+    from p3m.cli import app
+
+    result = CliRunner().invoke(app, ["weights", "list"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    spec = hub.weights_status("p3mnet-r34")
+    lines = result.output.splitlines()
+    assert any(spec.file_name in line and spec.url in line for line in lines), result.output

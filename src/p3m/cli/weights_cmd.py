@@ -19,7 +19,6 @@ weights_app = typer.Typer(
 @weights_app.command("list")
 def list_command() -> None:
     """Registered models, their published checkpoints, and what the cache holds."""
-    from rich.console import Console
     from rich.table import Table
 
     from p3m.models.hub import list_weights, weights_dir
@@ -27,7 +26,7 @@ def list_command() -> None:
     table = Table(title=f"weights cache: {weights_dir()}")
     table.add_column("model", no_wrap=True)
     for column in ("checkpoint", "installed", "sha256", "source"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column)
     for row in list_weights():
         table.add_row(
             row.name,
@@ -36,7 +35,11 @@ def list_command() -> None:
             (row.sha256 or row.registered_sha256 or "-")[:16],
             row.source or row.url or "-",
         )
-    Console(emoji=False).print(table)
+    from p3m.cli._ui import print_table, table_console
+
+    # File names and URLs whole (they are what `weights import` and a browser need), even when
+    # the terminal is narrower than the table.
+    print_table(table_console(), table)
 
 
 @weights_app.command("download")

@@ -368,3 +368,17 @@ def test_a_background_asks_for_a_composite(tmp_path: Path) -> None:
     refused = runner.invoke(app, ["matte", str(image), "-o", str(out), "--save", "alpha", "-b", "red"])
     assert isinstance(refused.exception, ConfigError), refused.output
     assert str(refused.exception) == "--background is for composites, and --save alpha makes none: add composite to --save"
+
+
+def test_a_single_failed_input_is_reported_once(tmp_path: Path) -> None:
+    """`p3m matte bomb.png` printed its error line, then the same line again under "skipped 1
+    input(s):"; a folder run still recaps its failures at the end."""
+    bomb = tmp_path / "blank.png"
+    bomb.write_bytes(png_header_claiming(14000, 13000))
+    result = runner.invoke(app, ["matte", str(bomb), "-o", str(tmp_path / "out"), "-m", "selfie-cf"])
+    assert result.exit_code == 1
+    assert " ".join(result.output.split()).count("more than the cap of 160 MP") == 1, result.output
+    assert "skipped 1 input(s)" in result.output
+    Image.fromarray(data.astronaut()[::8, ::8]).save(tmp_path / "good.png")
+    both = runner.invoke(app, ["matte", str(bomb), str(tmp_path / "good.png"), "-o", str(tmp_path / "o2"), "-m", "selfie-cf"])
+    assert " ".join(both.output.split()).count("more than the cap of 160 MP") == 2, both.output  # live, then recap

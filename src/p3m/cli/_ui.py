@@ -232,14 +232,20 @@ def _plain_training_lines(console: Console) -> Callable[[TrainingEvent], None]:
     return on_event
 
 
-def exit_if_failed(console: Console, failures: Iterable[tuple[str, str]], title: str) -> None:
+def exit_if_failed(
+    console: Console, failures: Iterable[tuple[str, str]], title: str, recap: bool = True
+) -> None:
     """Print `title` (its "{count}" filled in), one `  name: reason` line per failure; exit 1.
 
-    Does nothing when there are no failures. Example title: "skipped {count} file(s)".
+    Does nothing when there are no failures. Example title: "skipped {count} file(s)". Without
+    `recap` (a run of one input, whose error line was just printed) only the title is printed.
     """
     failures = list(failures)
     if not failures:
         return
+    if not recap:
+        console.print(f"[red]{title.format(count=len(failures))}[/red]", highlight=False)
+        raise typer.Exit(code=1)
     console.print(f"[red]{title.format(count=len(failures))}:[/red]", highlight=False)
     for name, reason in failures:
         console.print(f"  {name}: {reason}", highlight=False, soft_wrap=True)

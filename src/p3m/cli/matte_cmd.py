@@ -330,7 +330,8 @@ def _matte_files(
     done = report.counts.get("done", 0)
     out.print(f"matted {done} image(s) with {name} into {out_dir}")
     _scale.print_run_summary(out, report, per_worker=executor is not None)
-    exit_if_failed(err, failures, "skipped {count} input(s)")
+    # One input: its error line is just above; a recap would print it twice.
+    exit_if_failed(err, failures, "skipped {count} input(s)", recap=len(plan.jobs) + len(failures) - len(report.failed) > 1)
 
 
 def _note_left_out(err: Any, left_out: list[Path], videos: list[Path]) -> None:

@@ -214,3 +214,37 @@ def test_a_folder_run_says_what_it_leaves_out(tmp_path):
     deep = plan_matte([str(folder)], tmp_path / "out", ("alpha",), recursive=True)
     assert sorted(job.source.name for job in deep.jobs) == ["a.png", "anim.gif", "b.png"]
     assert [path.name for path in deep.left_out] == ["notes.txt"]
+
+
+def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
+    """The README's "refine selfie-cf" line after a first run printed "kept 1 image(s)" and
+    refined nothing; `--model p3mnet-vitae-s` without its weights said the same, exit 0. Kept
+    outputs must be this command's: the manifest records each image's settings, a changed
+    command is refused with the difference and the way out, and a missing model fails as on a
+    fresh folder."""
+    from p3m.errors import ConfigError, ModelNotFoundError
+    from p3m.inference import Matter
+    from p3m.inference.batch import check_kept_outputs, matte_settings, run_matte
+    from p3m.inference.selfie_cf import SelfieCFConfig
+
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    _photo().save(folder / "portrait.jpg", quality=95)
+    _matte(str(folder), "-o", str(out), "-m", "selfie-cf")
+    record = read_journal(out / "manifest.jsonl")["portrait.jpg"]
+    assert record.details["settings"]["model"] == "selfie-cf"
+    assert "kept 1" in _matte(str(folder), "-o", str(out), "-m", "selfie-cf")  # the same command
+    refined = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04"])
+    assert isinstance(refined.exception, ConfigError), refined.output
+    assert "made with other settings (portrait.jpg: band_fraction 0.02 -> 0.04)" in str(refined.exception)
+    assert "--overwrite" in str(refined.exception)
+    missing = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "p3mnet-vitae-s"])
+    assert isinstance(missing.exception, ModelNotFoundError), missing.output
+    assert "done 1" in _matte(str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04", "--overwrite")
+    # The library call refuses the same way.
+    matter = Matter("selfie-cf", selfie_config=SelfieCFConfig(threshold=0.6))
+    plan = plan_matte([str(folder)], out)
+    with pytest.raises(ConfigError, match="threshold 0.5 -> 0.6"):
+        check_kept_outputs(plan, matte_settings(matter))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_matte(plan, matter)

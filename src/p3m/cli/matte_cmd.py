@@ -244,7 +244,13 @@ def _matte_files(
 
     from p3m.cli._ui import exit_if_failed, run_progress
     from p3m.errors import ImageReadError
-    from p3m.inference.batch import MatterSpec, plan_matte, run_matte
+    from p3m.inference.batch import (
+        MatterSpec,
+        check_kept_outputs,
+        matte_settings,
+        plan_matte,
+        run_matte,
+    )
     from p3m.runs import RunOptions
 
     out = Console(emoji=False)
@@ -297,21 +303,27 @@ def _matte_files(
         raise typer.Exit(1)
     todo = plan.pending
     skipped = len(plan.jobs) - len(todo)
-    if skipped:
-        out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
-    if not todo:
-        exit_if_failed(err, failures, "skipped {count} input(s)")
-        return
 
     def note(text: str) -> None:
         err.print(text, soft_wrap=True)
 
     executor = scale["executor"]
+    matter = None
+    if skipped:
+        # Outputs are kept only if this command made them: load the model (one that is not
+        # there fails here, as on a fresh folder) and compare with what the manifest recorded.
+        # With an executor the driver only checks the options and resolves "auto" (on the CPU).
+        matter = _load_matter({**options, "device": "cpu"} if executor is not None else options, out.print, note)
+        check_kept_outputs(plan, matte_settings(matter))
+        out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
+    if not todo:
+        exit_if_failed(err, failures, "skipped {count} input(s)")
+        return
+
     run_options = RunOptions(threads=scale["threads"])
     if executor is not None:
-        # The driver only checks the options and resolves "auto" (on the CPU); each worker
-        # builds the same model itself, on --device (a GPU node's, not the driver's).
-        matter = _load_matter({**options, "device": "cpu"}, out.print, note)
+        # Each worker builds the same model itself, on --device (a GPU node's, not the driver's).
+        matter = matter or _load_matter({**options, "device": "cpu"}, out.print, note)
         spec = MatterSpec(
             matter.name if options["model"] == "auto" else options["model"], options["weights"],
             options["strategy"], options["device"], options["max_pixels"], options["selfie"],
@@ -322,7 +334,7 @@ def _matte_files(
             report = run_matte(plan, spec, backdrop, on_event=on_event, options=run_options, executor=executor)
         name = spec.model
     else:
-        matter = _load_matter(options, out.print, note)
+        matter = matter or _load_matter(options, out.print, note)
         with run_progress("[bold]matting", err, describe=_describe_record, unit="images") as on_event:
             report = run_matte(plan, matter, backdrop, on_event=on_event, options=run_options)
         name = matter.name

@@ -133,6 +133,15 @@ class Matter:
         self.name = self.backend.name
         self.note: str | None = self.backend.note
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What decides the mattes besides the image, JSON-able: the model and the options that
+        change its output (P3M-Net: strategy, pixel budget; selfie-cf: trimap band, threshold,
+        solve size); a backend of one's own without a `settings` attribute gives its name only.
+        Folder runs record it per image and refuse to keep outputs other settings made."""
+        own = getattr(self.backend, "settings", None)
+        return dict(own) if isinstance(own, dict) else {"model": self.name}
+
     def __call__(
         self,
         image: Any,

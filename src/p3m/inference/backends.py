@@ -196,6 +196,14 @@ class SelfieCFBackend:
 
         _segmenter(self.config.model_selection)
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What decides this backend's mattes besides the image (JSON-able; see `Matter.settings`)."""
+        return {
+            "model": self.name, "band_fraction": self.config.band_fraction,
+            "threshold": self.config.threshold, "solve_pixels": self.config.solve_pixels,
+        }  # fmt: skip
+
     @staticmethod
     def solve_pixels(max_pixels: int | None, at_default: int | None = DEFAULT_SOLVE_PIXELS) -> int | None:
         """Closed-form pixels for a pixel budget: `at_default` scaled by max_pixels / MATTE_MAX_PIXELS."""
@@ -238,6 +246,11 @@ class P3MNetBackend:
         self.strategy = strategy
         self.max_pixels = max_pixels
         self.note = note
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What decides this backend's mattes besides the image (JSON-able; see `Matter.settings`)."""
+        return {"model": self.name, "strategy": self.strategy, "max_pixels": self.max_pixels}
 
     def matte(
         self, image: np.ndarray, segmentation_filter: SegmentationFilter | None = None

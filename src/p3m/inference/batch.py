@@ -36,7 +36,7 @@ import numpy as np
 
 from p3m.errors import ConfigError, ImageReadError
 from p3m.io import IMAGE_SUFFIXES, is_image_file, read_path_list
-from p3m.runs import Event, Executor, Item, Outcome, RunOptions, RunReport, run_items
+from p3m.runs import Event, Executor, Item, Outcome, RunOptions, RunReport, read_journal, run_items
 from p3m.runs.shards import plan_shards
 from p3m.vocabulary import OutputKind, values
 
@@ -413,6 +413,7 @@ class MatteTask:
         self.kinds = tuple(kinds)
         self.background = background
         self.overwrite = overwrite
+        self.settings = matte_settings(matter)
 
     def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None]:
         from p3m.io import read_image_and_alpha
@@ -431,12 +432,56 @@ class MatteTask:
     def write(self, item: Item, result: tuple[Any, tuple[str, ...]]) -> Outcome:
         matted, wanted = result
         written = write_outputs(item.payload, matted, wanted, self.background)
-        details: dict[str, Any] = {"written": [path.name for path in written], "model": matted.model}
+        details: dict[str, Any] = {
+            "written": [path.name for path in written], "model": matted.model, "settings": self.settings,
+        }  # fmt: skip
         if matted.resized is not None:
             details["resized"] = matted.resized.describe()
         if matted.image_note:
             details["note"] = matted.image_note
         return Outcome(outputs={kind: item.outputs[kind] for kind in self.kinds if item.outputs[kind].is_file()}, details=details)
+
+
+def matte_settings(matter: Any) -> dict[str, Any]:
+    """`Matter.settings` of `matter` ({"model": name} for a plain callable): what a folder run
+    records with each image, to tell outputs of other settings from its own."""
+    settings = getattr(matter, "settings", None)
+    if isinstance(settings, dict):
+        return dict(settings)
+    return {"model": str(getattr(matter, "name", type(matter).__name__))}
+
+
+def outputs_of_other_settings(plan: MattePlan, settings: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The images a run would keep (all outputs exist, no `overwrite`) whose manifest record
+    says other settings made them: (key, the recorded settings), in plan order. Images without
+    a record, or recorded before settings were, are not listed (nothing to compare)."""
+    if plan.overwrite:
+        return []
+    records = read_journal(plan.out_dir / MANIFEST_NAME)
+    pending = {id(job) for job in plan.pending}
+    found = []
+    for job, key in zip(plan.jobs, plan.keys, strict=True):
+        record = records.get(key)
+        made = record.details.get("settings") if record is not None and record.details else None
+        if id(job) not in pending and isinstance(made, dict) and made != settings:
+            found.append((key, made))
+    return found
+
+
+def check_kept_outputs(plan: MattePlan, settings: dict[str, Any]) -> None:
+    """Raise ConfigError when the run would keep outputs that other settings made (another
+    model, strategy, budget or selfie-cf refinement): a changed command must not silently
+    leave the old mattes in place. The message names the first difference and the way out."""
+    other = outputs_of_other_settings(plan, settings)
+    if not other:
+        return
+    key, made = other[0]
+    changed = [name for name in sorted(set(made) | set(settings)) if made.get(name) != settings.get(name)]
+    shown = ", ".join(f"{name} {made.get(name)!r} -> {settings.get(name)!r}" for name in changed[:3])
+    raise ConfigError(
+        f"{plan.out_dir} holds the outputs of {len(other)} image(s) made with other settings ({key}: {shown}); "
+        "pass --overwrite (overwrite=True) to redo them, or write to another folder"
+    )
 
 
 @dataclass(frozen=True)
@@ -506,4 +551,5 @@ def run_matte(
         raise ConfigError("a run on other workers needs the model as a MatterSpec (built on each worker), not a loaded Matter")
     else:
         task = MatteTask(matter, kinds, background, plan.overwrite)
+        check_kept_outputs(plan, task.settings)
     return run_items(plan.items(), task, plan.out_dir / MANIFEST_NAME, options, on_event, executor=executor)

@@ -145,3 +145,20 @@ def test_folders_give_their_videos_but_not_p3m_outputs(tmp_path: Path) -> None:
     images, videos = split_video_inputs([str(tmp_path), str(tmp_path / "a_alpha.mov"), "photo.jpg"])
     assert [v.name for v in videos] == ["a.mp4", "b.MOV", "a_alpha.mov"]  # named files are taken
     assert images == ["photo.jpg"]  # the folder has no image, so it is not passed on
+
+
+def test_eval_video_of_one_frame_gives_dtssd_null_in_means_and_rows(tmp_path: Path) -> None:
+    import json
+
+    alpha = np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32)
+    write_alpha(tmp_path / "pred" / "0000.png", alpha)
+    write_alpha(tmp_path / "gt" / "0000.png", alpha)
+    result = runner.invoke(
+        app,
+        ["eval-video", str(tmp_path / "pred"), str(tmp_path / "gt"), "--json", str(tmp_path / "s.json")],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["rows"][0]["dtssd"] is None
+    assert "dtssd" in summary["means"] and summary["means"]["dtssd"] is None
+    assert summary["means"]["sad"] == 0.0

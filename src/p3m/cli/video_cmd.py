@@ -254,6 +254,10 @@ def matte_video_inputs(
                 highlight=False,
                 soft_wrap=True,
             )
+            for warning in report.warnings:
+                live.print(
+                    f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
+                )
     return failures
 
 

@@ -613,6 +613,9 @@ def anonymize_video(
         reader.close()
     report.tracks = len(tracks)
     report.elapsed = time.perf_counter() - start
+    report.warnings += reader.warnings
+    if writer.note:
+        report.warnings.append(writer.note)
     if report.frames_with_faces == 0:
         report.warnings.append("no face found in any frame: check the video by hand")
     elif report.frames_without_faces:

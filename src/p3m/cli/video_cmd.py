@@ -317,6 +317,8 @@ def anonymize_video_inputs(
                 live.print(
                     f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
                 )
+            if report.identity_leak:  # written, but not anonymised: the run fails (exit code 1)
+                failures.append((str(source), "identity leak: see the manifest"))
     return failures
 
 

@@ -591,9 +591,7 @@ def anonymize_video(
             f"{report.frames_without_faces} of {report.frames} frames have no face (check them if a person is visible)"
         )
     if report.audit_identity_matches:
-        last = "" if not strengthen else (
-            ", the strongest obfuscation p3m tries" if report.strengthened or len(ladder) == 1 else ""
-        )
+        last = ", the strongest obfuscation p3m tries" if strengthen else ""  # the ladder's end
         report.warnings.append(
             f"identity leak: the audit matched the identity of {report.audit_identity_matches} face(s) "
             f"with {report.method} x{report.strength:g}{last}: obfuscation too weak, see the manifest"

@@ -145,3 +145,54 @@ def test_folders_give_their_videos_but_not_p3m_outputs(tmp_path: Path) -> None:
     images, videos = split_video_inputs([str(tmp_path), str(tmp_path / "a_alpha.mov"), "photo.jpg"])
     assert [v.name for v in videos] == ["a.mp4", "b.MOV", "a_alpha.mov"]  # named files are taken
     assert images == ["photo.jpg"]  # the folder has no image, so it is not passed on
+
+
+def test_eval_video_of_one_frame_gives_dtssd_null_in_means_and_rows(tmp_path: Path) -> None:
+    import json
+
+    alpha = np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32)
+    write_alpha(tmp_path / "pred" / "0000.png", alpha)
+    write_alpha(tmp_path / "gt" / "0000.png", alpha)
+    result = runner.invoke(
+        app,
+        ["eval-video", str(tmp_path / "pred"), str(tmp_path / "gt"), "--json", str(tmp_path / "s.json")],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["rows"][0]["dtssd"] is None
+    assert "dtssd" in summary["means"] and summary["means"]["dtssd"] is None
+    assert summary["means"]["sad"] == 0.0
+
+
+def test_a_video_background_loops_under_a_video_and_is_refused_for_an_image(tmp_path: Path) -> None:
+    from p3m.io import write_png
+    from p3m.video.reader import read_frames
+    from video_clips import write_source
+
+    source = SyntheticClip(height=48, width=64, seconds=0.12, fps=25).write(tmp_path / "clip.mp4")  # 3 frames
+    green = np.zeros((32, 48, 3), np.uint8)
+    green[..., 1] = 200
+    background = write_source(tmp_path / "bg.mp4", [green, green], [0, 40])  # shorter: it loops
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["matte", str(source), "-o", str(out), "--save", "alpha,composite", "--format", "png-sequence",
+              "-b", str(background)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    alphas = list(read_alpha_frames(out / "clip_alpha"))
+    composites = [frame.image for frame in read_frames(out / "clip_composite.mp4")]
+    assert len(composites) == 3
+    for alpha, composite in zip(alphas, composites, strict=True):
+        clear = alpha[:, :, None] < 0.02  # the background shows through: green, not white
+        assert clear.any()
+        shown = composite[np.broadcast_to(clear, composite.shape)].reshape(-1, 3).mean(axis=0)
+        assert shown[1] > 150 and shown[0] < 60 and shown[2] < 60, shown
+
+    write_png(tmp_path / "photo.png", np.full((32, 32, 3), 128, np.uint8))
+    image = runner.invoke(
+        app, ["matte", str(tmp_path / "photo.png"), "-o", str(out), "--save", "composite", "-b", str(background)]
+    )
+    assert isinstance(image.exception, P3MError)  # exit code 2, one line, before any work
+    assert "a video background is for video inputs only" in str(image.exception)
+    assert str(background) in str(image.exception)
+    assert not (out / "photo_composite.png").exists()

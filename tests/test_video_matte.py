@@ -252,3 +252,36 @@ def test_an_output_never_replaces_its_input(
     with pytest.raises(ConfigError, match="overwrite the input"):
         p3m.matte_video(copy, copy, save="composite", model=model)
     assert copy.read_bytes() == vfr_clip.read_bytes()
+
+
+def test_a_truncated_matroska_clip_is_matted_with_a_warning(model: BrightIsPerson, tmp_path: Path) -> None:
+    """Matroska lists no frames, only durations: a clip cut short keeps the frames that decode
+    and says how many are missing (an MP4's frame table makes the same cut an error, above)."""
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(20)]
+    whole = write_source(tmp_path / "whole.mkv", frames, [40 * i for i in range(20)])  # 0.8 s
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 9 // 10])
+    assert probe_video(cut).frame_count == 20 and not probe_video(cut).frame_count_exact
+    report = p3m.matte_video(cut, tmp_path / "out", save="alpha", video_format="png-sequence", model=model)
+    assert 0 < report.frames < 18
+    assert report.warnings == (
+        f"truncated: {report.frames} of about 20 frames decoded (the video stops at "
+        f"{report.frames * 0.04:.2f} s of the 0.80 s its container declares)",
+    )
+    complete = p3m.matte_video(whole, tmp_path / "out2", save="alpha", video_format="png-sequence", model=model)
+    assert complete.frames == 20 and complete.warnings == ()
+
+
+def test_an_odd_size_padded_for_h264_is_reported(model: BrightIsPerson, tmp_path: Path) -> None:
+    from p3m.io import write_png
+
+    sequence = tmp_path / "odd"  # a PNG sequence: libx264 would not write the odd source itself
+    for index in range(2):
+        write_png(sequence / f"{index:04d}.png", rgba_frame(index, 47, 63)[:, :, :3])
+    report = p3m.matte_video(sequence, tmp_path / "out", save="alpha,composite", video_format="png-sequence", model=model)
+    assert (probe_video(report.outputs["composite"]).width, probe_video(report.outputs["alpha"]).width) == (64, 63)
+    assert report.warnings == (
+        "odd_composite.mp4 is 64x48, not 63x47: H.264 in 4:2:0 needs even sizes, so one row and "
+        "one column repeating the edge were added",
+    )

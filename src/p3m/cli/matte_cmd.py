@@ -17,11 +17,21 @@ from p3m.vocabulary import TestStrategy as StrategyChoice
 
 
 def _background(value: str) -> Any:
-    """A colour, or an image file to composite over."""
+    """The composite background of image inputs: a colour, or an image file (`ConfigError` for
+    a video file, which only video inputs take: their `p3m.video.Backdrop` loops it)."""
     from p3m.inference.foreground import parse_color
 
     path = Path(value).expanduser()
     if path.is_file():
+        from p3m.cli.video_cmd import _is_video
+
+        if _is_video(path):
+            from p3m.errors import ConfigError
+
+            raise ConfigError(
+                f"{value}: a video background is for video inputs only; images take a colour or "
+                "an image file (--background)"
+            )
         from p3m.io import read_image
 
         return read_image(path)
@@ -175,13 +185,17 @@ def matte_command(
             "temporal": temporal is TemporalChoice.on, "max_pixels": max_pixels,
         },
     }
-    backdrop = _background(background) if "composite" in kinds else "white"
     if watch is not None:
-        _watch_folder(watch, out_dir, kinds, backdrop, options, recursive, poll)
+        _watch_folder(watch, out_dir, kinds, _image_backdrop(background, kinds), options, recursive, poll)
     elif to_stdout or inputs == [STDIO]:
-        _matte_stream(inputs, out_dir, kinds, backdrop, options, to_stdout, overwrite)
+        _matte_stream(inputs, out_dir, kinds, _image_backdrop(background, kinds), options, to_stdout, overwrite)
     else:
-        _matte_files(inputs, out_dir, kinds, backdrop, options, recursive, overwrite)
+        _matte_files(inputs, out_dir, kinds, background, options, recursive, overwrite)
+
+
+def _image_backdrop(background: str, kinds: tuple[str, ...]) -> Any:
+    """What image composites are laid over (read only when a composite is asked for)."""
+    return _background(background) if "composite" in kinds else "white"
 
 
 def _selfie_config(trimap_band: float | None, threshold: float | None) -> Any:
@@ -259,6 +273,8 @@ def _matte_files(
     from p3m.cli.video_cmd import matte_video_inputs, split_video_inputs
 
     inputs, videos = split_video_inputs(inputs, recursive=recursive)
+    # The images' background is checked before any video work (a video file is for videos only).
+    backdrop = _image_backdrop(backdrop, kinds) if inputs else "white"
     video_failures: list[tuple[str, str]] = []
     if videos:
         video = options["video"]

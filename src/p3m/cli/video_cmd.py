@@ -254,6 +254,10 @@ def matte_video_inputs(
                 highlight=False,
                 soft_wrap=True,
             )
+            for warning in report.warnings:
+                live.print(
+                    f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
+                )
     return failures
 
 
@@ -313,6 +317,8 @@ def anonymize_video_inputs(
                 live.print(
                     f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
                 )
+            if report.identity_leak:  # written, but not anonymised: the run fails (exit code 1)
+                failures.append((str(source), "identity leak: see the manifest"))
     return failures
 
 
@@ -330,7 +336,9 @@ def eval_video_command(
         None, "--csv", help="Write per-frame SAD, MSE, MAD and dtSSD to this CSV file."
     ),
     json_path: Path | None = typer.Option(
-        None, "--json", help="Write the means and per-frame rows as JSON."
+        None, "--json",
+        help="Write the means and per-frame rows as JSON (a metric without a value, such as dtSSD "
+        "of frame 0 or of a one-frame clip, is null in both).",
     ),
 ) -> None:
     """Temporal coherence (dtSSD) and per-frame SAD / MSE / MAD of a matte video against the truth.
@@ -373,7 +381,7 @@ def eval_video_command(
     for key in VIDEO_METRIC_KEYS:
         table.add_column(names[key], justify="right")
     table.add_row(
-        "mean", *(f"{means[key]:.4g}" if key in means else "-" for key in VIDEO_METRIC_KEYS)
+        "mean", *(f"{means[key]:.4g}" if means.get(key) is not None else "-" for key in VIDEO_METRIC_KEYS)
     )
     out.print(table)
     if csv_path is not None:

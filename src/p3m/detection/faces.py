@@ -18,7 +18,7 @@ import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -251,13 +251,31 @@ def _import_mediapipe():
     return mediapipe
 
 
+def start_mediapipe_graph(build: Callable[[], Any]) -> Any:
+    """A MediaPipe solution graph from `build()`, started with descriptor 2 silenced until it
+    has run once on a blank frame.
+
+    A solution starts its graph in the constructor, but the calculators open on MediaPipe's own
+    threads afterwards: TensorFlow Lite's start-up lines (absl's `W0000 ...
+    inference_feedback_manager.cc:114] Feedback manager requires a model with a single signature
+    inference ...`, which `GLOG_minloglevel` does not reach) come after the constructor has
+    returned. A first `process` waits until every calculator is open, so the silenced block
+    covers them.
+    """
+    with native_stderr_silenced():
+        graph = build()
+        graph.process(np.zeros((64, 64, 3), np.uint8))
+    return graph
+
+
 @functools.cache
 def _mediapipe_detector(model_selection: int, min_confidence: float):
     mediapipe = _import_mediapipe()
-    with native_stderr_silenced():
-        return mediapipe.solutions.face_detection.FaceDetection(
+    return start_mediapipe_graph(
+        lambda: mediapipe.solutions.face_detection.FaceDetection(
             model_selection=model_selection, min_detection_confidence=min_confidence
         )
+    )
 
 
 @functools.cache

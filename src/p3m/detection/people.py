@@ -41,6 +41,7 @@ from p3m.detection.faces import (
     available_detectors,
     box_iou,
     mediapipe_process,
+    start_mediapipe_graph,
 )
 from p3m.detection.multipass import detect_faces
 from p3m.errors import MissingDependencyError, P3MError
@@ -157,11 +158,13 @@ def _pose_graph(min_confidence: float):
             "person detection needs mediapipe: pip install 'p3m[privacy]' (mediapipe==0.10.21)"
         ) from error
     # model_complexity=1 is pose_landmark_full, the only landmark model the wheel ships.
-    return pose.Pose(
-        static_image_mode=True,
-        model_complexity=1,
-        enable_segmentation=False,
-        min_detection_confidence=min_confidence,
+    return start_mediapipe_graph(
+        lambda: pose.Pose(
+            static_image_mode=True,
+            model_complexity=1,
+            enable_segmentation=False,
+            min_detection_confidence=min_confidence,
+        )
     )
 
 
@@ -170,7 +173,9 @@ def _pose_segmentation_graph():
     os.environ.setdefault("GLOG_minloglevel", "2")
     from mediapipe.python.solutions import pose
 
-    return pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
+    return start_mediapipe_graph(
+        lambda: pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
+    )
 
 
 def pose_segmentation(image: np.ndarray) -> np.ndarray | None:

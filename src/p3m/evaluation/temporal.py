@@ -88,14 +88,19 @@ def dtssd(pred_frames: Iterable[np.ndarray], gt_frames: Iterable[np.ndarray]) ->
     evaluation = evaluate_alpha_sequence(pred_frames, gt_frames, per_frame_errors=False)
     if evaluation.frames < 2:
         raise ValueError(f"dtSSD needs at least two frames, got {evaluation.frames}")
-    return evaluation.means["dtssd"]
+    value = evaluation.means["dtssd"]
+    assert value is not None  # two frames or more give a frame-to-frame change
+    return value
 
 
 @dataclass
 class VideoEvaluation:
     """Per-frame rows (`frame`, `sad`, `mse`, `mad`, `dtssd`) and their means over the clip.
 
-    The dtSSD mean is over frames 1 .. T-1; the others over every frame.
+    The dtSSD mean is over frames 1 .. T-1; the others over every frame. `means` has every key
+    of `VIDEO_METRIC_KEYS`: a metric no frame has a value for (dtSSD of a one-frame clip, which
+    has no change to compare; the errors with `per_frame_errors=False`) is None there, as in the
+    rows, and `null` in `to_dict()` / JSON.
     """
 
     rows: list[dict[str, float | int | None]] = field(default_factory=list)
@@ -105,12 +110,11 @@ class VideoEvaluation:
         return len(self.rows)
 
     @property
-    def means(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def means(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
         for key in VIDEO_METRIC_KEYS:
             values = [row[key] for row in self.rows if row.get(key) is not None]
-            if values:
-                out[key] = float(np.mean(np.asarray(values, dtype=np.float64)))
+            out[key] = float(np.mean(np.asarray(values, dtype=np.float64))) if values else None
         return out
 
     def to_dict(self) -> dict:

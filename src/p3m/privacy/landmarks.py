@@ -142,14 +142,16 @@ DLIB68_LICENCE_NOTE = (
 
 @functools.cache
 def _face_mesh():
-    from p3m.detection.faces import _import_mediapipe
+    from p3m.detection.faces import _import_mediapipe, start_mediapipe_graph
 
     mediapipe = _import_mediapipe()
-    return mediapipe.solutions.face_mesh.FaceMesh(
-        static_image_mode=True,
-        max_num_faces=4,
-        refine_landmarks=False,
-        min_detection_confidence=0.3,
+    return start_mediapipe_graph(
+        lambda: mediapipe.solutions.face_mesh.FaceMesh(
+            static_image_mode=True,
+            max_num_faces=4,
+            refine_landmarks=False,
+            min_detection_confidence=0.3,
+        )
     )
 
 

@@ -277,10 +277,21 @@ class VideoAnonymizeReport:
     warnings: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     info: VideoInfo | None = None
+    method: str = ""
+    """The obfuscation the output used ("blur", "mosaic", "mask"), after any strengthening."""
+    strength: float = 1.0
+    strengthened: list[str] = field(default_factory=list)
+    """One line per pass redone stronger because the audit still matched an identity."""
 
     @property
     def frames_without_faces(self) -> int:
         return self.frames - self.frames_with_faces
+
+    @property
+    def identity_leak(self) -> bool:
+        """The audit still matched a face's identity in the output (after any strengthening):
+        the video is not anonymised, a failure (`p3m anonymize` exits with code 1)."""
+        return self.audit_identity_matches > 0
 
 
 @dataclass
@@ -348,6 +359,7 @@ def _anonymized_frames(
     from p3m.detection.faces import Face
     from p3m.privacy import anonymize, face_masks_for_image
     from p3m.privacy.facemask import TRANSITION_MARGIN, polygon_mask
+    from p3m.privacy.pipeline import doubtful_detection
 
     info = reader.info
     rate = float(info.frame_rate) if info.frame_rate else 25.0
@@ -392,6 +404,11 @@ def _anonymized_frames(
         matted = ((f.index, f.pts, f.image, None) for f in reader)
 
     buffer: deque[_Pending] = deque()
+    # Tracks with a detection that is surely a face. A weak detection without landmarks is
+    # possibly none (`p3m.anonymize` neither verifies nor strengthens it): the identity check
+    # leaves it and the boxes tracking fills from it out, as a descriptor of a few blurred
+    # pixels matches another of a few pixels (an 11x15 px "face" at a frame's edge did).
+    face_tracks: set[int] = set()
 
     def finish(pending: _Pending, final: bool) -> AnonymizedFrame:
         frame = pending.frame
@@ -400,6 +417,9 @@ def _anonymized_frames(
         for face in tracked:
             if face.source == "detected":
                 found = [f for f in pending.faces if tuple(float(v) for v in f.box) == face.box]
+                found = [f for f in found if not doubtful_detection(f)]
+                if found:
+                    face_tracks.add(face.track)
                 identity_faces += found if face.confirmed else []
                 continue
             filled = Face(
@@ -408,7 +428,7 @@ def _anonymized_frames(
                 detectors=("tracked",),
             )
             extra.append(filled)
-            if face.confirmed:
+            if face.confirmed and face.track in face_tracks:
                 identity_faces.append(filled)
         facemask = pending.facemask
         if extra:
@@ -496,6 +516,7 @@ def anonymize_video(
     overwrite: bool = True,
     queue_size: int = 4,
     on_event: EventCallback | None = None,
+    strengthen: bool = True,
 ) -> VideoAnonymizeReport:
     """Obfuscate every face of a video with the P3M-10k recipe and face tracking.
 
@@ -509,9 +530,15 @@ def anonymize_video(
     one per second) with `audit_detectors` (default: every available detector but dlib's CNN).
     `keep_audio=False` drops the sound (voices identify people too). The output is H.264 MP4
     and appears only when complete. Raises `VideoReadError`, `VideoWriteError`, `ConfigError`.
-    """
-    from p3m.video.writer import VideoWriter
 
+    Strengthening, as `p3m.anonymize` does per face for images: when the audit (`audit=True`)
+    still matches the identity of a face, the clip is obfuscated again on the next rung of
+    `p3m.privacy.obfuscation.strengthening_ladder` (blur twice as strong, ..., mosaic, solid
+    fill) until no face matches or the ladder ends; each pass costs a whole run of the clip.
+    `report.method` / `report.strength` say what the output used, `report.strengthened` the
+    steps taken, and `report.identity_leak` is True when even the last rung left a match
+    (the CLI then exits with code 1). `strengthen=False` keeps one pass.
+    """
     source_path = Path(source).expanduser()
     destination = Path(destination).expanduser()
     if destination.suffix.lower() != ".mp4":
@@ -528,6 +555,88 @@ def anonymize_video(
         reader.close()
         report.warnings.append("output exists; kept (overwrite=False)")
         return report
+    from p3m.privacy.obfuscation import strengthening_ladder
+
+    ladder = strengthening_ladder(method, strength) if strengthen and audit else [(method, strength)]
+    start = time.perf_counter()
+    history: list[str] = []
+    for rung, (step_method, step_strength) in enumerate(ladder):
+        if rung:
+            reader = VideoReader(source_path)  # a reader iterates once: the clip again, stronger
+        report = _anonymize_pass(
+            reader, destination, manifest, step_method, keep_audio=keep_audio, queue_size=queue_size,
+            on_event=on_event, alpha_from=alpha_from, detectors=detectors, landmarks=landmarks,
+            min_confidence=min_confidence, transition_margin=transition_margin, strength=step_strength,
+            max_gap=max_gap, hold=hold, fill_margin=fill_margin, audit=audit, audit_every=audit_every,
+            audit_detectors=audit_detectors, temporal=temporal, workers=workers,
+        )  # fmt: skip
+        report.method, report.strength = step_method, step_strength
+        if not report.audit_identity_matches or rung + 1 == len(ladder):
+            break
+        following = ladder[rung + 1]
+        strengthened = (
+            f"the audit matched the identity of {report.audit_identity_matches} face(s) with "
+            f"{step_method} x{step_strength:g}: the clip was obfuscated again with {following[0]} "
+            f"x{following[1]:g}"
+        )
+        logger.info("%s: %s", source_path, strengthened)
+        history.append(strengthened)
+    report.elapsed = time.perf_counter() - start
+    report.strengthened = history
+    report.warnings[:0] = history
+    if report.frames_with_faces == 0:
+        report.warnings.append("no face found in any frame: check the video by hand")
+    elif report.frames_without_faces:
+        report.warnings.append(
+            f"{report.frames_without_faces} of {report.frames} frames have no face (check them if a person is visible)"
+        )
+    if report.audit_identity_matches:
+        last = ", the strongest obfuscation p3m tries" if strengthen else ""  # the ladder's end
+        report.warnings.append(
+            f"identity leak: the audit matched the identity of {report.audit_identity_matches} face(s) "
+            f"with {report.method} x{report.strength:g}{last}: obfuscation too weak, see the manifest"
+        )
+    if report.audit_uncovered:
+        report.warnings.append(
+            f"the audit found {report.audit_uncovered} face(s) outside every face mask (left visible) in "
+            f"{report.audited_frames} audited frames: see the manifest"
+        )
+    elif report.audit_faces_found:
+        report.warnings.append(
+            f"the audit's detectors still fire {report.audit_faces_found} time(s) in {report.audited_frames} "
+            "audited frames, all on obfuscated faces (MediaPipe short-range also responds to head shape); "
+            + ("none outside the face masks: see the manifest" if not report.audit_identity_matches
+               else "see the identity matches above")
+        )
+    if on_event is not None:
+        on_event(
+            VideoFinished(
+                reader.path,
+                report.frames,
+                report.elapsed,
+                {"video": destination, "manifest": manifest},
+            )
+        )
+    return report
+
+
+def _anonymize_pass(
+    reader: VideoReader,
+    destination: Path,
+    manifest: Path,
+    method: str,
+    *,
+    keep_audio: bool,
+    queue_size: int,
+    on_event: EventCallback | None,
+    **options: Any,
+) -> VideoAnonymizeReport:
+    """One pass of `anonymize_video` over the clip with `method` and `options["strength"]`:
+    the output and its manifest written (atomically), the report's counts filled in."""
+    from p3m.video.writer import VideoWriter
+
+    info = reader.info
+    report = VideoAnonymizeReport(reader.path, destination, manifest, info=info)
     try:
         writer = VideoWriter(
             destination,
@@ -557,20 +666,7 @@ def anonymize_video(
             for item in _anonymized_frames(
                 reader,
                 method,
-                alpha_from=alpha_from,
-                detectors=detectors,
-                landmarks=landmarks,
-                min_confidence=min_confidence,
-                transition_margin=transition_margin,
-                strength=strength,
-                max_gap=max_gap,
-                hold=hold,
-                fill_margin=fill_margin,
-                audit=audit,
-                audit_every=audit_every,
-                audit_detectors=audit_detectors,
-                temporal=temporal,
-                workers=workers,
+                **options,
                 queue_size=queue_size,
                 on_event=on_event,
                 outputs={"video": destination, "manifest": manifest},
@@ -613,35 +709,7 @@ def anonymize_video(
         reader.close()
     report.tracks = len(tracks)
     report.elapsed = time.perf_counter() - start
-    if report.frames_with_faces == 0:
-        report.warnings.append("no face found in any frame: check the video by hand")
-    elif report.frames_without_faces:
-        report.warnings.append(
-            f"{report.frames_without_faces} of {report.frames} frames have no face (check them if a person is visible)"
-        )
-    if report.audit_identity_matches:
-        report.warnings.append(
-            f"the audit matched the identity of {report.audit_identity_matches} face(s): obfuscation too weak, see the manifest"
-        )
-    if report.audit_uncovered:
-        report.warnings.append(
-            f"the audit found {report.audit_uncovered} face(s) outside every face mask (left visible) in "
-            f"{report.audited_frames} audited frames: see the manifest"
-        )
-    elif report.audit_faces_found:
-        report.warnings.append(
-            f"the audit's detectors still fire {report.audit_faces_found} time(s) in {report.audited_frames} "
-            "audited frames, all on obfuscated faces (MediaPipe short-range also responds to head shape); "
-            + ("none outside the face masks: see the manifest" if not report.audit_identity_matches
-               else "see the identity matches above")
-        )
-    if on_event is not None:
-        on_event(
-            VideoFinished(
-                reader.path,
-                report.frames,
-                report.elapsed,
-                {"video": destination, "manifest": manifest},
-            )
-        )
+    report.warnings += reader.warnings
+    if writer.note:
+        report.warnings.append(writer.note)
     return report

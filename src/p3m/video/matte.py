@@ -120,6 +120,9 @@ class VideoMatteReport:
     info: VideoInfo
     temporal: bool
     note: str | None = None
+    warnings: tuple[str, ...] = ()
+    """What the caller should pass on about the input or outputs: a clip that ended before the
+    duration its container declares (`VideoReader.warnings`), an odd size padded for H.264."""
 
     @property
     def frames_per_second(self) -> float:
@@ -513,4 +516,6 @@ def matte_video(
         info=info,
         temporal=bool(temporal),
         note=matter.note,
+        warnings=tuple(reader.warnings)
+        + tuple(writer.note for writer in writers.values() if writer.note),
     )

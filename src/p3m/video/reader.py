@@ -210,6 +210,9 @@ class VideoReader:
         self._sequence: list[Path] | None = None
         self._sequence_pts: list[int] | None = None
         self._first: Any = None
+        self.warnings: list[str] = []
+        """Problems found while reading that did not stop it (a clip that ends early); complete
+        once the frames have been read to the end."""
         if self.path.is_dir():
             self.info = self._open_sequence()
         else:
@@ -334,10 +337,14 @@ class VideoReader:
         av = import_av()
         container, stream = self._container, self._stream
         decoded = 0
+        first_time: float | None = None
+        last_time: float | None = None
         try:
             if self._decoder_name is None:
                 for frame in container.decode(stream):
                     decoded += 1
+                    last_time = frame.time if frame.time is not None else last_time
+                    first_time = last_time if first_time is None else first_time
                     yield frame
             else:
                 context = av.CodecContext.create(self._decoder_name, "r")
@@ -347,6 +354,8 @@ class VideoReader:
                         if frame.pts is None:
                             frame.pts = packet.pts
                         decoded += 1
+                        last_time = frame.time if frame.time is not None else last_time
+                        first_time = last_time if first_time is None else first_time
                         yield frame
         except av.error.FFmpegError as error:
             raise VideoReadError(
@@ -359,6 +368,37 @@ class VideoReader:
                 f"truncated or damaged: decoded {decoded} of the {declared} frames the header lists",
                 self.path,
             )
+        if not declared and first_time is not None and last_time is not None:
+            self._check_duration(decoded, last_time - first_time)
+
+    def _check_duration(self, decoded: int, span: float) -> None:
+        """A container without a frame index (Matroska, WebM, ...) that ends well before the
+        duration it declares for the video track: a warning, not an error (see `warnings`).
+
+        A header that lists the frames (MP4, MOV) makes a shortfall certain damage, an error;
+        here the expected count is only duration x rate, so the frames that decoded are kept
+        and the shortfall is reported. Only the video track's own duration is used (Matroska's
+        per-track DURATION tag, else the container's when there is no audio track, which may
+        run longer than the picture).
+        """
+        stream, container = self._stream, self._container
+        declared = _tag_seconds((stream.metadata or {}).get("DURATION"))
+        if declared is None and stream.duration is not None and stream.time_base:
+            declared = float(stream.duration * stream.time_base)
+        if declared is None and not container.streams.audio and container.duration:
+            declared = container.duration / 1_000_000
+        rate = self.info.frame_rate
+        if not declared or not rate:
+            return
+        step = float(1 / rate)
+        shown = span + step  # the last frame is shown for a frame time
+        if declared - shown > max(2 * step, 0.05 * declared):
+            expected = round(declared * float(rate))
+            self.warnings.append(
+                f"truncated: {decoded} of about {expected} frames decoded (the video stops at "
+                f"{shown:.2f} s of the {declared:.2f} s its container declares)"
+            )
+            logger.info("%s: %s", self.path, self.warnings[-1])
 
     def __iter__(self) -> Iterator[Frame]:
         if self._sequence is not None:
@@ -441,6 +481,15 @@ def _luma_u8(image: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(image).convert("L"))
+
+
+def _tag_seconds(value: Any) -> float | None:
+    """Seconds of a Matroska DURATION tag ("HH:MM:SS.nnnnnnnnn"), or None."""
+    try:
+        hours, minutes, seconds = str(value).split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except (TypeError, ValueError):
+        return None
 
 
 def _chain(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:

@@ -328,12 +328,23 @@ class VideoWriter:
         self._audio: _AudioTrack | None = None
         self._timestamps: Any = None
         self._closed = False
-        # 4:2:0 chroma needs even sizes for H.264: pad with a replicated edge.
+        self.note: str | None = None
+        """A one-line remark on the output that the caller should pass on (an odd size padded)."""
+        # 4:2:0 chroma needs even sizes for H.264 (its cropping is in whole chroma samples, so
+        # an odd size cannot be cropped back either): pad with a replicated edge, and say so.
         self._pad = (0, 0)
         if self.spec.codec == "libx264":
             self._pad = (height % 2, width % 2)
             if any(self._pad):
-                logger.info("%s: %dx%d padded to even size for H.264", self.path, width, height)
+                added = " and ".join(
+                    part for part, extra in (("one row", self._pad[0]), ("one column", self._pad[1])) if extra
+                )
+                self.note = (
+                    f"{self.path.name} is {width + self._pad[1]}x{height + self._pad[0]}, not "
+                    f"{width}x{height}: H.264 in 4:2:0 needs even sizes, so {added} repeating "
+                    f"the edge {'were' if all(self._pad) else 'was'} added"
+                )
+                logger.info("%s: %s", self.path, self.note)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:

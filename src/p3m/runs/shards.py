@@ -17,17 +17,18 @@ relative to its shard) are looked for in the shard folders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from p3m.errors import ConfigError, ImageWriteError
 
-__all__ = ["SHARD_MAP_NAME", "is_shard_name", "plan_shards", "read_shard_map", "shard_name"]
+__all__ = ["SHARD_MAP_NAME", "is_shard_name", "plan_shards", "provisional_shard_map", "read_shard_map", "shard_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,3 +158,26 @@ def _append(path: Path, entries: Mapping[str, str]) -> None:
             os.fsync(handle.fileno())
     except OSError as error:
         raise ImageWriteError(f"cannot write the shard map: {error.strerror or error}", path) from error
+
+
+@contextlib.contextmanager
+def provisional_shard_map(folder: str | os.PathLike[str]) -> Iterator[Callable[[], None]]:
+    """A shard map planned for a run that may never start: yields `started()`, to call once the
+    first item is done. If the block raises before that and `<folder>/shards.jsonl` did not exist
+    before it, the map it wrote is removed: a run that never started (no Ray cluster, a wrong
+    option found by the executor) leaves no record of assignments that nothing was written for.
+    """
+    path = Path(folder) / SHARD_MAP_NAME
+    existed = path.exists()
+    state = {"started": False}
+
+    def started() -> None:
+        state["started"] = True
+
+    try:
+        yield started
+    except BaseException:
+        if not existed and not state["started"]:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise

@@ -235,6 +235,13 @@ def test_no_cluster_at_the_ray_address_is_one_p3m_line_and_leaves_no_plan(monkey
     assert "no Ray cluster at auto" in message and "ray start --head" in message and "--ray-address" in message
     assert "--address`" not in message and "\n" not in message
     assert not (out / "shards.jsonl").exists()
+    # `p3m matte` plans shards the same way: no plan is left either.
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "photos" / "a.png")
+    matte = runner.invoke(app, ["matte", str(tmp_path / "photos"), "-o", str(tmp_path / "mattes"), "--shard-size", "2",
+                                "--engine", "ray", "--ray-address", "auto"])  # fmt: skip
+    assert isinstance(matte.exception, ConfigError) and "no Ray cluster at auto" in str(matte.exception), matte.output
+    assert not (tmp_path / "mattes" / "shards.jsonl").exists()
 
 
 def test_the_ray_engine_without_ray_is_one_line_naming_the_extra(monkeypatch, tmp_path: Path) -> None:

@@ -68,7 +68,6 @@ from p3m.runs import (
     Event,
     Executor,
     Item,
-    ItemFinished,
     ItemRecord,
     Outcome,
     RunOptions,
@@ -625,14 +624,7 @@ def anonymize_samples(
     # lost in a stop) is redone, so the manifest and privacy report cover every image.
     options = options or RunOptions()
     options = dataclasses.replace(options, kept_needs_record=True, overwrite=options.overwrite or not config.resume)
-    with provisional_shard_map(out_dir) as started:
-
-        def forward(event: Event) -> None:
-            if isinstance(event, ItemFinished):
-                started()
-            if on_event is not None:
-                on_event(event)
-
+    with provisional_shard_map(out_dir, on_event) as forward:
         items = plan_anonymize(samples, out_dir, config.layout, shard_size)
         run = run_items(
             items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, forward, executor=executor

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from p3m.errors import ConfigError, ImageWriteError
+from p3m.runs.engine import Event, ItemFinished
 
 __all__ = ["SHARD_MAP_NAME", "is_shard_name", "plan_shards", "provisional_shard_map", "read_shard_map", "shard_name"]
 
@@ -161,23 +162,34 @@ def _append(path: Path, entries: Mapping[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def provisional_shard_map(folder: str | os.PathLike[str]) -> Iterator[Callable[[], None]]:
-    """A shard map planned for a run that may never start: yields `started()`, to call once the
-    first item is done. If the block raises before that and `<folder>/shards.jsonl` did not exist
-    before it, the map it wrote is removed: a run that never started (no Ray cluster, a wrong
-    option found by the executor) leaves no record of assignments that nothing was written for.
+def provisional_shard_map(
+    folder: str | os.PathLike[str],
+    on_event: Callable[[Event], None] | None = None,
+    *,
+    existed: bool | None = None,
+) -> Iterator[Callable[[Event], None]]:
+    """A shard map planned for a run that may never start. Yields the `on_event` to give the run
+    (it passes every event on to `on_event` and notes the first finished item). If the block
+    raises before any item finished and `<folder>/shards.jsonl` did not exist before (`existed`:
+    as found when the map was planned; default: now), the map is removed: a run that never
+    started (no Ray cluster, an option the executor refuses) leaves no record of assignments
+    nothing was written for.
     """
     path = Path(folder) / SHARD_MAP_NAME
-    existed = path.exists()
-    state = {"started": False}
+    existed = path.exists() if existed is None else existed
+    started = False
 
-    def started() -> None:
-        state["started"] = True
+    def forward(event: Event) -> None:
+        nonlocal started
+        if isinstance(event, ItemFinished):
+            started = True
+        if on_event is not None:
+            on_event(event)
 
     try:
-        yield started
+        yield forward
     except BaseException:
-        if not existed and not state["started"]:
+        if not existed and not started:
             with contextlib.suppress(OSError):
                 path.unlink()
         raise

@@ -205,13 +205,43 @@ def test_ray_options_belong_to_the_ray_engine(tmp_path: Path) -> None:
     from p3m.errors import ConfigError
 
     result = runner.invoke(app, ["matte", str(tmp_path), "-o", str(tmp_path / "out"), "--workers", "2"])
-    assert isinstance(result.exception, ConfigError) and "--workers apply to --engine ray" in str(result.exception)
+    assert isinstance(result.exception, ConfigError) and "--workers applies to --engine ray" in str(result.exception)
     nothing = runner.invoke(app, ["matte", "-o", str(tmp_path / "out")])
     assert isinstance(nothing.exception, ConfigError) and "--input-list" in str(nothing.exception)
     anonymize = runner.invoke(
         app, ["anonymize", "--images", str(tmp_path), "--alphas", str(tmp_path), "-o", str(tmp_path / "out"), "--batch-size", "2"]
     )
-    assert isinstance(anonymize.exception, ConfigError) and "--batch-size apply to --engine ray" in str(anonymize.exception)
+    assert isinstance(anonymize.exception, ConfigError) and "--batch-size applies to --engine ray" in str(anonymize.exception)
+
+
+def test_no_cluster_at_the_ray_address_is_one_p3m_line_and_leaves_no_plan(monkeypatch, tmp_path: Path) -> None:
+    """`--ray-address auto` with no cluster printed Ray's own words (its `--address` flag, not
+    p3m's option) and left `<out>/shards.jsonl` of a run that never started."""
+    ray = pytest.importorskip("ray")
+    from p3m.errors import ConfigError
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to "
+                              "by setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    listing, alphas = _anonymize_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["anonymize", "--input-list", str(listing), "--alphas", str(alphas), "-o", str(out),
+                                 "--shard-size", "2", "--engine", "ray", "--ray-address", "auto"])  # fmt: skip
+    assert isinstance(result.exception, ConfigError), result.output
+    message = str(result.exception)
+    assert "no Ray cluster at auto" in message and "ray start --head" in message and "--ray-address" in message
+    assert "--address`" not in message and "\n" not in message
+    assert not (out / "shards.jsonl").exists()
+    # `p3m matte` plans shards the same way: no plan is left either.
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "photos" / "a.png")
+    matte = runner.invoke(app, ["matte", str(tmp_path / "photos"), "-o", str(tmp_path / "mattes"), "--shard-size", "2",
+                                "--engine", "ray", "--ray-address", "auto"])  # fmt: skip
+    assert isinstance(matte.exception, ConfigError) and "no Ray cluster at auto" in str(matte.exception), matte.output
+    assert not (tmp_path / "mattes" / "shards.jsonl").exists()
 
 
 def test_the_ray_engine_without_ray_is_one_line_naming_the_extra(monkeypatch, tmp_path: Path) -> None:

@@ -139,6 +139,14 @@ def test_protocol_table(tmp_path) -> None:
     # Best per protocol: under B:B, P3M-Net (8.70) beats Other (9.00); B:N and N:N have one row.
     assert rows[0][4] == "**8.70**" and rows[3][4] == "9.00"
     assert rows[1][4] == "11.20" and rows[2][4] == "7.90"
+    assert not any("left out" in note for note in table.notes)
+    # A record without a protocol (a `p3m baseline` one) is not dropped silently.
+    baseline = write(tmp_path / "cf.json", {"method": "cf", "set": "P3M-500-P", "means": means(20.0)})
+    with_baseline = protocol_table([*entries, parse_result_spec(str(baseline))], ["sad", "mse"])
+    assert len(with_baseline.rows) == len(table.rows)
+    left_out = [note for note in with_baseline.notes if "left out" in note]
+    assert len(left_out) == 1 and "cf (P3M-500-P)" in left_out[0] and "no training protocol" in left_out[0]
+    assert "left out, no training protocol: cf (P3M-500-P)" in with_baseline.to_markdown()
 
 
 def test_errors_name_the_problem(result_files, tmp_path) -> None:

@@ -218,6 +218,8 @@ def test_module_entry_point_is_the_train_command(capsys):
 
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
+    # Its usage line names no `train` sub-command (there is none under `python -m p3m.training`).
+    assert "python -m p3m.training [OPTIONS]" in text and "p3m.training train" not in text
     train = get_command(app).commands["train"]
     for parameter in train.params:
         assert all(option in text for option in parameter.opts if option.startswith("--")), parameter.name
@@ -259,6 +261,19 @@ def test_evaluate_model_command(smoke_run, small_data, tmp_path):
          "--data-root", str(small_data), "--strategy", "resize", "--out", str(on_np), "--device", "cpu"],
     )
     assert result.exit_code == 0, result.output
+    # The metric names of `p3m eval`, `table` and `baseline` (DISPLAY_NAMES), and their per-image CSV.
+    assert all(name in result.output for name in ("SAD-T", "Grad", "Conn")), result.output
+    assert not any(name in result.output for name in ("SAD_T", "GRAD", "CONN")), result.output
+    import csv
+
+    from p3m.evaluation.folder import CSV_HEADER
+
+    with (on_np / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    per_image = json.loads((on_np / "metrics.json").read_text())["per_image"]
+    assert rows[0] == list(CSV_HEADER) and sorted(row[0] for row in rows[1:]) == sorted(per_image)
+    first = rows[1]
+    assert float(first[CSV_HEADER.index("sad")]) == pytest.approx(per_image[first[0]]["sad"])
     entry = load_result(on_np / "metrics.json")
     assert entry.protocol == "B:N" and entry.set_name == "P3M-500-NP"
     assert entry.method == "p3mnet-r34"
@@ -525,3 +540,49 @@ def test_training_into_an_earlier_run_says_so(small_data, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="p3m.training.trainer"):
         train(load_config(CONFIGS / "smoke.yaml", overrides))
     assert "holds an earlier run" in caplog.text and "--resume" in caplog.text
+
+
+def test_workers_capped_to_the_machine_and_random_backbone_warned(small_data, tmp_path, caplog, monkeypatch):
+    """The README's config asks for 8 data-loading workers: on a 2-CPU machine torch warned twice
+    (its own words, not p3m's) and `backbone_weights: null` trained from random weights silently."""
+    import warnings
+
+    from p3m.training import trainer
+
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert (trainer.cap_workers(8), trainer.cap_workers(2), trainer.cap_workers(0)) == (2, 2, 0)
+    assert trainer.cap_workers(8, processes_here=2) == 1 and trainer.cap_workers(8, processes_here=4) == 1
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda pid: {0})
+    caplog.clear()
+    overrides = _smoke_overrides(small_data, tmp_path / "run", "optim.max_steps=1", "optim.batch_size=2",
+                                 "data.workers=8", "validation.every_epochs=0", "validation.at_end=false")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING", logger="p3m.training.trainer"):
+        warnings.simplefilter("always")
+        trainer.train(load_config(CONFIGS / "smoke.yaml", overrides))
+    assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("data.workers=8 capped to 1" in m for m in messages) == 1, messages
+    random_init = [m for m in messages if "run.backbone_weights is not set" in m]
+    assert len(random_init) == 1, messages
+    assert "r34mp_pretrained_imagenet.pth.tar" in random_init[0] and "--backbone-weights" in random_init[0]
+
+
+def test_plain_progress_every_log_every_steps_with_pace():
+    """Piped (nohup, a CI log), an 85 s/step run printed nothing between its start and end:
+    now a start line (steps, images, device) and one line every `run.log_every` steps."""
+    import io
+
+    from rich.console import Console
+
+    from p3m.cli._ui import training_progress
+    from p3m.training.events import StepFinished, TrainingStarted
+
+    log = io.StringIO()
+    with training_progress(Console(file=log, width=100)) as render:
+        render(TrainingStarted(0, 100, 1000, num_images=9421, device="cpu", log_every=20))
+        for step in range(1, 41):
+            render(StepFinished(step, 100, 1, 0.5, {}, seconds=85.0 * step))
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert "100 steps" in lines[0] and "9421 training images" in lines[0] and "cpu" in lines[0]
+    assert lines[1] == "epoch 1 step 20/100 loss 0.5000 (85 s/step)" and "step 40/100" in lines[2]

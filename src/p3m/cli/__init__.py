@@ -51,6 +51,11 @@ def _root(
         0, "--verbose", "-v", count=True, help="More log output from p3m (-v, -vv); -vvv: from every library too."
     ),
 ) -> None:
+    set_verbosity(verbose)
+
+
+def set_verbosity(verbose: int) -> None:
+    """Log levels for `-v` given `verbose` times: p3m's warnings, then INFO, then DEBUG (3: every library)."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     # Other libraries (matplotlib, numba, PIL, ...) stay at warnings unless asked for with -vvv:
     # their debug output buries p3m's.
@@ -104,13 +109,20 @@ def _register_all() -> None:
 _register_all()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, command: str | None = None, prog_name: str | None = None) -> None:
     """Entry point of the `p3m` script: P3MError becomes one red line and exit code 2.
 
-    `argv` replaces the command line (`sys.argv[1:]`), e.g. for `python -m p3m.training`.
+    `argv` replaces the command line (`sys.argv[1:]`). With `command`, that one sub-command runs
+    on its own under `prog_name` (its usage line then reads `prog_name [OPTIONS] ...`, without
+    the sub-command's name), e.g. `python -m p3m.training`.
     """
     try:
-        app(args=argv)
+        if command is None:
+            app(args=argv, prog_name=prog_name)
+        else:
+            from typer.main import get_command
+
+            get_command(app).commands[command].main(args=argv, prog_name=prog_name)
     except P3MError as error:
         from rich.markup import escape
 

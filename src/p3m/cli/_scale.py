@@ -86,7 +86,7 @@ def make_executor(
     if engine is Engine.local:
         given = [name for name, value in ray_options.items() if value is not None]
         if given:
-            raise ConfigError(f"{', '.join(given)} apply to --engine ray")
+            raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --engine ray")
         return None
     from p3m.scale import RayExecutor, require_ray
 

@@ -162,8 +162,9 @@ def training_progress(console: Console) -> Iterator[Callable[[TrainingEvent], No
 
     On a terminal, a transient bar over the optimiser steps (epoch and loss in its label, time
     left) and, while a validation pass runs, a second bar over its images. Elsewhere (a log
-    file, nohup, CI) one plain line per epoch and per validation. Failed validation images are
-    logged by the trainer.
+    file, nohup, CI) plain lines: one at the start (steps, images, device), one every
+    `run.log_every` steps and at each epoch's end (loss, s/step), one per validation. Failed
+    validation images are logged by the trainer.
     """
     if not console.is_terminal:
         yield _plain_training_lines(console)
@@ -206,28 +207,47 @@ def training_progress(console: Console) -> Iterator[Callable[[TrainingEvent], No
 
 
 def _plain_training_lines(console: Console) -> Callable[[TrainingEvent], None]:
-    """Training progress for a log: `epoch E step S/T loss L` at the end of each epoch, and the
-    means of each validation."""
+    """Training progress for a log: what runs (steps, images, device) at the start, then
+    `epoch E step S/T loss L (X s/step)` every `log_every` steps and at the end of each epoch,
+    and the means of each validation."""
     from p3m.training.events import StepFinished, TrainingStarted, ValidationFinished
 
-    per_epoch = {"steps": 0}
+    state = {"steps_per_epoch": 0, "log_every": 0, "step": 0, "seconds": 0.0}
+
+    def line(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True)
 
     def on_event(event: TrainingEvent) -> None:
         if isinstance(event, TrainingStarted):
-            per_epoch["steps"] = event.steps_per_epoch
-        elif isinstance(event, StepFinished):
-            steps = per_epoch["steps"]
-            if event.step == event.total_steps or (steps and event.step % steps == 0):
-                console.print(
-                    f"epoch {event.epoch} step {event.step}/{event.total_steps} loss {event.loss:.4f}",
-                    highlight=False, soft_wrap=True,
-                )
-        elif isinstance(event, ValidationFinished):
-            means = "  ".join(f"{key.upper()} {value:.4g}" for key, value in event.means.items())
-            console.print(
-                f"validation on {event.set_name} at step {event.step} ({event.num_images} images): {means}",
-                highlight=False, soft_wrap=True,
+            state.update(steps_per_epoch=event.steps_per_epoch, log_every=event.log_every, step=event.step, seconds=0.0)
+            epochs = -(-event.total_steps // event.steps_per_epoch) if event.steps_per_epoch else 0
+            where = f" on {event.device}" if event.device else ""
+            if event.world_size > 1:
+                where += f" x {event.world_size} processes"
+            images = f", {event.num_images} training images" if event.num_images else ""
+            begin = f"resuming at step {event.step}: " if event.step else ""
+            line(
+                f"training: {begin}{event.total_steps} steps ({epochs} epoch{'' if epochs == 1 else 's'} "
+                f"of {event.steps_per_epoch}){images}{where}"
             )
+        elif isinstance(event, StepFinished):
+            per_epoch, every = state["steps_per_epoch"], state["log_every"]
+            if not (
+                event.step == event.total_steps
+                or (per_epoch and event.step % per_epoch == 0)
+                or (every and event.step % every == 0)
+            ):
+                return
+            pace = ""
+            if event.seconds is not None and event.step > state["step"]:
+                pace = f" ({(event.seconds - state['seconds']) / (event.step - state['step']):.3g} s/step)"
+                state.update(step=event.step, seconds=event.seconds)
+            line(f"epoch {event.epoch} step {event.step}/{event.total_steps} loss {event.loss:.4f}{pace}")
+        elif isinstance(event, ValidationFinished):
+            from p3m.evaluation.metrics import DISPLAY_NAMES
+
+            means = "  ".join(f"{DISPLAY_NAMES.get(key, key)} {value:.4g}" for key, value in event.means.items())
+            line(f"validation on {event.set_name} at step {event.step} ({event.num_images} images): {means}")
 
     return on_event
 

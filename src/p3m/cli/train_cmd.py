@@ -131,6 +131,8 @@ def _train_on_this_rank(train_config: TrainConfig, resume: Path | None) -> None:
         teardown_distributed()
     if not main:
         return
+    from p3m.evaluation.metrics import DISPLAY_NAMES
+
     console = Console(emoji=False)
     console.print(
         f"trained {train_config.model} for {result.step} step{'' if result.step == 1 else 's'}; model: {result.out_dir / 'model.pth'}",
@@ -138,7 +140,7 @@ def _train_on_this_rank(train_config: TrainConfig, resume: Path | None) -> None:
     )
     for name, means in result.validation.items():
         console.print(
-            f"{name}: " + "  ".join(f"{key.upper()} {value:.4f}" for key, value in means.items()),
+            f"{name}: " + "  ".join(f"{DISPLAY_NAMES.get(key, key)} {value:.4f}" for key, value in means.items()),
             highlight=False,
         )
 
@@ -198,6 +200,7 @@ def evaluate_model_command(
     from p3m.cli._ui import exit_if_failed, run_progress
     from p3m.data.layout import find_samples
     from p3m.errors import CheckpointError
+    from p3m.evaluation.metrics import DISPLAY_NAMES
     from p3m.evaluation.model import evaluate_on_set
     from p3m.models import create_model
     from p3m.models.checkpoints import identify_variant, read_state_dict
@@ -224,9 +227,10 @@ def evaluate_model_command(
     table.add_column("metric")
     table.add_column("mean", justify="right")
     for key, value in evaluation.summary.means.items():
-        table.add_row(key.upper(), f"{value:.4f}")
+        table.add_row(DISPLAY_NAMES.get(key, key), f"{value:.4f}")
     Console(emoji=False).print(table)
     if out is not None:
+        evaluation.write_csv(out / "metrics.csv")
         # Known training images let `p3m table` place the result in the B:B / B:N / N:N table.
         trained_on = training_protocol(checkpoint)
         evaluation.record(
@@ -242,13 +246,14 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
 
     -v / -vv anywhere in ARGS set the log level as `p3m -v` does. Returns the exit code.
     """
-    from p3m.cli import main
+    from p3m.cli import main, set_verbosity
 
     args = list(sys.argv[1:] if argv is None else argv)
     verbosity = [arg for arg in args if arg in ("-v", "-vv", "--verbose")]
     rest = [arg for arg in args if arg not in verbosity]
+    set_verbosity(sum(2 if arg == "-vv" else 1 for arg in verbosity))
     try:
-        main([*verbosity, "train", *rest])
+        main(rest, command="train", prog_name="python -m p3m.training")
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
     return 0

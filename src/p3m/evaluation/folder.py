@@ -25,7 +25,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -269,20 +269,30 @@ def _csv_number(value: float | None) -> str:
 
 def csv_text(evaluation: FolderEvaluation) -> str:
     """Per-image CSV: header `name,sad,...,conn`; trimap columns empty without a trimap."""
+    return rows_csv_text(evaluation.rows)
+
+
+def rows_csv_text(rows: Iterable[tuple[str, Mapping[str, float]]]) -> str:
+    """The per-image CSV of `(name, metrics)` rows (`csv_text`), in the order given."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
-    for name, values in evaluation.rows:
+    for name, values in rows:
         writer.writerow([name, *(_csv_number(values.get(key)) for key in METRIC_KEYS)])
     return buffer.getvalue()
 
 
 def write_csv(path: str | os.PathLike[str], evaluation: FolderEvaluation) -> None:
     """Write the per-image CSV atomically."""
+    write_rows_csv(path, evaluation.rows)
+
+
+def write_rows_csv(path: str | os.PathLike[str], rows: Iterable[tuple[str, Mapping[str, float]]]) -> None:
+    """Write the per-image CSV of `(name, metrics)` rows atomically (ImageWriteError on failure)."""
     with atomic_open(
         path, "w", encoding="utf-8", newline="", error_class=ImageWriteError
     ) as handle:
-        handle.write(csv_text(evaluation))
+        handle.write(rows_csv_text(rows))
 
 
 def write_json(path: str | os.PathLike[str], evaluation: FolderEvaluation) -> None:
@@ -302,6 +312,8 @@ __all__ = [
     "evaluate_folder",
     "evaluate_image",
     "match_files",
+    "rows_csv_text",
     "write_csv",
+    "write_rows_csv",
     "write_json",
 ]

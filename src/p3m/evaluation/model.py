@@ -53,6 +53,13 @@ class SetEvaluation:
     def means(self) -> dict[str, float]:
         return dict(self.summary.means)
 
+    def write_csv(self, path: str | PathLike[str]) -> None:
+        """The per-image `metrics.csv` of `p3m eval` / `p3m baseline` (`p3m.evaluation.folder`
+        columns), one row per evaluated image in input order; written atomically."""
+        from p3m.evaluation.folder import write_rows_csv
+
+        write_rows_csv(path, zip(self.names, self.rows, strict=True))
+
     def record(self, **fields: Any) -> MetricsRecord:
         """The metrics.json record (per-image metrics included); `fields` name the model, set, ..."""
         values: dict[str, Any] = {

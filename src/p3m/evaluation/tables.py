@@ -387,9 +387,10 @@ def protocol_table(
     """The training-protocol table: one row per method and protocol (B:B, B:N, N:N).
 
     Columns: method, protocol, training images, test set, then the metrics. Only entries tagged
-    with a protocol are used; the best value per column is marked among the rows of the same
-    protocol (the best method under that protocol). A tagged entry evaluated on a set other
-    than the protocol's test set raises DatasetError.
+    with a protocol are used (the others are named in a note: a record without training images,
+    such as a `p3m baseline` one, fits no row); the best value per column is marked among the
+    rows of the same protocol (the best method under that protocol). A tagged entry evaluated on
+    a set other than the protocol's test set raises DatasetError.
     """
     metrics = _check_metrics(metrics)
     tagged = [entry for entry in entries if entry.protocol is not None]
@@ -422,6 +423,15 @@ def protocol_table(
         for index in range(4, len(columns)):
             _mark_best((row[index], columns[index].key) for row in same)
     notes = [_scale_note().replace("best in bold", "best per protocol in bold")]
+    untagged = [entry for entry in entries if entry.protocol is None]
+    if untagged:
+        names = ", ".join(
+            f"{entry.method} ({entry.set_name})" if entry.set_name else entry.method for entry in untagged
+        )
+        notes.append(
+            f"left out, no training protocol: {names}; a protocol row needs the training images "
+            "(name a result as METHOD@B:B=FILE, or @B:N, @N:N)"
+        )
     notes += [
         f"{entry.method} ({protocol}): {'; '.join(entry.notes)}"
         for (_, protocol), entry in by_key.items()

@@ -37,7 +37,7 @@ import numpy as np
 from p3m.errors import ConfigError, ImageReadError
 from p3m.io import IMAGE_SUFFIXES, is_image_file, read_path_list
 from p3m.runs import Event, Executor, Item, Outcome, RunOptions, RunReport, read_journal, run_items
-from p3m.runs.shards import plan_shards
+from p3m.runs.shards import SHARD_MAP_NAME, plan_shards, provisional_shard_map
 from p3m.vocabulary import OutputKind, values
 
 __all__ = [
@@ -325,6 +325,8 @@ class MattePlan:
     keys: list[str] = field(default_factory=list)
     passed_over: list[Path] = field(default_factory=list)
     left_out: list[Path] = field(default_factory=list)
+    new_shard_map: bool = False
+    """The plan wrote `<out_dir>/shards.jsonl` afresh (removed if the run never starts)."""
 
     @property
     def pending(self) -> list[MatteJob]:
@@ -379,6 +381,7 @@ def plan_matte(
         listed = [path for listing in input_lists for path in read_path_list(listing)]
         collected += [entry for entry in collect_listed(listed) if os.path.abspath(entry[0]) not in taken]
     keys = [relative.as_posix() for _, relative in collected]
+    new_shard_map = False
     if shard_size:
         relatives = {key: relative for key, (_, relative) in zip(keys, collected, strict=True)}
 
@@ -386,10 +389,14 @@ def plan_matte(
             relative = relatives[key]
             return [relative.parent / f"{relative.stem}_{kind}.png" for kind in kinds]
 
+        new_shard_map = not (Path(out_dir) / SHARD_MAP_NAME).exists()
         shards = plan_shards(Path(out_dir), keys, shard_size, outputs)
         collected = [(source, Path(shards[key]) / relative) for key, (source, relative) in zip(keys, collected, strict=True)]
     jobs = plan_outputs(collected, Path(out_dir))
-    return MattePlan(jobs, tuple(kinds), Path(out_dir), overwrite, missing, keys, passed_over, left_out)
+    return MattePlan(
+        jobs, tuple(kinds), Path(out_dir), overwrite, missing, keys, passed_over, left_out,
+        new_shard_map=new_shard_map,
+    )
 
 
 class MatteTask:
@@ -552,4 +559,5 @@ def run_matte(
     else:
         task = MatteTask(matter, kinds, background, plan.overwrite)
         check_kept_outputs(plan, task.settings)
-    return run_items(plan.items(), task, plan.out_dir / MANIFEST_NAME, options, on_event, executor=executor)
+    with provisional_shard_map(plan.out_dir, on_event, existed=not plan.new_shard_map) as forward:
+        return run_items(plan.items(), task, plan.out_dir / MANIFEST_NAME, options, forward, executor=executor)

@@ -75,7 +75,7 @@ from p3m.runs import (
     run_items,
 )
 from p3m.runs.journal import JOURNAL_NAME
-from p3m.runs.shards import plan_shards
+from p3m.runs.shards import plan_shards, provisional_shard_map
 from p3m.vocabulary import AnonymizeLayout, OutputKind, values
 
 __all__ = [
@@ -620,14 +620,15 @@ def anonymize_samples(
     """
     check_config(config)
     out_dir = output_folder(out_dir)
-    items = plan_anonymize(samples, out_dir, config.layout, shard_size)
     # Kept images keep their journalled manifest entries: one without (outputs written, record
     # lost in a stop) is redone, so the manifest and privacy report cover every image.
     options = options or RunOptions()
     options = dataclasses.replace(options, kept_needs_record=True, overwrite=options.overwrite or not config.resume)
-    run = run_items(
-        items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, on_event, executor=executor
-    )
+    with provisional_shard_map(out_dir, on_event) as forward:
+        items = plan_anonymize(samples, out_dir, config.layout, shard_size)
+        run = run_items(
+            items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, forward, executor=executor
+        )
     report = FolderReport(out_dir, [manifest_record(record) for record in run.records], run)
     write_manifest(report, config)
     from p3m.privacy.review import write_contact_sheet

@@ -17,17 +17,19 @@ relative to its shard) are looked for in the shard folders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 
 from p3m.errors import ConfigError, ImageWriteError
+from p3m.runs.engine import Event, ItemFinished
 
-__all__ = ["SHARD_MAP_NAME", "is_shard_name", "plan_shards", "read_shard_map", "shard_name"]
+__all__ = ["SHARD_MAP_NAME", "is_shard_name", "plan_shards", "provisional_shard_map", "read_shard_map", "shard_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,3 +159,37 @@ def _append(path: Path, entries: Mapping[str, str]) -> None:
             os.fsync(handle.fileno())
     except OSError as error:
         raise ImageWriteError(f"cannot write the shard map: {error.strerror or error}", path) from error
+
+
+@contextlib.contextmanager
+def provisional_shard_map(
+    folder: str | os.PathLike[str],
+    on_event: Callable[[Event], None] | None = None,
+    *,
+    existed: bool | None = None,
+) -> Iterator[Callable[[Event], None]]:
+    """A shard map planned for a run that may never start. Yields the `on_event` to give the run
+    (it passes every event on to `on_event` and notes the first finished item). If the block
+    raises before any item finished and `<folder>/shards.jsonl` did not exist before (`existed`:
+    as found when the map was planned; default: now), the map is removed: a run that never
+    started (no Ray cluster, an option the executor refuses) leaves no record of assignments
+    nothing was written for.
+    """
+    path = Path(folder) / SHARD_MAP_NAME
+    existed = path.exists() if existed is None else existed
+    started = False
+
+    def forward(event: Event) -> None:
+        nonlocal started
+        if isinstance(event, ItemFinished):
+            started = True
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        yield forward
+    except BaseException:
+        if not existed and not started:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise

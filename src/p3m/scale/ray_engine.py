@@ -151,7 +151,12 @@ def ray_session(address: str | None, num_cpus: float) -> Iterator[Any]:
         try:
             with _ctrl_c_after_start(ray):
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as error:
+        except ConnectionError as error:  # Ray's own words name its `--address` flag, not ours
+            raise ConfigError(
+                f"no Ray cluster at {address}: start one with `ray start --head`, "
+                "or leave out --ray-address for a local Ray"
+            ) from error
+        except (RuntimeError, ValueError) as error:
             raise ConfigError(f"cannot join the Ray cluster at {address}: {error}") from error
     try:
         yield ray

@@ -26,22 +26,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainingStarted:
-    """Training starts (or resumes) at `step` of `total_steps`."""
+    """Training starts (or resumes) at `step` of `total_steps`, on `num_images` training images
+    (`world_size` processes, this one on `device`); the trainer logs every `log_every` steps."""
 
     step: int
     total_steps: int
     steps_per_epoch: int
+    num_images: int = 0
+    device: str = ""
+    log_every: int = 0
+    world_size: int = 1
 
 
 @dataclass(frozen=True)
 class StepFinished:
-    """An optimiser step is done: `epoch` counts from 1; `values` are the loss parts."""
+    """An optimiser step is done: `epoch` counts from 1; `values` are the loss parts; `seconds`
+    since this run's (or resume's) first step began (None when not measured)."""
 
     step: int
     total_steps: int
     epoch: int
     loss: float
     values: Mapping[str, float | None]
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

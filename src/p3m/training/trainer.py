@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -53,7 +54,7 @@ from p3m.training.state import (
     seed_worker,
 )
 
-__all__ = ["TrainResult", "Trainer", "load_backbone_weights", "train"]
+__all__ = ["TrainResult", "Trainer", "available_cpus", "cap_workers", "load_backbone_weights", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,53 @@ def load_backbone_weights(model: nn.Module, path: str | PathLike[str]) -> int:
     backbone.load_state_dict(usable, strict=False)
     logger.info("loaded %d of %d backbone tensors from %s", len(usable), len(target), path)
     return len(usable)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else `os.cpu_count()`)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cap_workers(requested: int, processes_here: int = 1) -> int:
+    """Data-loader workers per rank: `requested`, at most this machine's CPUs shared by the
+    `processes_here` ranks running on it (at least 1 unless 0 = loading in the main process).
+
+    More workers than CPUs only contend (torch warns about it at every epoch); the cap is logged.
+    """
+    if requested <= 0:
+        return 0
+    cpus = available_cpus()
+    share = max(1, cpus // max(1, processes_here))
+    if requested <= share:
+        return requested
+    per_rank = f" shared by {processes_here} processes" if processes_here > 1 else ""
+    logger.warning(
+        "data.workers=%d capped to %d data-loading process%s per rank: this machine has %d CPU%s%s",
+        requested, share, "" if share == 1 else "es", cpus, "" if cpus == 1 else "s", per_rank,
+    )
+    return share
+
+
+def _random_backbone_warning(model_name: str) -> str:
+    """What to say when a training starts without ImageNet backbone weights (what the paper uses)."""
+    from p3m.models.registry import get_spec
+
+    text = (
+        f"run.backbone_weights is not set: the {model_name} backbone starts from random initialisation, "
+        "not from the ImageNet weights the paper trains from"
+    )
+    weights = get_spec(model_name).backbone_weights
+    if weights:
+        spec = weights[0]
+        text += f"; get {spec.file_name} from {spec.url or spec.source_page}"
+        if spec.url:
+            text += f" (see {spec.source_page})"
+    else:
+        text += "; give an ImageNet checkpoint of its backbone"
+    return text + " and pass --backbone-weights FILE (or --set run.backbone_weights=FILE)"
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -191,8 +239,8 @@ class Trainer:
             load_checkpoint(model, self.config.run.init_weights)
         elif self.config.run.backbone_weights:
             load_backbone_weights(model, self.config.run.backbone_weights)
-        else:
-            logger.info("no backbone_weights given: the backbone starts from random initialisation")
+        elif self.resume_path is None and self.dist.is_main:
+            logger.warning(_random_backbone_warning(self.config.model))
         return model.to(self.dist.device).train()
 
     def _build_loader(self, train_samples: list[Any]) -> None:
@@ -238,13 +286,19 @@ class Trainer:
             self.dataset,
             batch_size=self.batch_per_rank,
             sampler=self.sampler,
-            num_workers=data.workers,
+            num_workers=cap_workers(data.workers, self._processes_here()),
             drop_last=True,
             pin_memory=self.dist.device.type == "cuda",
             worker_init_fn=seed_worker,
             generator=self.loader_generator,
             persistent_workers=False,
         )
+
+    def _processes_here(self) -> int:
+        """Ranks on this machine (torchrun's LOCAL_WORLD_SIZE; the world size without it)."""
+        if not self.dist.enabled:
+            return 1
+        return int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size))
 
     def _build_optimizer(self) -> None:
         optim = self.config.optim
@@ -457,7 +511,10 @@ class Trainer:
         validation: dict[str, dict[str, float]] = {}
         if self.validation_samples and config.validation.at_start and step == 0:
             validation = self.validate(0, 0)
-        self._emit(TrainingStarted(step, total, self.steps_per_epoch))
+        self._emit(TrainingStarted(
+            step, total, self.steps_per_epoch, num_images=len(self.dataset), device=str(self.dist.device),
+            log_every=config.run.log_every, world_size=self.dist.world_size,
+        ))
         try:
             step, stopping, during = self._epochs(step, total, losses)
             validation = during or validation
@@ -507,7 +564,8 @@ class Trainer:
                 values = self._train_step(batch, step)
                 step += 1
                 losses.append(float(values["loss"] or 0.0))
-                self._emit(StepFinished(step, total, epoch + 1, losses[-1], values))
+                self._emit(StepFinished(step, total, epoch + 1, losses[-1], values,
+                                        seconds=time.monotonic() - self._started))
                 if step % config.run.log_every == 0 or step == total or step == 1:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.log.write({"event": "train", "step": step, "epoch": epoch + 1, "lr": lr,

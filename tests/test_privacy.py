@@ -288,3 +288,27 @@ def test_documented_mesh_indices_follow_mediapipe_face_oval_and_brows():
     )
     assert set(MESH_BROW_LEFT_UPPER) <= vertices(connections.FACEMESH_LEFT_EYEBROW)
     assert set(MESH_BROW_RIGHT_UPPER) <= vertices(connections.FACEMESH_RIGHT_EYEBROW)
+
+
+def test_a_doubtful_detection_is_no_identity_match_in_the_audit():
+    """The README's astronaut portrait: a 6 x 8 px CenterFace hit (score 0.16, no landmarks) on
+    the mission patch was audited for identity and reported as a leak ("1 identity match(es)").
+    A doubtful detection is masked and listed for annotation, but its distance is not measured;
+    a real face is still checked (and matches on the untouched image)."""
+    import dataclasses
+
+    from p3m.detection.faces import Face
+    from p3m.privacy.audit import _identity_available
+    from p3m.privacy.pipeline import doubtful_detection
+
+    assert _identity_available()  # dlib-bin and face_recognition_models are dependencies
+    image = _astronaut()
+    real = anonymize(image, method="blur").faces[0]
+    patch = Face(box=(330.0, 330.0, 336.0, 338.0), score=0.16, detectors=("centerface",))
+    assert doubtful_detection(patch) and not doubtful_detection(real)
+    audit = audit_image(image, ["mediapipe-full"], original=image, faces=[dataclasses.replace(real), patch])
+    assert audit.identity_distances is not None and audit.identity_distances[1] is None
+    assert audit.identity_matches == 1  # the untouched real face: the audit still sees a leak
+    assert audit.to_dict()["identity_distances"][1] is None
+    alone = audit_image(image, ["mediapipe-full"], original=image, faces=[patch])
+    assert alone.identity_matches == 0 and alone.identity_distances == [None]

@@ -65,7 +65,10 @@ class AuditResult:
     faces_found: int
     by_detector: dict[str, int]
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
-    identity_distances: list[float] | None = None  # one per original face; None = not checked
+    identity_distances: list[float | None] | None = None
+    """One per original face (None: not checked at all). A face's own entry is None when it was
+    not checked: a doubtful detection (`p3m.privacy.pipeline.doubtful_detection`: a low score and
+    no landmarks), which is masked and listed for annotation but is no evidence of an identity."""
     uncovered: list[tuple[float, float, float, float]] = field(default_factory=list)
     unconfirmed: list[tuple[float, float, float, float]] = field(default_factory=list)
     """Weak detections outside every face mask that a second look did not confirm (see
@@ -102,7 +105,7 @@ class AuditResult:
     @property
     def identity_matches(self) -> int:
         """Original faces whose identity still matches (descriptor distance < IDENTITY_THRESHOLD)."""
-        return sum(d < IDENTITY_THRESHOLD for d in self.identity_distances or ())
+        return sum(d is not None and d < IDENTITY_THRESHOLD for d in self.identity_distances or ())
 
     @property
     def passed(self) -> bool:
@@ -115,7 +118,7 @@ class AuditResult:
             "boxes": [[round(v, 1) for v in box] for box in self.boxes],
             "identity_distances": None
             if self.identity_distances is None
-            else [round(d, 3) for d in self.identity_distances],
+            else [None if d is None else round(d, 3) for d in self.identity_distances],
             "identity_matches": self.identity_matches,
             "uncovered": [[round(v, 1) for v in box] for box in self.uncovered],
             "unconfirmed": [[round(v, 1) for v in box] for box in self.unconfirmed],
@@ -201,9 +204,15 @@ def audit_image(
         by_detector[name] = len(hits)
         found += hits
     merged = merge_faces(found)
-    distances = None
+    distances: list[float | None] | None = None
     if original is not None and faces and _identity_available():
-        distances = identity_distances(original, anonymised, faces)
+        from p3m.privacy.pipeline import doubtful_detection
+
+        # A doubtful detection (a 6 x 8 px "face" on a mission patch) is no evidence of an
+        # identity: its distance would be a false leak (the video audit leaves it out too).
+        checked = [face for face in faces if not doubtful_detection(face)]
+        measured = iter(identity_distances(original, anonymised, checked) if checked else ())
+        distances = [None if doubtful_detection(face) else next(measured) for face in faces]
     uncovered, unconfirmed = [], []
     if facemask is not None:
         covered = np.asarray(facemask) > 0

@@ -310,7 +310,7 @@ DOUBTFUL_SCORE = 0.5
 def doubtful_detection(face: Face) -> bool:
     """A detection with little evidence of being a face: a score under `DOUBTFUL_SCORE` and no
     landmarks found. Not strengthened here (no black blob on a spoon: a person decides), and
-    left out of the video audit's identity check."""
+    left out of the audit's identity check (images and videos)."""
     return face.score < DOUBTFUL_SCORE and face.landmarks is None
 
 

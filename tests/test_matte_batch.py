@@ -248,3 +248,18 @@ def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
         check_kept_outputs(plan, matte_settings(matter))
     with pytest.raises(ConfigError, match="other settings"):
         run_matte(plan, matter)
+
+
+def test_written_outputs_are_named_from_the_output_folder(tmp_path):
+    """With a tree (or shards) the run's lines and manifest said `portrait_alpha.png` for a file
+    written to `sub/portrait_alpha.png`."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    _photo().save(tree / "sub" / "portrait.jpg", quality=95)
+    _photo().save(tree / "top.jpg", quality=95)
+    out = tmp_path / "out"
+    _matte(str(tree), "-r", "-o", str(out), "-m", "selfie-cf")
+    records = read_journal(out / "manifest.jsonl")
+    assert records["sub/portrait.jpg"].details["written"] == ["sub/portrait_alpha.png", "sub/portrait_rgba.png"]
+    assert records["top.jpg"].details["written"] == ["top_alpha.png", "top_rgba.png"]
+    assert (out / "sub" / "portrait_alpha.png").is_file()

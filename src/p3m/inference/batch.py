@@ -237,10 +237,12 @@ def collect_listed(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, 
 
 @dataclass(frozen=True)
 class MatteJob:
-    """One input image and the output file of each kind."""
+    """One input image and the output file of each kind; `folder` is the outputs' folder
+    relative to the run's output folder ("" at its top; e.g. "00000/photos" with shards)."""
 
     source: Path
     outputs: dict[str, Path]
+    folder: str = ""
 
     def missing(self, kinds: Sequence[str]) -> tuple[str, ...]:
         return tuple(kind for kind in kinds if not self.outputs[kind].exists())
@@ -260,7 +262,8 @@ def plan_outputs(inputs: Sequence[tuple[Path, Path]], out_dir: Path) -> list[Mat
     for source, relative in inputs:
         base = out_dir / relative.parent / relative.stem
         outputs = {kind: base.with_name(f"{base.name}_{kind}.png") for kind in OUTPUT_KINDS}
-        jobs.append(MatteJob(source, outputs))
+        folder = relative.parent.as_posix()
+        jobs.append(MatteJob(source, outputs, "" if folder == "." else folder))
     return jobs
 
 
@@ -439,9 +442,10 @@ class MatteTask:
     def write(self, item: Item, result: tuple[Any, tuple[str, ...]]) -> Outcome:
         matted, wanted = result
         written = write_outputs(item.payload, matted, wanted, self.background)
-        details: dict[str, Any] = {
-            "written": [path.name for path in written], "model": matted.model, "settings": self.settings,
-        }  # fmt: skip
+        job: MatteJob = item.payload
+        # Named from the output folder: with shards or a tree, "00000/photos/a_alpha.png".
+        names = [f"{job.folder}/{path.name}" if job.folder else path.name for path in written]
+        details: dict[str, Any] = {"written": names, "model": matted.model, "settings": self.settings}
         if matted.resized is not None:
             details["resized"] = matted.resized.describe()
         if matted.image_note:

@@ -129,7 +129,7 @@ def test_c10_same_folder_twice_never_mattes_its_own_outputs(c10):
     # Without the journal the names still tell: p3m's outputs are passed over, and said so.
     (photos / "manifest.jsonl").unlink()
     third = _matte(str(photos), "-o", str(photos), "--overwrite")
-    assert "passed over 2 file(s) named like p3m's outputs" in third
+    assert "passed over 2 file(s) that look like p3m's outputs" in third
     assert _tree(photos) == ["manifest.jsonl", "portrait.jpg", "portrait_alpha.png", "portrait_rgba.png"]
     # A glob is expanded the same way, and so are the names a shell expands `photos/*` into.
     _matte(str(photos / "*.png"), str(photos / "*.jpg"), "-o", str(photos))
@@ -214,3 +214,30 @@ def test_a_folder_run_says_what_it_leaves_out(tmp_path):
     deep = plan_matte([str(folder)], tmp_path / "out", ("alpha",), recursive=True)
     assert sorted(job.source.name for job in deep.jobs) == ["a.png", "anim.gif", "b.png"]
     assert [path.name for path in deep.left_out] == ["notes.txt"]
+
+
+def test_png_sequence_outputs_are_never_inputs(tmp_path):
+    """A second `p3m matte D -r -o D` must not matte the frames of the PNG sequences the first
+    one wrote (`D/clip_alpha/000000.png`), nor name their timestamps.txt as left out."""
+    from fractions import Fraction
+
+    from p3m.io import OUTPUT_FOLDER_MARKER
+    from p3m.video.writer import VideoWriter
+
+    folder = tmp_path / "D"
+    folder.mkdir()
+    _photo().save(folder / "portrait.png")
+    frame = np.zeros((8, 8, 4), np.uint8)
+    with VideoWriter(folder / "clip_alpha", "png-sequence", "rgba", width=8, height=8, time_base=Fraction(1, 25)) as writer:
+        for pts in range(2):
+            writer.write(frame, pts)
+    assert (folder / "clip_alpha" / OUTPUT_FOLDER_MARKER).is_file()  # the writer marks its folder
+    plan = plan_matte([str(folder)], folder, recursive=True)
+    assert [job.source.name for job in plan.jobs] == ["portrait.png"]
+    assert plan.passed_over == [] and plan.left_out == []  # certainly p3m's: quietly
+    # A sequence written before the marker (a v2 timestamps.txt beside PNGs) is passed over, said.
+    (folder / "clip_alpha" / OUTPUT_FOLDER_MARKER).unlink()
+    plan = plan_matte([str(folder)], folder, recursive=True)
+    assert [job.source.name for job in plan.jobs] == ["portrait.png"]
+    assert sorted(path.name for path in plan.passed_over) == ["000000.png", "000001.png"]
+    assert plan.left_out == []

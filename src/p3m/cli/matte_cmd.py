@@ -276,7 +276,7 @@ def _matte_files(
         shown = ", ".join(path.name for path in plan.passed_over[:3])
         more = f", ... ({len(plan.passed_over)} in all)" if len(plan.passed_over) > 3 else ""
         err.print(
-            f"note: passed over {len(plan.passed_over)} file(s) named like p3m's outputs, which are "
+            f"note: passed over {len(plan.passed_over)} file(s) that look like p3m's outputs, which are "
             f"never inputs ({shown}{more}); name a file to matte it anyway",
             highlight=False, soft_wrap=True,
         )

@@ -85,6 +85,14 @@ OUTPUT_SUFFIXES: tuple[str, ...] = tuple(f"_{kind}.png" for kind in OUTPUT_KINDS
 """The endings of the files `p3m matte` writes (`<stem>_alpha.png`, `<stem>_rgba.png`, ...)."""
 
 
+RUN_FILES: frozenset[str] = frozenset({
+    MANIFEST_NAME, "manifest.json", "manifest.csv", "shards.jsonl", "needs_annotation.txt",
+    "privacy_report.json", "privacy_report.html",
+})
+"""Names of the files p3m runs write beside their outputs (journals, manifests, reports): never
+inputs, and not mentioned as left out."""
+
+
 def looks_like_output(path: Path) -> bool:
     """True for a name `p3m matte` writes: `<stem>_<kind>.png` for an output kind (any case)."""
     return path.name.lower().endswith(OUTPUT_SUFFIXES)
@@ -103,6 +111,20 @@ class OwnOutputs:
 
     def __init__(self) -> None:
         self._listed: dict[Path, frozenset[Path]] = {}
+        self._folders: dict[Path, str | None] = {}
+
+    def output_folder(self, path: Path) -> tuple[Path, str] | None:
+        """The p3m output folder `path` lies in (a PNG sequence p3m wrote), with how it is known
+        (`p3m.io.output_folder_kind`: "marked" or "sequence"), or None. Folders are looked at
+        once each."""
+        from p3m.io import output_folder_kind
+
+        for folder in path.resolve().parents:
+            if folder not in self._folders:
+                self._folders[folder] = output_folder_kind(folder)
+            if self._folders[folder] is not None:
+                return folder, self._folders[folder]  # type: ignore[return-value]
+        return None
 
     def _journal_outputs(self, folder: Path) -> frozenset[Path]:
         if folder not in self._listed:
@@ -162,11 +184,14 @@ def collect_inputs(
 
     p3m never takes its own outputs as inputs: a file a run journal lists (see `OwnOutputs`) is
     left out wherever it comes from (also when a shell expanded `photos/*` into names), quietly:
-    it is certainly p3m's (so is the journal itself, `manifest.jsonl`). A folder or pattern also passes over the files named like outputs
-    (`looks_like_output`: `<stem>_alpha.png`, ...), so that deleting a journal does not make a
-    second run matte the first one's outputs; those are appended to `passed_over` (when given),
-    for the caller to mention, since a user's own file may be named so. Name such a file
-    explicitly to matte it.
+    it is certainly p3m's (so is the journal itself, `manifest.jsonl`), and so is every file in a
+    folder marked as a p3m output (`p3m.io.OUTPUT_FOLDER_MARKER`: the PNG sequences of
+    `p3m matte --format png-sequence`). A folder or pattern also passes over the files named like
+    outputs (`looks_like_output`: `<stem>_alpha.png`, ...) and the frames of an unmarked PNG
+    sequence (a folder with a v2 `timestamps.txt`, as p3m wrote them before the marker), so that
+    deleting a journal or marker does not make a second run matte the first one's outputs; those
+    are appended to `passed_over` (when given), for the caller to mention, since a user's own
+    file may be so. Name such a file explicitly to matte it.
     """
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
@@ -185,7 +210,11 @@ def collect_inputs(
         if path.name == MANIFEST_NAME or own.listed(path):
             logger.info("%s: left out, a p3m run wrote it", path)
             return
-        if not named and looks_like_output(path):
+        in_folder = own.output_folder(path)
+        if in_folder is not None and in_folder[1] == "marked":
+            logger.info("%s: left out, it is in %s, an output folder of p3m", path, in_folder[0])
+            return
+        if not named and (looks_like_output(path) or in_folder is not None):
             if passed_over is not None:
                 passed_over.append(path)
             return
@@ -201,7 +230,8 @@ def collect_inputs(
                 elif (
                     left_out is not None
                     and not entry.name.startswith(".")
-                    and entry.name != MANIFEST_NAME
+                    and entry.name not in RUN_FILES
+                    and own.output_folder(entry) is None
                     and (entry.is_file() or (entry.is_dir() and not recursive))
                 ):
                     left_out.append(entry)

@@ -15,7 +15,14 @@ from p3m.io.atomic import (
     temporary_path,
     temporary_target,
 )
-from p3m.io.files import IMAGE_SUFFIXES, files_by_stem, is_image_file
+from p3m.io.files import (
+    IMAGE_SUFFIXES,
+    OUTPUT_FOLDER_MARKER,
+    files_by_stem,
+    is_image_file,
+    mark_output_folder,
+    output_folder_kind,
+)
 from p3m.io.images import (
     DEFAULT_MAX_PIXELS,
     TRIMAP_VALUES,
@@ -43,6 +50,7 @@ __all__ = [
     "output_folder",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
+    "OUTPUT_FOLDER_MARKER",
     "TRIMAP_VALUES",
     "alpha_to_uint8",
     "atomic_open",
@@ -53,6 +61,8 @@ __all__ = [
     "image_pixel_cap",
     "is_image_file",
     "load_image_and_alpha",
+    "mark_output_folder",
+    "output_folder_kind",
     "load_image_input",
     "pixel_count_text",
     "read_alpha",

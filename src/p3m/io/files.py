@@ -24,6 +24,37 @@ def is_image_file(path: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> bool:
     )
 
 
+OUTPUT_FOLDER_MARKER = ".p3m-output"
+"""A hidden file p3m writes into every folder that is wholly one of its outputs (a PNG sequence
+of `p3m matte --format png-sequence`): nothing under such a folder is ever taken as an input."""
+
+SEQUENCE_TIMESTAMPS = "timestamps.txt"
+_SEQUENCE_HEADER = "# timestamp format v2"
+
+
+def mark_output_folder(folder: str | os.PathLike[str]) -> None:
+    """Write the `OUTPUT_FOLDER_MARKER` into `folder` (a folder p3m is writing as one output)."""
+    (Path(folder) / OUTPUT_FOLDER_MARKER).write_text(
+        "This folder is an output of p3m; p3m never takes the files in it as inputs.\n", encoding="utf-8"
+    )
+
+
+def output_folder_kind(folder: str | os.PathLike[str]) -> str | None:
+    """How `folder` is known to be a p3m output folder: "marked" (it holds the
+    `OUTPUT_FOLDER_MARKER`), "sequence" (no marker, but it holds a `timestamps.txt` in mkvmerge's
+    "timestamp format v2" beside its PNGs, as p3m's PNG sequences did before the marker: likely
+    p3m's, perhaps another tool's), or None."""
+    folder = Path(folder)
+    if (folder / OUTPUT_FOLDER_MARKER).is_file():
+        return "marked"
+    try:
+        with open(folder / SEQUENCE_TIMESTAMPS, encoding="utf-8") as handle:
+            first = handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return "sequence" if first == _SEQUENCE_HEADER else None
+
+
 def files_by_stem(
     directory: str | os.PathLike[str], suffixes: Iterable[str] = IMAGE_SUFFIXES
 ) -> dict[str, Path]:
@@ -50,4 +81,12 @@ def files_by_stem(
     return files
 
 
-__all__ = ["IMAGE_SUFFIXES", "files_by_stem", "is_image_file"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "OUTPUT_FOLDER_MARKER",
+    "SEQUENCE_TIMESTAMPS",
+    "files_by_stem",
+    "is_image_file",
+    "mark_output_folder",
+    "output_folder_kind",
+]

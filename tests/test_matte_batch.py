@@ -241,3 +241,32 @@ def test_png_sequence_outputs_are_never_inputs(tmp_path):
     assert [job.source.name for job in plan.jobs] == ["portrait.png"]
     assert sorted(path.name for path in plan.passed_over) == ["000000.png", "000001.png"]
     assert plan.left_out == []
+
+
+def test_an_animated_gif_or_multipage_tiff_says_only_its_first_frame_is_used(tmp_path):
+    from p3m.io import first_frame_note
+
+    folder = tmp_path / "anim"
+    folder.mkdir()
+    frames = [_photo().convert("P"), _photo(96, 72).rotate(90).convert("P"), _photo().convert("P")]
+    frames[0].save(folder / "wave.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    pages = [_photo(), _photo()]
+    pages[0].save(tmp_path / "scan.tif", save_all=True, append_images=pages[1:])
+    _photo().save(tmp_path / "one.png")
+    assert "3 frames: only the first was used" in first_frame_note(folder / "wave.gif")
+    assert "2 pages: only the first was used" in first_frame_note(tmp_path / "scan.tif")
+    assert first_frame_note(tmp_path / "one.png") is None
+    output = _matte(str(folder), "-o", str(tmp_path / "out"), "--save", "alpha")
+    assert "wave.gif: the file has 3 frames: only the first was used" in " ".join(output.split())
+    record = read_journal(tmp_path / "out" / "manifest.jsonl")["wave.gif"]
+    assert "only the first was used" in record.details["note"]
+
+
+def test_resume_redoes_a_damaged_output_and_says_so(c10):
+    photos, out = c10 / "photos", c10 / "out"
+    _matte(str(photos), "-o", str(out))
+    good = (out / "portrait_alpha.png").read_bytes()
+    (out / "portrait_alpha.png").write_bytes(b"junk!")
+    second = " ".join(_matte(str(photos), "-o", str(out)).split())
+    assert "kept 1" not in second and "portrait_alpha.png: damaged" in second and "redoing" in second
+    assert (out / "portrait_alpha.png").read_bytes() == good

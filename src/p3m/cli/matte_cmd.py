@@ -282,6 +282,9 @@ def _matte_files(
         )
     _note_left_out(err, plan.left_out, videos)
     if not plan.jobs:
+        if videos:  # the folders held videos (run above) and p3m's own outputs only
+            exit_if_failed(err, failures, "skipped {count} input(s)")
+            return
         err.print("[yellow]no images found[/yellow]")
         exit_if_failed(err, failures, "skipped {count} input(s)")
         raise typer.Exit(1)

@@ -273,7 +273,14 @@ class MatteJob:
     outputs: dict[str, Path]
 
     def missing(self, kinds: Sequence[str]) -> tuple[str, ...]:
-        return tuple(kind for kind in kinds if not self.outputs[kind].exists())
+        """The kinds whose output file is missing or damaged (`p3m.io.output_file_problem`: a
+        cheap header and end check), so a resumed run writes them again."""
+        from p3m.io import output_file_problem
+
+        return tuple(
+            kind for kind in kinds
+            if not self.outputs[kind].exists() or output_file_problem(self.outputs[kind]) is not None
+        )  # fmt: skip
 
     def item(self, kinds: Sequence[str], key: str | None = None) -> Item:
         """The run item: done when the files of `kinds` all exist."""
@@ -429,7 +436,8 @@ class MatteTask:
     and, when a colour output is wanted, estimates the foreground (calling thread: models and
     numba kernels stay on one thread); `write` encodes the PNGs atomically (writer thread).
     Without `overwrite`, only the kinds whose files are missing are written. The outcome's
-    details: the files written ("written"), the model, and the resize note if any.
+    details: the files written ("written"), the model, the resize note if any, and a "note"
+    (only the first frame of an animated or multi-page file was used; no person found).
     """
 
     def __init__(
@@ -444,28 +452,30 @@ class MatteTask:
         self.background = background
         self.overwrite = overwrite
 
-    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None]:
-        from p3m.io import read_image_and_alpha
+    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+        from p3m.io import first_frame_note, read_image_and_alpha
 
-        return read_image_and_alpha(item.source)
+        image, input_alpha = read_image_and_alpha(item.source)
+        return image, input_alpha, first_frame_note(item.source)
 
     def compute(
-        self, item: Item, loaded: tuple[np.ndarray, np.ndarray | None]
-    ) -> tuple[Any, tuple[str, ...]]:
+        self, item: Item, loaded: tuple[np.ndarray, np.ndarray | None, str | None]
+    ) -> tuple[Any, tuple[str, ...], str | None]:
         job: MatteJob = item.payload
-        image, input_alpha = loaded
+        image, input_alpha, frames_note = loaded
         wanted = self.kinds if self.overwrite else job.missing(self.kinds)
         needs_colour = any(kind in ("rgba", "foreground", "composite") for kind in wanted)
-        return self.matter(image, foreground=needs_colour, input_alpha=input_alpha), wanted
+        return self.matter(image, foreground=needs_colour, input_alpha=input_alpha), wanted, frames_note
 
-    def write(self, item: Item, result: tuple[Any, tuple[str, ...]]) -> Outcome:
-        matted, wanted = result
+    def write(self, item: Item, result: tuple[Any, tuple[str, ...], str | None]) -> Outcome:
+        matted, wanted, frames_note = result
         written = write_outputs(item.payload, matted, wanted, self.background)
         details: dict[str, Any] = {"written": [path.name for path in written], "model": matted.model}
         if matted.resized is not None:
             details["resized"] = matted.resized.describe()
-        if matted.image_note:
-            details["note"] = matted.image_note
+        notes = [note for note in (frames_note, matted.image_note) if note]
+        if notes:
+            details["note"] = "; ".join(notes)
         return Outcome(outputs={kind: item.outputs[kind] for kind in self.kinds if item.outputs[kind].is_file()}, details=details)
 
 

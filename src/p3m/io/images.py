@@ -254,6 +254,22 @@ def image_size(path: PathLike, max_pixels: int | None = None) -> tuple[int, int]
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def first_frame_note(path: PathLike) -> str | None:
+    """A one-line note when the file holds more than one frame (an animated GIF, WebP or PNG, a
+    multi-page TIFF), of which p3m's image readers take the first only; None otherwise (also
+    when the file cannot be opened: reading it reports that). Reads headers, decodes no pixel.
+    """
+    try:
+        with _pillow_header_only(), Image.open(Path(path)) as image:
+            frames = int(getattr(image, "n_frames", 1) or 1)
+            kind = "pages" if image.format == "TIFF" else "frames"
+    except Exception:  # noqa: BLE001 - unreadable: the reader says why
+        return None
+    if frames <= 1:
+        return None
+    return f"the file has {frames} {kind}: only the first was used (for an animation, convert it to a video)"
+
+
 _IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 

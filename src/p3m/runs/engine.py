@@ -186,7 +186,7 @@ class RunOptions:
     threads per worker while items are computed (None: the library's default; give the same
     number to every engine for byte-identical outputs, see `compute_threads`).
     `kept_needs_record`: keep an item only when its outputs exist *and* the journal records it
-    as done, for tasks whose record carries what the run's reports are made of (e.g. an
+    as finished (done, or a task-specific status that is not a failure), for tasks whose record carries what the run's reports are made of (e.g. an
     anonymised image's manifest entry); an item whose outputs exist without a record (a stop
     between the last write and the journal line) is then redone, its outputs replaced
     atomically, instead of kept without its details.
@@ -372,7 +372,10 @@ def _kept_record(item: Item, previous: ItemRecord | None) -> ItemRecord:
 def _is_done(item: Item, previous: ItemRecord | None, needs_record: bool = False) -> bool:
     recorded = previous is not None and previous.status == DONE
     if item.outputs:
-        return item.outputs_exist() and (recorded or not needs_record)
+        # With its outputs all there, a task-specific status ("needs_review": written, to be
+        # checked by a person) is as finished as "done"; only a failure is not.
+        written = previous is not None and previous.status not in (FAILED, KEPT)
+        return item.outputs_exist() and (written or not needs_record)
     return recorded
 
 
@@ -381,7 +384,7 @@ def _damaged_output(item: Item) -> str | None:
     for path in item.outputs.values():
         problem = output_file_problem(path)
         if problem is not None:
-            return f"{path}: {problem}; redoing {item.source or item.key}"
+            return f"{path}: damaged ({problem}); redoing {item.source or item.key}"
     return None
 
 

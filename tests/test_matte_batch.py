@@ -235,6 +235,7 @@ def test_png_sequence_outputs_are_never_inputs(tmp_path):
     plan = plan_matte([str(folder)], folder, recursive=True)
     assert [job.source.name for job in plan.jobs] == ["portrait.png"]
     assert plan.passed_over == [] and plan.left_out == []  # certainly p3m's: quietly
+    assert plan_matte([str(folder)], folder).left_out == []  # not "a sub-folder -r would search"
     # A sequence written before the marker (a v2 timestamps.txt beside PNGs) is passed over, said.
     (folder / "clip_alpha" / OUTPUT_FOLDER_MARKER).unlink()
     plan = plan_matte([str(folder)], folder, recursive=True)

@@ -117,14 +117,19 @@ class OwnOutputs:
         """The p3m output folder `path` lies in (a PNG sequence p3m wrote), with how it is known
         (`p3m.io.output_folder_kind`: "marked" or "sequence"), or None. Folders are looked at
         once each."""
+        for folder in path.resolve().parents:
+            kind = self.folder_kind(folder)
+            if kind is not None:
+                return folder, kind
+        return None
+
+    def folder_kind(self, folder: Path) -> str | None:
+        """`p3m.io.output_folder_kind` of a resolved folder, looked at once."""
         from p3m.io import output_folder_kind
 
-        for folder in path.resolve().parents:
-            if folder not in self._folders:
-                self._folders[folder] = output_folder_kind(folder)
-            if self._folders[folder] is not None:
-                return folder, self._folders[folder]  # type: ignore[return-value]
-        return None
+        if folder not in self._folders:
+            self._folders[folder] = output_folder_kind(folder)
+        return self._folders[folder]
 
     def _journal_outputs(self, folder: Path) -> frozenset[Path]:
         if folder not in self._listed:
@@ -232,6 +237,7 @@ def collect_inputs(
                     and not entry.name.startswith(".")
                     and entry.name not in RUN_FILES
                     and own.output_folder(entry) is None
+                    and not (entry.is_dir() and own.folder_kind(entry.resolve()) is not None)
                     and (entry.is_file() or (entry.is_dir() and not recursive))
                 ):
                     left_out.append(entry)

@@ -129,7 +129,7 @@ def test_c10_same_folder_twice_never_mattes_its_own_outputs(c10):
     # Without the journal the names still tell: p3m's outputs are passed over, and said so.
     (photos / "manifest.jsonl").unlink()
     third = _matte(str(photos), "-o", str(photos), "--overwrite")
-    assert "passed over 2 file(s) named like p3m's outputs" in third
+    assert "passed over 2 file(s) that look like p3m's outputs" in third
     assert _tree(photos) == ["manifest.jsonl", "portrait.jpg", "portrait_alpha.png", "portrait_rgba.png"]
     # A glob is expanded the same way, and so are the names a shell expands `photos/*` into.
     _matte(str(photos / "*.png"), str(photos / "*.jpg"), "-o", str(photos))
@@ -263,3 +263,60 @@ def test_written_outputs_are_named_from_the_output_folder(tmp_path):
     assert records["sub/portrait.jpg"].details["written"] == ["sub/portrait_alpha.png", "sub/portrait_rgba.png"]
     assert records["top.jpg"].details["written"] == ["top_alpha.png", "top_rgba.png"]
     assert (out / "sub" / "portrait_alpha.png").is_file()
+
+
+def test_png_sequence_outputs_are_never_inputs(tmp_path):
+    """A second `p3m matte D -r -o D` must not matte the frames of the PNG sequences the first
+    one wrote (`D/clip_alpha/000000.png`), nor name their timestamps.txt as left out."""
+    from fractions import Fraction
+
+    from p3m.io import OUTPUT_FOLDER_MARKER
+    from p3m.video.writer import VideoWriter
+
+    folder = tmp_path / "D"
+    folder.mkdir()
+    _photo().save(folder / "portrait.png")
+    frame = np.zeros((8, 8, 4), np.uint8)
+    with VideoWriter(folder / "clip_alpha", "png-sequence", "rgba", width=8, height=8, time_base=Fraction(1, 25)) as writer:
+        for pts in range(2):
+            writer.write(frame, pts)
+    assert (folder / "clip_alpha" / OUTPUT_FOLDER_MARKER).is_file()  # the writer marks its folder
+    plan = plan_matte([str(folder)], folder, recursive=True)
+    assert [job.source.name for job in plan.jobs] == ["portrait.png"]
+    assert plan.passed_over == [] and plan.left_out == []  # certainly p3m's: quietly
+    assert plan_matte([str(folder)], folder).left_out == []  # not "a sub-folder -r would search"
+    # A sequence written before the marker (a v2 timestamps.txt beside PNGs) is passed over, said.
+    (folder / "clip_alpha" / OUTPUT_FOLDER_MARKER).unlink()
+    plan = plan_matte([str(folder)], folder, recursive=True)
+    assert [job.source.name for job in plan.jobs] == ["portrait.png"]
+    assert sorted(path.name for path in plan.passed_over) == ["000000.png", "000001.png"]
+    assert plan.left_out == []
+
+
+def test_an_animated_gif_or_multipage_tiff_says_only_its_first_frame_is_used(tmp_path):
+    from p3m.io import first_frame_note
+
+    folder = tmp_path / "anim"
+    folder.mkdir()
+    frames = [_photo().convert("P"), _photo(96, 72).rotate(90).convert("P"), _photo().convert("P")]
+    frames[0].save(folder / "wave.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    pages = [_photo(), _photo()]
+    pages[0].save(tmp_path / "scan.tif", save_all=True, append_images=pages[1:])
+    _photo().save(tmp_path / "one.png")
+    assert "3 frames: only the first was used" in first_frame_note(folder / "wave.gif")
+    assert "2 pages: only the first was used" in first_frame_note(tmp_path / "scan.tif")
+    assert first_frame_note(tmp_path / "one.png") is None
+    output = _matte(str(folder), "-o", str(tmp_path / "out"), "--save", "alpha")
+    assert "wave.gif: the file has 3 frames: only the first was used" in " ".join(output.split())
+    record = read_journal(tmp_path / "out" / "manifest.jsonl")["wave.gif"]
+    assert "only the first was used" in record.details["note"]
+
+
+def test_resume_redoes_a_damaged_output_and_says_so(c10):
+    photos, out = c10 / "photos", c10 / "out"
+    _matte(str(photos), "-o", str(out))
+    good = (out / "portrait_alpha.png").read_bytes()
+    (out / "portrait_alpha.png").write_bytes(b"junk!")
+    second = " ".join(_matte(str(photos), "-o", str(out)).split())
+    assert "kept 1" not in second and "portrait_alpha.png: damaged" in second and "redoing" in second
+    assert (out / "portrait_alpha.png").read_bytes() == good

@@ -322,3 +322,66 @@ def test_the_alpha_model_is_loaded_once_per_process(monkeypatch):
     for name in ("a", "b", "c"):
         pipeline.alpha_matter(name)
     assert list(pipeline._ALPHA_MATTERS) == ["b", "c"]  # the last two kept
+
+
+def test_each_image_has_one_status_and_the_summaries_agree(tmp_path):
+    """A kept image that a person must check is "needs_review" everywhere (table, manifest.json,
+    .csv, needs_annotation.txt), never also "kept"; the counts add up to the images."""
+    from p3m.privacy.dataset import (
+        STATUSES,
+        AnonymizeConfig,
+        FolderReport,
+        manifest_record,
+        write_manifest,
+    )
+    from p3m.runs import ItemRecord
+
+    unverified = {"needs_annotation": ["face 0 unverified: identity distance 0.485 < 0.65"], "faces": [{"detectors": ["centerface"]}]}
+    records = [
+        ItemRecord("astro", "done", "in/astro.png", details={"needs_annotation": [], "faces": [{"detectors": ["centerface"]}]}),
+        ItemRecord("face01", "kept", "in/face01.png", details={"needs_annotation": []}),
+        ItemRecord("coffee", "kept", "in/coffee.jpg", details=unverified),  # done earlier, flagged
+        ItemRecord("cup", "needs_review", "in/cup.jpg", details=unverified),  # this run
+        ItemRecord("1x1", "needs_annotation", "in/1x1.png", details={"needs_annotation": ["no face found"]}),
+        ItemRecord("empty", "failed", "in/empty.png", error="in/empty.png: empty file"),
+    ]
+    report = FolderReport(tmp_path, [manifest_record(record) for record in records])
+    statuses = {r["name"]: r["status"] for r in report.records}
+    assert statuses == {"astro": "done", "face01": "kept", "coffee": "needs_review", "cup": "needs_review",
+                        "1x1": "needs_annotation", "empty": "error"}  # fmt: skip
+    assert set(statuses.values()) <= set(STATUSES) and sum(report.counts.values()) == len(records)
+    write_manifest(report, AnonymizeConfig())
+    summary = json.loads((tmp_path / "manifest.json").read_text())["summary"]
+    assert summary["images"] == 6 == sum(summary[key] for key in ("done", "kept", "needs_review", "needs_annotation", "errors"))
+    assert (summary["done"], summary["kept"], summary["needs_review"], summary["needs_annotation"]) == (1, 1, 2, 1)
+    listed = [line.split("\t")[0] for line in (tmp_path / "needs_annotation.txt").read_text().splitlines()]
+    assert listed == ["coffee", "cup", "1x1"]
+    assert "coffee,needs_review," in (tmp_path / "manifest.csv").read_text()
+
+
+def test_a_flagged_image_is_journalled_needs_review_and_kept_on_resume(tmp_path):
+    from p3m.privacy.dataset import AnonymizeConfig, AnonymizeTask, SampleFiles
+    from p3m.runs import Item, RunOptions, run_items
+
+    class Flagging(AnonymizeTask):  # no models: what compute hands to write for a flagged image
+        computed = 0
+
+        def load(self, item):
+            return None
+
+        def compute(self, item, loaded):
+            Flagging.computed += 1
+            record = {"faces": [{}], "warnings": [], "needs_annotation": ["face 0 unverified"], "status": "needs_review"}
+            image = np.zeros((6, 5, 3), np.uint8)
+            return {"record": record, "review": None, "image": image, "facemask": np.zeros((6, 5), bool),
+                    "alpha": None, "input_alpha": None}  # fmt: skip
+
+    items = [Item("coffee", tmp_path / "coffee.jpg",
+                  {"facemask": tmp_path / "coffee.facemask.png", "image": tmp_path / "coffee.png"},
+                  SampleFiles("coffee", tmp_path / "coffee.jpg"))]  # fmt: skip
+    options = RunOptions(kept_needs_record=True, io_threads=0)
+    first = run_items(items, Flagging(AnonymizeConfig()), tmp_path / "manifest.jsonl", options)
+    assert first.counts == {"needs_review": 1}
+    assert json.loads((tmp_path / "manifest.jsonl").read_text())["status"] == "needs_review"
+    second = run_items(items, Flagging(AnonymizeConfig()), tmp_path / "manifest.jsonl", options)
+    assert second.counts == {"kept": 1} and Flagging.computed == 1

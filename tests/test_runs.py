@@ -329,3 +329,79 @@ def test_an_executor_hands_records_back_and_the_engine_journals_them_in_groups(
     assert {name: stats.items for name, stats in report.workers.items()} == {"host:0": 150, "host:1": 150}
     assert len(syncs) < 10 and sum(syncs) == 300  # a few group commits, every record once
     assert len(read_journal(tmp_path / "j.jsonl")) == 300
+
+
+class PngTask:
+    """Writes a tiny PNG per item; counts what it computes."""
+
+    def __init__(self, interrupt_at: str | None = None) -> None:
+        self.computed: list[str] = []
+        self.interrupt_at = interrupt_at
+
+    def load(self, item: Item) -> None:
+        return None
+
+    def compute(self, item: Item, loaded: None) -> None:
+        if item.key == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.computed.append(item.key)
+
+    def write(self, item: Item, result: None) -> Outcome:
+        import numpy as np
+
+        from p3m.io import write_png
+
+        write_png(item.outputs["alpha"], np.full((4, 5), 200, np.uint8))
+        return Outcome()
+
+
+def _png_items(folder: Path, names: list[str]) -> list[Item]:
+    return [Item(name, None, {"alpha": folder / f"{name}_alpha.png"}) for name in names]
+
+
+def test_resume_redoes_an_output_that_exists_but_is_damaged(tmp_path):
+    items = _png_items(tmp_path, ["a", "b", "c", "d"])
+    run_items(items, PngTask(), journal=tmp_path / "manifest.jsonl", options=RunOptions(io_threads=0))
+    (tmp_path / "a_alpha.png").write_bytes(b"junk!")  # not an image
+    whole = (tmp_path / "b_alpha.png").read_bytes()
+    (tmp_path / "b_alpha.png").write_bytes(whole[:-12])  # a PNG cut short before its IEND
+    events: list = []
+    task = PngTask()
+    report = run_items(items, task, journal=tmp_path / "manifest.jsonl", options=RunOptions(io_threads=0),
+                       on_event=events.append)  # fmt: skip
+    assert task.computed == ["a", "b"] and report.counts == {"done": 2, "kept": 2}
+    started = events[0]
+    assert isinstance(started, RunStarted) and started.kept == 2 and started.pending == 2
+    assert len(started.redone) == 2 and "a_alpha.png" in started.redone[0] and "b_alpha.png" in started.redone[1]
+    assert "cut short" in started.redone[1]
+    assert (tmp_path / "b_alpha.png").read_bytes() == whole  # redone whole
+
+
+def test_ctrl_c_reports_how_far_the_run_got_and_resume_finishes_it(tmp_path):
+    from p3m.runs import RunInterrupted
+
+    items = _png_items(tmp_path, ["a", "b", "c", "d", "e"])
+    run_items(items[:1], PngTask(), journal=tmp_path / "manifest.jsonl")  # one kept next time
+    events: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run_items(items, PngTask(interrupt_at="d"), journal=tmp_path / "manifest.jsonl", on_event=events.append)
+    assert events[-1] == RunInterrupted(done=3, total=5)  # a kept, b and c done
+    task = PngTask()
+    report = run_items(items, task, journal=tmp_path / "manifest.jsonl")
+    assert task.computed == ["d", "e"] and report.counts == {"kept": 3, "done": 2}
+
+
+def test_the_cli_says_how_far_an_interrupted_run_got(capsys):
+    from rich.console import Console
+
+    from p3m.cli._ui import run_progress
+    from p3m.runs import RunInterrupted
+
+    console = Console(file=None, stderr=True, width=100)
+    with pytest.raises(KeyboardInterrupt), run_progress("run", console) as on_event:
+        on_event(RunStarted(total=24, pending=24, kept=0, redone=("x_alpha.png: it is empty; redoing x",)))
+        on_event(RunInterrupted(done=5, total=24))
+        raise KeyboardInterrupt
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "interrupted: 5/24 done; run again to resume"
+    assert "note: x_alpha.png: it is empty; redoing x" in lines

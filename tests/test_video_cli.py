@@ -196,3 +196,27 @@ def test_a_video_background_loops_under_a_video_and_is_refused_for_an_image(tmp_
     assert "a video background is for video inputs only" in str(image.exception)
     assert str(background) in str(image.exception)
     assert not (out / "photo_composite.png").exists()
+
+
+def test_anonymize_a_folder_runs_its_videos_as_matte_does(tmp_path, monkeypatch):
+    """`p3m anonymize FOLDER` hands the folder's videos to the video path (it used to ignore
+    them, and a folder of only videos said "no images found")."""
+    import p3m.cli.video_cmd as video_cmd
+    from p3m.io import expand_folders
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("p.jpg", "p.png", "p.MP4", "notes.txt", ".hidden.mp4"):
+        (mixed / name).write_bytes(b"x")
+    images, videos = expand_folders([mixed, tmp_path / "named.mov"])
+    assert [path.name for path in images] == ["p.jpg", "p.png"]
+    assert [path.name for path in videos] == ["p.MP4", "named.mov"]
+
+    handed: list = []
+    monkeypatch.setattr(video_cmd, "anonymize_video_inputs", lambda videos, out, config: handed.extend(videos) or [])
+    only = tmp_path / "vonly"
+    only.mkdir()
+    (only / "ok.mp4").write_bytes(b"x")
+    result = runner.invoke(app, ["anonymize", str(only), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert handed == [only / "ok.mp4"] and "no images found" not in result.output

@@ -130,5 +130,8 @@ def main(argv: list[str] | None = None, *, command: str | None = None, prog_name
         err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]")
+        from p3m.cli._ui import INTERRUPT_REPORTED
+
+        if not INTERRUPT_REPORTED.is_set():  # a folder run has said how far it got
+            err_console.print("[red]interrupted[/red]")
         sys.exit(130)

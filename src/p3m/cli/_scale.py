@@ -106,12 +106,15 @@ def print_run_summary(
     unit: str = "image",
     per_worker: bool = False,
     labels: dict[str, str] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> None:
     """One line of totals (done, kept, failed, other statuses, seconds, rate) and, with
     `per_worker`, one line per worker (what it processed, its share of the rate, its seconds
-    per item). `labels` names statuses in words (default: the status with spaces)."""
+    per item). `labels` names statuses in words (default: the status with spaces); `counts`
+    replaces the report's counts per status (a task's own statuses of its images, which must
+    agree with its other summaries)."""
     labels = labels or {}
-    counts = report.counts
+    counts = {status: count for status, count in (counts or report.counts).items() if count}
     processed = len(report.processed)
     seconds = max(report.seconds, 1e-9)
     others = ", ".join(

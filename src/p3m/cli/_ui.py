@@ -8,6 +8,7 @@ Folder commands report a bad item, skip it, finish the rest and exit with code 1
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -94,6 +95,11 @@ def item_progress(
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
 
+INTERRUPT_REPORTED = threading.Event()
+"""Set once a run's renderer has said how far an interrupted run got (`p3m.cli.main` then
+prints no second line)."""
+
+
 @contextlib.contextmanager
 def run_progress(
     label: str,
@@ -109,6 +115,7 @@ def run_progress(
     end), and `describe(record)` printed for each finished one when given. Without a terminal
     (a pipe, a log file) there is no bar, only those lines.
     """
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -119,7 +126,7 @@ def run_progress(
         TimeRemainingColumn,
     )
 
-    from p3m.runs import ItemFinished, RunStarted
+    from p3m.runs import ItemFinished, RunInterrupted, RunStarted
 
     progress = Progress(
         TextColumn(label),
@@ -137,8 +144,12 @@ def run_progress(
 
     def on_event(event: Event) -> None:
         if isinstance(event, RunStarted):
+            for line in event.redone:
+                progress.console.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
             state["task"] = progress.add_task(label, total=event.pending, name="", rate="")
             state["start"] = time.perf_counter()
+        elif isinstance(event, RunInterrupted):
+            state["interrupted"] = f"interrupted: {event.done}/{event.total} done; run again to resume"
         elif isinstance(event, ItemFinished):
             record = event.record
             elapsed = max(time.perf_counter() - float(state.get("start", 0.0)), 1e-9)
@@ -152,8 +163,13 @@ def run_progress(
                 if line:
                     progress.console.print(line, highlight=False, soft_wrap=True)
 
-    with progress:
-        yield on_event
+    try:
+        with progress:
+            yield on_event
+    finally:
+        if "interrupted" in state:  # after the bar is gone, the last line of the run
+            console.print(str(state["interrupted"]), highlight=False, soft_wrap=True)
+            INTERRUPT_REPORTED.set()
 
 
 @contextlib.contextmanager

@@ -185,8 +185,10 @@ def anonymize_command(
     writes blurred_image/, mask/, facemask/ (and trimap/). Single-image mode:
     `p3m anonymize IMAGE... -o OUTDIR` writes <stem>.png and <stem>.facemask.png. Each obfuscated
     face is attacked with dlib's face descriptor and strengthened until it is not recognised
-    (--verify). Images where no face is found (not written) or a face stays recognisable are
-    listed in needs_annotation.txt; privacy_report.json/.html sum the run up. Exit code 1 if an
+    (--verify). Each image gets one status: done, kept (an earlier run wrote it), needs_review
+    (written, but a face stays unverified or the audit found one outside the masks),
+    needs_annotation (no face found: not written) or error; the last three's reasons are in
+    needs_annotation.txt and the manifest; privacy_report.json/.html sum the run up. Exit code 1 if an
     image failed. At scale: --input-list (dataset mode, with --alphas), --shard-size, and
     --engine ray (the same outputs, manifest and reports).
     """
@@ -258,10 +260,11 @@ def anonymize_command(
 
     check_alpha_from(config.alpha_from, "--alpha-from")  # before any image: a typo fails once
     # Video files go to p3m.video; when only videos were given, that is the whole run.
-    from p3m.cli.video_cmd import anonymize_video_inputs, split_video_files
+    from p3m.cli.video_cmd import anonymize_video_inputs
+    from p3m.io import expand_folders
 
     folders_given = [path for path in images or () if path.is_dir()]
-    images, videos = split_video_files(images)
+    images, videos = expand_folders(images or ())  # videos in folders run too, as in p3m matte
     video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
     if videos and not images:
         raise typer.Exit(code=1 if video_failed else 0)
@@ -279,7 +282,6 @@ def anonymize_command(
         if not samples:
             raise ConfigError(f"no images found in {images_dir or ', '.join(map(str, input_lists or ()))}")
     else:
-        images = _expand_folders(images)
         if not images:
             raise ConfigError("no images found in " + ", ".join(map(str, folders_given)))
         if alpha and len(alpha) != len(images):
@@ -319,6 +321,7 @@ def anonymize_command(
         _scale.print_run_summary(
             out_console, report.run, per_worker=executor is not None,
             labels={"needs_annotation": "not written (no face found)"},
+            counts={("failed" if status == "error" else status): n for status, n in report.counts.items()},
         )
     if report.failed or video_failed:
         raise typer.Exit(code=1)
@@ -379,8 +382,8 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
         highlight=False,
     )
     out_console.print(
-        f"done {report.count('done')}, kept {report.count('kept')}, "
-        f"needs annotation {len(report.needs_annotation)}, failed {len(report.failed)}; "
+        f"done {report.count('done')}, kept {report.count('kept')}, needs review {report.count('needs_review')}, "
+        f"needs annotation {report.count('needs_annotation')}, failed {len(report.failed)}; "
         f"audit total: {report.audit_faces_found} face(s) still found, "
         f"{report.audit_identity_matches} identity match(es). Manifest: {report.out_dir / 'manifest.json'}",
         highlight=False,
@@ -395,7 +398,7 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
         )
     if report.needs_annotation:
         err.print(
-            "[yellow]needs annotation (see needs_annotation.txt; a hand-made mask goes in with --facemask-dir):[/yellow] "
+            "[yellow]needs annotation or review (see needs_annotation.txt; a hand-made mask goes in with --facemask-dir):[/yellow] "
             + ", ".join(
                 f"{name} ({'; '.join(reasons)})"
                 for name, reasons in report.needs_annotation_reasons.items()
@@ -404,7 +407,8 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
             soft_wrap=True,
         )
     for record in report.records:
-        for warning in record.get("warnings", []) if record["status"] == "done" else []:
+        written_now = record["status"] in ("done", "needs_review") and not record.get("resumed")
+        for warning in record.get("warnings", []) if written_now else []:
             err.print(
                 f"[yellow]{record['name']}:[/yellow] {warning}", highlight=False, soft_wrap=True
             )
@@ -413,18 +417,3 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
 def register(app: typer.Typer) -> None:
     """Add `p3m anonymize` to the command line."""
     app.command("anonymize")(caps_image_pixels(anonymize_command))
-
-
-def _expand_folders(images: list[Path]) -> list[Path]:
-    """Single-image mode: a folder stands for its image files (sorted, not recursive; the caller
-    has refused an output folder equal to it); files are kept as given, so a bad one is reported."""
-    from p3m.io import is_image_file
-
-    expanded: list[Path] = []
-    for path in images:
-        if not path.is_dir():
-            expanded.append(path)
-            continue
-        expanded += sorted(entry for entry in path.iterdir() if entry.is_file() and is_image_file(entry))
-    return expanded
-

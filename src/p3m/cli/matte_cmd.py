@@ -308,12 +308,15 @@ def _matte_files(
         shown = ", ".join(path.name for path in plan.passed_over[:3])
         more = f", ... ({len(plan.passed_over)} in all)" if len(plan.passed_over) > 3 else ""
         err.print(
-            f"note: passed over {len(plan.passed_over)} file(s) named like p3m's outputs, which are "
+            f"note: passed over {len(plan.passed_over)} file(s) that look like p3m's outputs, which are "
             f"never inputs ({shown}{more}); name a file to matte it anyway",
             highlight=False, soft_wrap=True,
         )
     _note_left_out(err, plan.left_out, videos)
     if not plan.jobs:
+        if videos:  # the folders held videos (run above) and p3m's own outputs only
+            exit_if_failed(err, failures, "skipped {count} input(s)")
+            return
         err.print("[yellow]no images found[/yellow]")
         exit_if_failed(err, failures, "skipped {count} input(s)")
         raise typer.Exit(1)

@@ -79,12 +79,6 @@ def split_video_inputs(
     return images, list(dict.fromkeys(videos))
 
 
-def split_video_files(paths: Sequence[Path] | None) -> tuple[list[Path], list[Path]]:
-    """(image files, video files) of a list of files, by suffix."""
-    paths = list(paths or [])
-    return [p for p in paths if not _is_video(p)], [p for p in paths if _is_video(p)]
-
-
 # --------------------------------------------------------------------------- progress
 
 

@@ -85,6 +85,14 @@ OUTPUT_SUFFIXES: tuple[str, ...] = tuple(f"_{kind}.png" for kind in OUTPUT_KINDS
 """The endings of the files `p3m matte` writes (`<stem>_alpha.png`, `<stem>_rgba.png`, ...)."""
 
 
+RUN_FILES: frozenset[str] = frozenset({
+    MANIFEST_NAME, "manifest.json", "manifest.csv", "shards.jsonl", "needs_annotation.txt",
+    "privacy_report.json", "privacy_report.html",
+})
+"""Names of the files p3m runs write beside their outputs (journals, manifests, reports): never
+inputs, and not mentioned as left out."""
+
+
 def looks_like_output(path: Path) -> bool:
     """True for a name `p3m matte` writes: `<stem>_<kind>.png` for an output kind (any case)."""
     return path.name.lower().endswith(OUTPUT_SUFFIXES)
@@ -103,6 +111,25 @@ class OwnOutputs:
 
     def __init__(self) -> None:
         self._listed: dict[Path, frozenset[Path]] = {}
+        self._folders: dict[Path, str | None] = {}
+
+    def output_folder(self, path: Path) -> tuple[Path, str] | None:
+        """The p3m output folder `path` lies in (a PNG sequence p3m wrote), with how it is known
+        (`p3m.io.output_folder_kind`: "marked" or "sequence"), or None. Folders are looked at
+        once each."""
+        for folder in path.resolve().parents:
+            kind = self.folder_kind(folder)
+            if kind is not None:
+                return folder, kind
+        return None
+
+    def folder_kind(self, folder: Path) -> str | None:
+        """`p3m.io.output_folder_kind` of a resolved folder, looked at once."""
+        from p3m.io import output_folder_kind
+
+        if folder not in self._folders:
+            self._folders[folder] = output_folder_kind(folder)
+        return self._folders[folder]
 
     def _journal_outputs(self, folder: Path) -> frozenset[Path]:
         if folder not in self._listed:
@@ -162,11 +189,14 @@ def collect_inputs(
 
     p3m never takes its own outputs as inputs: a file a run journal lists (see `OwnOutputs`) is
     left out wherever it comes from (also when a shell expanded `photos/*` into names), quietly:
-    it is certainly p3m's (so is the journal itself, `manifest.jsonl`). A folder or pattern also passes over the files named like outputs
-    (`looks_like_output`: `<stem>_alpha.png`, ...), so that deleting a journal does not make a
-    second run matte the first one's outputs; those are appended to `passed_over` (when given),
-    for the caller to mention, since a user's own file may be named so. Name such a file
-    explicitly to matte it.
+    it is certainly p3m's (so is the journal itself, `manifest.jsonl`), and so is every file in a
+    folder marked as a p3m output (`p3m.io.OUTPUT_FOLDER_MARKER`: the PNG sequences of
+    `p3m matte --format png-sequence`). A folder or pattern also passes over the files named like
+    outputs (`looks_like_output`: `<stem>_alpha.png`, ...) and the frames of an unmarked PNG
+    sequence (a folder with a v2 `timestamps.txt`, as p3m wrote them before the marker), so that
+    deleting a journal or marker does not make a second run matte the first one's outputs; those
+    are appended to `passed_over` (when given), for the caller to mention, since a user's own
+    file may be so. Name such a file explicitly to matte it.
     """
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
@@ -185,7 +215,11 @@ def collect_inputs(
         if path.name == MANIFEST_NAME or own.listed(path):
             logger.info("%s: left out, a p3m run wrote it", path)
             return
-        if not named and looks_like_output(path):
+        in_folder = own.output_folder(path)
+        if in_folder is not None and in_folder[1] == "marked":
+            logger.info("%s: left out, it is in %s, an output folder of p3m", path, in_folder[0])
+            return
+        if not named and (looks_like_output(path) or in_folder is not None):
             if passed_over is not None:
                 passed_over.append(path)
             return
@@ -201,7 +235,9 @@ def collect_inputs(
                 elif (
                     left_out is not None
                     and not entry.name.startswith(".")
-                    and entry.name != MANIFEST_NAME
+                    and entry.name not in RUN_FILES
+                    and own.output_folder(entry) is None
+                    and not (entry.is_dir() and own.folder_kind(entry.resolve()) is not None)
                     and (entry.is_file() or (entry.is_dir() and not recursive))
                 ):
                     left_out.append(entry)
@@ -245,7 +281,14 @@ class MatteJob:
     folder: str = ""
 
     def missing(self, kinds: Sequence[str]) -> tuple[str, ...]:
-        return tuple(kind for kind in kinds if not self.outputs[kind].exists())
+        """The kinds whose output file is missing or damaged (`p3m.io.output_file_problem`: a
+        cheap header and end check), so a resumed run writes them again."""
+        from p3m.io import output_file_problem
+
+        return tuple(
+            kind for kind in kinds
+            if not self.outputs[kind].exists() or output_file_problem(self.outputs[kind]) is not None
+        )  # fmt: skip
 
     def item(self, kinds: Sequence[str], key: str | None = None) -> Item:
         """The run item: done when the files of `kinds` all exist."""
@@ -409,7 +452,8 @@ class MatteTask:
     and, when a colour output is wanted, estimates the foreground (calling thread: models and
     numba kernels stay on one thread); `write` encodes the PNGs atomically (writer thread).
     Without `overwrite`, only the kinds whose files are missing are written. The outcome's
-    details: the files written ("written"), the model, and the resize note if any.
+    details: the files written ("written"), the model, the resize note if any, and a "note"
+    (only the first frame of an animated or multi-page file was used; no person found).
     """
 
     def __init__(
@@ -425,22 +469,23 @@ class MatteTask:
         self.overwrite = overwrite
         self.settings = matte_settings(matter)
 
-    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None]:
-        from p3m.io import read_image_and_alpha
+    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+        from p3m.io import first_frame_note, read_image_and_alpha
 
-        return read_image_and_alpha(item.source)
+        image, input_alpha = read_image_and_alpha(item.source)
+        return image, input_alpha, first_frame_note(item.source)
 
     def compute(
-        self, item: Item, loaded: tuple[np.ndarray, np.ndarray | None]
-    ) -> tuple[Any, tuple[str, ...]]:
+        self, item: Item, loaded: tuple[np.ndarray, np.ndarray | None, str | None]
+    ) -> tuple[Any, tuple[str, ...], str | None]:
         job: MatteJob = item.payload
-        image, input_alpha = loaded
+        image, input_alpha, frames_note = loaded
         wanted = self.kinds if self.overwrite else job.missing(self.kinds)
         needs_colour = any(kind in ("rgba", "foreground", "composite") for kind in wanted)
-        return self.matter(image, foreground=needs_colour, input_alpha=input_alpha), wanted
+        return self.matter(image, foreground=needs_colour, input_alpha=input_alpha), wanted, frames_note
 
-    def write(self, item: Item, result: tuple[Any, tuple[str, ...]]) -> Outcome:
-        matted, wanted = result
+    def write(self, item: Item, result: tuple[Any, tuple[str, ...], str | None]) -> Outcome:
+        matted, wanted, frames_note = result
         written = write_outputs(item.payload, matted, wanted, self.background)
         job: MatteJob = item.payload
         # Named from the output folder: with shards or a tree, "00000/photos/a_alpha.png".
@@ -448,8 +493,9 @@ class MatteTask:
         details: dict[str, Any] = {"written": names, "model": matted.model, "settings": self.settings}
         if matted.resized is not None:
             details["resized"] = matted.resized.describe()
-        if matted.image_note:
-            details["note"] = matted.image_note
+        notes = [note for note in (frames_note, matted.image_note) if note]
+        if notes:
+            details["note"] = "; ".join(notes)
         return Outcome(outputs={kind: item.outputs[kind] for kind in self.kinds if item.outputs[kind].is_file()}, details=details)
 
 

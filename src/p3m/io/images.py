@@ -47,6 +47,7 @@ from p3m.errors import (
     ImageReadError,
     ImageTooLargeError,
     ImageWriteError,
+    P3MError,
     UnsupportedImageError,
 )
 from p3m.io.atomic import atomic_open
@@ -254,6 +255,63 @@ def image_size(path: PathLike, max_pixels: int | None = None) -> tuple[int, int]
             except Exception:  # noqa: BLE001 - malformed EXIF: read_image ignores it too
                 orientation = 1
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def first_frame_note(path: PathLike) -> str | None:
+    """A one-line note when the file holds more than one frame (an animated GIF, WebP or PNG, a
+    multi-page TIFF), of which p3m's image readers take the first only; None otherwise (also
+    when the file cannot be opened: reading it reports that). Reads headers, decodes no pixel.
+    """
+    try:
+        with _pillow_header_only(), Image.open(Path(path)) as image:
+            frames = int(getattr(image, "n_frames", 1) or 1)
+            kind = "pages" if image.format == "TIFF" else "frames"
+    except Exception:  # noqa: BLE001 - unreadable: the reader says why
+        return None
+    if frames <= 1:
+        return None
+    return f"the file has {frames} {kind}: only the first was used (for an animation, convert it to a video)"
+
+
+_IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def output_file_problem(path: PathLike) -> str | None:
+    """Why an existing output file is not a complete one, cheaply (no pixel decoded), or None.
+
+    Only image files (by suffix) are looked at: such a file must have a header that parses with
+    a positive size (`image_size`, no pixel cap); a PNG must end with its IEND chunk and a JPEG
+    with its end-of-image marker (a write cut short). Used when a run resumes, to redo an output
+    that is there but damaged instead of keeping it.
+    """
+    file_path = Path(path)
+    suffix = file_path.suffix.lower()
+    if suffix not in _IMAGE_OUTPUT_SUFFIXES:
+        return None  # a task's own kind of file (text, video): its task knows what complete is
+    try:
+        length = file_path.stat().st_size
+    except OSError as error:
+        return f"cannot read it ({error.strerror or error})"
+    if length == 0:
+        return "it is empty"
+    try:
+        width, height = image_size(file_path, max_pixels=0)
+    except P3MError as error:
+        return getattr(error, "problem", None) or str(error)
+    if width < 1 or height < 1:
+        return "it has no pixels"
+    tail_wanted = {".png": _PNG_END, ".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9"}.get(suffix)
+    if tail_wanted is not None:
+        try:
+            with open(file_path, "rb") as handle:
+                handle.seek(max(0, length - 64))
+                tail = handle.read()
+        except OSError as error:
+            return f"cannot read it ({error.strerror or error})"
+        if tail_wanted not in tail[-len(tail_wanted) - 16 :]:
+            return "it is cut short (its end is missing)"
+    return None
 
 
 _SIGNATURES = (

@@ -85,6 +85,12 @@ __all__ = [
     "AnonymizeTask",
     "AnonymizeTaskFactory",
     "FolderReport",
+    "DONE",
+    "ERROR",
+    "KEPT",
+    "NEEDS_ANNOTATION",
+    "NEEDS_REVIEW",
+    "STATUSES",
     "SampleFiles",
     "anonymize_folder",
     "anonymize_samples",
@@ -183,14 +189,33 @@ def _sample(stem: str, image: Path, alphas: dict[str, Path], masks: dict[str, Pa
     return SampleFiles(stem, image, alpha, masks.get(stem), estimated)
 
 
+DONE, KEPT, NEEDS_REVIEW, NEEDS_ANNOTATION, ERROR = "done", "kept", "needs_review", "needs_annotation", "error"
+STATUSES: tuple[str, ...] = (DONE, KEPT, NEEDS_REVIEW, NEEDS_ANNOTATION, ERROR)
+"""The status of an image in an anonymise run's manifest (manifest.json, .csv, the CLI table), one each:
+
+* "done": anonymised by this run, nothing for a person to check;
+* "kept": anonymised by an earlier run (resume), nothing to check;
+* "needs_review": anonymised (its files written, by this run or, with "resumed", an earlier
+  one), but a person must check it: a face left unverified by the identity check, or a face the
+  audit found outside every face mask; listed in needs_annotation.txt with the reasons;
+* "needs_annotation": no face found, nothing written (an unobfuscated portrait must not land in
+  the outputs) until a hand-made mask is given (`facemask_dir`); listed in needs_annotation.txt;
+* "error": not processed (unreadable, mis-sized matte, ...); the reason in "error".
+
+The run journal (manifest.jsonl) records "done", "needs_review" or "needs_annotation" for the
+images it processed, and keeps those records when a later run keeps the image.
+"""
+
+
 @dataclass
 class FolderReport:
     """What a run did: one manifest record per image (input order), and the totals.
 
-    A record is a dict: "name", "image", "status" ("done", "kept", "needs_annotation" or
-    "error"), "seconds", and for a processed image its faces, mask area, parameters, warnings,
-    audit, per-image privacy "report" and "outputs"; "error" (one line) for a failed one. `run`
-    is the engine's report (per-worker figures, wall seconds).
+    A record is a dict: "name", "image", "status" (one of `STATUSES`, exactly one per image, so
+    the counts add up to the images), "seconds", and for a processed image its faces, mask
+    area, parameters, warnings, audit, per-image privacy "report" and "outputs" ("resumed":
+    true when an earlier run wrote them); "error" (one line) for a failed one. `run` is the
+    engine's report (per-worker figures, wall seconds).
     """
 
     out_dir: Path
@@ -201,23 +226,31 @@ class FolderReport:
         return sum(r["status"] == status for r in self.records)
 
     @property
+    def counts(self) -> dict[str, int]:
+        """Images per status (every one of `STATUSES`, zeros included); they sum to the images."""
+        return {status: self.count(status) for status in STATUSES}
+
+    @property
     def failed(self) -> list[dict]:
         return [r for r in self.records if r["status"] == "error"]
 
     @property
     def needs_annotation(self) -> list[str]:
-        """Images a person must look at: no face found, or faces left unverified."""
+        """Images a person must look at, as needs_annotation.txt lists them: status
+        "needs_annotation" (no face found) and "needs_review" (faces left unverified, or found
+        by the audit outside every mask)."""
         return [name for name in self.needs_annotation_reasons]
 
     @property
     def needs_annotation_reasons(self) -> dict[str, list[str]]:
         reasons: dict[str, list[str]] = {}
         for record in self.records:
+            if record["status"] not in (NEEDS_ANNOTATION, NEEDS_REVIEW):
+                continue
             found = list(record.get("needs_annotation") or ())
-            if record["status"] == "needs_annotation" and not found:
-                found = ["no face found"]
-            if found:
-                reasons[record["name"]] = found
+            if not found:
+                found = ["no face found"] if record["status"] == NEEDS_ANNOTATION else ["flagged"]
+            reasons[record["name"]] = found
         return reasons
 
     def privacy_report(self):
@@ -349,15 +382,17 @@ class AnonymizeTask:
     `compute` runs `p3m.privacy.anonymize` with the config's options, the audit and, for a
     flagged image or with `config.review`, the review thumbnail; `write` writes the layout's
     files atomically, the anonymised image last, and reports the image's manifest entry as
-    the record's details (status "done", or "needs_annotation" with nothing written when no
-    face was found) and the review entry as an attachment. The models (detectors, landmarks,
+    the record's details (status "done"; "needs_review" when written but a person must check it;
+    or "needs_annotation" with nothing written when no face was found: see `STATUSES`) and the review entry as an attachment. The models (detectors, landmarks,
     identity descriptor, audit detectors) are loaded on first use, once per process.
     """
 
     def __init__(self, config: AnonymizeConfig) -> None:
         self.config = config
 
-    def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    def load(
+        self, item: Item
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, str | None]:
         from p3m.privacy.pipeline import read_with_alpha
 
         sample: SampleFiles = item.payload
@@ -384,7 +419,9 @@ class AnonymizeTask:
                     f"face mask is {manual.shape[1]}x{manual.shape[0]}, image is {image.shape[1]}x{image.shape[0]}",
                     sample.facemask,
                 )
-        return image, input_alpha, alpha_u8, manual
+        from p3m.io import first_frame_note
+
+        return image, input_alpha, alpha_u8, manual, first_frame_note(sample.image)
 
     def compute(self, item: Item, loaded: tuple) -> dict[str, Any]:
         from p3m.privacy.audit import audit_anonymized
@@ -392,7 +429,7 @@ class AnonymizeTask:
 
         config = self.config
         sample: SampleFiles = item.payload
-        image, input_alpha, alpha_u8, manual = loaded
+        image, input_alpha, alpha_u8, manual, frames_note = loaded
         result = anonymize(
             image,
             alpha_u8,
@@ -419,7 +456,7 @@ class AnonymizeTask:
             "mask_area": mask_area,
             "mask_fraction": round(mask_area / result.facemask.size, 5),
             "parameters": _parameters(config, result.regions),
-            "warnings": list(result.warnings),
+            "warnings": ([frames_note] if frames_note else []) + list(result.warnings),
             "report": result.report(),
             "needs_annotation": list(result.needs_annotation),
         }
@@ -430,7 +467,6 @@ class AnonymizeTask:
             record["status"] = "needs_annotation"
             computed["review"] = self._review(sample.name, image, result.facemask, (), ["no face found"], True)
             return computed
-        record["status"] = "done"
         audit = None
         if config.audit:
             audit = audit_anonymized(result, image, config.audit_detectors)
@@ -441,6 +477,7 @@ class AnonymizeTask:
                 record["needs_annotation"].append(
                     f"{audit.missed_faces} face(s) found by the audit outside every face mask (left visible)"
                 )
+        record["status"] = NEEDS_REVIEW if record["needs_annotation"] else DONE
         flagged = bool(record["warnings"]) or bool(record["needs_annotation"])
         if config.review or flagged:
             notes = [f"{len(result.faces)} face(s), {config.method}"] + record["warnings"]
@@ -459,7 +496,7 @@ class AnonymizeTask:
         record = dict(computed["record"])
         status = record.pop("status")
         attachments = {} if computed["review"] is None else {"review": computed["review"]}
-        if status != "done":
+        if status not in (DONE, NEEDS_REVIEW):
             return Outcome(status=status, outputs={}, details=record, attachments=attachments)
         alpha_u8, input_alpha = computed["alpha"], computed["input_alpha"]
         for kind, path in item.outputs.items():  # the anonymised image last: it marks the image done
@@ -490,12 +527,20 @@ class AnonymizeTaskFactory:
 
 
 def manifest_record(record: ItemRecord) -> dict:
-    """An image's manifest entry from its run record (engine "failed" -> manifest "error")."""
+    """An image's manifest entry from its run record: engine "failed" -> "error"; a kept image
+    that a person must check stays "needs_review" (with "resumed": true), see `STATUSES`."""
     entry: dict[str, Any] = {"name": record.key, "image": record.source}
     entry.update(record.details)
     if record.outputs:
         entry["outputs"] = dict(record.outputs)
-    entry["status"] = "error" if record.status == FAILED else record.status
+    status = ERROR if record.status == FAILED else record.status
+    if status == KEPT:
+        entry["resumed"] = True
+        if record.details.get("needs_annotation"):
+            status = NEEDS_REVIEW
+    elif status == DONE and record.details.get("needs_annotation"):
+        status = NEEDS_REVIEW  # a record journalled before needs_review existed
+    entry["status"] = status
     if record.error is not None:
         entry["error"] = record.error
     entry["seconds"] = round(record.seconds, 3)
@@ -533,10 +578,11 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
     out_dir = report.out_dir
     summary = {
         "images": len(report.records),
-        "done": report.count("done"),
-        "kept": report.count("kept"),
-        "needs_annotation": len(report.needs_annotation),
-        "errors": len(report.failed),
+        "done": report.count(DONE),
+        "kept": report.count(KEPT),
+        "needs_review": report.count(NEEDS_REVIEW),
+        "needs_annotation": report.count(NEEDS_ANNOTATION),
+        "errors": report.count(ERROR),
         "audit_faces_found": report.audit_faces_found,
         "audit_by_detector": report.audit_by_detector,
         "audit_identity_matches": report.audit_identity_matches,

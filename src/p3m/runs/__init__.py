@@ -4,13 +4,14 @@ Matting a folder, anonymising a data set, solving a baseline, evaluating a model
 clip, a Ray job: each is a `Task` (load -> compute -> write) over `Item`s. The engine gives them
 the same behaviour:
 
-* **resume**: an item whose outputs all exist, or that the run's journal records as done, is
+* **resume**: an item whose outputs all exist (image outputs checked cheaply for damage: a
+  damaged one is redone, said in `RunStarted.redone`), or that the run's journal records as done, is
   kept (not recomputed) unless `overwrite`;
 * **atomic outputs**: tasks write through `p3m.io` (temporary file, then rename), and the
   journal line of an item is appended only after its outputs are complete;
 * **recorded failures**: a failing item becomes a `failed` record with a one-line reason and the
   run goes on (errors of the whole run, such as a missing dependency, stop it);
-* **typed progress events** (`RunStarted`, `ItemFinished`, `RunFinished`) for whoever renders
+* **typed progress events** (`RunStarted`, `ItemFinished`, `RunFinished`, `RunInterrupted`) for whoever renders
   progress (only `p3m.cli` does);
 * **overlap**: inputs are loaded ahead and outputs written behind on I/O threads while the
   calling thread computes;
@@ -36,6 +37,7 @@ from p3m.runs.engine import (
     ItemRecord,
     Outcome,
     RunFinished,
+    RunInterrupted,
     RunOptions,
     RunReport,
     RunStarted,
@@ -61,6 +63,7 @@ __all__ = [
     "Journal",
     "Outcome",
     "RunFinished",
+    "RunInterrupted",
     "RunOptions",
     "RunReport",
     "RunStarted",

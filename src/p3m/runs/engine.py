@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
 from p3m.io.atomic import output_folder, remove_stale_temporaries
+from p3m.io.images import output_file_problem
 from p3m.runs.journal import Journal
 from p3m.runs.records import DONE, FAILED, KEPT, ItemRecord
 
@@ -33,6 +34,7 @@ __all__ = [
     "ItemRecord",
     "Outcome",
     "RunFinished",
+    "RunInterrupted",
     "RunOptions",
     "RunReport",
     "RunStarted",
@@ -184,7 +186,7 @@ class RunOptions:
     threads per worker while items are computed (None: the library's default; give the same
     number to every engine for byte-identical outputs, see `compute_threads`).
     `kept_needs_record`: keep an item only when its outputs exist *and* the journal records it
-    as done, for tasks whose record carries what the run's reports are made of (e.g. an
+    as finished (done, or a task-specific status that is not a failure), for tasks whose record carries what the run's reports are made of (e.g. an
     anonymised image's manifest entry); an item whose outputs exist without a record (a stop
     between the last write and the journal line) is then redone, its outputs replaced
     atomically, instead of kept without its details.
@@ -203,11 +205,29 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class RunStarted:
-    """Emitted once: `total` items, of which `pending` will be processed and `kept` are done."""
+    """Emitted once: `total` items, of which `pending` will be processed and `kept` are done.
+
+    `redone`: one line per item whose outputs all exist but one of which is damaged (empty, an
+    unparsable header, a PNG or JPEG cut short: `p3m.io.output_file_problem`), so the run
+    processes it again instead of keeping it.
+    """
 
     total: int
     pending: int
     kept: int
+    redone: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunInterrupted:
+    """Emitted when a run stops on KeyboardInterrupt (Ctrl-C), before it is re-raised.
+
+    `done` items of `total` have complete outputs (kept, or finished by this run without
+    failing; what finished is journalled), so running again resumes with the rest.
+    """
+
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -226,7 +246,7 @@ class RunFinished:
     report: RunReport
 
 
-Event = RunStarted | ItemFinished | RunFinished
+Event = RunStarted | ItemFinished | RunFinished | RunInterrupted
 """A progress event of a run (typed: match on the class)."""
 
 
@@ -352,8 +372,20 @@ def _kept_record(item: Item, previous: ItemRecord | None) -> ItemRecord:
 def _is_done(item: Item, previous: ItemRecord | None, needs_record: bool = False) -> bool:
     recorded = previous is not None and previous.status == DONE
     if item.outputs:
-        return item.outputs_exist() and (recorded or not needs_record)
+        # With its outputs all there, a task-specific status ("needs_review": written, to be
+        # checked by a person) is as finished as "done"; only a failure is not.
+        written = previous is not None and previous.status not in (FAILED, KEPT)
+        return item.outputs_exist() and (written or not needs_record)
     return recorded
+
+
+def _damaged_output(item: Item) -> str | None:
+    """One line naming the first existing output of `item` that is not complete, or None."""
+    for path in item.outputs.values():
+        problem = output_file_problem(path)
+        if problem is not None:
+            return f"{path}: damaged ({problem}); redoing {item.source or item.key}"
+    return None
 
 
 def _pool_context(preload: tuple[str, ...] = ()) -> multiprocessing.context.BaseContext:
@@ -466,6 +498,7 @@ def run_items(
     pending: list[tuple[int, Item]] = []
     clashes: list[tuple[int, ItemRecord]] = []
     journalled_clashes: list[tuple[int, ItemRecord]] = []
+    redone: list[str] = []
     seen: dict[str, Item] = {}
     claimed: dict[str, Item] = {}  # output file (absolute, normalised) -> the item writing it
     all_items = list(items)
@@ -504,13 +537,19 @@ def run_items(
         if not options.overwrite and options.resume and _is_done(
             item, previous.get(item.key), options.kept_needs_record
         ):
-            records[index] = _kept_record(item, previous.get(item.key))
+            damaged = _damaged_output(item)
+            if damaged is None:
+                records[index] = _kept_record(item, previous.get(item.key))
+                continue
+            logger.info("%s", damaged)
+            redone.append(damaged)
+            pending.append((index, item))
         else:
             pending.append((index, item))
 
     emit = on_event or (lambda event: None)
     total_pending = len(pending) + len(clashes) + len(journalled_clashes)
-    emit(RunStarted(total=len(all_items), pending=total_pending, kept=len(records)))
+    emit(RunStarted(total=len(all_items), pending=total_pending, kept=len(records), redone=tuple(redone)))
     finished = 0
     workers: dict[str, WorkerStats] = {}
     local = _local_worker()
@@ -551,6 +590,10 @@ def run_items(
                 else:
                     for index, item in pending:
                         finish(index, execute_item(task, item, options.fatal))
+    except KeyboardInterrupt:
+        done = sum(1 for record in records.values() if record.status != FAILED)
+        emit(RunInterrupted(done=done, total=len(all_items)))
+        raise
     finally:
         if commit is not None:
             commit.flush()  # also when the run stops: what finished is on record

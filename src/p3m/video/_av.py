@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from p3m.errors import MissingDependencyError, VideoReadError
+from p3m.io.files import VIDEO_SUFFIXES as _VIDEO_SUFFIXES
 
 INSTALL_HINT = "pip install 'p3m[video]' (it installs PyAV, which ships FFmpeg)"
 
-VIDEO_SUFFIXES: tuple[str, ...] = (
-    ".mp4", ".m4v", ".mov", ".qt", ".webm", ".mkv", ".avi", ".wmv", ".flv", ".mpg", ".mpeg",
-    ".m2v", ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".dv", ".y4m",
-)  # fmt: skip
-"""Suffixes (lower case) that p3m treats as video files when it routes inputs."""
+# The suffixes live in p3m.io (folder scans need them below the video layer).
+VIDEO_SUFFIXES: tuple[str, ...] = _VIDEO_SUFFIXES
 
 
 def import_av() -> Any:

@@ -39,6 +39,7 @@ import numpy as np
 
 from p3m.errors import ConfigError, VideoWriteError
 from p3m.io.atomic import temporary_path
+from p3m.io.files import mark_output_folder
 from p3m.video._av import accurate_scaling, describe_av_error, import_av
 from p3m.video.reader import SEQUENCE_TIME_BASE, TIMESTAMPS_FILE
 
@@ -355,6 +356,7 @@ class VideoWriter:
             self._temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
             try:
                 self._temporary.mkdir()
+                mark_output_folder(self._temporary)  # never re-read as input images
                 # Written as frames come, so memory does not grow with the clip.
                 self._timestamps = open(self._temporary / TIMESTAMPS_FILE, "w", encoding="utf-8")  # noqa: SIM115
                 self._timestamps.write("# timestamp format v2\n")

@@ -434,7 +434,7 @@ def test_p3m_serve_options_reach_the_service(monkeypatch: pytest.MonkeyPatch) ->
     from p3m.errors import ConfigError
 
     runner = CliRunner()
-    help_text = " ".join(runner.invoke(cli, ["serve", "--help"], terminal_width=200).output.split())
+    help_text = " ".join(runner.invoke(cli, ["serve", "--help"], env={"COLUMNS": "200"}).output.split())
     for words in (".onnx file", "--strategy", "--max-pixels", "--workers", "--queue", "--timeout"):
         assert words in help_text, words
     served: list = []

@@ -328,8 +328,9 @@ def test_baseline_budget_is_full_resolution_or_a_real_budget(command: list[str])
 
 def test_result_tables_keep_their_numbers_whole_in_an_80_column_terminal() -> None:
     """Rich fitted a wide table (Tables 9/10: nine metric columns) to 80 columns by folding its
-    cells, splitting `0.004567` over two lines; `print_table` gives up the borders, then prints at
-    the natural width, and a table that fits is printed as it is."""
+    cells, splitting `0.004567` over two lines (and a table printed wider than the terminal is
+    cut by the terminal's line wrap); `print_table` gives up the borders, then splits the columns
+    into tables that fit, and a table that fits is printed as it is."""
     import io
 
     from rich.console import Console
@@ -351,8 +352,9 @@ def test_result_tables_keep_their_numbers_whole_in_an_80_column_terminal() -> No
         return output
 
     assert "│" in render(3) and max(len(line) for line in render(3).splitlines()) <= 80  # fits: as it is
-    wide = render(10)
-    assert "│" not in wide and len(wide.splitlines()) <= 5  # one line per row, at its natural width
+    wide = render(10)  # about 120 columns: split into tables that fit, each led by the row names
+    assert "│" not in wide and max(len(line) for line in wide.splitlines()) <= 80, wide
+    assert wide.count("B:B ICP") >= 2 and wide.count("wide") == 1
 
 
 def test_a_background_asks_for_a_composite(tmp_path: Path) -> None:
@@ -382,3 +384,23 @@ def test_a_single_failed_input_is_reported_once(tmp_path: Path) -> None:
     Image.fromarray(data.astronaut()[::8, ::8]).save(tmp_path / "good.png")
     both = runner.invoke(app, ["matte", str(bomb), str(tmp_path / "good.png"), "-o", str(tmp_path / "o2"), "-m", "selfie-cf"])
     assert " ".join(both.output.split()).count("more than the cap of 160 MP") == 2, both.output  # live, then recap
+
+
+def test_progress_bars_keep_counts_and_times_whole_beside_a_long_name() -> None:
+    """At 80 columns a long cell name ("Normal training images on P3M-500-P: synth_p_0001")
+    squeezed the elapsed and remaining times to `0:0…`; the name is cut instead."""
+    import io
+
+    from rich.console import Console
+
+    from p3m.cli._ui import item_progress
+
+    buffer = io.StringIO()
+    console = Console(width=80, file=buffer, force_terminal=True, color_system=None)
+    with item_progress("Tables 9/10", console, show_name=True, show_elapsed=True) as progress:
+        task = progress.add_task("x", total=8, name="Normal training images on P3M-500-P: synth_p_0001 " * 2)
+        progress.update(task, completed=6)
+        progress.refresh()
+    line = buffer.getvalue().replace("\r", "\n").split("\n")
+    shown = [text for text in line if "6/8" in text][-1]
+    assert "0:00:00" in shown and "…" in shown and len(shown.replace("\x1b[2K", "")) <= 80, shown

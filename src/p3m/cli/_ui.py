@@ -11,7 +11,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -43,29 +43,85 @@ def print_table(console: Console, table: Table) -> None:
     """Print a result table whose numbers stay whole in a narrow terminal.
 
     Rich fits a table to the terminal by folding its cells, which splits numbers (`0.01` over
-    `23`). A table too wide for the terminal drops its outer border and cell padding first, and
-    if that is not enough it is printed at its natural width: the terminal wraps the long lines,
-    and every number still reads (and copies) whole.
+    `23`), and a table printed wider than the terminal is cut by the terminal's own line wrap.
+    A table too wide for the terminal drops its outer border and edge padding first; if that is
+    not enough, its columns are printed as several tables one under the other, each as wide as
+    the terminal allows and each led by the first column (the row names), as wide data frames
+    are shown. Every number reads, and copies, whole.
     """
     from rich import box
-    from rich.measure import Measurement
 
-    def natural_width() -> int:
-        return Measurement.get(console, console.options.update(max_width=PIPED_WIDTH), table).maximum
-
-    if natural_width() > console.width:
+    if _natural_width(console, table) > console.width:
         table.box = box.SIMPLE_HEAD
         table.show_edge = False
         table.pad_edge = False
-    width, terminal = natural_width(), console.width
-    if width <= terminal:
+    if _natural_width(console, table) <= console.width or len(table.columns) < 3:
         console.print(table)
         return
-    console.width = width  # Rich renders no wider than the console, whatever print() is told
-    try:
-        console.print(table)
-    finally:
-        console.width = terminal
+    for index, block in enumerate(_column_blocks(console, table)):
+        if index:
+            console.print()
+        console.print(block)
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update(max_width=PIPED_WIDTH), table).maximum
+
+
+def _column_blocks(console: Console, table: Table) -> list[Table]:
+    """`table` as tables of its first column and as many of the next columns as fit the width."""
+    lead, rest = table.columns[0], table.columns[1:]
+    blocks: list[Table] = []
+    chosen: list[Any] = []
+    for column in rest:
+        if chosen and _natural_width(console, _part(table, [lead, *chosen, column], not blocks)) > console.width:
+            blocks.append(_part(table, [lead, *chosen], not blocks))
+            chosen = []
+        chosen.append(column)
+    blocks.append(_part(table, [lead, *chosen], not blocks))
+    return blocks
+
+
+def _part(table: Table, columns: list[Any], first: bool) -> Table:
+    """A table of some of `table`'s columns (the title on the first part only)."""
+    from rich.table import Table
+
+    part = Table(
+        title=table.title if first else None, title_justify=table.title_justify, box=table.box,
+        show_edge=table.show_edge, pad_edge=table.pad_edge, header_style=table.header_style,
+    )  # fmt: skip
+    for column in columns:
+        part.add_column(column.header, justify=column.justify, style=column.style, no_wrap=True)
+    cells = [list(column.cells) for column in columns]
+    for row in range(table.row_count):
+        part.add_row(*(column_cells[row] for column_cells in cells))
+    return part
+
+
+NAME_WIDTH = 32
+"""At most this many cells of a progress bar's item name (cut with an ellipsis)."""
+
+
+def name_column() -> Any:
+    """The progress bars' last column, the item in work, at most `NAME_WIDTH` cells (cut with an
+    ellipsis): a long name squeezed the counts and times before it (`0:0…`). Bars with it are
+    `flexible_bar()`s, which take the room that is left."""
+    from rich.progress import TextColumn
+    from rich.table import Column
+
+    return TextColumn(
+        "{task.fields[name]}", table_column=Column(no_wrap=True, overflow="ellipsis", max_width=NAME_WIDTH)
+    )
+
+
+def flexible_bar() -> Any:
+    """A progress bar as wide as the terminal leaves it (at least 10 cells)."""
+    from rich.progress import BarColumn
+    from rich.table import Column
+
+    return BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10))
 
 
 def item_progress(
@@ -85,12 +141,12 @@ def item_progress(
         TimeRemainingColumn,
     )
 
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    columns = [TextColumn(label), flexible_bar() if show_name else BarColumn(), MofNCompleteColumn()]
     if show_elapsed:
         columns.append(TimeElapsedColumn())
     columns.append(TimeRemainingColumn())
     if show_name:
-        columns.append(TextColumn("{task.fields[name]}"))
+        columns.append(name_column())
     # Off a terminal (a pipe, a log file) a live bar has nothing to redraw and leaves blank lines.
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
 
@@ -117,7 +173,6 @@ def run_progress(
     """
     from rich.markup import escape
     from rich.progress import (
-        BarColumn,
         MofNCompleteColumn,
         Progress,
         TaskProgressColumn,
@@ -130,12 +185,12 @@ def run_progress(
 
     progress = Progress(
         TextColumn(label),
-        BarColumn(),
+        flexible_bar(),
         MofNCompleteColumn(),
         TaskProgressColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[name]}"),
+        name_column(),
         console=console,
         transient=True,
         disable=not console.is_terminal,  # off a terminal a live bar only leaves blank lines

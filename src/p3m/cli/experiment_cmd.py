@@ -72,7 +72,6 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
     """One bar over every image of a study (`p3m.experiments.events`), the current cell and image
     beside it; a note when a cell's earlier results are discarded, a red line per failed image."""
     from rich.progress import (
-        BarColumn,
         MofNCompleteColumn,
         Progress,
         TextColumn,
@@ -80,12 +79,13 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
         TimeRemainingColumn,
     )
 
+    from p3m.cli._ui import flexible_bar, name_column
     from p3m.experiments.events import CellProgress, CellReset, StudyStarted
     from p3m.runs import ItemFinished, RunStarted
 
     progress = Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[name]}"), console=console, transient=True,
+        TextColumn(label), flexible_bar(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        name_column(), console=console, transient=True,
     )  # fmt: skip
     state: dict[str, Any] = {}
 

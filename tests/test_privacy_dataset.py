@@ -385,3 +385,25 @@ def test_a_flagged_image_is_journalled_needs_review_and_kept_on_resume(tmp_path)
     assert json.loads((tmp_path / "manifest.jsonl").read_text())["status"] == "needs_review"
     second = run_items(items, Flagging(AnonymizeConfig()), tmp_path / "manifest.jsonl", options)
     assert second.counts == {"kept": 1} and Flagging.computed == 1
+
+
+def test_single_image_mode_never_takes_its_own_outputs(tmp_path):
+    """c10 for `p3m anonymize`: `p3m anonymize D/* -o D` run again took D/portrait.png,
+    portrait.facemask.png, the manifests and the privacy report as inputs, failed all 9 (the
+    photo too: its output "would overwrite the input") and replaced the first run's manifest."""
+    from skimage import data
+
+    folder = tmp_path / "D"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()[::4, ::4]).save(folder / "portrait.jpg")
+    options = ["-o", str(folder), "--no-audit", "--verify", "none", "--no-alpha"]
+    first = _run(str(folder / "portrait.jpg"), *options)
+    assert first.exit_code == 0, first.output
+    written = sorted(path.name for path in folder.iterdir())
+    assert "portrait.png" in written and "portrait.facemask.png" in written and "manifest.json" in written
+    again = _run(*sorted(str(path) for path in folder.iterdir()), *options)  # what `D/*` expands to
+    assert again.exit_code == 0, again.output
+    assert "kept 1" in again.output and "failed 0" in again.output
+    assert sorted(path.name for path in folder.iterdir()) == written
+    summary = json.loads((folder / "manifest.json").read_text())["summary"]
+    assert summary["images"] == 1

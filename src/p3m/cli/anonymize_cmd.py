@@ -264,7 +264,19 @@ def anonymize_command(
     from p3m.io import expand_folders
 
     folders_given = [path for path in images or () if path.is_dir()]
+    files_given = [path for path in images or () if not path.is_dir()]
     images, videos = expand_folders(images or ())  # videos in folders run too, as in p3m matte
+    # p3m never takes its own outputs as inputs (`photos/*` after a run into photos/).
+    from p3m.inference.batch import leave_out_own_outputs
+
+    images, _, named_like_outputs = leave_out_own_outputs(images, named=files_given)
+    if named_like_outputs:
+        shown = ", ".join(path.name for path in named_like_outputs[:3])
+        more = f", ... ({len(named_like_outputs)} in all)" if len(named_like_outputs) > 3 else ""
+        err.print(
+            f"note: passed over {len(named_like_outputs)} file(s) named like p3m's outputs, which are "
+            f"never inputs ({shown}{more})", highlight=False, soft_wrap=True,
+        )  # fmt: skip
     video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
     if videos and not images:
         raise typer.Exit(code=1 if video_failed else 0)

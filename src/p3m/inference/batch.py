@@ -142,6 +142,37 @@ class OwnOutputs:
         return any(resolved in self._journal_outputs(folder) for folder in resolved.parents)
 
 
+FACEMASK_SUFFIX = ".facemask.png"
+"""The ending of the face masks `p3m anonymize` writes in single-image mode (`<stem>.facemask.png`)."""
+
+
+def leave_out_own_outputs(
+    paths: Sequence[Path], named: Iterable[Path] = ()
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """(inputs, files a p3m run wrote, files named like its outputs) of files given as inputs.
+
+    A run's journal in the file's folder or above lists it, it lies in a folder p3m marked as
+    its output, or it is one of the files runs write beside their outputs (`RUN_FILES`): it is
+    p3m's own, left out quietly, also when a shell expanded `photos/*` into it. A file found in
+    a folder (not in `named`, the files the user named) that is named like an output
+    (`<stem>_<kind>.png`, `<stem>.facemask.png`) and that no journal lists is left out too, to
+    be mentioned in a note; a file named explicitly is taken. As `plan_matte` does for its own."""
+    named = {Path(path) for path in named}
+    own = OwnOutputs()
+    inputs: list[Path] = []
+    wrote: list[Path] = []
+    named_like: list[Path] = []
+    for path in paths:
+        folder = own.output_folder(path) if path.exists() else None
+        if path.name in RUN_FILES or (path.exists() and own.listed(path)) or (folder is not None and folder[1] == "marked"):
+            wrote.append(path)
+        elif path not in named and (looks_like_output(path) or path.name.lower().endswith(FACEMASK_SUFFIX)):
+            named_like.append(path)
+        else:
+            inputs.append(path)
+    return inputs, wrote, named_like
+
+
 def _read_journal_outputs(folder: Path) -> set[Path]:
     try:
         text = (folder / MANIFEST_NAME).read_text(encoding="utf-8")

@@ -371,7 +371,7 @@ def test_load_image_input_accepts_paths_pil_arrays_and_bytes(tmp_path: Path) -> 
     with pytest.raises(UnsupportedImageError, match="uint8"):
         load_image_input(image.astype(np.float32) / 255)
     with pytest.raises(UnsupportedImageError, match="shape"):
-        load_image_input(np.zeros((4, 4, 2), np.uint8))
+        load_image_input(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ImageReadError, match="not an image"):
         load_image_input(b"garbage bytes")
     with pytest.raises(TypeError):
@@ -569,3 +569,17 @@ def test_an_undecodable_heif_image_is_not_called_a_video(tmp_path) -> None:
     with pytest.raises(ImageReadError) as info:
         read_image(path)
     assert "video" not in str(info.value)
+
+
+def test_a_grey_and_alpha_array_is_read_as_the_same_la_image() -> None:
+    """`p3m.matte` took an LA PIL image but refused the same pixels as an H x W x 2 array."""
+    from p3m.io import load_image_and_alpha
+
+    grey = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    alpha = np.full((6, 8), 255, np.uint8)
+    alpha[:, :3] = 0
+    array = np.dstack([grey, alpha])
+    from_array = load_image_and_alpha(array)
+    from_pil = load_image_and_alpha(Image.fromarray(array, mode="LA"))
+    assert np.array_equal(from_array[0], from_pil[0]) and from_array[0].shape == (6, 8, 3)
+    assert np.array_equal(from_array[1], from_pil[1]) and from_array[1][0, 0] == 0.0

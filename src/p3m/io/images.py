@@ -634,14 +634,15 @@ def load_image_and_alpha(
     """`load_image_input`, plus the input's own alpha (float32 H x W in [0, 1], or None).
 
     Files, bytes and PIL images give their transparency (see `read_image_and_alpha`); an
-    H x W x 4 array gives its fourth channel (uint8 / 255, uint16 / 65535); anything without an
-    alpha channel, or with a fully opaque one, gives None.
+    H x W x 4 array (RGBA) or H x W x 2 array (grey + alpha, as PIL's "LA") gives its last
+    channel (uint8 / 255, uint16 / 65535); anything without an alpha channel, or with a fully
+    opaque one, gives None.
     """
     if isinstance(image, np.ndarray):
         alpha = None
-        if image.ndim == 3 and image.shape[2] == 4 and image.dtype in (np.uint8, np.uint16):
+        if image.ndim == 3 and image.shape[2] in (2, 4) and image.dtype in (np.uint8, np.uint16):
             full_scale = 255.0 if image.dtype == np.uint8 else 65535.0
-            channel = image[:, :, 3]
+            channel = image[:, :, -1]
             if channel.min() < full_scale:
                 alpha = channel.astype(np.float32) / np.float32(full_scale)
         return _array_to_rgb(image), alpha
@@ -668,14 +669,14 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
         )
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
         raise UnsupportedImageError(
-            f"image array must be H x W, H x W x 1, H x W x 3 or H x W x 4, got shape {array.shape}"
+            f"image array must be H x W, H x W x 1, H x W x 2 (grey + alpha), H x W x 3 or H x W x 4, got shape {array.shape}"
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise UnsupportedImageError(f"image array has no pixels (shape {array.shape})")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
+    if array.shape[2] in (1, 2):  # grey, or grey + alpha (the alpha is returned apart)
+        array = np.repeat(array[:, :, :1], 3, axis=2)
     elif array.shape[2] == 4:
         array = array[:, :, :3]
     return np.ascontiguousarray(array)

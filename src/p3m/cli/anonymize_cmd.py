@@ -393,10 +393,13 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
         f"Report: {report.out_dir / 'privacy_report.json'} and privacy_report.html",
         highlight=False,
     )
-    out_console.print(
+    # The counts per status are the run summary's line (printed after this one), once.
+    counts = "" if report.run is not None else (
         f"done {report.count('done')}, kept {report.count('kept')}, needs review {report.count('needs_review')}, "
         f"needs annotation {report.count('needs_annotation')}, failed {len(report.failed)}; "
-        f"audit total: {report.audit_faces_found} face(s) still found, "
+    )
+    out_console.print(
+        f"{counts}audit total: {report.audit_faces_found} face(s) still found, "
         f"{report.audit_identity_matches} identity match(es). Manifest: {report.out_dir / 'manifest.json'}",
         highlight=False,
     )

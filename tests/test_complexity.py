@@ -105,6 +105,20 @@ def test_run_writes_the_table_and_resumes_after_an_interruption(tmp_path: Path) 
     again = ComplexityReport.from_dict(json.loads((tmp_path / COMPLEXITY_FILES["json"]).read_text()))
     assert again.rows == report.rows and again.settings == report.settings
 
+    # Measuring a subset keeps the other models' saved rows (merged by model), nothing is
+    # measured again, and the table says which rows come from an earlier run.
+    events.clear()
+    subset = run_complexity(ComplexitySettings(models=MODELS[1:], **QUICK), tmp_path, on_progress=events.append)
+    assert {event.step for event in events} == {"done"}
+    assert [row.model for row in subset.rows] == [MODELS[1], MODELS[0]] and subset.rows[1].to_dict() == first_row
+    assert subset.earlier == (MODELS[1], MODELS[0])
+    saved = json.loads((tmp_path / COMPLEXITY_FILES["json"]).read_text())
+    assert [row["model"] for row in saved["rows"]] == [MODELS[1], MODELS[0]]
+    assert f"From an earlier run with the same settings (not measured now): {MODELS[1]}, {MODELS[0]}." in (
+        tmp_path / COMPLEXITY_FILES["markdown"]
+    ).read_text()
+    assert len((tmp_path / COMPLEXITY_FILES["csv"]).read_text().splitlines()) == 3
+
     # Other timing settings: nothing is reused. Parameters and MACs are reproducible.
     events.clear()
     rerun = run_complexity(
@@ -128,9 +142,12 @@ def test_cli_prints_and_writes_the_table(tmp_path: Path) -> None:
     for name in COMPLEXITY_FILES.values():
         assert (tmp_path / name).is_file()
     saved = (tmp_path / COMPLEXITY_FILES["json"]).read_text()
-    # Again: everything is resumed, nothing measured, the files are unchanged.
-    assert runner.invoke(app, command).exit_code == 0
+    assert "From an earlier run" not in result.output
+    # Again: everything is resumed, nothing measured, the JSON is unchanged; the table says so.
+    again = runner.invoke(app, command)
+    assert again.exit_code == 0
     assert (tmp_path / COMPLEXITY_FILES["json"]).read_text() == saved
+    assert f"From an earlier run with the same settings (not measured now): {MODELS[0]}." in again.output
 
     bad = runner.invoke(app, ["experiment", "complexity", "--size", "50", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and isinstance(bad.exception, ExperimentError)

@@ -21,7 +21,13 @@ from typer.testing import CliRunner
 
 from p3m.data.synthetic import write_synthetic_dataset
 from p3m.errors import CheckpointError, DatasetError, ExperimentError
-from p3m.experiments.events import CellProgress, CellReset, StudyFinished, StudyStarted
+from p3m.experiments.events import (
+    CellProgress,
+    CellReset,
+    StudyFinished,
+    StudyResumed,
+    StudyStarted,
+)
 from p3m.runs import ItemFinished
 
 P_SET = "validation/P3M-500-P"
@@ -237,8 +243,10 @@ def test_copy_paste_resumes_and_tags_the_protocols(data, checkpoints, tmp_path):
     lines = (out / "copy-paste.csv").read_text().splitlines()
     assert lines[0] == "Method,Training,P3M-CP,P3M-500-P/SAD,P3M-500-P/MSE,P3M-500-P/MAD,P3M-500-NP/SAD,P3M-500-NP/MSE,P3M-500-NP/MAD"
     cells = [line.split(",") for line in lines[1:]]
-    assert [row[:3] for row in cells] == [["w/o P3M-CP", "B", "–"], ["P3M-CP (ICP)", "B", "ICP"],
-                                          ["P3M-CP (FCP)", "B", "FCP"], ["Normal training images", "N", "–"]]  # fmt: skip
+    # A missing cell is empty in every study's CSV (the table shows "–").
+    assert [row[:3] for row in cells] == [["w/o P3M-CP", "B", ""], ["P3M-CP (ICP)", "B", "ICP"],
+                                          ["P3M-CP (FCP)", "B", "FCP"], ["Normal training images", "N", ""]]  # fmt: skip
+    assert "–" not in (out / "copy-paste.csv").read_text()
     assert cells[0][3:] == cells[1][3:] and cells[2][3:] == cells[3][3:] != cells[0][3:]  # same checkpoint, same numbers
 
     records = {(row, name): json.loads((out / row / name / "metrics.json").read_text()) for row in rows for name in ("P3M-500-P", "P3M-500-NP")}
@@ -270,6 +278,8 @@ def test_baselines_on_blurred_and_normal_images_resume(data, tmp_path):
     result = invoke(args)
     assert result.exit_code == 0, result.output
     assert "Table 2" in result.output
+    kept = sum(1 for cell in ("blurred", "normal") if any(path.parts[-3] == cell for path in done))
+    assert f"resumed: {kept} of 2 cells from an earlier run in {out} (--fresh recomputes)" in result.output
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in done.items())
     lines = (out / "baselines.csv").read_text().splitlines()
     assert lines[0] == (
@@ -287,6 +297,59 @@ def test_baselines_on_blurred_and_normal_images_resume(data, tmp_path):
     empty.mkdir()
     missing = invoke(["baselines", "--data-root", str(data), "--normal-images", str(empty), "--methods", "cf", "--out", str(out)])
     assert missing.exit_code != 0 and isinstance(missing.exception, DatasetError)
+
+
+class _TruthAsPrediction:
+    """A cell's task that writes each image's ground truth as its prediction (reads the image
+    first, so an image that is not there fails)."""
+
+    def load(self, item):
+        from p3m.io import read_alpha_u8, read_image
+
+        read_image(item.source)
+        return read_alpha_u8(item.payload.alpha)
+
+    def compute(self, item, loaded):
+        return loaded
+
+    def write(self, item, result):
+        from p3m.io import write_png
+        from p3m.runs import Outcome
+
+        write_png(item.outputs["alpha"], result)
+        return Outcome(outputs=dict(item.outputs))
+
+
+def test_a_study_run_that_evaluates_nothing_leaves_earlier_results_alone(data, tmp_path):
+    """Every study writes its tables through `write_study`: a run in which every image failed
+    (the tester's `/nonexist.png`) must not replace a finished run's tables with empty ones."""
+    from p3m.evaluation.tables import Cell, Column
+    from p3m.experiments.runner import (
+        CellSpec,
+        Group,
+        find_test_samples,
+        grouped_table,
+        run_cells,
+        write_study,
+    )
+
+    def study(samples):
+        spec = CellSpec("truth", "P3M-500-P", tuple(samples), lambda _: _TruthAsPrediction(), {"method": "truth"})
+        results = run_cells("demo", [spec], tmp_path)
+        means = {"P3M-500-P": results[0].means}
+        table = grouped_table("Demo", [Column("", "Method")], [([Cell("Truth")], means)], [Group("P3M-500-P", "P")], ("sad",))
+        return write_study("demo", "Demo", table, results, tmp_path, {"method": "truth"})
+
+    samples = find_test_samples(data, "P3M-500-P")
+    done = study(samples)
+    assert sorted(done.files) == ["csv", "json", "markdown"] and done.cells[0].means["sad"] == 0
+    written = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and path.name != "manifest.jsonl"}
+
+    ghost = dataclasses.replace(samples[0], name="ghost", image=tmp_path / "nonexist.png")
+    failed = study([ghost])
+    assert failed.files == {} and [name for name, _ in failed.failures] == ["truth/P3M-500-P: ghost"]
+    assert "nothing was written" in failed.table.notes[-1]
+    assert {path: path.read_bytes() for path in written} == written  # the study's and the cell's files
 
 
 # --------------------------------------------------------------------------- sensitivity
@@ -345,6 +408,23 @@ def test_sensitivity_with_the_offline_default_resumes(data, tmp_path, monkeypatc
 
     sheet = read_image(out / "heatmaps" / "copy.png")
     assert sheet.shape[1] > 6 * 256 and sheet.shape[0] > 2 * 256  # 6 tiles wide, 2 high, labels, colour bar
+
+    # Zeros have no parameter: "–" in the table, an empty cell in the CSV (not 0.0).
+    mask_row = (out / SENSITIVITY_FILES["csv"]).read_text().splitlines()[-1].split(",")
+    assert result.table.rows[-1][1].text == "–" and mask_row[:2] == ["Mask (zeros)", ""]
+    # Resuming says so, through the study's events.
+    assert [(e.kept, e.total, e.unit) for e in events if isinstance(e, StudyResumed)] == [(1, 3, "images")]
+
+    # A run where every image fails (here: a file that does not exist) writes nothing: the
+    # finished run's tables are left as they were, and the command says nothing was written.
+    written = {path: path.read_bytes() for path in out.iterdir() if path.is_file() and path.name != "manifest.jsonl"}
+    failed = run_sensitivity(dataclasses.replace(settings, images=(tmp_path / "nonexist.png",)), out)
+    assert failed.files == {} and [name for name, _ in failed.failures] == ["nonexist"]
+    assert "nothing was written" in failed.table.notes[-1]
+    command = invoke(["sensitivity", str(tmp_path / "nonexist.png"), "-m", "selfie-cf", "--alphas", str(folders["alphas"]),
+                      "--facemasks", str(folders["facemasks"]), "--out", str(out)])  # fmt: skip
+    assert command.exit_code == 1 and "written: nothing" in command.output, command.output
+    assert {path: path.read_bytes() for path in written} == written
 
     # Other settings: earlier results are discarded and computed again.
     events.clear()

@@ -70,7 +70,8 @@ def _progress_callback(label: str, console: Console) -> Iterator[Callable[[Any],
 @contextmanager
 def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEvent], None]]:
     """One bar over every image of a study (`p3m.experiments.events`), the current cell and image
-    beside it; a note when a cell's earlier results are discarded, a red line per failed image."""
+    beside it; a note when a cell's earlier results are discarded or results of an earlier run are
+    kept, a red line per failed image."""
     from rich.progress import (
         MofNCompleteColumn,
         Progress,
@@ -80,7 +81,7 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
     )
 
     from p3m.cli._ui import flexible_bar, name_column
-    from p3m.experiments.events import CellProgress, CellReset, StudyStarted
+    from p3m.experiments.events import CellProgress, CellReset, StudyResumed, StudyStarted
     from p3m.runs import ItemFinished, RunStarted
 
     progress = Progress(
@@ -97,6 +98,8 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
                 f"[yellow]note:[/yellow] {event.cell}: earlier results discarded, {event.reason}",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
+        elif isinstance(event, StudyResumed):
+            progress.console.print(f"[yellow]note:[/yellow] {event.message}", highlight=False, soft_wrap=True)
         elif isinstance(event, CellProgress) and "task" in state:
             inner = event.event
             if isinstance(inner, RunStarted):
@@ -132,7 +135,10 @@ def _print_table(result: ResultTable, written: list[Path]) -> None:
     print_table(console, table)
     for note in result.notes:
         console.print(f"[dim]- {note}[/dim]", highlight=False, soft_wrap=True)
-    console.print(f"written: {', '.join(str(path) for path in written)}", highlight=False, soft_wrap=True)
+    if written:
+        console.print(f"written: {', '.join(str(path) for path in written)}", highlight=False, soft_wrap=True)
+    else:
+        console.print("written: nothing", highlight=False, soft_wrap=True)
 
 
 def _finish(result: Any, console: Console) -> None:

@@ -322,11 +322,17 @@ def measure_latency(
 
 @dataclass
 class ComplexityReport:
-    """Rows of Table 11 with the settings and environment they were measured in."""
+    """Rows of Table 11 with the settings and environment they were measured in.
+
+    `earlier`: the models whose rows were not measured by this run but kept from an earlier one
+    with the same settings (resumed, or saved in the output folder and not asked for this time);
+    the table names them in a note. Not saved in the JSON (it describes one run).
+    """
 
     settings: ComplexitySettings
     rows: list[ComplexityRow] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    earlier: tuple[str, ...] = ()
 
     def table(self) -> Any:
         """The table in the paper's layout (a `p3m.evaluation.tables.ResultTable`): Method,
@@ -367,6 +373,9 @@ class ComplexityReport:
                 f"({self.environment.get('cpu_count', '?')} CPU cores)."
             ),
         ]
+        shown = [row.model for row in self.rows if row.model in self.earlier]
+        if shown:
+            notes.append(f"From an earlier run with the same settings (not measured now): {', '.join(shown)}.")
         title = f"Table 11: model complexity at {height}x{width}"
         return ResultTable(title, columns, rows, notes)
 
@@ -462,6 +471,7 @@ def measure_complexity(
         for name in models:
             if name in kept:
                 report.rows.append(kept[name])
+                report.earlier += (name,)
                 done += steps_per_model
                 continue
             first = done
@@ -516,8 +526,11 @@ def run_complexity(
     """Measure, writing complexity.md / .csv / .json into `out_dir` after every model.
 
     With `resume`, rows already in out_dir/complexity.json are kept when they were measured with
-    the same size, repeats, warm-up, threads, devices, torch version and CPU; otherwise (or
-    with `resume=False`) every model is measured again. Files are written atomically.
+    the same size, repeats, warm-up, threads, devices, torch version and CPU: the models asked
+    for are not measured again, and the rows of models not asked for this time stay in the
+    files (after the ones asked for; `ComplexityReport.earlier` names every kept row).
+    Otherwise (or with `resume=False`) every model asked for is measured again and the files
+    hold those only. Files are written atomically.
     """
     resolved = settings.resolved()
     target = Path(out_dir).expanduser()
@@ -538,11 +551,21 @@ def run_complexity(
             logger.info("resuming: %d model(s) already measured in %s", len(previous), existing)
         else:
             logger.warning("%s was measured with other settings: measuring every model again", existing)
+    others = [row for row in previous if row.model not in (resolved.models or ())]
+
+    def merged(report: ComplexityReport) -> ComplexityReport:
+        # The saved rows of models not asked for this time are kept (merged by model).
+        if not others:
+            return report
+        earlier = report.earlier + tuple(row.model for row in others)
+        return replace(report, rows=[*report.rows, *others], earlier=earlier)
+
     report = measure_complexity(
         resolved,
         previous=previous,
         on_progress=on_progress,
-        on_row=lambda partial: _write(partial, target),
+        on_row=lambda partial: _write(merged(partial), target),
     )
+    report = merged(report)
     _write(report, target)
     return report

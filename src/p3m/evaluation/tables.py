@@ -39,6 +39,7 @@ from p3m.evaluation.record import MetricsRecord
 from p3m.vocabulary import Protocol, TestSet, values
 
 __all__ = [
+    "MISSING",
     "PROTOCOLS",
     "SET_NAMES",
     "TABLE_METRICS",
@@ -56,6 +57,9 @@ __all__ = [
 
 TABLE_METRICS: tuple[str, ...] = ("sad", "mse", "mad", "sad_t", "mse_t", "mad_t", "grad", "conn")
 """The paper's columns, in order."""
+
+MISSING = "–"
+"""What a table shows for a missing value (the CSV leaves the cell empty)."""
 
 SET_NAMES: tuple[str, ...] = values(TestSet)
 SET_LABELS: Mapping[str, str] = {test_set.value: test_set.label for test_set in TestSet}
@@ -232,7 +236,8 @@ class ResultTable:
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        """One header row (`group/label`), full-precision numbers, empty cells for missing values."""
+        """One header row (`group/label`), full-precision numbers, empty cells for missing values
+        (a number without a value, or a text cell showing "–")."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(
@@ -241,7 +246,11 @@ class ResultTable:
         for row in self.rows:
             writer.writerow(
                 [
-                    cell.text if not column.key else "" if cell.value is None else repr(cell.value)
+                    (cell.text if cell.text != MISSING else "")
+                    if not column.key
+                    else ""
+                    if cell.value is None
+                    else repr(cell.value)
                     for column, cell in zip(self.columns, row, strict=True)
                 ]
             )
@@ -254,7 +263,7 @@ def _md_row(cells: Sequence[str]) -> str:
 
 def _format(value: float | None, key: str) -> str:
     if value is None:
-        return "–"
+        return MISSING
     if not math.isfinite(value):
         return str(value)
     return f"{value:.{DIGITS.get(key, 4)}f}"

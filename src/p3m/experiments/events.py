@@ -8,6 +8,8 @@ A study is a sequence of runs of the folder-run engine (`p3m.runs`), one per cel
   checkpoint, strategy, obfuscation strength) or `fresh` was asked for, and are discarded;
 * `CellProgress` for every event of a cell's run (`p3m.runs.RunStarted`, `ItemFinished`,
   `RunFinished`), tagged with the cell;
+* `StudyResumed` when results of an earlier run in the output folder were kept (how many cells,
+  or images for a one-cell study, of how many);
 * `StudyFinished` once at the end, with the number of images that failed.
 
     >>> def on_event(event):
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from p3m.runs import Event
 
-__all__ = ["CellProgress", "CellReset", "StudyEvent", "StudyFinished", "StudyStarted"]
+__all__ = ["CellProgress", "CellReset", "StudyEvent", "StudyFinished", "StudyResumed", "StudyStarted"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,26 @@ class CellProgress:
 
 
 @dataclass(frozen=True)
+class StudyResumed:
+    """Results of an earlier run in `out_dir` were kept: `kept` of `total` `unit` ("cells", or
+    "images" for a study that is one run over images) were not computed again. `message` is the
+    one-line note the CLI prints."""
+
+    study: str
+    kept: int
+    total: int
+    unit: str
+    out_dir: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"resumed: {self.kept} of {self.total} {self.unit} from an earlier run in {self.out_dir} "
+            "(--fresh recomputes)"
+        )
+
+
+@dataclass(frozen=True)
 class StudyFinished:
     """Emitted once at the end: the study's name and how many images failed over all cells."""
 
@@ -58,5 +80,5 @@ class StudyFinished:
     failed: int
 
 
-StudyEvent = StudyStarted | CellReset | CellProgress | StudyFinished
+StudyEvent = StudyStarted | CellReset | CellProgress | StudyResumed | StudyFinished
 """A progress event of a study (typed: match on the class)."""

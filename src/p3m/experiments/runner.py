@@ -39,13 +39,22 @@ from p3m.evaluation.folder import FolderEvaluation, ImageTask, evaluate_image, w
 from p3m.evaluation.metrics import DISPLAY_NAMES, summarize
 from p3m.evaluation.record import SkippedFile
 from p3m.evaluation.tables import Cell, Column, ResultTable, format_metric, mark_best
-from p3m.experiments.events import CellProgress, CellReset, StudyEvent, StudyFinished, StudyStarted
+from p3m.experiments.events import (
+    CellProgress,
+    CellReset,
+    StudyEvent,
+    StudyFinished,
+    StudyResumed,
+    StudyStarted,
+)
 from p3m.io import atomic_write_text
-from p3m.runs import Item, Outcome, RunOptions, Task, run_items
+from p3m.runs import Item, Outcome, RunOptions, RunStarted, Task, run_items
 
 __all__ = [
     "CELL_FILES",
+    "NOTHING_WRITTEN",
     "TABLE_METRICS",
+    "CellEvents",
     "CellResult",
     "CellSpec",
     "Group",
@@ -60,6 +69,7 @@ __all__ = [
     "load_model",
     "parse_named_paths",
     "prepare_run_dir",
+    "report_resumed",
     "run_cells",
     "with_normal_images",
     "write_study",
@@ -77,6 +87,9 @@ CELL_FILES = {
 """The files of a cell's folder (see the module docstring)."""
 
 STUDY_FORMAT = "p3m-experiment/1"
+
+NOTHING_WRITTEN = "No image could be evaluated: nothing was written; results already in {out_dir} are left as they were."
+"""The table note of a study run that computed nothing (its files are not written)."""
 
 TABLE_METRICS: tuple[str, ...] = ("sad", "mse", "mad")
 """The columns the studies' tables show by default (every metric is in the per-image CSVs)."""
@@ -298,6 +311,8 @@ class CellResult:
     folder: Path
     evaluation: FolderEvaluation
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kept: int = 0
+    """Images whose results came from an earlier run in the cell's folder (not computed again)."""
 
     @property
     def means(self) -> dict[str, float]:
@@ -319,6 +334,31 @@ class _NothingLeft:
 
     def write(self, item: Item, result: None) -> Outcome:
         raise AssertionError(item.key)
+
+
+class CellEvents:
+    """The `on_event` of a cell's run: forwards each event to a study's `emit` as a
+    `CellProgress` of cell `cell` (`index` of `count`) and notes in `kept` how many items the
+    run kept from an earlier one (`p3m.runs.RunStarted.kept`)."""
+
+    def __init__(self, emit: Callable[[StudyEvent], None], cell: str, index: int, count: int) -> None:
+        self.emit, self.cell, self.index, self.count = emit, cell, index, count
+        self.kept = 0
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, RunStarted):
+            self.kept = event.kept
+        self.emit(CellProgress(self.cell, self.index, self.count, event))
+
+
+def report_resumed(
+    study: str, kept: int, total: int, unit: str, out_dir: Path, emit: Callable[[StudyEvent], None]
+) -> None:
+    """Emit `StudyResumed` (and log it) when `kept` of `total` `unit` came from an earlier run."""
+    if kept:
+        event = StudyResumed(study, kept, total, unit, str(out_dir))
+        logger.info("%s: %s", study, event.message)
+        emit(event)
 
 
 def _single_folder(paths: Iterable[Path | None]) -> Path | None:
@@ -353,12 +393,9 @@ def _run_cell(
     ]
     pending = any(not item.outputs_exist() for item in items)
     task: Task[Any, Any] = spec.make_task(predictions) if pending else _NothingLeft()
+    forward = CellEvents(emit, spec.name, index, count)
     report = run_items(
-        items,
-        task,
-        journal=folder / CELL_FILES["journal"],
-        options=RunOptions(resume=True),
-        on_event=lambda event: emit(CellProgress(spec.name, index, count, event)),
+        items, task, journal=folder / CELL_FILES["journal"], options=RunOptions(resume=True), on_event=forward
     )
     rows: list[tuple[str, dict[str, float]]] = []
     skipped: list[SkippedFile] = []
@@ -386,9 +423,11 @@ def _run_cell(
         gt_dir=_single_folder(sample.alpha for sample in spec.samples) or predictions,
         trimap_dir=_single_folder(sample.trimap for sample in spec.samples),
     )
-    write_csv(folder / CELL_FILES["csv"], evaluation)
-    evaluation.record(**spec.record).write(folder / CELL_FILES["record"])
-    return CellResult(spec, folder, evaluation, details)
+    if rows or not (folder / CELL_FILES["record"]).is_file():
+        # A cell where nothing could be evaluated leaves the files of an earlier run alone.
+        write_csv(folder / CELL_FILES["csv"], evaluation)
+        evaluation.record(**spec.record).write(folder / CELL_FILES["record"])
+    return CellResult(spec, folder, evaluation, details, forward.kept)
 
 
 def run_cells(
@@ -402,7 +441,8 @@ def run_cells(
     """Run every cell (in order) into `out_dir/<row>/<group>/`; see the module docstring.
 
     Emits `StudyStarted`, per cell `CellReset` (when earlier results are discarded) and
-    `CellProgress`, and finally `StudyFinished`. Images that fail are recorded in their cell
+    `CellProgress`, `StudyResumed` when cells kept results of an earlier run, and finally
+    `StudyFinished`. Images that fail are recorded in their cell
     (`CellResult.skipped`) and the study goes on; errors of a whole cell (a wrong checkpoint, a
     missing dependency) and KeyboardInterrupt stop it, after the finished images are journalled.
     """
@@ -415,6 +455,7 @@ def run_cells(
     results = []
     for index, cell in enumerate(cells):
         results.append(_run_cell(cell, out_dir / cell.row / cell.group, fresh, emit, index, len(cells)))
+    report_resumed(study, sum(1 for result in results if result.kept), len(results), "cells", out_dir, emit)
     emit(StudyFinished(study, sum(len(result.skipped) for result in results)))
     return results
 
@@ -549,8 +590,16 @@ def write_study(
     extra: Mapping[str, Any] | None = None,
 ) -> StudyResult:
     """Write `<study>.md`, `<study>.csv` (the table) and `<study>.json` (settings, environment,
-    every cell's means, counts, skipped images and files, relative to `out_dir`) atomically."""
+    every cell's means, counts, skipped images and files, relative to `out_dir`) atomically.
+
+    A run in which no image could be evaluated (every one failed) writes nothing: the files of
+    an earlier run in `out_dir` are left as they were, `StudyResult.files` is empty and the
+    table says so in a note.
+    """
     files = {kind: out_dir / f"{study}.{suffix}" for kind, suffix in (("markdown", "md"), ("csv", "csv"), ("json", "json"))}
+    if not any(result.evaluation.rows for result in results):
+        table.notes.append(NOTHING_WRITTEN.format(out_dir=out_dir))
+        return StudyResult(study, table, list(results), {}, {})
     summary: dict[str, Any] = {
         "format": STUDY_FORMAT,
         "study": study,

@@ -44,9 +44,15 @@ import numpy as np
 
 from p3m.errors import DatasetError, ExperimentError, ShapeMismatchError
 from p3m.evaluation.tables import Cell, Column, ResultTable
-from p3m.experiments.events import CellProgress, CellReset, StudyEvent, StudyFinished, StudyStarted
+from p3m.experiments.events import CellReset, StudyEvent, StudyFinished, StudyStarted
 from p3m.experiments.heatmap import DEFAULT_VMAX, heatmap_sheet
-from p3m.experiments.runner import file_identity, prepare_run_dir
+from p3m.experiments.runner import (
+    NOTHING_WRITTEN,
+    CellEvents,
+    file_identity,
+    prepare_run_dir,
+    report_resumed,
+)
 from p3m.io import atomic_write_text
 from p3m.runs import Item, Outcome, RunOptions, run_items
 from p3m.vocabulary import ObfuscationMethod, TestStrategy, check_choice
@@ -420,11 +426,9 @@ def _table(
     rows = []
     for obfuscation in settings.obfuscations:
         entries = [row for details in images.values() for row in details["rows"] if row["obfuscation"] == obfuscation.key]
-        parameter = _mean([row.get("parameter") for row in entries])
-        cells = [
-            Cell(obfuscation.label),
-            Cell("–" if parameter is None or obfuscation.method == "mask" else f"{parameter:.1f}", parameter),
-        ]
+        # Zeros have no parameter: the cell is empty in every file (its recorded 0.0 means nothing).
+        parameter = None if obfuscation.method == "mask" else _mean([row.get("parameter") for row in entries])
+        cells = [Cell(obfuscation.label), Cell("–" if parameter is None else f"{parameter:.1f}", parameter)]
         for key, _, _ in numeric:
             value = _mean([row.get(key) for row in entries])
             cells.append(Cell("–" if value is None else f"{value:.{_digits(key)}f}", value))
@@ -476,8 +480,9 @@ def run_sensitivity(
     Builds the model first (ModelNotFoundError, CheckpointError, MissingDependencyError stop
     the run here), then goes through the images on the folder-run engine: an image that cannot
     be read, has no face, or lacks its ground truth or face mask is recorded with its reason
-    and the rest goes on. Emits `StudyStarted`, `CellProgress` (one cell, "sensitivity") and
-    `StudyFinished`.
+    and the rest goes on. When every image fails nothing is written (the files of an earlier
+    run stay; `files` is empty). Emits `StudyStarted`, `CellProgress` (one cell,
+    "sensitivity"), `StudyResumed` (images kept from an earlier run) and `StudyFinished`.
     """
     from p3m.inference import Matter
 
@@ -503,13 +508,8 @@ def run_sensitivity(
         raise ExperimentError(f"no image found in {', '.join(str(path) for path in settings.images)}")
     journal = out_dir / SENSITIVITY_FILES["journal"]
     emit(StudyStarted(STUDY, (STUDY,), len(items)))
-    report = run_items(
-        items,
-        task,
-        journal=journal,
-        options=RunOptions(resume=True),
-        on_event=lambda event: emit(CellProgress(STUDY, 0, 1, event)),
-    )
+    forward = CellEvents(emit, STUDY, 0, 1)
+    report = run_items(items, task, journal=journal, options=RunOptions(resume=True), on_event=forward)
     images: dict[str, dict[str, Any]] = {}
     failed: list[tuple[str, str]] = []
     for record in report.records:
@@ -517,6 +517,7 @@ def run_sensitivity(
             failed.append((record.key, record.error or "no result recorded"))
         else:
             images[record.key] = dict(record.details)
+    report_resumed(STUDY, forward.kept, len(items), "images", out_dir, emit)
     emit(StudyFinished(STUDY, len(failed)))
 
     with_gt = settings.alphas is not None
@@ -538,6 +539,10 @@ def run_sensitivity(
         "failed": [{"name": name, "reason": reason} for name, reason in failed],
         "notes": table.notes,
     }
+    if not images:
+        # Every image failed: the tables of an earlier run in out_dir stay as they were.
+        table.notes.append(NOTHING_WRITTEN.format(out_dir=out_dir))
+        return SensitivityResult(table, images, failed, model, {})
     atomic_write_text(files["markdown"], table.to_markdown())
     atomic_write_text(files["csv"], table.to_csv())
     atomic_write_text(files["per_image"], _per_image_csv(images, with_gt))

@@ -236,7 +236,7 @@ def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
     assert "kept 1" in _matte(str(folder), "-o", str(out), "-m", "selfie-cf")  # the same command
     refined = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04"])
     assert isinstance(refined.exception, ConfigError), refined.output
-    assert "made with other settings (portrait.jpg: band_fraction 0.02 -> 0.04)" in str(refined.exception)
+    assert "made with other settings (portrait.jpg: --trimap-band 0.02 -> 0.04)" in str(refined.exception)
     assert "--overwrite" in str(refined.exception)
     missing = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "p3mnet-vitae-s"])
     assert isinstance(missing.exception, ModelNotFoundError), missing.output
@@ -244,10 +244,42 @@ def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
     # The library call refuses the same way.
     matter = Matter("selfie-cf", selfie_config=SelfieCFConfig(threshold=0.6))
     plan = plan_matte([str(folder)], out)
-    with pytest.raises(ConfigError, match="threshold 0.5 -> 0.6"):
+    with pytest.raises(ConfigError, match="--threshold 0.5 -> 0.6"):
         check_kept_outputs(plan, matte_settings(matter))
     with pytest.raises(ConfigError, match="other settings"):
         run_matte(plan, matter)
+
+
+def test_a_run_that_adds_outputs_or_changes_weights_or_background_is_refused_too(tmp_path):
+    """A second run adding a kind (`--save alpha,trimap` with another model) wrote its trimaps
+    beside the first model's alphas and recorded itself as their maker; another checkpoint
+    (`--weights`) and another composite background were kept silently."""
+    from p3m.errors import ConfigError
+    from p3m.inference.batch import run_settings, settings_difference
+
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    _photo().save(folder / "portrait.jpg", quality=95)
+    runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--save", "alpha", "--max-pixels", "200000"])
+    added = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--save", "alpha,trimap"])
+    assert isinstance(added.exception, ConfigError), added.output
+    assert "--max-pixels" in str(added.exception) and not (out / "portrait_trimap.png").exists()
+    # The composite's background is part of what made it.
+    composite = tmp_path / "composite"
+    first = runner.invoke(app, ["matte", str(folder), "-o", str(composite), "-m", "selfie-cf", "-b", "red"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["matte", str(folder), "-o", str(composite), "-m", "selfie-cf", "-b", "#00ff00"])
+    assert isinstance(again.exception, ConfigError) and "--background (255, 0, 0) -> (0, 255, 0)" in str(again.exception)
+    # Another model is named alone, in the options a user types; a checkpoint file is recorded.
+    made = {"model": "selfie-cf", "band_fraction": 0.02, "threshold": 0.5, "solve_pixels": 120000}
+    now = {"model": "p3mnet-r34", "strategy": "hybrid", "max_pixels": 200000, "weights": "/w/r34b.pth"}
+    assert settings_difference(made, now) == "--model selfie-cf -> p3mnet-r34, --weights default -> /w/r34b.pth"
+
+    class Stub:
+        name, settings, weights = "p3mnet-r34", {"model": "p3mnet-r34"}, None
+
+    assert run_settings(Stub(), ("alpha",)) == {"model": "p3mnet-r34"}
+    assert run_settings(Stub(), ("composite",), "white")["background"] == "white"
 
 
 def test_written_outputs_are_named_from_the_output_folder(tmp_path):

@@ -261,9 +261,9 @@ def _matte_files(
     from p3m.inference.batch import (
         MatterSpec,
         check_kept_outputs,
-        matte_settings,
         plan_matte,
         run_matte,
+        run_settings,
     )
     from p3m.runs import RunOptions
 
@@ -328,12 +328,15 @@ def _matte_files(
 
     executor = scale["executor"]
     matter = None
-    if skipped:
-        # Outputs are kept only if this command made them: load the model (one that is not
-        # there fails here, as on a fresh folder) and compare with what the manifest recorded.
-        # With an executor the driver only checks the options and resolves "auto" (on the CPU).
+    earlier = not plan.overwrite and any(path.exists() for job in plan.jobs for path in job.outputs.values())
+    if earlier:
+        # Outputs are kept (or written beside) only if this command made them: load the model
+        # (one that is not there fails here, as on a fresh folder) and compare with what the
+        # manifest recorded. With an executor the driver only checks the options and resolves
+        # "auto" (on the CPU).
         matter = _load_matter({**options, "device": "cpu"} if executor is not None else options, out.print, note)
-        check_kept_outputs(plan, matte_settings(matter))
+        check_kept_outputs(plan, run_settings(matter, plan.kinds, backdrop))
+    if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
     if not todo:
         exit_if_failed(err, failures, "skipped {count} input(s)")

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,7 @@ class Matter:
         check_pixel_budget(max_pixels)
         self.strategy = strategy
         self.max_pixels = max_pixels
+        self.weights = weights
         self.backend: MattingBackend = resolve_backend(
             model, weights, strategy, device, max_pixels, selfie_config=selfie_config
         )
@@ -140,7 +142,11 @@ class Matter:
         solve size); a backend of one's own without a `settings` attribute gives its name only.
         Folder runs record it per image and refuse to keep outputs other settings made."""
         own = getattr(self.backend, "settings", None)
-        return dict(own) if isinstance(own, dict) else {"model": self.name}
+        settings = dict(own) if isinstance(own, dict) else {"model": self.name}
+        if self.weights is not None:  # a checkpoint of one's own: which file
+            given = Path(self.weights).expanduser()
+            settings["weights"] = str(given.resolve()) if given.exists() else str(self.weights)
+        return settings
 
     def __call__(
         self,

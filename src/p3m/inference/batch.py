@@ -498,7 +498,7 @@ class MatteTask:
         self.kinds = tuple(kinds)
         self.background = background
         self.overwrite = overwrite
-        self.settings = matte_settings(matter)
+        self.settings = run_settings(matter, self.kinds, background)
 
     def load(self, item: Item) -> tuple[np.ndarray, np.ndarray | None, str | None]:
         from p3m.io import first_frame_note, read_image_and_alpha
@@ -539,36 +539,89 @@ def matte_settings(matter: Any) -> dict[str, Any]:
     return {"model": str(getattr(matter, "name", type(matter).__name__))}
 
 
+def run_settings(matter: Any, kinds: Sequence[str], background: Any = "white") -> dict[str, Any]:
+    """What a folder run records with each image: `matte_settings(matter)`, and the composite
+    background when composites are written."""
+    settings = matte_settings(matter)
+    if "composite" in kinds:
+        settings["background"] = background_identity(background)
+    return settings
+
+
+def background_identity(background: Any) -> str:
+    """A composite background as recorded with the outputs: the colour as given, or an image's
+    size and the SHA-1 of its pixels."""
+    if isinstance(background, np.ndarray):
+        import hashlib
+
+        digest = hashlib.sha1(np.ascontiguousarray(background).tobytes()).hexdigest()[:16]
+        return f"image {background.shape[1]}x{background.shape[0]} sha1 {digest}"
+    return str(background)
+
+
 def outputs_of_other_settings(plan: MattePlan, settings: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The images a run would keep (all outputs exist, no `overwrite`) whose manifest record
-    says other settings made them: (key, the recorded settings), in plan order. Images without
-    a record, or recorded before settings were, are not listed (nothing to compare)."""
+    """The images with outputs from an earlier run (any kind; a run that adds a kind writes it
+    beside them) whose manifest record says other settings made them: (key, the recorded
+    settings), in plan order. Images without a record, or recorded before settings were, are
+    not listed (nothing to compare); nothing is listed with `overwrite`."""
     if plan.overwrite:
         return []
     records = read_journal(plan.out_dir / MANIFEST_NAME)
-    pending = {id(job) for job in plan.pending}
     found = []
     for job, key in zip(plan.jobs, plan.keys, strict=True):
         record = records.get(key)
         made = record.details.get("settings") if record is not None and record.details else None
-        if id(job) not in pending and isinstance(made, dict) and made != settings:
+        if not isinstance(made, dict) or _same_settings(made, settings):
+            continue
+        if any(path.exists() for path in job.outputs.values()):
             found.append((key, made))
     return found
 
 
+def _same_settings(made: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Equal, apart from a background recorded by only one side (a run without composites)."""
+    keys = set(made) | set(now)
+    if ("background" in made) != ("background" in now):
+        keys.discard("background")
+    return all(made.get(key) == now.get(key) for key in keys)
+
+
+SETTING_OPTIONS = {
+    "model": "--model", "weights": "--weights", "strategy": "--strategy", "max_pixels": "--max-pixels",
+    "solve_pixels": "--max-pixels", "band_fraction": "--trimap-band", "threshold": "--threshold",
+    "background": "--background",
+}  # fmt: skip
+"""The CLI option behind each recorded setting (for the other-settings message)."""
+
+
+def settings_difference(made: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs, in the options a user types: "--model selfie-cf -> p3mnet-r34", or
+    "--trimap-band 0.02 -> 0.04, --threshold 0.5 -> 0.6". Another model is named alone (its
+    options are another model's)."""
+    names = ["model", "weights"] if made.get("model") != now.get("model") else sorted(set(made) | set(now))
+    parts = []
+    for name in names:
+        before, after = made.get(name), now.get(name)
+        if before != after and not (name == "background" and (before is None or after is None)):
+            option = SETTING_OPTIONS.get(name, name)
+            if f"{option} " not in " ".join(parts) + " ":
+                parts.append(f"{option} {before if before is not None else 'default'} -> {after if after is not None else 'default'}")
+    return ", ".join(parts[:3])
+
+
 def check_kept_outputs(plan: MattePlan, settings: dict[str, Any]) -> None:
-    """Raise ConfigError when the run would keep outputs that other settings made (another
-    model, strategy, budget or selfie-cf refinement): a changed command must not silently
-    leave the old mattes in place. The message names the first difference and the way out."""
+    """Raise ConfigError when the run would keep, or write beside, outputs that other settings
+    made (another model, checkpoint, strategy, budget, selfie-cf refinement or composite
+    background): a changed command must not silently leave the old mattes in place, nor mix
+    them with new ones. The message names what changed, in CLI options, and the way out."""
     other = outputs_of_other_settings(plan, settings)
     if not other:
         return
     key, made = other[0]
-    changed = [name for name in sorted(set(made) | set(settings)) if made.get(name) != settings.get(name)]
-    shown = ", ".join(f"{name} {made.get(name)!r} -> {settings.get(name)!r}" for name in changed[:3])
     raise ConfigError(
-        f"{plan.out_dir} holds the outputs of {len(other)} image(s) made with other settings ({key}: {shown}); "
-        "pass --overwrite (overwrite=True) to redo them, or write to another folder"
+        f"{plan.out_dir} holds the outputs of {len(other)} image(s) made with other settings "
+        f"({key}: {settings_difference(made, settings)}); pass --overwrite (overwrite=True) to redo them, "
+        "or write to another folder"
     )
 
 

@@ -231,3 +231,44 @@ def test_plan_matte_takes_the_cli_kind_list_and_names_unknown_kinds(tmp_path):
         parse_color("nosuch.jpg")
     with pytest.raises(ConfigError, match="cannot read the colour"):
         parse_color("blurple")
+
+
+def test_watch_goes_on_past_an_image_whose_outputs_other_settings_made(portrait, tmp_path):
+    """One image whose earlier outputs another threshold made ended `--watch` for good (exit 2);
+    it now fails alone, with the difference, and the next image is matted."""
+    import threading
+
+    from p3m.inference import Matter
+    from p3m.inference.batch import plan_matte, run_matte
+    from p3m.inference.selfie_cf import SelfieCFConfig
+    from p3m.inference.watch import watch_matte
+    from p3m.runs import ItemFinished
+
+    earlier, folder, out = tmp_path / "earlier", tmp_path / "in", tmp_path / "out"
+    earlier.mkdir()
+    folder.mkdir()
+    Image.fromarray(portrait).save(earlier / "a.png")
+    run_matte(plan_matte([str(earlier)], out, "alpha"), Matter("selfie-cf", selfie_config=SelfieCFConfig(threshold=0.6)))
+    finished: list = []
+    stop = threading.Event()
+
+    def on_event(event):  # type: ignore[no-untyped-def]
+        if isinstance(event, ItemFinished):
+            finished.append(event.record)
+            if len(finished) == 2:
+                stop.set()
+
+    watcher = threading.Thread(
+        target=watch_matte, args=(folder, out, Matter("selfie-cf"), ("alpha",)),
+        kwargs={"stop": stop, "poll_seconds": 0.1, "on_event": on_event},
+    )  # fmt: skip
+    watcher.start()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(portrait).save(folder / f".{name}.part", format="PNG")
+        (folder / f".{name}.part").rename(folder / name)
+    watcher.join(timeout=180)
+    stop.set()
+    assert not watcher.is_alive()
+    by_key = {record.key: record for record in finished}
+    assert by_key["a.png"].failed and "--threshold 0.6 -> 0.5" in by_key["a.png"].error
+    assert by_key["b.png"].status == "done" and (out / "b_alpha.png").is_file()

@@ -28,8 +28,16 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import ImageReadError
-from p3m.inference.batch import MattePlan, collect_inputs, plan_outputs, run_matte
-from p3m.runs import Event, ItemRecord, RunOptions, RunReport
+from p3m.inference.batch import (
+    MattePlan,
+    collect_inputs,
+    outputs_of_other_settings,
+    plan_outputs,
+    run_matte,
+    run_settings,
+    settings_difference,
+)
+from p3m.runs import Event, ItemFinished, ItemRecord, RunOptions, RunReport
 
 __all__ = ["FolderWatcher", "ReadyFile", "watch_matte"]
 
@@ -138,6 +146,24 @@ def watch_matte(
                 jobs = plan_outputs([(file.path, file.relative) for file in part], out_path)
                 keys = [file.relative.as_posix() for file in part]
                 plan = MattePlan(jobs, tuple(kinds), out_path, overwrite=changed, keys=keys)
+                # An image whose earlier outputs other settings made fails alone; the watch goes on.
+                other = dict(outputs_of_other_settings(plan, run_settings(matter, kinds, background)))
+                for job, key in zip(jobs, keys, strict=True):
+                    if key in other:
+                        record = ItemRecord(
+                            key, "failed", str(job.source),
+                            error=f"{job.source}: its outputs in {out_path} were made with other settings "
+                            f"({settings_difference(other[key], run_settings(matter, kinds, background))}); "
+                            "move them away or run with --overwrite",
+                        )  # fmt: skip
+                        records.append(record)
+                        if on_event is not None:
+                            on_event(ItemFinished(record, 0, 0))
+                if other:
+                    kept = [(job, key) for job, key in zip(jobs, keys, strict=True) if key not in other]
+                    if not kept:
+                        continue
+                    plan = MattePlan([job for job, _ in kept], tuple(kinds), out_path, overwrite=changed, keys=[key for _, key in kept])
                 records.extend(run_matte(plan, matter, background, on_event, options).records)
             for file in chunk:
                 watcher.handled(file)

@@ -389,6 +389,22 @@ def test_a_damaged_cached_checkpoint_is_reported_and_downloaded_again(home, r34_
     assert hub.weights_status("p3mnet-r34").problem is None
 
 
+def test_a_damaged_cached_checkpoint_fails_weights_path_and_is_replaced_by_import(home, r34_checkpoint):
+    """`weights path` printed the damaged file with exit code 0, and the advice "import the file
+    again" met "other weights ... are already in the cache; pass --force"."""
+    from typer.testing import CliRunner
+
+    from p3m.cli import app
+
+    source, payload = r34_checkpoint
+    installed = hub.import_weights(source, "p3mnet-r34")
+    installed.write_bytes(payload[:1000])
+    result = CliRunner().invoke(app, ["weights", "path", "p3mnet-r34"])
+    assert result.exit_code == 1 and "damaged" in result.output
+    assert hub.import_weights(source, "p3mnet-r34") == installed  # no --force needed
+    assert installed.read_bytes() == payload and hub.weights_status("p3mnet-r34").problem is None
+
+
 def test_a_folder_given_as_a_checkpoint_is_named_a_folder(home, tmp_path):
     folder = tmp_path / "weights-folder"
     folder.mkdir()

@@ -102,12 +102,12 @@ def import_command(
 def path_command(name: str = typer.Argument(..., help="Model name.")) -> None:
     """Print the cached checkpoint path of NAME.
 
-    Exit code 0 with the path; exit code 1 when no weights of NAME are installed (with how to
-    get them, on stderr); exit code 2 for a name that is not a model.
+    Exit code 0 with the path; exit code 1 when no weights of NAME are installed, or the cached
+    file is damaged (with how to get them, on stderr); exit code 2 for a name that is not a model.
     """
     from rich.console import Console
 
-    from p3m.models.hub import install_hint, installed_weights, weights_dir
+    from p3m.models.hub import install_hint, installed_weights, weights_dir, weights_status
     from p3m.models.registry import get_spec
 
     get_spec(name)  # an unknown name is a usage error (exit code 2)
@@ -116,6 +116,12 @@ def path_command(name: str = typer.Argument(..., help="Model name.")) -> None:
         Console(emoji=False, stderr=True).print(
             f"[red]error:[/red] no weights for {name} in the cache {weights_dir()}; {install_hint(name)}",
             highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    problem = weights_status(name).problem
+    if problem is not None:
+        Console(emoji=False, stderr=True).print(
+            f"[red]error:[/red] {path}: {problem}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(1)
     typer.echo(str(path))

@@ -174,7 +174,7 @@ def _cache_hint(file: Path) -> str:
     if len(relative.parts) < 2:
         return ""
     name = relative.parts[0]
-    return f"; it is in the weights cache: run `p3m weights download {name} --force`, or import the file again"
+    return f"; it is in the weights cache: run `p3m weights download {name} --force` or `p3m weights import FILE --as {name}`"
 
 
 def _list_keys(keys: list[str]) -> str:

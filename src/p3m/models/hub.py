@@ -171,7 +171,7 @@ def _cached_file_problem(name: str, path: Path | None, entry: dict[str, Any]) ->
         return None
     return (
         f"damaged: {size:,} bytes, {entry['size']:,} when cached; run `p3m weights download {name} --force` "
-        "or import the file again"
+        f"or `p3m weights import FILE --as {name}`"
     )
 
 
@@ -283,6 +283,8 @@ def import_weights(file: str | os.PathLike[str], name: str, force: bool = False)
     if not source.is_file():
         raise CheckpointError("no such checkpoint file", source)
     existing = installed_weights(name)
+    if existing is not None and _cached_file_problem(name, existing, _read_index()["weights"].get(name, {})):
+        existing = None  # a damaged cached file is replaced without --force
     if existing is not None and sha256_of(existing) == sha256_of(source):
         logger.info("%s is already in the cache: %s", source, existing)
         return existing

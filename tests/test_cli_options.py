@@ -404,3 +404,14 @@ def test_progress_bars_keep_counts_and_times_whole_beside_a_long_name() -> None:
     line = buffer.getvalue().replace("\r", "\n").split("\n")
     shown = [text for text in line if "6/8" in text][-1]
     assert "0:00:00" in shown and "…" in shown and len(shown.replace("\x1b[2K", "")) <= 80, shown
+
+
+def test_stdout_output_refuses_a_video_in_one_line(tmp_path: Path) -> None:
+    """`p3m matte clip.mp4 -o -` said "is a video, not an image; give it a video suffix" of a
+    file already named .mp4 (and, with a video --background, that the input was no video)."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(64))
+    for extra in ([], ["--background", str(clip)]):
+        result = runner.invoke(app, ["matte", str(clip), "-o", "-", *extra])
+        assert isinstance(result.exception, ConfigError), result.output
+        assert "a video's outputs need a folder (-o DIR)" in str(result.exception)

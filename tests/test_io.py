@@ -561,6 +561,9 @@ def test_a_video_named_as_an_image_is_called_a_video(tmp_path, head: bytes, kind
         read_image(path)
     with pytest.raises(ImageReadError, match="is a video"):
         read_image(path.read_bytes())
+    named_right = path.rename(tmp_path / "clip.mp4")  # named as a video: no renaming advice
+    with pytest.raises(ImageReadError, match=r"is a video \(.*\), not an image$"):
+        read_image(named_right)
 
 
 def test_an_undecodable_heif_image_is_not_called_a_video(tmp_path) -> None:

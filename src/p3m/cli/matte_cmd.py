@@ -188,6 +188,10 @@ def matte_command(
     if watch is not None:
         _watch_folder(watch, out_dir, kinds, _image_backdrop(background, kinds), options, recursive, poll)
     elif to_stdout or inputs == [STDIO]:
+        from p3m.io.files import VIDEO_SUFFIXES
+
+        if any(Path(given).suffix.lower() in VIDEO_SUFFIXES for given in inputs):
+            raise ConfigError("-o - writes one image to stdout; a video's outputs need a folder (-o DIR)")
         _matte_stream(inputs, out_dir, kinds, _image_backdrop(background, kinds), options, to_stdout, overwrite)
     else:
         _matte_files(inputs, out_dir, kinds, background, options, recursive, overwrite)

@@ -174,6 +174,7 @@ def _open_loaded(
     """Open, size-check and fully decode an image (first frame), with the EXIF orientation applied."""
     cap = _resolve_max_pixels(max_pixels)
     name: PathLike | None = None
+    file_path: Path | None = None
     if isinstance(source, bytes | bytearray):
         if not source:
             raise ImageReadError("empty data (0 bytes), not an image")
@@ -201,7 +202,11 @@ def _open_loaded(
             ) from error
         video = _sniff_video(stream)
         if video is not None:
-            raise ImageReadError(f"is a video ({video}), not an image; give it a video suffix (.mp4, .mov, .mkv, .webm)", name) from error
+            from p3m.io.files import VIDEO_SUFFIXES
+
+            named_as_video = file_path is not None and file_path.suffix.lower() in VIDEO_SUFFIXES
+            fix = "" if named_as_video or file_path is None else "; give it a video suffix (.mp4, .mov, .mkv, .webm)"
+            raise ImageReadError(f"is a video ({video}), not an image{fix}", name) from error
         raise ImageReadError("not an image, or an image format Pillow cannot read", name) from error
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         problem = str(error) or type(error).__name__

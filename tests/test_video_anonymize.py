@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import p3m
-from p3m.errors import ConfigError
+from p3m.errors import ConfigError, VideoWriteError
 from p3m.video.anonymize import FaceTracker
 from p3m.video.reader import read_frames
 from p3m.video.synthetic import SyntheticClip
@@ -120,7 +120,9 @@ def test_a_face_missed_in_one_frame_is_still_obfuscated(
 
 
 def test_output_must_not_replace_the_input(face_clip: Path) -> None:
-    with pytest.raises(ConfigError, match="overwrite the input"):
+    """A video whose output would replace it fails alone (a folder run goes on with the rest,
+    as for images), not as a usage error that ended `p3m anonymize D/* -o D`."""
+    with pytest.raises(VideoWriteError, match="overwrite the input"):
         p3m.anonymize_video(face_clip, face_clip.parent)
 
 

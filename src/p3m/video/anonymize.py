@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from p3m.errors import ConfigError
+from p3m.errors import ConfigError, VideoWriteError
 from p3m.video.events import EventCallback, ProgressMeter, VideoFinished, VideoStarted
 from p3m.video.pipeline import Consumer
 from p3m.video.reader import Frame, VideoInfo, VideoReader
@@ -544,8 +544,9 @@ def anonymize_video(
     if destination.suffix.lower() != ".mp4":
         destination = destination / f"{source_path.stem}.mp4"
     if destination.resolve() == source_path.resolve():
-        raise ConfigError(
-            "the output would overwrite the input; choose another folder or name", destination
+        # This video's problem, not the run's: a folder run reports it and goes on (as images do).
+        raise VideoWriteError(
+            f"its output {destination.name} would overwrite the input; choose another folder or name", source_path
         )
     manifest = destination.with_name(destination.stem + MANIFEST_SUFFIX)
     reader = VideoReader(source_path)

@@ -138,7 +138,7 @@ def test_composite_over_an_uploaded_background_is_cropped_not_stretched(
         files={"image": ("a.jpg", astronaut_jpeg), "background_image": ("wall.png", b"not an image")},
         data={"output": "composite"},
     )
-    assert bad.status_code == 400 and bad.json()["detail"].startswith("background image wall.png: not an image")
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("wall.png (background image): not an image")
 
 
 def test_bad_uploads_and_options_get_a_one_line_400(client: TestClient, astronaut_jpeg: bytes) -> None:
@@ -330,7 +330,7 @@ def test_anonymize_with_an_uploaded_matte_without_one_and_as_png(
     unreadable = client.post(
         "/api/anonymize", files={"image": photo, "alpha": ("matte.png", b"not a matte")}, data={"audit": "false"}
     )
-    assert unreadable.status_code == 400 and unreadable.json()["detail"].startswith("alpha matte matte.png: ")
+    assert unreadable.status_code == 400 and unreadable.json()["detail"].startswith("matte.png (alpha matte): ")
 
 
 def test_anonymize_keeps_the_uploads_alpha(client: TestClient) -> None:
@@ -481,3 +481,8 @@ def test_fields_an_endpoint_does_not_read_are_named_in_the_answer(client: TestCl
         assert reply.headers["x-p3m-ignored-fields"] == "model, strategy"
     plain = client.post("/api/matte", files={"image": photo}, data={"output": "alpha"})
     assert "x-p3m-ignored-fields" not in plain.headers
+    # A background for an output without a composite is read by no one either.
+    backdrop = client.post("/api/matte", files={"image": photo, "background_image": photo}, data={"output": "rgba"})
+    assert backdrop.status_code == 200 and backdrop.headers["x-p3m-ignored-fields"] == "background_image"
+    used = client.post("/api/matte", files={"image": photo}, data={"output": "composite", "background": "red"})
+    assert "x-p3m-ignored-fields" not in used.headers

@@ -93,6 +93,14 @@ def _ignored_fields(form: Form, known: tuple[str, ...]) -> list[str]:
     return sorted((set(form.texts) | set(form.files)) - set(known))
 
 
+def _unused_background(form: Form, job: Any) -> list[str]:
+    """A background sent to /api/matte for an output without a composite (rgba, alpha,
+    foreground): read by no one, so named in `X-P3M-Ignored-Fields` too."""
+    if not isinstance(job, MatteJob) or job.output in ("composite", "json"):
+        return []
+    return sorted(name for name in ("background", "background_image") if name in form.texts or name in form.files)
+
+
 def _choice(form: Form, name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (form.text(name) or default).strip().lower()
     if value not in choices:
@@ -223,7 +231,7 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
                 return _error(400, str(error))
             submitted = True
             reply = await pool.run(ticket, job, abandoned=_client_gone(request))
-            ignored = _ignored_fields(form, fields)
+            ignored = _ignored_fields(form, fields) + _unused_background(form, job)
             if ignored:
                 reply.headers["X-P3M-Ignored-Fields"] = ", ".join(ignored)
         except ServiceTimeout as error:

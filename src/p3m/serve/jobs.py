@@ -89,8 +89,9 @@ def _failure(error: BaseException, what: str, image: np.ndarray | None) -> Reply
 
 
 def _named(what: str, file_name: str) -> str:
-    """ "background image b.png", or "background image" for an upload without a file name."""
-    return f"{what} {file_name}" if file_name else what
+    """ "b.png (background image)": the upload's file name first, then which upload it is; the
+    field alone for an upload without a file name."""
+    return f"{file_name} ({what})" if file_name else what
 
 
 def cover_crop(background: np.ndarray, height: int, width: int) -> np.ndarray:

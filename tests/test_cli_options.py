@@ -415,3 +415,24 @@ def test_stdout_output_refuses_a_video_in_one_line(tmp_path: Path) -> None:
         result = runner.invoke(app, ["matte", str(clip), "-o", "-", *extra])
         assert isinstance(result.exception, ConfigError), result.output
         assert "a video's outputs need a folder (-o DIR)" in str(result.exception)
+
+
+def test_a_table_block_with_a_cell_wider_than_the_terminal_keeps_its_row_names_whole() -> None:
+    """`p3m weights list` at 80 columns: the stacked tables cut the model names
+    (`p3mnet-r34-tfi-…`) and the URLs; a block that cannot fit is printed whole instead."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from p3m.cli._ui import print_table
+
+    table = Table(title="weights")
+    for name in ("model", "checkpoint", "installed", "sha256", "source"):
+        table.add_column(name)
+    url = "https://drive.google.com/uc?export=download&id=1Vzbt5NUV-q1KP4M8dDXmzP-3sezYdRSh"
+    table.add_row("p3mnet-r34-tfi-sbfi", "p3mnet_pretrained_on_p3m10k.pth", "no", "-", url)
+    buffer = io.StringIO()
+    print_table(Console(width=80, file=buffer, force_terminal=True, color_system=None), table)
+    output = buffer.getvalue()
+    assert "…" not in output and url in output and output.count("p3mnet-r34-tfi-sbfi") >= 2, output

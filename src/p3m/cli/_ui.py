@@ -61,7 +61,18 @@ def print_table(console: Console, table: Table) -> None:
     for index, block in enumerate(_column_blocks(console, table)):
         if index:
             console.print()
-        console.print(block)
+        width = _natural_width(console, block)
+        if width <= console.width:
+            console.print(block)
+            continue
+        # One column with the row names is still wider (a URL): printed whole, the terminal
+        # wraps it; Rich would cut the row names and the cells with an ellipsis.
+        terminal = console.width
+        console.width = width
+        try:
+            console.print(block)
+        finally:
+            console.width = terminal
 
 
 def _natural_width(console: Console, table: Table) -> int:

@@ -376,9 +376,9 @@ def _print_table(out_console: Console, report: FolderReport) -> None:
             str(audit.get("faces_found", "")),
             str(audit.get("identity_matches", "")),
         )
-    from p3m.cli._ui import print_table
+    from p3m.cli._ui import print_table, table_console
 
-    print_table(out_console, table)
+    print_table(table_console(), table)  # piped: at its natural width, as every result table
 
 
 def _print_totals(out_console: Console, err: Console, report: FolderReport) -> None:

@@ -195,6 +195,13 @@ def test_a_video_background_loops_under_a_video_and_is_refused_for_an_image(tmp_
     assert isinstance(image.exception, P3MError)  # exit code 2, one line, before any work
     assert "a video background is for video inputs only" in str(image.exception)
     assert str(background) in str(image.exception)
+    # A video and an image in one run: the video is matted over it, the image left out, said so.
+    both = runner.invoke(
+        app, ["matte", str(source), str(tmp_path / "photo.png"), "-o", str(tmp_path / "both"),
+              "--save", "alpha,composite", "--format", "png-sequence", "-b", str(background)],
+    )  # fmt: skip
+    assert both.exit_code == 1, both.output
+    assert "images left out:" in both.output and (tmp_path / "both" / "clip_composite.mp4").is_file()
     assert not (out / "photo_composite.png").exists()
 
 

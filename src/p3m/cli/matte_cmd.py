@@ -277,8 +277,17 @@ def _matte_files(
     from p3m.cli.video_cmd import matte_video_inputs, split_video_inputs
 
     inputs, videos = split_video_inputs(inputs, recursive=recursive)
-    # The images' background is checked before any video work (a video file is for videos only).
-    backdrop = _image_backdrop(backdrop, kinds) if inputs else "white"
+    # The images' background is checked before any video work (a video file is for videos only):
+    # with videos in the run too, they are matted over it and the images are left out, said so.
+    from p3m.errors import ConfigError
+
+    images_refused = None
+    try:
+        backdrop = _image_backdrop(backdrop, kinds) if inputs else "white"
+    except ConfigError as error:
+        if not videos:
+            raise
+        images_refused = str(error)
     video_failures: list[tuple[str, str]] = []
     if videos:
         video = options["video"]
@@ -289,6 +298,10 @@ def _matte_files(
             max_pixels=video["max_pixels"], overwrite=overwrite, download=options["download"],
             selfie_config=options["selfie"],
         )  # fmt: skip
+        if images_refused is not None:
+            err.print(f"[red]error:[/red] images left out: {images_refused}", highlight=False, soft_wrap=True)
+            exit_if_failed(err, video_failures, "failed on {count} video(s)")
+            raise typer.Exit(1)
         if not inputs:
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
             return

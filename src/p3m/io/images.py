@@ -344,10 +344,12 @@ def _sniff_format(stream: PathLike | io.BytesIO) -> str | None:
     head = _head(stream)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
-    for signature, kind in _SIGNATURES:
-        if head.startswith(signature):
-            return kind
-    return None
+    return _by_signature(head, _SIGNATURES)
+
+
+def _by_signature(head: bytes, signatures: tuple[tuple[bytes, str], ...]) -> str | None:
+    """The kind of the first signature `head` starts with, or None."""
+    return next((kind for signature, kind in signatures if head.startswith(signature)), None)
 
 
 _IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
@@ -362,10 +364,7 @@ def _sniff_video(stream: PathLike | io.BytesIO) -> str | None:
         return "MP4/QuickTime"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "AVI"
-    for signature, kind in _VIDEO_SIGNATURES:
-        if head.startswith(signature):
-            return kind
-    return None
+    return _by_signature(head, _VIDEO_SIGNATURES)
 
 
 def _apply_exif_orientation(

@@ -133,6 +133,7 @@ def watch_matte(
     records: list[ItemRecord] = []
     started = time.perf_counter()
     options = RunOptions(io_threads=0)  # a few images at a time: nothing to read ahead
+    settings = run_settings(matter, kinds, background)  # once: a background image is hashed
     while not stop.is_set():
         ready = watcher.poll()
         for start in range(0, len(ready), max(1, batch_size)):
@@ -147,13 +148,13 @@ def watch_matte(
                 keys = [file.relative.as_posix() for file in part]
                 plan = MattePlan(jobs, tuple(kinds), out_path, overwrite=changed, keys=keys)
                 # An image whose earlier outputs other settings made fails alone; the watch goes on.
-                other = dict(outputs_of_other_settings(plan, run_settings(matter, kinds, background)))
+                other = dict(outputs_of_other_settings(plan, settings))
                 for job, key in zip(jobs, keys, strict=True):
                     if key in other:
                         record = ItemRecord(
                             key, "failed", str(job.source),
                             error=f"{job.source}: its outputs in {out_path} were made with other settings "
-                            f"({settings_difference(other[key], run_settings(matter, kinds, background))}); "
+                            f"({settings_difference(other[key], settings)}); "
                             "move them away or run with --overwrite",
                         )  # fmt: skip
                         records.append(record)

@@ -35,7 +35,7 @@ IMAGE_COMMANDS = (
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("P3M_HOME", str(tmp_path / "p3m-home"))
-    monkeypatch.delenv("P3M_MAX_PIXELS", raising=False)
+    monkeypatch.delenv("P3M_MAX_IMAGE_PIXELS", raising=False)
 
 
 def _click_command(*path: str) -> Any:
@@ -73,7 +73,7 @@ def test_image_pixel_cap_holds_in_the_block_then_restores(tmp_path: Path) -> Non
             assert read_image(path).shape == (32, 32, 3)
         with pytest.raises(ImageTooLargeError):
             read_image(path)
-    assert "P3M_MAX_PIXELS" not in os.environ
+    assert "P3M_MAX_IMAGE_PIXELS" not in os.environ
     assert read_image(path, max_pixels=0).shape == (32, 32, 3)
     with pytest.raises(ValueError, match="0 \\(no cap\\) or positive"):
         read_image(path, max_pixels=-1)
@@ -95,7 +95,7 @@ def test_matte_folder_run_refuses_an_image_over_the_cap_and_goes_on(tmp_path: Pa
     assert lines, result.output
     assert "128x128 = 16,384 px" in lines[0] and "cap of 5,000 px" in lines[0]
     assert "--max-image-pixels" in lines[0]
-    assert "P3M_MAX_PIXELS" not in os.environ  # the cap ended with the command
+    assert "P3M_MAX_IMAGE_PIXELS" not in os.environ  # the cap ended with the command
 
 
 def test_default_cap_refuses_a_header_only_huge_png_from_its_header(tmp_path: Path) -> None:
@@ -113,18 +113,18 @@ def test_default_cap_refuses_a_header_only_huge_png_from_its_header(tmp_path: Pa
 
 
 def test_the_environment_variable_sets_the_cap_the_option_overrides(tmp_path: Path) -> None:
-    """P3M_MAX_PIXELS, which the cap's own error recommends, was ignored by the CLI (the
+    """P3M_MAX_IMAGE_PIXELS, which the cap's own error recommends, was ignored by the CLI (the
     option's default won over it)."""
     bomb = tmp_path / "blank.png"
     bomb.write_bytes(png_header_claiming(14000, 13000))
     image = tmp_path / "small.png"
     Image.fromarray(data.astronaut()[::8, ::8]).save(image)
     command = ["matte", "-o", str(tmp_path / "out"), "-m", "selfie-cf", "--save", "alpha"]
-    refused = runner.invoke(app, [*command, str(image)], env={"P3M_MAX_PIXELS": "100"})
+    refused = runner.invoke(app, [*command, str(image)], env={"P3M_MAX_IMAGE_PIXELS": "100"})
     assert refused.exit_code == 1 and "cap of 100 px" in " ".join(refused.output.split()), refused.output
-    allowed = runner.invoke(app, [*command, str(image), "--max-image-pixels", "5000"], env={"P3M_MAX_PIXELS": "100"})
+    allowed = runner.invoke(app, [*command, str(image), "--max-image-pixels", "5000"], env={"P3M_MAX_IMAGE_PIXELS": "100"})
     assert allowed.exit_code == 0, allowed.output
-    raised = runner.invoke(app, [*command, str(bomb)], env={"P3M_MAX_PIXELS": "200000000"})
+    raised = runner.invoke(app, [*command, str(bomb)], env={"P3M_MAX_IMAGE_PIXELS": "200000000"})
     assert "cap of" not in raised.output and "blank.png" in raised.output  # past the cap: fails decoding
 
 
@@ -233,6 +233,28 @@ def test_help_at_80_columns_shows_every_option_name_whole_and_no_flag_placeholde
                 assert whole.search(result.output), (name, option, result.output)
 
 
+def test_the_old_name_of_the_variable_is_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """P3M_MAX_PIXELS (the decoding cap's first name, easily taken for the pixel budget
+    --max-pixels) still sets the cap, in the library and the CLI; the new name wins."""
+    from p3m.io import images
+
+    image = tmp_path / "small.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    monkeypatch.delenv("P3M_MAX_IMAGE_PIXELS", raising=False)
+    monkeypatch.setenv("P3M_MAX_PIXELS", "100")
+    images._note_old_name.cache_clear()
+    with caplog.at_level("WARNING", logger="p3m.io.images"), pytest.raises(ImageTooLargeError):
+        read_image(image)
+    assert "P3M_MAX_IMAGE_PIXELS" in caplog.text
+    monkeypatch.setenv("P3M_MAX_IMAGE_PIXELS", "0")
+    assert read_image(image).shape == (64, 64, 3)
+    command = ["matte", "-o", str(tmp_path / "out"), "-m", "selfie-cf", "--save", "alpha", str(image)]
+    refused = runner.invoke(app, command, env={"P3M_MAX_PIXELS": "100", "P3M_MAX_IMAGE_PIXELS": None})
+    assert refused.exit_code == 1 and "cap of 100 px" in " ".join(refused.output.split()), refused.output
+
+
 def test_ray_actors_take_the_drivers_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ray started before the command (a notebook, a cluster) has actors without the driver's
     environment: the executor hands the cap to each actor."""
@@ -241,16 +263,17 @@ def test_ray_actors_take_the_drivers_cap(monkeypatch: pytest.MonkeyPatch) -> Non
 
     from p3m.scale.ray_engine import _ItemWorker, driver_environment
 
+    monkeypatch.delenv("P3M_MAX_PIXELS", raising=False)
     with image_pixel_cap(4321):
         sent = driver_environment()
-    assert sent == {"P3M_MAX_PIXELS": "4321"}
-    monkeypatch.setenv("P3M_MAX_PIXELS", "99")  # what an actor's process may have had
+    assert sent == {"P3M_MAX_IMAGE_PIXELS": "4321", "P3M_MAX_PIXELS": None}
+    monkeypatch.setenv("P3M_MAX_IMAGE_PIXELS", "99")  # what an actor's process may have had
     _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", sent)
-    assert os.environ["P3M_MAX_PIXELS"] == "4321"
+    assert os.environ["P3M_MAX_IMAGE_PIXELS"] == "4321"
     _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", driver_environment())
-    assert os.environ["P3M_MAX_PIXELS"] == "4321"
-    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", {"P3M_MAX_PIXELS": None})
-    assert "P3M_MAX_PIXELS" not in os.environ
+    assert os.environ["P3M_MAX_IMAGE_PIXELS"] == "4321"
+    _ItemWorker(cloudpickle.dumps(_no_task), cloudpickle.dumps(()), None, "", {"P3M_MAX_IMAGE_PIXELS": None})
+    assert "P3M_MAX_IMAGE_PIXELS" not in os.environ
 
 
 def _no_task() -> None:

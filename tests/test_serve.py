@@ -461,7 +461,7 @@ def test_p3m_serve_options_reach_the_service(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_an_image_over_the_cap_is_413_with_the_size_and_the_servers_cap() -> None:
     """The answer tells the client the size and this server's cap, not how an operator raises
-    it (--max-image-pixels, P3M_MAX_PIXELS)."""
+    it (--max-image-pixels, P3M_MAX_IMAGE_PIXELS)."""
     with TestClient(create_app(ServeConfig(model="selfie-cf", max_image_pixels=1000))) as small:
         photo = ("big.png", png_bytes(np.zeros((64, 64, 3), np.uint8)), "image/png")
         for path in ("/api/matte", "/api/anonymize"):
@@ -469,7 +469,7 @@ def test_an_image_over_the_cap_is_413_with_the_size_and_the_servers_cap() -> Non
             assert reply.status_code == 413, reply.text
             detail = reply.json()["detail"]
             assert "image is 64x64 = 4,096 px, more than the cap of 1,000 px" in detail
-            assert "--max-image-pixels" not in detail and "P3M_MAX_PIXELS" not in detail
+            assert "--max-image-pixels" not in detail and "P3M_MAX_IMAGE_PIXELS" not in detail
 
 
 def test_fields_an_endpoint_does_not_read_are_named_in_the_answer(client: TestClient, astronaut_jpeg: bytes) -> None:

@@ -26,11 +26,11 @@ MAX_IMAGE_PIXELS_HELP = (
 
 def max_image_pixels_option() -> Any:
     """The `--max-image-pixels` option (a fresh object per command)."""
-    from p3m.io.images import MAX_PIXELS_ENV
+    from p3m.io.images import MAX_PIXELS_ENV, OLD_MAX_PIXELS_ENV
 
     # The environment variable the library reads too: the option wins, then the variable.
     return typer.Option(
-        MAX_IMAGE_PIXELS, "--max-image-pixels", min=0, envvar=MAX_PIXELS_ENV, help=MAX_IMAGE_PIXELS_HELP
+        MAX_IMAGE_PIXELS, "--max-image-pixels", min=0, envvar=[MAX_PIXELS_ENV, OLD_MAX_PIXELS_ENV], help=MAX_IMAGE_PIXELS_HELP
     )
 
 

@@ -12,7 +12,7 @@ orientation is applied (so the array looks like the photo does in a viewer). Eve
 an `ImageReadError` subclass whose message names the file and the problem.
 
 Decompression-bomb guard: every read checks the pixel count from the file header against
-`max_pixels` (default: the environment variable P3M_MAX_PIXELS if set, else
+`max_pixels` (default: the environment variable P3M_MAX_IMAGE_PIXELS if set, else
 `DEFAULT_MAX_PIXELS`, 160 megapixels; 0 = no cap) before decoding anything, and raises
 `ImageTooLargeError` above it, naming the size, the cap and how to raise it.
 `image_pixel_cap(n)` sets the default for a block of code (the command line's
@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -59,12 +60,17 @@ DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 """Default cap on width x height for every read (decompression-bomb guard; `p3m.vocabulary`
 holds the value the command line and the service share)."""
 
-MAX_PIXELS_ENV = "P3M_MAX_PIXELS"
-"""Environment variable that sets the default cap (pixels; 0 = no cap) for reads without `max_pixels`."""
+MAX_PIXELS_ENV = "P3M_MAX_IMAGE_PIXELS"
+"""Environment variable that sets the default cap (pixels; 0 = no cap) for reads without
+`max_pixels` (the command line's `--max-image-pixels`; not the pixel budget `--max-pixels`)."""
+
+OLD_MAX_PIXELS_ENV = "P3M_MAX_PIXELS"
+"""The variable's earlier name, still read (with a deprecation note in the log) when the new
+one is not set: it was easily taken for the pixel budget `--max-pixels`."""
 
 RAISE_CAP_HINT = (
     "--max-image-pixels N (0 = no cap); in Python `with p3m.io.image_pixel_cap(N):`; "
-    "or the environment variable P3M_MAX_PIXELS"
+    "or the environment variable P3M_MAX_IMAGE_PIXELS"
 )
 """How to raise the cap, as the one-line error names it (command line, Python, environment)."""
 
@@ -99,24 +105,33 @@ def _pillow_header_only() -> Iterator[None]:
 
 
 def _resolve_max_pixels(max_pixels: int | None) -> int | None:
-    """The cap (None: no cap): the argument (0 = none), else the P3M_MAX_PIXELS environment
-    variable (0 = none), else the default."""
+    """The cap (None: no cap): the argument (0 = none), else the P3M_MAX_IMAGE_PIXELS
+    environment variable (0 = none; its old name P3M_MAX_PIXELS when it is not set), else the
+    default."""
     if max_pixels is None:
-        configured = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        name = MAX_PIXELS_ENV
+        configured = os.environ.get(name, "").strip()
+        if not configured and os.environ.get(OLD_MAX_PIXELS_ENV, "").strip():
+            name = OLD_MAX_PIXELS_ENV
+            configured = os.environ[name].strip()
+            _note_old_name()
         if not configured:
             return DEFAULT_MAX_PIXELS
         try:
             max_pixels = int(float(configured))
         except ValueError:
-            raise ConfigError(
-                f"{MAX_PIXELS_ENV} must be a number of pixels (0 = no cap), got {configured!r}"
-            ) from None
+            raise ConfigError(f"{name} must be a number of pixels (0 = no cap), got {configured!r}") from None
         if max_pixels < 0:
-            raise ConfigError(f"{MAX_PIXELS_ENV} must be 0 (no cap) or positive, got {configured!r}")
+            raise ConfigError(f"{name} must be 0 (no cap) or positive, got {configured!r}")
         return max_pixels or None
     if max_pixels < 0:
         raise ValueError(f"max_pixels must be 0 (no cap) or positive, got {max_pixels}")
     return int(max_pixels) or None
+
+
+@functools.cache
+def _note_old_name() -> None:
+    logger.warning("%s is read under its new name %s; please rename it", OLD_MAX_PIXELS_ENV, MAX_PIXELS_ENV)
 
 
 @contextmanager
@@ -124,7 +139,7 @@ def image_pixel_cap(max_pixels: int | None) -> Iterator[None]:
     """Within the block, reads that pass no `max_pixels` use this cap (pixels; 0 = no cap;
     None = leave the default alone).
 
-    The cap travels in the P3M_MAX_PIXELS environment variable, so it holds in every thread and
+    The cap travels in the P3M_MAX_IMAGE_PIXELS environment variable, so it holds in every thread and
     in the processes started inside the block (a local Ray, data-loader workers); the previous
     value is restored on exit. This is how the command line's `--max-image-pixels` reaches every
     image its command reads. Raises `ValueError` for a negative cap.

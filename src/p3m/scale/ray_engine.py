@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
-from p3m.io.images import MAX_PIXELS_ENV
+from p3m.io.images import MAX_PIXELS_ENV, OLD_MAX_PIXELS_ENV
 from p3m.runs.engine import (
     Item,
     ItemRecord,
@@ -182,7 +182,7 @@ def _objects(values: list[Any]) -> np.ndarray:
     return array
 
 
-FORWARDED_ENVIRONMENT: tuple[str, ...] = (MAX_PIXELS_ENV,)
+FORWARDED_ENVIRONMENT: tuple[str, ...] = (MAX_PIXELS_ENV, OLD_MAX_PIXELS_ENV)
 """Environment variables the driver's values of which each actor takes (set, or unset)."""
 
 

@@ -352,6 +352,66 @@ def test_a_study_run_that_evaluates_nothing_leaves_earlier_results_alone(data, t
     assert {path: path.read_bytes() for path in written} == written  # the study's and the cell's files
 
 
+class _Interrupted(_TruthAsPrediction):
+    """Computes the first image, then the user presses Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def compute(self, item, loaded):
+        self.calls += 1
+        if self.calls > 1:
+            raise KeyboardInterrupt
+        return np.zeros_like(loaded)
+
+
+def test_a_fresh_or_changed_cell_replaces_its_results_only_once_they_are_complete(data, tmp_path):
+    """`--fresh` and other settings compute a cell into a hidden sibling folder: a computation
+    that raises, is interrupted or evaluates nothing leaves the earlier files byte-identical."""
+    from p3m.experiments.runner import CellSpec, find_test_samples, run_cells
+
+    samples = tuple(find_test_samples(data, "P3M-500-P"))
+    cell = tmp_path / "truth" / "P3M-500-P"
+
+    def run(make_task, fresh=False, settings=None, chosen=samples):
+        spec = CellSpec("truth", "P3M-500-P", chosen, make_task, settings or {"method": "truth"})
+        return run_cells("demo", [spec], tmp_path, fresh=fresh)
+
+    def files() -> dict[Path, bytes]:  # the cell's (an unfinished attempt's hidden sibling aside)
+        return {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and ".p3m-new" not in str(path)}
+
+    run(lambda _: _TruthAsPrediction())
+    before = files()
+    assert len(before) == 2 + 4  # two predictions, csv, record, journal, settings
+
+    def broken(_):
+        raise RuntimeError("the model could not be built")
+
+    with pytest.raises(RuntimeError):
+        run(broken, fresh=True)
+    assert files() == before
+    with pytest.raises(KeyboardInterrupt):
+        run(lambda _: _Interrupted(), fresh=True)
+    assert files() == before
+    ghost = dataclasses.replace(samples[0], name="ghost", image=tmp_path / "nonexist.png")
+    assert run(lambda _: _TruthAsPrediction(), fresh=True, chosen=(ghost,))[0].skipped
+    assert files() == before  # nothing evaluated: the attempt is dropped, the results stay
+
+    # Other settings, interrupted after one image: the next run continues the replacement
+    # (one image left) and swaps it in; the journal names the cell's own folder.
+    with pytest.raises(KeyboardInterrupt):
+        run(lambda _: _Interrupted(), settings={"method": "zeros"})
+    assert files() == before
+    events: list = []
+    spec = CellSpec("truth", "P3M-500-P", samples, lambda _: _Interrupted(), {"method": "zeros"})
+    (result,) = run_cells("demo", [spec], tmp_path, on_event=events.append)
+    assert processed(events) == 1 and result.folder == cell and result.means["sad"] > 0
+    assert sorted(path.name for path in (tmp_path / "truth").iterdir()) == ["P3M-500-P"]
+    assert json.loads((cell / "settings.json").read_text()) == {"method": "zeros"}
+    assert ".p3m-new" not in (cell / "manifest.jsonl").read_text()
+    assert str(cell / "predictions") in (cell / "manifest.jsonl").read_text()
+
+
 # --------------------------------------------------------------------------- sensitivity
 
 

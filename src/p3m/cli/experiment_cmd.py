@@ -94,8 +94,9 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
         if isinstance(event, StudyStarted):
             state["task"] = progress.add_task(label, total=event.items, name="")
         elif isinstance(event, CellReset):
+            fate = "replaced once computed again" if event.replaced_when_done else "discarded"
             progress.console.print(
-                f"[yellow]note:[/yellow] {event.cell}: earlier results discarded, {event.reason}",
+                f"[yellow]note:[/yellow] {event.cell}: earlier results {fate}, {event.reason}",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
         elif isinstance(event, StudyResumed):

@@ -352,3 +352,31 @@ def test_resume_redoes_a_damaged_output_and_says_so(c10):
     second = " ".join(_matte(str(photos), "-o", str(out)).split())
     assert "kept 1" not in second and "portrait_alpha.png: damaged" in second and "redoing" in second
     assert (out / "portrait_alpha.png").read_bytes() == good
+
+
+def test_resume_redoes_an_output_of_another_size_than_its_input(tmp_path):
+    """A kept output must have its input's size as read would return it (EXIF rotation
+    applied): one of another size (a file from another run, or the stored size of a rotated
+    photo) is damaged and redone with a note; the outputs of the right size are kept."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 72 wide x 96 high, shown 96 x 72
+    _photo().save(photos / "turned.jpg", quality=95, exif=exif)
+
+    def matte() -> str:
+        result = runner.invoke(app, ["matte", str(photos), "-o", str(out), "--save", "alpha,foreground,composite"])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    matte()
+    assert _mode_size(out / "turned_alpha.png")[1] == (96, 72)
+    foreground = (out / "turned_foreground.png").stat().st_mtime_ns
+    Image.new("L", (72, 96)).save(out / "turned_alpha.png")  # the stored size, EXIF ignored
+    Image.new("RGB", (10, 12)).save(out / "turned_composite.png")
+    second = matte()
+    assert "kept 1" not in second and "redoing" in second
+    assert "turned_alpha.png: damaged (it is 72x96 pixels, its input 96x72)" in second
+    assert _mode_size(out / "turned_alpha.png")[1] == _mode_size(out / "turned_composite.png")[1] == (96, 72)
+    assert (out / "turned_foreground.png").stat().st_mtime_ns == foreground  # right size: not rewritten
+    assert "kept 1" in matte()  # all of the right size now

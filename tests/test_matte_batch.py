@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 from typer.testing import CliRunner
 
-from p3m.cli import app
+from p3m.cli import app, main
 from p3m.inference.batch import plan_matte
 from p3m.runs import read_journal
 
@@ -216,7 +216,7 @@ def test_a_folder_run_says_what_it_leaves_out(tmp_path):
     assert [path.name for path in deep.left_out] == ["notes.txt"]
 
 
-def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
+def test_outputs_of_other_settings_are_not_silently_kept(tmp_path, capsys):
     """The README's "refine selfie-cf" line after a first run printed "kept 1 image(s)" and
     refined nothing; `--model p3mnet-vitae-s` without its weights said the same, exit 0. Kept
     outputs must be this command's: the manifest records each image's settings, a changed
@@ -237,7 +237,10 @@ def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
     refined = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04"])
     assert isinstance(refined.exception, ConfigError), refined.output
     assert "made with other settings (portrait.jpg: --trimap-band 0.02 -> 0.04)" in str(refined.exception)
-    assert "--overwrite" in str(refined.exception)
+    assert "pass overwrite=True to redo them" in str(refined.exception)  # the library's words
+    with pytest.raises(SystemExit):  # the command's: its own option
+        main(["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04", "--save", "alpha,rgba"])
+    assert "pass --overwrite to redo them" in " ".join(capsys.readouterr().err.split())
     missing = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "p3mnet-vitae-s"])
     assert isinstance(missing.exception, ModelNotFoundError), missing.output
     assert "done 1" in _matte(str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04", "--overwrite")

@@ -624,8 +624,9 @@ def check_kept_outputs(plan: MattePlan, settings: dict[str, Any]) -> None:
     key, made = other[0]
     raise ConfigError(
         f"{plan.out_dir} holds the outputs of {len(other)} image(s) made with other settings "
-        f"({key}: {settings_difference(made, settings)}); pass --overwrite (overwrite=True) to redo them, "
-        "or write to another folder"
+        f"({key}: {settings_difference(made, settings)}); pass {{overwrite}} to redo them, "
+        "or write to another folder",
+        options={"overwrite": True},
     )
 
 

@@ -36,15 +36,11 @@ class StudyStarted:
 
 @dataclass(frozen=True)
 class CellReset:
-    """The results in a cell's folder are computed again; `reason` says why.
-
-    `replaced_when_done`: the earlier results stay in place until the new ones are complete (a
-    study's cells); False: they were discarded before computing (the sensitivity study).
-    """
+    """The results in a cell's folder are computed again; `reason` says why. The earlier results
+    stay in place until the new ones are complete (`p3m.experiments.runner.stage_run_dir`)."""
 
     cell: str
     reason: str
-    replaced_when_done: bool = False
 
 
 @dataclass(frozen=True)

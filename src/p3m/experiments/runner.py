@@ -71,9 +71,11 @@ __all__ = [
     "identify_model",
     "load_model",
     "parse_named_paths",
+    "commit_run_dir",
     "prepare_run_dir",
     "report_resumed",
     "run_cells",
+    "stage_run_dir",
     "with_normal_images",
     "write_study",
 ]
@@ -252,19 +254,46 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _finish_swap(folder: Path) -> None:
-    """Complete a swap of `folder` stopped between its steps (`_swap_in`): new results are moved
-    in only when complete, so a staging folder beside a set-aside old one is complete."""
+SET_ASIDE = ".p3m-set-aside"
+"""Marker in the retired sibling: every earlier result of an entry-by-entry swap is in it."""
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _move_entries(staging: Path, folder: Path, retired: Path, names: Sequence[str]) -> None:
+    """Move the earlier results (`names` in `folder`) into `retired`, then those in `staging`
+    into `folder`, each step a rename; run again after a stop, it carries on where it stopped
+    (the marker `SET_ASIDE` tells the two phases apart)."""
+    marker = retired / SET_ASIDE
+    if not marker.exists():
+        for name in names:
+            if _exists(folder / name) and not _exists(retired / name):
+                os.replace(folder / name, retired / name)
+        marker.touch()
+    for name in names:
+        if _exists(staging / name):
+            os.replace(staging / name, folder / name)
+
+
+def _finish_swap(folder: Path, names: Sequence[str]) -> None:
+    """Complete a swap of `folder` stopped part-way (`_swap_in`): a staging folder is moved in
+    only when complete, so one beside a set-aside (retired) sibling is complete."""
     staging, retired = _sibling(folder, STAGING), _sibling(folder, RETIRED)
-    if retired.is_dir() and not folder.exists() and staging.is_dir():
-        os.replace(staging, folder)
-    if retired.exists() and folder.is_dir():
-        _remove(retired)
+    if not retired.exists():
+        return
+    if staging.is_dir() and not folder.exists():
+        os.replace(staging, folder)  # stopped between the two renames of a whole-folder swap
+    elif staging.is_dir():
+        _move_entries(staging, folder, retired, names)  # stopped in an entry-by-entry swap
+        _remove(staging)
+    _remove(retired)
 
 
 def _staging_folder(folder: Path, wanted: Mapping[str, Any], fresh: bool) -> Path:
-    """The hidden sibling of `folder` a cell whose earlier results are replaced computes into:
-    the one an interrupted run left is continued when it was made with the same settings (and
+    """The hidden sibling of `folder` that results replacing earlier ones are computed into: the
+    one an interrupted run left is continued when it was made with the same settings (and
     `fresh` is not set), otherwise started empty."""
     staging = _sibling(folder, STAGING)
     settings_file = staging / CELL_FILES["settings"]
@@ -280,24 +309,72 @@ def _staging_folder(folder: Path, wanted: Mapping[str, Any], fresh: bool) -> Pat
     return staging
 
 
-def _swap_in(staging: Path, folder: Path) -> None:
-    """Replace `folder` by the complete `staging`: two renames on one file system, the old folder
-    removed after (a stop in between is completed by `_finish_swap`). The journal's output paths
-    are rewritten to name `folder` first."""
+def _swap_in(staging: Path, folder: Path, names: Sequence[str]) -> None:
+    """Replace the results in `folder` (`names`) by the complete ones in `staging`. A folder that
+    holds nothing else is replaced whole: two renames on one file system, the old folder removed
+    after; otherwise entry by entry, the other entries left alone. A stop part-way is completed
+    by `_finish_swap`. The journal's output paths are rewritten to name `folder` first."""
     journal = Journal(staging / CELL_FILES["journal"])
     records = list(journal.read().values())
-    prefix = str(staging)
-    for record in records:
-        record.outputs = {
-            kind: str(folder) + path[len(prefix) :] if path.startswith(prefix) else path
-            for kind, path in record.outputs.items()
-        }
-    journal.rewrite(records)
+    if records:
+        prefix = str(staging)
+        for record in records:
+            record.outputs = {
+                kind: str(folder) + path[len(prefix) :] if path.startswith(prefix) else path
+                for kind, path in record.outputs.items()
+            }
+        journal.rewrite(records)
     retired = _sibling(folder, RETIRED)
     _remove(retired)
-    os.replace(folder, retired)
-    os.replace(staging, folder)
+    if all(entry.name in names for entry in folder.iterdir()):
+        os.replace(folder, retired)
+        os.replace(staging, folder)
+    else:
+        retired.mkdir()
+        _move_entries(staging, folder, retired, names)
+        _remove(staging)
     _remove(retired)
+
+
+def stage_run_dir(
+    run_dir: Path,
+    settings: Mapping[str, Any],
+    fresh: bool,
+    results: Sequence[str],
+) -> tuple[Path, str | None]:
+    """Where to compute results with `settings` for `run_dir`, and why the earlier ones there
+    are replaced (None when they are kept, resumed, or there are none).
+
+    `results`: the names of the results under `run_dir` (files or folders, `settings.json`
+    aside). When `fresh` is set or `run_dir/settings.json` records other settings, the new
+    results are computed in a hidden sibling (`.<name>.p3m-new`, continued after an interruption
+    when its settings are the same and `fresh` is not set) and `commit_run_dir` moves them in
+    once complete: until then `run_dir` keeps its earlier results, whatever happens to the run.
+    Otherwise the folder itself is returned. Raises ExperimentError when `run_dir` is a file.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ExperimentError("is not a folder", run_dir)
+    names = [*results, CELL_FILES["settings"]]
+    _finish_swap(run_dir, names)
+    wanted = _normalised(settings)
+    reason = _discard_reason(run_dir, wanted, fresh, results)
+    if reason is None:
+        _remove(_sibling(run_dir, STAGING))  # an interrupted replacement nobody asks for any more
+        prepare_run_dir(run_dir, settings, False, [])
+        return run_dir, None
+    return _staging_folder(run_dir, wanted, fresh), reason
+
+
+def commit_run_dir(work: Path, run_dir: Path, results: Sequence[str], complete: bool = True) -> None:
+    """End a run computed in `work` (`stage_run_dir`): when `work` is the staging folder, its
+    results replace those of `run_dir` if `complete`, else it is removed (the earlier results
+    stay). Nothing to do when `work` is `run_dir`."""
+    if work == run_dir:
+        return
+    if complete:
+        _swap_in(work, run_dir, [*results, CELL_FILES["settings"]])
+    else:
+        _remove(work)
 
 
 class ModelCache:
@@ -455,20 +532,12 @@ def _run_cell(
     index: int,
     count: int,
 ) -> CellResult:
-    if folder.exists() and not folder.is_dir():
-        raise ExperimentError("is not a folder", folder)
-    _finish_swap(folder)
-    wanted = _normalised(spec.settings)
-    reason = _discard_reason(folder, wanted, fresh, [name for kind, name in CELL_FILES.items() if kind != "settings"])
-    if reason is None:
-        work = folder
-        _remove(_sibling(folder, STAGING))  # an interrupted replacement nobody asks for any more
-        prepare_run_dir(folder, spec.settings, False, [])
-    else:
+    results = [name for kind, name in CELL_FILES.items() if kind != "settings"]
+    work, reason = stage_run_dir(folder, spec.settings, fresh, results)
+    if reason is not None:
         # The earlier results stay where they are until the new ones are complete.
         logger.info("%s: earlier results replaced once computed again: %s", spec.name, reason)
-        emit(CellReset(spec.name, reason, replaced_when_done=True))
-        work = _staging_folder(folder, wanted, fresh)
+        emit(CellReset(spec.name, reason))
     predictions = work / CELL_FILES["predictions"]
     predictions.mkdir(parents=True, exist_ok=True)
     items = [
@@ -512,10 +581,8 @@ def _run_cell(
         if rows:
             write_csv(work / CELL_FILES["csv"], evaluation)
             evaluation.record(**spec.record).write(work / CELL_FILES["record"])
-            _swap_in(work, folder)
-        else:
-            # Nothing could be evaluated: the earlier results stay, the failed attempt goes.
-            _remove(work)
+        # Nothing could be evaluated: the earlier results stay, the failed attempt goes.
+        commit_run_dir(work, folder, results, complete=bool(rows))
     elif rows or not (folder / CELL_FILES["record"]).is_file():
         # A cell where nothing could be evaluated leaves the files of an earlier run alone.
         write_csv(folder / CELL_FILES["csv"], evaluation)

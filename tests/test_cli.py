@@ -85,6 +85,25 @@ def test_command_help_is_reflowed_to_the_terminal_width() -> None:
     assert anonymize.help is not None and "Single-image mode: `p3m anonymize IMAGE" in anonymize.help
 
 
+def test_an_error_names_the_options_it_suggests_as_the_surface_that_raised_it(monkeypatch, capsys) -> None:
+    """"pass --overwrite (overwrite=True)": a library error names the options it suggests as
+    Python keywords; the command line prints them as its flags."""
+    from p3m import cli
+    from p3m.errors import ConfigError
+
+    error = ConfigError("pass {overwrite} or {audit}, {max_pixels}", "x.png", options={"overwrite": True, "audit": False, "max_pixels": 4})
+    assert str(error) == "x.png: pass overwrite=True or audit=False, max_pixels=4"
+    assert error.problem == "pass overwrite=True or audit=False, max_pixels=4"
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cli, "app", fail)
+    with pytest.raises(SystemExit):
+        cli.main([])
+    assert "error: x.png: pass --overwrite or --no-audit, --max-pixels 4" in capsys.readouterr().err
+
+
 def test_an_error_is_printed_as_text_not_markup_or_emoji(monkeypatch, capsys) -> None:
     """`p3m table --protocols` said "two results for p3mnet-r34 on B🅱 ...": Rich read B:B: as
     an emoji code."""

@@ -255,6 +255,23 @@ def test_the_old_name_of_the_variable_is_still_read(
     assert refused.exit_code == 1 and "cap of 100 px" in " ".join(refused.output.split()), refused.output
 
 
+def test_an_on_off_pair_does_not_widen_the_option_names() -> None:
+    """`--audit/--no-audit` put `--no-audit` in a column of its own that every option of
+    `p3m anonymize --help` paid for; the pair shows as `--audit`, the off name and the default
+    in its description, and both names still parse."""
+    result = runner.invoke(app, ["anonymize", "--help"], env={"COLUMNS": "100", "TERMINAL_WIDTH": "100"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    out_row = next(line for line in lines if line.startswith("│ --out "))
+    assert re.search(r" -o {1,6}<path> ", out_row), out_row  # no empty off-name column after -o
+    audit_row = next(line for line in lines if line.startswith("│ --audit "))
+    assert "--no-audit" not in audit_row.split("Run the")[0], audit_row
+    text = " ".join(line.strip("│ ") for line in lines)
+    assert "check identity. On by default; --no-audit turns it off." in " ".join(text.split())
+    assert "exist. On by default; --overwrite turns it off." in " ".join(text.split())
+    assert "[default: audit]" not in result.output and "[default: True]" not in result.output
+
+
 def test_ray_actors_take_the_drivers_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ray started before the command (a notebook, a cluster) has actors without the driver's
     environment: the executor hands the cap to each actor."""

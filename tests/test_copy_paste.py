@@ -261,7 +261,7 @@ def test_build_from_celebamask_layout(celebamask_folder, tmp_path) -> None:
     assert 72 <= rows.max() - rows.min() + 1 <= 76 and 72 <= cols.max() - cols.min() + 1 <= 76
     assert 6 <= rows.min() <= 9 and mask.shape[0] - rows.max() >= 6
     assert np.array_equal(binary_fill_holes(mask), mask)
-    with pytest.raises(DatasetError, match="already holds"):
+    with pytest.raises(DatasetError, match=r"already holds a P3M-CP source set \(pass overwrite=True to replace it\)"):
         build_cp_sources(celebamask_folder, out)
     assert build_cp_sources(celebamask_folder, out, overwrite=True, line_margin=0.0).written == 2
 

@@ -352,6 +352,113 @@ def test_a_study_run_that_evaluates_nothing_leaves_earlier_results_alone(data, t
     assert {path: path.read_bytes() for path in written} == written  # the study's and the cell's files
 
 
+class _Interrupted(_TruthAsPrediction):
+    """Computes the first image, then the user presses Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def compute(self, item, loaded):
+        self.calls += 1
+        if self.calls > 1:
+            raise KeyboardInterrupt
+        return np.zeros_like(loaded)
+
+
+def test_a_fresh_or_changed_cell_replaces_its_results_only_once_they_are_complete(data, tmp_path):
+    """`--fresh` and other settings compute a cell into a hidden sibling folder: a computation
+    that raises, is interrupted or evaluates nothing leaves the earlier files byte-identical."""
+    from p3m.experiments.runner import CellSpec, find_test_samples, run_cells
+
+    samples = tuple(find_test_samples(data, "P3M-500-P"))
+    cell = tmp_path / "truth" / "P3M-500-P"
+
+    def run(make_task, fresh=False, settings=None, chosen=samples):
+        spec = CellSpec("truth", "P3M-500-P", chosen, make_task, settings or {"method": "truth"})
+        return run_cells("demo", [spec], tmp_path, fresh=fresh)
+
+    def files() -> dict[Path, bytes]:  # the cell's (an unfinished attempt's hidden sibling aside)
+        return {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and ".p3m-new" not in str(path)}
+
+    run(lambda _: _TruthAsPrediction())
+    before = files()
+    assert len(before) == 2 + 4  # two predictions, csv, record, journal, settings
+
+    def broken(_):
+        raise RuntimeError("the model could not be built")
+
+    with pytest.raises(RuntimeError):
+        run(broken, fresh=True)
+    assert files() == before
+    with pytest.raises(KeyboardInterrupt):
+        run(lambda _: _Interrupted(), fresh=True)
+    assert files() == before
+    ghost = dataclasses.replace(samples[0], name="ghost", image=tmp_path / "nonexist.png")
+    assert run(lambda _: _TruthAsPrediction(), fresh=True, chosen=(ghost,))[0].skipped
+    assert files() == before  # nothing evaluated: the attempt is dropped, the results stay
+
+    # Other settings, interrupted after one image: the next run continues the replacement
+    # (one image left) and swaps it in; the journal names the cell's own folder.
+    with pytest.raises(KeyboardInterrupt):
+        run(lambda _: _Interrupted(), settings={"method": "zeros"})
+    assert files() == before
+    events: list = []
+    spec = CellSpec("truth", "P3M-500-P", samples, lambda _: _Interrupted(), {"method": "zeros"})
+    (result,) = run_cells("demo", [spec], tmp_path, on_event=events.append)
+    assert processed(events) == 1 and result.folder == cell and result.means["sad"] > 0
+    assert sorted(path.name for path in (tmp_path / "truth").iterdir()) == ["P3M-500-P"]
+    assert json.loads((cell / "settings.json").read_text()) == {"method": "zeros"}
+    assert ".p3m-new" not in (cell / "manifest.jsonl").read_text()
+    assert str(cell / "predictions") in (cell / "manifest.jsonl").read_text()
+
+
+def test_a_replacement_keeps_other_files_and_completes_after_a_stop(tmp_path):
+    """`stage_run_dir` / `commit_run_dir`: a folder holding more than the results is swapped
+    entry by entry (the other files stay); a stop between the renames of a swap is completed by
+    the next run."""
+    from p3m.experiments.runner import commit_run_dir, stage_run_dir
+
+    folder = tmp_path / "cell"
+    work, reason = stage_run_dir(folder, {"k": 1}, False, ["a.txt", "sub"])
+    assert work == folder and reason is None
+    (folder / "a.txt").write_text("old")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "x").write_text("old")
+    (folder / "notes.txt").write_text("mine")
+    work, reason = stage_run_dir(folder, {"k": 2}, False, ["a.txt", "sub"])
+    assert work == tmp_path / ".cell.p3m-new" and reason == "made with other settings (k)"
+    assert (folder / "a.txt").read_text() == "old" and json.loads((folder / "settings.json").read_text()) == {"k": 1}
+    (work / "a.txt").write_text("new")
+    commit_run_dir(work, folder, ["a.txt", "sub"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cell"]
+    assert sorted(path.name for path in folder.iterdir()) == ["a.txt", "notes.txt", "settings.json"]
+    assert (folder / "a.txt").read_text() == "new" and (folder / "notes.txt").read_text() == "mine"
+
+    # Stopped between the two renames of a whole-folder swap: the next run moves the new one in.
+    (folder / "notes.txt").unlink()
+    work, _ = stage_run_dir(folder, {"k": 3}, True, ["a.txt", "sub"])
+    (work / "a.txt").write_text("newer")
+    folder.rename(tmp_path / ".cell.p3m-old")
+    work, reason = stage_run_dir(folder, {"k": 3}, False, ["a.txt", "sub"])
+    assert work == folder and reason is None and (folder / "a.txt").read_text() == "newer"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cell"]
+
+    # Stopped in an entry-by-entry swap, the earlier results set aside: the next run finishes it.
+    (folder / "notes.txt").write_text("mine")
+    work, _ = stage_run_dir(folder, {"k": 4}, False, ["a.txt", "sub"])
+    (work / "a.txt").write_text("newest")
+    (work / "sub").mkdir()
+    retired = tmp_path / ".cell.p3m-old"
+    retired.mkdir()
+    for name in ("a.txt", "settings.json"):
+        (folder / name).rename(retired / name)
+    (retired / ".p3m-set-aside").touch()
+    work, reason = stage_run_dir(folder, {"k": 4}, False, ["a.txt", "sub"])
+    assert work == folder and reason is None and (folder / "a.txt").read_text() == "newest"
+    assert sorted(path.name for path in folder.iterdir()) == ["a.txt", "notes.txt", "settings.json", "sub"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cell"]
+
+
 # --------------------------------------------------------------------------- sensitivity
 
 
@@ -426,10 +533,19 @@ def test_sensitivity_with_the_offline_default_resumes(data, tmp_path, monkeypatc
     assert command.exit_code == 1 and "written: nothing" in command.output, command.output
     assert {path: path.read_bytes() for path in written} == written
 
-    # Other settings: earlier results are discarded and computed again.
+    # Other settings: computed again beside the earlier results, which an interrupted run
+    # leaves as they were and a finished one replaces (no hidden folder left).
+    changed = dataclasses.replace(settings, changed_threshold=0.2)
+    with pytest.raises(KeyboardInterrupt):
+        run_sensitivity(changed, out, on_event=interrupt_after(1, []))
+    assert {path: path.read_bytes() for path in written} == written
     events.clear()
-    run_sensitivity(dataclasses.replace(settings, changed_threshold=0.2), out, on_event=events.append)
-    assert any(isinstance(e, CellReset) for e in events) and processed(events) == 3
+    run_sensitivity(changed, out, on_event=events.append)
+    resumed = [e.kept for e in events if isinstance(e, StudyResumed)]  # what the stopped run did
+    assert any(isinstance(e, CellReset) for e in events) and resumed and processed(events) == 3 - resumed[0]
+    assert json.loads((out / "settings.json").read_text())["changed_threshold"] == 0.2
+    assert sorted(path.name for path in out.parent.iterdir() if path.name.startswith(".")) == []
+    assert ".p3m-new" not in (out / "manifest.jsonl").read_text()
 
 
 def test_sensitivity_command_detects_faces_and_reports_images_without_one(data, checkpoints, tmp_path):

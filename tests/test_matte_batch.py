@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 from typer.testing import CliRunner
 
-from p3m.cli import app
+from p3m.cli import app, main
 from p3m.inference.batch import plan_matte
 from p3m.runs import read_journal
 
@@ -216,7 +216,7 @@ def test_a_folder_run_says_what_it_leaves_out(tmp_path):
     assert [path.name for path in deep.left_out] == ["notes.txt"]
 
 
-def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
+def test_outputs_of_other_settings_are_not_silently_kept(tmp_path, capsys):
     """The README's "refine selfie-cf" line after a first run printed "kept 1 image(s)" and
     refined nothing; `--model p3mnet-vitae-s` without its weights said the same, exit 0. Kept
     outputs must be this command's: the manifest records each image's settings, a changed
@@ -237,7 +237,10 @@ def test_outputs_of_other_settings_are_not_silently_kept(tmp_path):
     refined = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04"])
     assert isinstance(refined.exception, ConfigError), refined.output
     assert "made with other settings (portrait.jpg: --trimap-band 0.02 -> 0.04)" in str(refined.exception)
-    assert "--overwrite" in str(refined.exception)
+    assert "pass overwrite=True to redo them" in str(refined.exception)  # the library's words
+    with pytest.raises(SystemExit):  # the command's: its own option
+        main(["matte", str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04", "--save", "alpha,rgba"])
+    assert "pass --overwrite to redo them" in " ".join(capsys.readouterr().err.split())
     missing = runner.invoke(app, ["matte", str(folder), "-o", str(out), "-m", "p3mnet-vitae-s"])
     assert isinstance(missing.exception, ModelNotFoundError), missing.output
     assert "done 1" in _matte(str(folder), "-o", str(out), "-m", "selfie-cf", "--trimap-band", "0.04", "--overwrite")
@@ -352,3 +355,31 @@ def test_resume_redoes_a_damaged_output_and_says_so(c10):
     second = " ".join(_matte(str(photos), "-o", str(out)).split())
     assert "kept 1" not in second and "portrait_alpha.png: damaged" in second and "redoing" in second
     assert (out / "portrait_alpha.png").read_bytes() == good
+
+
+def test_resume_redoes_an_output_of_another_size_than_its_input(tmp_path):
+    """A kept output must have its input's size as read would return it (EXIF rotation
+    applied): one of another size (a file from another run, or the stored size of a rotated
+    photo) is damaged and redone with a note; the outputs of the right size are kept."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 72 wide x 96 high, shown 96 x 72
+    _photo().save(photos / "turned.jpg", quality=95, exif=exif)
+
+    def matte() -> str:
+        result = runner.invoke(app, ["matte", str(photos), "-o", str(out), "--save", "alpha,foreground,composite"])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    matte()
+    assert _mode_size(out / "turned_alpha.png")[1] == (96, 72)
+    foreground = (out / "turned_foreground.png").stat().st_mtime_ns
+    Image.new("L", (72, 96)).save(out / "turned_alpha.png")  # the stored size, EXIF ignored
+    Image.new("RGB", (10, 12)).save(out / "turned_composite.png")
+    second = matte()
+    assert "kept 1" not in second and "redoing" in second
+    assert "turned_alpha.png: damaged (it is 72x96 pixels, its input 96x72)" in second
+    assert _mode_size(out / "turned_alpha.png")[1] == _mode_size(out / "turned_composite.png")[1] == (96, 72)
+    assert (out / "turned_foreground.png").stat().st_mtime_ns == foreground  # right size: not rewritten
+    assert "kept 1" in matte()  # all of the right size now

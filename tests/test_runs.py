@@ -405,3 +405,23 @@ def test_the_cli_says_how_far_an_interrupted_run_got(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1] == "interrupted: 5/24 done; run again to resume"
     assert "note: x_alpha.png: it is empty; redoing x" in lines
+
+
+def test_the_cli_shows_no_bar_when_every_item_is_kept():
+    """An all-kept `p3m anonymize` left two "0/0" bars on the terminal before its summary."""
+    import io
+
+    from rich.console import Console
+
+    from p3m.cli._ui import run_progress
+
+    def shown(started: RunStarted) -> str:
+        stream = io.StringIO()
+        console = Console(file=stream, force_terminal=True, width=100)
+        with run_progress("anonymizing", console, unit="images") as on_event:
+            on_event(started)
+        return stream.getvalue()
+
+    all_kept = shown(RunStarted(total=2, pending=0, kept=2))
+    assert "0/0" not in all_kept and "anonymizing" not in all_kept
+    assert "0/1" in shown(RunStarted(total=2, pending=1, kept=1))  # work left: the bar is there

@@ -316,8 +316,11 @@ def test_import_never_silently_replaces_a_cached_checkpoint(home, r34_checkpoint
     runner = CliRunner()
     refused = runner.invoke(app, ["weights", "import", str(other), "--as", "p3mnet-r34"])
     assert isinstance(refused.exception, ConfigError), refused.output
-    message = str(refused.exception)
-    assert "--force" in message and str(installed) in message and "\n" not in message
+    message = str(refused.exception)  # the library's words: the Python keyword
+    assert "pass force=True to replace them" in message and str(installed) in message and "\n" not in message
+    from p3m.cli import command_line_option
+
+    assert "pass --force to replace them" in refused.exception.worded(command_line_option)  # the CLI's
     assert installed.read_bytes() == payload
     forced = runner.invoke(app, ["weights", "import", str(other), "--as", "p3mnet-r34", "--force"])
     assert forced.exit_code == 0, forced.output

@@ -6,16 +6,49 @@ command line can print them as a single red line.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from os import PathLike
 
 
-class P3MError(Exception):
-    """Base class of every error p3m raises on purpose."""
+def keyword_argument(keyword: str, value: object) -> str:
+    """An option named as the Python API takes it: `overwrite=True`."""
+    return f"{keyword}={value!r}"
 
-    def __init__(self, message: str, path: str | PathLike[str] | None = None) -> None:
+
+class P3MError(Exception):
+    """Base class of every error p3m raises on purpose.
+
+    `options`: the options the message suggests, by Python keyword and value, each written
+    `{keyword}` in `message`; `str(error)` names them as keyword arguments (`overwrite=True`)
+    and `worded(name)` as another surface does (the command line: `--overwrite`), so one text
+    serves both.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        path: str | PathLike[str] | None = None,
+        *,
+        options: Mapping[str, object] | None = None,
+    ) -> None:
         self.path = None if path is None else str(path)
-        self.problem = message
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        self.options = dict(options or {})
+        self._message = message
+        self.problem = self._fill(keyword_argument)
+        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+
+    def _fill(self, name: Callable[[str, object], str]) -> str:
+        text = self._message
+        for keyword, value in self.options.items():
+            text = text.replace("{" + keyword + "}", name(keyword, value))
+        return text
+
+    def worded(self, name: Callable[[str, object], str]) -> str:
+        """The message with each suggested option named by `name(keyword, value)`."""
+        if not getattr(self, "options", None):
+            return str(self)
+        problem = self._fill(name)
+        return f"{self.path}: {problem}" if self.path else problem
 
 
 class ImageReadError(P3MError):

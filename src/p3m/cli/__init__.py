@@ -28,6 +28,17 @@ app = typer.Typer(
 
 err_console = Console(emoji=False, stderr=True)
 
+
+def command_line_option(keyword: str, value: object) -> str:
+    """An option a library error suggests (`P3MError.options`), as the command line spells it:
+    `overwrite=True` -> `--overwrite`, `audit=False` -> `--no-audit`, `workers=4` -> `--workers 4`."""
+    flag = "--" + keyword.replace("_", "-")
+    if value is True:
+        return flag
+    if value is False:
+        return "--no-" + keyword.replace("_", "-")
+    return f"{flag} {value}"
+
 # One module per command group; each defines `register(app)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "p3m.cli.eval_cmd",
@@ -127,7 +138,7 @@ def main(argv: list[str] | None = None, *, command: str | None = None, prog_name
         from rich.markup import escape
 
         # The message is text, never markup or emoji codes (a protocol "B:B:" became an emoji).
-        err_console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(error.worded(command_line_option))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         from p3m.cli._ui import INTERRUPT_REPORTED

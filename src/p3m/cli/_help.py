@@ -4,9 +4,10 @@ Typer's rich help lays the options out in a Rich table whose columns (name, shor
 name, type, description) Rich shrinks alike when the terminal is narrow, so a long option name
 such as `--centerface-confidence` came out cut (`--centerface-conf…`) while the description
 still had room to wrap. And Typer 0.29 prints a type placeholder (`<bool>`) for on/off flags,
-which take no value. `HelpCommand` renders the same help with two changes: the name columns are
-never narrower than their longest name (the description wraps and the type folds to make room),
-flags show no placeholder, and the type column reads as a user would write the value: an
+which take no value. `HelpCommand` renders the same help with these changes: the name columns
+are never narrower than their longest name (the description wraps and the type folds to make
+room), flags show no placeholder, an on/off pair shows its on name with the off one in its
+description (a column of off names narrowed every description), and the type column reads as a user would write the value: an
 element type for a repeatable option or argument (`<path>`, not `<list[Path]>`), `<float>` before
 a range (not `<float range>`), and choices spaced so that a narrow column wraps between them, never
 inside a name.
@@ -79,6 +80,30 @@ def _flags_without_placeholder(params: list[Any]) -> Iterator[None]:
             flag.metavar = None
 
 
+@contextlib.contextmanager
+def _negations_in_the_description(params: list[Any]) -> Iterator[None]:
+    """Show an on/off pair (`--audit/--no-audit`) as its on name, the off one and the default
+    said in the description ("On by default; --no-audit turns it off."), while the help is
+    rendered: in a column of its own the off names set a width every option paid for,
+    squeezing every description."""
+    pairs = [
+        param for param in params
+        if isinstance(param, TyperOption) and param.is_bool_flag and param.secondary_opts
+    ]  # fmt: skip
+    saved = [(param.secondary_opts, param.help, param.show_default) for param in pairs]
+    for param in pairs:
+        off = ", ".join(param.secondary_opts)
+        said = f"On by default; {off} turns it off." if param.default else f"Off by default ({off})."
+        text = (param.help or "").rstrip()
+        param.help = f"{text} {said}" if text else said
+        param.secondary_opts, param.show_default = [], False
+    try:
+        yield
+    finally:
+        for param, (secondary, text, show_default) in zip(pairs, saved, strict=True):
+            param.secondary_opts, param.help, param.show_default = secondary, text, show_default
+
+
 def readable_type(label: str) -> str:
     """Typer's type placeholder as a user reads it: `<list[Path]>` -> `<path>`, `<list[str]>` ->
     `<str>`, `<float range>` -> `<float>` (the range follows it), `<a|b|c>` -> `<a | b | c>`."""
@@ -131,7 +156,12 @@ class HelpCommand(TyperCommand):
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         params = self.get_params(ctx)
-        with _flags_without_placeholder(params), _readable_types(params), _whole_words_tables():
+        with (
+            _flags_without_placeholder(params),
+            _negations_in_the_description(params),
+            _readable_types(params),
+            _whole_words_tables(),
+        ):
             super().format_help(ctx, formatter)
 
 
@@ -140,5 +170,10 @@ class HelpGroup(TyperGroup):
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         params = self.get_params(ctx)
-        with _flags_without_placeholder(params), _readable_types(params), _whole_words_tables():
+        with (
+            _flags_without_placeholder(params),
+            _negations_in_the_description(params),
+            _readable_types(params),
+            _whole_words_tables(),
+        ):
             super().format_help(ctx, formatter)

@@ -177,7 +177,8 @@ def run_progress(
 ) -> Iterator[Callable[[Event], None]]:
     """Render a `p3m.runs` run: yields the `on_event` callback to pass to the run.
 
-    A transient bar over the items to process (`unit`/s, elapsed, time left, current item), one
+    A transient bar over the items to process (`unit`/s, elapsed, time left, current item; none
+    when every item is kept), one
     red line per failed item (unless `show_failures` is False: the command lists them at the
     end), and `describe(record)` printed for each finished one when given. Without a terminal
     (a pipe, a log file) there is no bar, only those lines.
@@ -212,7 +213,8 @@ def run_progress(
         if isinstance(event, RunStarted):
             for line in event.redone:
                 progress.console.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
-            state["task"] = progress.add_task(label, total=event.pending, name="", rate="")
+            if event.pending:  # all kept: no bar (a 0/0 one flashed), the command's summary says so
+                state["task"] = progress.add_task(label, total=event.pending, name="", rate="")
             state["start"] = time.perf_counter()
         elif isinstance(event, RunInterrupted):
             state["interrupted"] = f"interrupted: {event.done}/{event.total} done; run again to resume"
@@ -220,7 +222,8 @@ def run_progress(
             record = event.record
             elapsed = max(time.perf_counter() - float(state.get("start", 0.0)), 1e-9)
             rate = f"{event.finished / elapsed:.2f} {unit}/s"
-            progress.update(state["task"], advance=1, name=record.key, rate=rate)
+            if "task" in state:
+                progress.update(state["task"], advance=1, name=record.key, rate=rate)
             if record.failed:
                 if show_failures:
                     progress.console.print(f"[red]error:[/red] {record.error}", highlight=False, soft_wrap=True)

@@ -70,7 +70,7 @@ def _progress_callback(label: str, console: Console) -> Iterator[Callable[[Any],
 @contextmanager
 def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEvent], None]]:
     """One bar over every image of a study (`p3m.experiments.events`), the current cell and image
-    beside it; a note when a cell's earlier results are discarded or results of an earlier run are
+    beside it; a note when a cell's earlier results are computed again or results of an earlier run are
     kept, a red line per failed image."""
     from rich.progress import (
         MofNCompleteColumn,
@@ -95,7 +95,7 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
             state["task"] = progress.add_task(label, total=event.items, name="")
         elif isinstance(event, CellReset):
             progress.console.print(
-                f"[yellow]note:[/yellow] {event.cell}: earlier results discarded, {event.reason}",
+                f"[yellow]note:[/yellow] {event.cell}: earlier results replaced once computed again, {event.reason}",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
         elif isinstance(event, StudyResumed):

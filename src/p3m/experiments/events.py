@@ -5,7 +5,7 @@ A study is a sequence of runs of the folder-run engine (`p3m.runs`), one per cel
 
 * `StudyStarted` once, with the number of cells and of items over all cells;
 * `CellReset` when the results already in a cell's folder were made with other settings (another
-  checkpoint, strategy, obfuscation strength) or `fresh` was asked for, and are discarded;
+  checkpoint, strategy, obfuscation strength) or `fresh` was asked for, and are computed again;
 * `CellProgress` for every event of a cell's run (`p3m.runs.RunStarted`, `ItemFinished`,
   `RunFinished`), tagged with the cell;
 * `StudyResumed` when results of an earlier run in the output folder were kept (how many cells,
@@ -36,7 +36,8 @@ class StudyStarted:
 
 @dataclass(frozen=True)
 class CellReset:
-    """The results in a cell's folder are discarded and computed again; `reason` says why."""
+    """The results in a cell's folder are computed again; `reason` says why. The earlier results
+    stay in place until the new ones are complete (`p3m.experiments.runner.stage_run_dir`)."""
 
     cell: str
     reason: str

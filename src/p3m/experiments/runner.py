@@ -14,7 +14,10 @@ Each cell is one run of `p3m.runs` in its own folder under the study's output fo
 computed again from the prediction when the journal lost them, e.g. after a crash between the
 two), so an interrupted study continues where it stopped. When a cell's `settings.json` differs
 from what is asked now (another checkpoint file, strategy, obfuscation strength), or `fresh` is
-set, the cell's results are discarded first (`CellReset` says so) and computed again. A model is
+set, the cell is computed again (`CellReset` says so) in a hidden sibling folder
+(`.<group>.p3m-new`) that replaces the cell's folder only once it is complete: a run that is
+interrupted, raises, or evaluates no image leaves the earlier results as they were (an
+interrupted replacement with the same settings is continued by the next run). A model is
 loaded only for cells that have images left to predict.
 
 Scores are computed exactly as `p3m eval` computes them (the official eval.py convention) and
@@ -48,7 +51,7 @@ from p3m.experiments.events import (
     StudyStarted,
 )
 from p3m.io import atomic_write_text
-from p3m.runs import Item, Outcome, RunOptions, RunStarted, Task, run_items
+from p3m.runs import Item, Journal, Outcome, RunOptions, RunStarted, Task, run_items
 
 __all__ = [
     "CELL_FILES",
@@ -68,9 +71,11 @@ __all__ = [
     "identify_model",
     "load_model",
     "parse_named_paths",
+    "commit_run_dir",
     "prepare_run_dir",
     "report_resumed",
     "run_cells",
+    "stage_run_dir",
     "with_normal_images",
     "write_study",
 ]
@@ -181,6 +186,27 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
 
 
+def _discard_reason(run_dir: Path, wanted: Mapping[str, Any], fresh: bool, discard: Sequence[str]) -> str | None:
+    """Why the results in `run_dir` (the names in `discard`) cannot be reused for `wanted`
+    (normalised settings), or None when they can or there are none."""
+    if not any((run_dir / name).exists() for name in discard):
+        return None
+    settings_file = run_dir / CELL_FILES["settings"]
+    if fresh:
+        return "computed afresh (--fresh)"
+    if not settings_file.is_file():
+        return "results without a settings.json"
+    try:
+        old = json.loads(settings_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict):
+        return "its settings.json is unreadable"
+    if old != wanted:
+        return f"made with other settings ({', '.join(_differences(old, wanted))})"
+    return None
+
+
 def prepare_run_dir(
     run_dir: Path,
     settings: Mapping[str, Any],
@@ -192,38 +218,163 @@ def prepare_run_dir(
 
     Earlier results (the names in `discard`, files or folders under `run_dir`) are removed when
     `fresh` is set or `run_dir/settings.json` records other settings; then the new settings are
-    written. Raises ExperimentError when `run_dir` is a file.
+    written. Raises ExperimentError when `run_dir` is a file. (A study's cells discard nothing
+    before their new results are complete: see `_run_cell`.)
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise ExperimentError("is not a folder", run_dir)
     wanted = _normalised(settings)
-    settings_file = run_dir / CELL_FILES["settings"]
-    reason = None
-    if fresh:
-        reason = "computed afresh (--fresh)"
-    elif settings_file.is_file():
-        try:
-            old = json.loads(settings_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = None
-        if not isinstance(old, dict):
-            reason = "its settings.json is unreadable"
-        elif old != wanted:
-            reason = f"made with other settings ({', '.join(_differences(old, wanted))})"
-    elif any((run_dir / name).exists() for name in discard):
-        reason = "results without a settings.json"
-    existing = [run_dir / name for name in discard if (run_dir / name).exists()]
-    if reason is not None and existing:
-        for path in existing:
+    reason = _discard_reason(run_dir, wanted, fresh, discard)
+    if reason is not None:
+        for path in (run_dir / name for name in discard):
             if path.is_dir():
                 shutil.rmtree(path)
-            else:
+            elif path.exists():
                 path.unlink()
-    else:
-        reason = None
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(settings_file, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(run_dir / CELL_FILES["settings"], json.dumps(wanted, indent=2, sort_keys=True) + "\n")
     return reason
+
+
+STAGING = ".p3m-new"
+"""Suffix of the hidden sibling a cell's results are computed in when they replace earlier ones."""
+
+RETIRED = ".p3m-old"
+"""Suffix of the hidden sibling a cell's earlier results are moved to while the new ones move in."""
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(f".{folder.name}{suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+SET_ASIDE = ".p3m-set-aside"
+"""Marker in the retired sibling: every earlier result of an entry-by-entry swap is in it."""
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _move_entries(staging: Path, folder: Path, retired: Path, names: Sequence[str]) -> None:
+    """Move the earlier results (`names` in `folder`) into `retired`, then those in `staging`
+    into `folder`, each step a rename; run again after a stop, it carries on where it stopped
+    (the marker `SET_ASIDE` tells the two phases apart)."""
+    marker = retired / SET_ASIDE
+    if not marker.exists():
+        for name in names:
+            if _exists(folder / name) and not _exists(retired / name):
+                os.replace(folder / name, retired / name)
+        marker.touch()
+    for name in names:
+        if _exists(staging / name):
+            os.replace(staging / name, folder / name)
+
+
+def _finish_swap(folder: Path, names: Sequence[str]) -> None:
+    """Complete a swap of `folder` stopped part-way (`_swap_in`): a staging folder is moved in
+    only when complete, so one beside a set-aside (retired) sibling is complete."""
+    staging, retired = _sibling(folder, STAGING), _sibling(folder, RETIRED)
+    if not retired.exists():
+        return
+    if staging.is_dir() and not folder.exists():
+        os.replace(staging, folder)  # stopped between the two renames of a whole-folder swap
+    elif staging.is_dir():
+        _move_entries(staging, folder, retired, names)  # stopped in an entry-by-entry swap
+        _remove(staging)
+    _remove(retired)
+
+
+def _staging_folder(folder: Path, wanted: Mapping[str, Any], fresh: bool) -> Path:
+    """The hidden sibling of `folder` that results replacing earlier ones are computed into: the
+    one an interrupted run left is continued when it was made with the same settings (and
+    `fresh` is not set), otherwise started empty."""
+    staging = _sibling(folder, STAGING)
+    settings_file = staging / CELL_FILES["settings"]
+    if staging.exists():
+        try:
+            same = not fresh and json.loads(settings_file.read_text(encoding="utf-8")) == wanted
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            _remove(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(settings_file, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    return staging
+
+
+def _swap_in(staging: Path, folder: Path, names: Sequence[str]) -> None:
+    """Replace the results in `folder` (`names`) by the complete ones in `staging`. A folder that
+    holds nothing else is replaced whole: two renames on one file system, the old folder removed
+    after; otherwise entry by entry, the other entries left alone. A stop part-way is completed
+    by `_finish_swap`. The journal's output paths are rewritten to name `folder` first."""
+    journal = Journal(staging / CELL_FILES["journal"])
+    records = list(journal.read().values())
+    if records:
+        prefix = str(staging)
+        for record in records:
+            record.outputs = {
+                kind: str(folder) + path[len(prefix) :] if path.startswith(prefix) else path
+                for kind, path in record.outputs.items()
+            }
+        journal.rewrite(records)
+    retired = _sibling(folder, RETIRED)
+    _remove(retired)
+    if all(entry.name in names for entry in folder.iterdir()):
+        os.replace(folder, retired)
+        os.replace(staging, folder)
+    else:
+        retired.mkdir()
+        _move_entries(staging, folder, retired, names)
+        _remove(staging)
+    _remove(retired)
+
+
+def stage_run_dir(
+    run_dir: Path,
+    settings: Mapping[str, Any],
+    fresh: bool,
+    results: Sequence[str],
+) -> tuple[Path, str | None]:
+    """Where to compute results with `settings` for `run_dir`, and why the earlier ones there
+    are replaced (None when they are kept, resumed, or there are none).
+
+    `results`: the names of the results under `run_dir` (files or folders, `settings.json`
+    aside). When `fresh` is set or `run_dir/settings.json` records other settings, the new
+    results are computed in a hidden sibling (`.<name>.p3m-new`, continued after an interruption
+    when its settings are the same and `fresh` is not set) and `commit_run_dir` moves them in
+    once complete: until then `run_dir` keeps its earlier results, whatever happens to the run.
+    Otherwise the folder itself is returned. Raises ExperimentError when `run_dir` is a file.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ExperimentError("is not a folder", run_dir)
+    names = [*results, CELL_FILES["settings"]]
+    _finish_swap(run_dir, names)
+    wanted = _normalised(settings)
+    reason = _discard_reason(run_dir, wanted, fresh, results)
+    if reason is None:
+        _remove(_sibling(run_dir, STAGING))  # an interrupted replacement nobody asks for any more
+        prepare_run_dir(run_dir, settings, False, [])
+        return run_dir, None
+    return _staging_folder(run_dir, wanted, fresh), reason
+
+
+def commit_run_dir(work: Path, run_dir: Path, results: Sequence[str], complete: bool = True) -> None:
+    """End a run computed in `work` (`stage_run_dir`): when `work` is the staging folder, its
+    results replace those of `run_dir` if `complete`, else it is removed (the earlier results
+    stay). Nothing to do when `work` is `run_dir`."""
+    if work == run_dir:
+        return
+    if complete:
+        _swap_in(work, run_dir, [*results, CELL_FILES["settings"]])
+    else:
+        _remove(work)
 
 
 class ModelCache:
@@ -381,11 +532,13 @@ def _run_cell(
     index: int,
     count: int,
 ) -> CellResult:
-    reason = prepare_run_dir(folder, spec.settings, fresh, [name for kind, name in CELL_FILES.items() if kind != "settings"])
+    results = [name for kind, name in CELL_FILES.items() if kind != "settings"]
+    work, reason = stage_run_dir(folder, spec.settings, fresh, results)
     if reason is not None:
-        logger.info("%s: earlier results discarded: %s", spec.name, reason)
+        # The earlier results stay where they are until the new ones are complete.
+        logger.info("%s: earlier results replaced once computed again: %s", spec.name, reason)
         emit(CellReset(spec.name, reason))
-    predictions = folder / CELL_FILES["predictions"]
+    predictions = work / CELL_FILES["predictions"]
     predictions.mkdir(parents=True, exist_ok=True)
     items = [
         Item(sample.name, Path(sample.image), {"alpha": predictions / f"{sample.name}.png"}, sample)
@@ -395,7 +548,7 @@ def _run_cell(
     task: Task[Any, Any] = spec.make_task(predictions) if pending else _NothingLeft()
     forward = CellEvents(emit, spec.name, index, count)
     report = run_items(
-        items, task, journal=folder / CELL_FILES["journal"], options=RunOptions(resume=True), on_event=forward
+        items, task, journal=work / CELL_FILES["journal"], options=RunOptions(resume=True), on_event=forward
     )
     rows: list[tuple[str, dict[str, float]]] = []
     skipped: list[SkippedFile] = []
@@ -415,15 +568,22 @@ def _run_cell(
         details[record.key] = dict(record.details)
     rows.sort(key=lambda row: row[0])
     skipped.sort(key=lambda item: item.name)
+    final_predictions = folder / CELL_FILES["predictions"]
     evaluation = FolderEvaluation(
         rows=rows,
         skipped=skipped,
         summary=summarize([values for _, values in rows], [name for name, _ in rows], accumulate="eval_py"),
-        pred_dir=predictions,
-        gt_dir=_single_folder(sample.alpha for sample in spec.samples) or predictions,
+        pred_dir=final_predictions,
+        gt_dir=_single_folder(sample.alpha for sample in spec.samples) or final_predictions,
         trimap_dir=_single_folder(sample.trimap for sample in spec.samples),
     )
-    if rows or not (folder / CELL_FILES["record"]).is_file():
+    if work != folder:
+        if rows:
+            write_csv(work / CELL_FILES["csv"], evaluation)
+            evaluation.record(**spec.record).write(work / CELL_FILES["record"])
+        # Nothing could be evaluated: the earlier results stay, the failed attempt goes.
+        commit_run_dir(work, folder, results, complete=bool(rows))
+    elif rows or not (folder / CELL_FILES["record"]).is_file():
         # A cell where nothing could be evaluated leaves the files of an earlier run alone.
         write_csv(folder / CELL_FILES["csv"], evaluation)
         evaluation.record(**spec.record).write(folder / CELL_FILES["record"])

@@ -21,7 +21,8 @@ Face masks come from a folder (`facemasks`, by stem, e.g. P3M-500-P's `facemask/
 p3m's own detection and landmarks (`p3m.privacy.face_masks_for_image`, the P3M-10k recipe with
 the transition area left out). Any model `p3m.Matter` takes works, the offline default
 (selfie-cf) included. Results are journalled per image (`manifest.jsonl`): an interrupted run
-resumes; other settings start afresh.
+resumes; other settings (or `fresh`) compute everything again beside the earlier results,
+which are replaced only once the new ones are complete.
 
     >>> settings = SensitivitySettings(images=(Path("photos"),), model="selfie-cf")
     >>> result = run_sensitivity(settings, Path("out"))
@@ -49,9 +50,10 @@ from p3m.experiments.heatmap import DEFAULT_VMAX, heatmap_sheet
 from p3m.experiments.runner import (
     NOTHING_WRITTEN,
     CellEvents,
+    commit_run_dir,
     file_identity,
-    prepare_run_dir,
     report_resumed,
+    stage_run_dir,
 )
 from p3m.io import atomic_write_text
 from p3m.runs import Item, Outcome, RunOptions, run_items
@@ -494,19 +496,17 @@ def run_sensitivity(
     budget = MATTE_MAX_PIXELS if settings.max_pixels is None else settings.max_pixels or None
     matter = Matter(settings.model, settings.weights, settings.strategy, settings.device, budget)
     model = matter.name
-    reason = prepare_run_dir(
-        out_dir,
-        _identity(settings, model),
-        fresh,
-        [SENSITIVITY_FILES[kind] for kind in ("journal", "heatmaps", "per_image", "markdown", "csv", "json")],
-    )
+    paths = _expand(settings.images)
+    if not paths:
+        raise ExperimentError(f"no image found in {', '.join(str(path) for path in settings.images)}")
+    results = [SENSITIVITY_FILES[kind] for kind in ("journal", "heatmaps", "per_image", "markdown", "csv", "json")]
+    # Results replacing earlier ones are computed beside them and moved in once complete.
+    work, reason = stage_run_dir(out_dir, _identity(settings, model), fresh, results)
     if reason is not None:
         emit(CellReset(STUDY, reason))
-    task = SensitivityTask(settings, matter, out_dir)
-    items = [task.item(path) for path in _expand(settings.images)]
-    if not items:
-        raise ExperimentError(f"no image found in {', '.join(str(path) for path in settings.images)}")
-    journal = out_dir / SENSITIVITY_FILES["journal"]
+    task = SensitivityTask(settings, matter, work)
+    items = [task.item(path) for path in paths]
+    journal = work / SENSITIVITY_FILES["journal"]
     emit(StudyStarted(STUDY, (STUDY,), len(items)))
     forward = CellEvents(emit, STUDY, 0, 1)
     report = run_items(items, task, journal=journal, options=RunOptions(resume=True), on_event=forward)
@@ -541,10 +541,13 @@ def run_sensitivity(
     }
     if not images:
         # Every image failed: the tables of an earlier run in out_dir stay as they were.
+        commit_run_dir(work, out_dir, results, complete=False)
         table.notes.append(NOTHING_WRITTEN.format(out_dir=out_dir))
         return SensitivityResult(table, images, failed, model, {})
-    atomic_write_text(files["markdown"], table.to_markdown())
-    atomic_write_text(files["csv"], table.to_csv())
-    atomic_write_text(files["per_image"], _per_image_csv(images, with_gt))
-    atomic_write_text(files["json"], json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    written = {kind: work / path.name for kind, path in files.items()}
+    atomic_write_text(written["markdown"], table.to_markdown())
+    atomic_write_text(written["csv"], table.to_csv())
+    atomic_write_text(written["per_image"], _per_image_csv(images, with_gt))
+    atomic_write_text(written["json"], json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    commit_run_dir(work, out_dir, results)
     return SensitivityResult(table, images, failed, model, files)

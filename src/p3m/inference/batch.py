@@ -313,17 +313,21 @@ class MatteJob:
 
     def missing(self, kinds: Sequence[str]) -> tuple[str, ...]:
         """The kinds whose output file is missing or damaged (`p3m.io.output_file_problem`: a
-        cheap header and end check), so a resumed run writes them again."""
-        from p3m.io import output_file_problem
+        cheap header and end check, and the input's size, read from its header), so a resumed
+        run writes them again."""
+        from p3m.io import input_size, output_file_problem
 
+        existing = [kind for kind in kinds if self.outputs[kind].exists()]
+        size = input_size(self.source) if existing else None
         return tuple(
             kind for kind in kinds
-            if not self.outputs[kind].exists() or output_file_problem(self.outputs[kind]) is not None
+            if kind not in existing or output_file_problem(self.outputs[kind], size) is not None
         )  # fmt: skip
 
     def item(self, kinds: Sequence[str], key: str | None = None) -> Item:
-        """The run item: done when the files of `kinds` all exist."""
-        return Item(key or self.source.name, self.source, {kind: self.outputs[kind] for kind in kinds}, self)
+        """The run item: done when the files of `kinds` all exist (each of the input's size)."""
+        outputs = {kind: self.outputs[kind] for kind in kinds}
+        return Item(key or self.source.name, self.source, outputs, self, sized_like_source=tuple(kinds))
 
 
 def plan_outputs(inputs: Sequence[tuple[Path, Path]], out_dir: Path) -> list[MatteJob]:
@@ -620,8 +624,9 @@ def check_kept_outputs(plan: MattePlan, settings: dict[str, Any]) -> None:
     key, made = other[0]
     raise ConfigError(
         f"{plan.out_dir} holds the outputs of {len(other)} image(s) made with other settings "
-        f"({key}: {settings_difference(made, settings)}); pass --overwrite (overwrite=True) to redo them, "
-        "or write to another folder"
+        f"({key}: {settings_difference(made, settings)}); pass {{overwrite}} to redo them, "
+        "or write to another folder",
+        options={"overwrite": True},
     )
 
 

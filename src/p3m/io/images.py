@@ -277,6 +277,16 @@ def image_size(path: PathLike, max_pixels: int | None = None) -> tuple[int, int]
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def input_size(path: PathLike) -> tuple[int, int] | None:
+    """(width, height) of an input image as `read_image` returns it (`image_size`: header only,
+    EXIF rotation applied, no pixel cap), or None when it cannot be told (the file is missing
+    or unreadable: reading it reports that)."""
+    try:
+        return image_size(path, max_pixels=0)
+    except P3MError:
+        return None
+
+
 def first_frame_note(path: PathLike) -> str | None:
     """A one-line note when the file holds more than one frame (an animated GIF, WebP or PNG, a
     multi-page TIFF), of which p3m's image readers take the first only; None otherwise (also
@@ -297,13 +307,14 @@ _IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".b
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
-def output_file_problem(path: PathLike) -> str | None:
+def output_file_problem(path: PathLike, size: tuple[int, int] | None = None) -> str | None:
     """Why an existing output file is not a complete one, cheaply (no pixel decoded), or None.
 
     Only image files (by suffix) are looked at: such a file must have a header that parses with
-    a positive size (`image_size`, no pixel cap); a PNG must end with its IEND chunk and a JPEG
-    with its end-of-image marker (a write cut short). Used when a run resumes, to redo an output
-    that is there but damaged instead of keeping it.
+    a positive size (`image_size`, no pixel cap), that size (width, height) when `size` is given
+    (an output that must match its input, e.g. `input_size`); a PNG must end with its IEND chunk
+    and a JPEG with its end-of-image marker (a write cut short). Used when a run resumes, to redo
+    an output that is there but damaged instead of keeping it.
     """
     file_path = Path(path)
     suffix = file_path.suffix.lower()
@@ -321,6 +332,8 @@ def output_file_problem(path: PathLike) -> str | None:
         return getattr(error, "problem", None) or str(error)
     if width < 1 or height < 1:
         return "it has no pixels"
+    if size is not None and (width, height) != tuple(size):
+        return f"it is {width}x{height} pixels, its input {size[0]}x{size[1]}"
     tail_wanted = {".png": _PNG_END, ".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9"}.get(suffix)
     if tail_wanted is not None:
         try:

@@ -290,8 +290,9 @@ def import_weights(file: str | os.PathLike[str], name: str, force: bool = False)
         return existing
     if existing is not None and not force:
         raise ConfigError(
-            f"other weights for {name} are already in the cache ({existing}); pass --force "
-            f"(force=True) to replace them with {source}"
+            f"other weights for {name} are already in the cache ({existing}); pass {{force}} "
+            f"to replace them with {source}",
+            options={"force": True},
         )
     from p3m.models import create_model, load_checkpoint
 

@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from p3m.errors import ConfigError, MissingDependencyError, P3MError
 from p3m.io.atomic import output_folder, remove_stale_temporaries
-from p3m.io.images import output_file_problem
+from p3m.io.images import input_size, output_file_problem
 from p3m.runs.journal import Journal
 from p3m.runs.records import DONE, FAILED, KEPT, ItemRecord
 
@@ -61,12 +61,15 @@ class Item:
     `source` is its main input file, if any; `outputs` maps each output kind to the file the
     task writes (all of them existing means done); `payload` is whatever else the task needs
     (paired files, a sample record) and must be picklable for process or Ray workers.
+    `sized_like_source`: the output kinds that have the source image's size (EXIF rotation
+    applied); a kept one of another size is damaged and redone.
     """
 
     key: str
     source: Path | None = None
     outputs: Mapping[str, Path] = field(default_factory=dict)
     payload: Any = None
+    sized_like_source: tuple[str, ...] = ()
 
     def outputs_exist(self) -> bool:
         """True when the item has outputs and every one of them is a file."""
@@ -381,8 +384,11 @@ def _is_done(item: Item, previous: ItemRecord | None, needs_record: bool = False
 
 def _damaged_output(item: Item) -> str | None:
     """One line naming the first existing output of `item` that is not complete, or None."""
-    for path in item.outputs.values():
-        problem = output_file_problem(path)
+    size: tuple[int, int] | None = None
+    for kind, path in item.outputs.items():
+        if kind in item.sized_like_source and item.source is not None and size is None:
+            size = input_size(item.source)  # header only, read once per item
+        problem = output_file_problem(path, size if kind in item.sized_like_source else None)
         if problem is not None:
             return f"{path}: damaged ({problem}); redoing {item.source or item.key}"
     return None

@@ -277,8 +277,9 @@ def build_cp_sources(
         raise DatasetError("not a folder", src)
     if (out / INDEX_NAME).exists() and not overwrite:
         raise DatasetError(
-            "already holds a P3M-CP source set (pass --overwrite / overwrite=True to replace it)",
+            "already holds a P3M-CP source set (pass {overwrite} to replace it)",
             out / INDEX_NAME,
+            options={"overwrite": True},
         )
 
     report = BuildReport(out_dir=out)

@@ -289,15 +289,18 @@ def _matte_files(
             raise
         images_refused = str(error)
     video_failures: list[tuple[str, str]] = []
+    video_report = None
     if videos:
         video = options["video"]
-        video_failures = matte_video_inputs(
+        video_failures, video_report = matte_video_inputs(
             videos, out_dir, save=video["save"], video_format=video["format"],
             background=video["background"], temporal=video["temporal"], model=options["model"],
             weights=options["weights"], strategy=options["strategy"], device=options["device"],
             max_pixels=video["max_pixels"], overwrite=overwrite, download=options["download"],
             selfie_config=options["selfie"],
         )  # fmt: skip
+        if images_refused is not None or not inputs:
+            _scale.print_run_summary(out, video_report, unit="video")
         if images_refused is not None:
             err.print(f"[red]error:[/red] images left out: {images_refused}", highlight=False, soft_wrap=True)
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
@@ -332,6 +335,7 @@ def _matte_files(
     _note_left_out(err, plan.left_out, videos)
     if not plan.jobs:
         if videos:  # the folders held videos (run above) and p3m's own outputs only
+            _scale.print_run_summary(out, video_report, unit="video")
             exit_if_failed(err, failures, "skipped {count} input(s)")
             return
         err.print("[yellow]no images found[/yellow]")
@@ -356,6 +360,8 @@ def _matte_files(
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
     if not todo:
+        if video_report is not None:
+            _scale.print_run_summary(out, video_report, unit="video")
         exit_if_failed(err, failures, "skipped {count} input(s)")
         return
 
@@ -379,10 +385,26 @@ def _matte_files(
         name = matter.name
     failures.extend(_failure(record) for record in report.failed)
     done = report.counts.get("done", 0)
-    out.print(f"matted {done} image(s) with {name} into {out_dir}")
-    _scale.print_run_summary(out, report, per_worker=executor is not None)
+    if video_report is None:
+        out.print(f"matted {done} image(s) with {name} into {out_dir}")
+        _scale.print_run_summary(out, report, per_worker=executor is not None)
+    else:  # one summary of the run: its videos (run above) and its images
+        videos_done = video_report.counts.get("done", 0)
+        out.print(f"matted {done} image(s) and {videos_done} video(s) with {name} into {out_dir}")
+        _scale.print_run_summary(out, _with_videos(video_report, report), unit="input", per_worker=executor is not None)
     # One input: its error line is just above; a recap would print it twice.
     exit_if_failed(err, failures, "skipped {count} input(s)", recap=len(plan.jobs) + len(failures) - len(report.failed) > 1)
+
+
+def _with_videos(videos: Any, images: Any) -> Any:
+    """One `RunReport` of a folder run's videos and its images, for one summary line."""
+    from p3m.runs import RunReport
+
+    workers = dict(images.workers)
+    for name, stats in videos.workers.items():
+        workers.setdefault(name, type(stats)()).items += stats.items
+        workers[name].seconds += stats.seconds
+    return RunReport(videos.records + images.records, videos.seconds + images.seconds, workers)
 
 
 def _note_left_out(err: Any, left_out: list[Path], videos: list[Path]) -> None:

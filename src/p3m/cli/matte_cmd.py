@@ -215,21 +215,13 @@ def _selfie_config(trimap_band: float | None, threshold: float | None) -> Any:
 
 def _load_matter(options: dict[str, Any], say: Any, note: Any) -> Any:
     """The `Matter` the options ask for (downloading weights first with --download)."""
-    from p3m.inference.api import Matter
+    from p3m.inference.batch import MatterSpec
 
-    model, weights = options["model"], options["weights"]
-    if options["download"] and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
-        from p3m.inference.api import AUTO_PREFERRED_MODEL
-        from p3m.models.hub import download_weights, installed_weights
-
-        wanted_model = AUTO_PREFERRED_MODEL if model == "auto" else model
-        if installed_weights(wanted_model) is None:
-            say(f"downloading the {wanted_model} weights ...")
-            download_weights(wanted_model)
-    matter = Matter(
-        model, weights=weights, strategy=options["strategy"], device=options["device"],
-        max_pixels=options["max_pixels"], selfie_config=options["selfie"],
-    )
+    spec = MatterSpec(
+        options["model"], options["weights"], options["strategy"], options["device"], options["max_pixels"],
+        options["selfie"],
+    )  # fmt: skip
+    matter = spec.build(options["download"], on_download=lambda name: say(f"downloading the {name} weights ..."))
     say(f"model: [bold]{_describe_model(matter)}[/bold]")
     if matter.note:
         note(f"[yellow]note:[/yellow] {matter.note}")

@@ -54,8 +54,10 @@ def split_video_inputs(
 ) -> tuple[list[str], list[Path]]:
     """(inputs left for the image code, video files): video files named directly, matched by a
     glob, or found in a folder. A folder or pattern with no image in it is not passed on."""
+    from p3m.inference.batch import OwnOutputs
     from p3m.io import is_image_file
 
+    own = OwnOutputs()
     images: list[str] = []
     videos: list[Path] = []
     for text in inputs:
@@ -67,11 +69,13 @@ def split_video_inputs(
             entries = sorted(path.glob("**/*" if recursive else "*"))
         else:
             entries = sorted(Path(match) for match in glob.glob(str(path), recursive=recursive))
-        # Files p3m wrote itself (`<stem>_alpha.mov` ...) are not taken as new inputs.
+        # Files p3m wrote itself (`<stem>_alpha.mov` ..., or a clip a run journal lists, such
+        # as `p3m anonymize`'s `<stem>.mp4`) are not taken as new inputs.
         found = [
             entry
             for entry in entries
             if entry.is_file() and _is_video(entry) and not entry.stem.endswith(_OUTPUT_ENDINGS)
+            and not own.listed(entry)
         ]
         videos += found
         if not found or any(is_image_file(entry) for entry in entries):

@@ -91,6 +91,15 @@ def test_a_webm_cut_short_is_damaged_by_its_recorded_frame_count(clip: Path, tmp
     assert video_output_problem(empty) == "it is empty"
 
 
+def test_one_output_file_is_journalled_in_its_folder(clip: Path, tmp_path: Path) -> None:
+    one = tmp_path / "cutout.mov"
+    result = _matte(str(clip), "-o", str(one), "--save", "rgba")
+    assert result.exit_code == 0, result.output
+    assert probe_video(one).has_alpha
+    assert read_journal(tmp_path / "manifest.jsonl")["clip.mp4"].outputs == {"rgba": str(one)}
+    assert "kept clip.mp4" in _matte(str(clip), "-o", str(one), "--save", "rgba").output
+
+
 def test_the_journal_records_each_video_and_the_summary_counts_them(clip: Path, tmp_path: Path) -> None:
     from p3m.inference.api import Matter
     from p3m.io import write_png

@@ -150,7 +150,8 @@ def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, C
     each failed clip a red line, each finished one `describe(record, live)`."""
     from rich.markup import escape
 
-    from p3m.runs import ItemFinished, RunStarted
+    from p3m.cli._ui import INTERRUPT_REPORTED
+    from p3m.runs import ItemFinished, RunInterrupted, RunStarted
     from p3m.video.events import VideoFinished, VideoProgress, VideoStarted
 
     with video_progress(console) as (on_video, live):
@@ -158,6 +159,11 @@ def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, C
         def on_event(event: Any) -> None:
             if isinstance(event, (VideoStarted, VideoProgress, VideoFinished)):
                 on_video(event)
+            elif isinstance(event, RunInterrupted):
+                live.print(
+                    f"interrupted: {event.done}/{event.total} done; run again to resume", highlight=False
+                )
+                INTERRUPT_REPORTED.set()
             elif isinstance(event, RunStarted):
                 for line in event.redone:
                     live.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)

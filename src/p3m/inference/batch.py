@@ -589,7 +589,11 @@ def recorded_other_settings(
         made = record.details.get("settings") if record is not None and record.details else None
         if not isinstance(made, dict) or _same_settings(made, settings):
             continue
-        if any(Path(path).exists() for path in outputs):
+        outputs = [Path(path) for path in outputs]
+        recorded = {Path(path).name for path in record.outputs.values()}
+        if recorded and not recorded & {path.name for path in outputs}:
+            continue  # the record is about other files (a clip matted into another container)
+        if any(path.exists() for path in outputs):
             found.append((key, made))
     return found
 

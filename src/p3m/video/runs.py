@@ -38,7 +38,12 @@ from p3m.inference.batch import raise_other_settings, recorded_other_settings, r
 from p3m.runs import Item, ItemRecord, Outcome, RunOptions, RunReport, run_items
 from p3m.runs.journal import JOURNAL_NAME
 from p3m.video.events import EventCallback
-from p3m.video.matte import DEFAULT_VIDEO_FORMAT, parse_video_save, plan_video_outputs
+from p3m.video.matte import (
+    DEFAULT_VIDEO_FORMAT,
+    OUTPUT_FILE_SUFFIXES,
+    parse_video_save,
+    plan_video_outputs,
+)
 
 __all__ = [
     "VideoAnonymizeTask",
@@ -158,7 +163,10 @@ def video_matte_settings(
 
 @dataclass
 class VideoMattePlan:
-    """The clips of a matte run with their outputs (one `Item` each, keyed by the file name)."""
+    """The clips of a matte run with their outputs (one `Item` each, keyed by the file name).
+
+    `out_dir`: the folder of the outputs and of the run journal (the destination's folder when
+    the destination is one output file, `clip.webm`)."""
 
     items: list[Item]
     out_dir: Path
@@ -182,22 +190,27 @@ def plan_video_matte(
     video_format: str | None = None,
     overwrite: bool = False,
 ) -> VideoMattePlan:
-    """One item per clip: outputs `<out_dir>/<stem>_<kind><ext>` (see `plan_video_outputs`).
+    """One item per clip: outputs `<out_dir>/<stem>_<kind><ext>`, or the one file `out_dir`
+    names when it ends in .mov / .webm / .mp4 (see `plan_video_outputs`).
 
     Raises ConfigError for a wrong `save` / `video_format` and VideoReadError when none of the
     clips exists (a clip that is missing among others fails alone when the run reaches it)."""
     sources = [Path(video).expanduser() for video in videos]
-    out_dir = Path(out_dir).expanduser()
+    destination = Path(out_dir).expanduser()
     name = video_format or DEFAULT_VIDEO_FORMAT
     kinds = parse_video_save(save)
+    folder = destination
+    if destination.suffix.lower() in OUTPUT_FILE_SUFFIXES:  # one output file: its kind and format
+        ((kind, (_, name)),) = plan_video_outputs(destination, destination, save, video_format).items()
+        kinds, folder = (kind,), destination.parent
     if sources:
-        plan_video_outputs(sources[0], out_dir, kinds, name)  # usage errors before any work
+        plan_video_outputs(sources[0], destination, kinds, name)  # usage errors before any work
         _check_some_exist(sources)
     items = [
-        Item(source.name, source, {kind: path for kind, (path, _) in plan_video_outputs(source, out_dir, kinds, name).items()}, out_dir)
+        Item(source.name, source, {kind: path for kind, (path, _) in plan_video_outputs(source, destination, kinds, name).items()}, destination)
         for source in sources
     ]  # fmt: skip
-    return VideoMattePlan(items, out_dir, kinds, name, overwrite)
+    return VideoMattePlan(items, folder, kinds, name, overwrite)
 
 
 class VideoMatteTask:

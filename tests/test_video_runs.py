@@ -89,6 +89,14 @@ def test_a_webm_cut_short_is_damaged_by_its_recorded_frame_count(clip: Path, tmp
     empty = tmp_path / "empty.mov"
     empty.write_bytes(b"")
     assert video_output_problem(empty) == "it is empty"
+    assert _matte(str(clip), "-o", str(out), "--save", "alpha").exit_code == 0
+    mov = out / "clip_alpha.mov"
+    whole = mov.read_bytes()
+    assert video_output_problem(mov, frames=3) is None
+    assert video_output_problem(mov, frames=4) == "it holds 3 of its 4 frames"
+    for damaged in (whole[:-1], whole + b"\0" * 10, b"\xff" * 100 + whole[100:]):
+        mov.write_bytes(damaged)
+        assert video_output_problem(mov, frames=3) is not None
 
 
 def test_one_output_file_is_journalled_in_its_folder(clip: Path, tmp_path: Path) -> None:
@@ -130,8 +138,8 @@ def test_the_journal_records_each_video_and_the_summary_counts_them(clip: Path, 
     assert "done 2, kept 0, failed 0" in mixed.output  # one summary of the run, videos counted
     journal = read_journal(tmp_path / "mixed" / "manifest.jsonl")
     assert set(journal) == {"clip.mp4", "photo.png"}  # each run kept the other's records
-    only = _matte(str(clip), "-o", str(tmp_path / "mixed"))
-    assert "done 0, kept 1, failed 0" in only.output
+    again = _matte(str(folder), "-o", str(tmp_path / "mixed"))
+    assert again.exit_code == 0 and "done 0, kept 2, failed 0" in again.output
 
 
 @pytest.fixture

@@ -352,8 +352,11 @@ def _matte_files(
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
     if not todo:
-        if video_report is not None:
-            _scale.print_run_summary(out, video_report, unit="video")
+        if video_report is not None:  # one summary of the run: its videos and its kept images
+            from p3m.runs import KEPT, ItemRecord, RunReport
+
+            kept = [ItemRecord(key, KEPT, str(job.source)) for job, key in zip(plan.jobs, plan.keys, strict=True)]
+            _scale.print_run_summary(out, _with_videos(video_report, RunReport(kept)), unit="input")
         exit_if_failed(err, failures, "skipped {count} input(s)")
         return
 

@@ -67,11 +67,13 @@ RunEventCallback = Callable[[Any], None]
 def video_output_problem(path: str | os.PathLike[str], frames: int | None = None) -> str | None:
     """Why a kept video output is not a complete one, or None.
 
-    A file must open (container header and index: a .mov or .mp4 cut short has lost its index,
-    which is written last), hold a video stream and demux to its end without an error, with at
-    least `frames` packets when the count is known (from the item's journal record: a WebM cut
-    short opens but ends early). No frame is decoded, but the file is read through. A PNG
-    sequence (a folder) must hold at least `frames` PNGs.
+    A file must open (container header and index) and hold a video stream with at least
+    `frames` frames when the count is known (from the item's journal record). A .mov / .mp4
+    (QuickTime boxes) must also be exactly as long as its top-level boxes say, which finds a
+    file cut short or with bytes appended without reading it through (its index, which lists
+    every frame, is written last); any other container (WebM) is demuxed to its end, counting
+    packets (a WebM cut short opens but ends early). No frame is decoded. A PNG sequence (a
+    folder) must hold at least `frames` PNGs.
     """
     path = Path(path)
     if path.is_dir():
@@ -80,8 +82,14 @@ def video_output_problem(path: str | os.PathLike[str], frames: int | None = None
             return f"it holds {count} of its {frames} frames"
         return None if count else "it holds no frame"
     try:
-        if path.stat().st_size == 0:
+        length = path.stat().st_size
+        if length == 0:
             return "it is empty"
+        boxed = path.suffix.lower() in (".mov", ".mp4")
+        if boxed:
+            problem = _box_problem(path, length)
+            if problem is not None:
+                return problem
     except OSError as error:
         return f"cannot read it ({error.strerror or error})"
     from p3m.video._av import describe_av_error, import_av
@@ -92,15 +100,46 @@ def video_output_problem(path: str | os.PathLike[str], frames: int | None = None
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return "it has no video stream"
-            for packet in container.demux(container.streams.video[0]):
-                if packet.size:
-                    packets += 1
+            stream = container.streams.video[0]
+            if boxed and stream.frames:
+                packets = stream.frames  # the index lists every frame
+            else:
+                for packet in container.demux(stream):
+                    if packet.size:
+                        packets += 1
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as error:
         return f"it cannot be read to its end: {describe_av_error(error)}"
     if not packets:
         return "it has no frames"
     if frames is not None and packets < frames:
         return f"it holds {packets} of its {frames} frames"
+    return None
+
+
+def _box_problem(path: Path, length: int) -> str | None:
+    """Whether the top-level boxes of a QuickTime / MP4 file tile it exactly (ISO/IEC 14496-12
+    section 4.2: 32-bit size and type, size 1 = a 64-bit size follows, 0 = to the end)."""
+    offset = 0
+    with open(path, "rb") as handle:
+        while offset < length:
+            handle.seek(offset)
+            header = handle.read(16)
+            kind = header[4:8]
+            if len(header) < 8 or not all(32 <= byte < 127 or byte == 0xA9 for byte in kind):
+                what = "the first bytes are" if offset == 0 else f"the bytes at {offset} are"
+                return f"{what} not a QuickTime / MP4 box (junk, or a damaged file)"
+            size = int.from_bytes(header[:4], "big")
+            if size == 1:
+                if len(header) < 16:
+                    return "it is cut short (a box header is incomplete)"
+                size = int.from_bytes(header[8:16], "big")
+            elif size == 0:
+                size = length - offset
+            if size < 8:
+                return "it is not a QuickTime / MP4 file (a box has an impossible size)"
+            offset += size
+    if offset != length:
+        return "its boxes do not end where the file does (cut short, or bytes added)"
     return None
 
 
@@ -330,8 +369,9 @@ class VideoAnonymizeTask:
 
     The record's details are the clip's manifest entry: "kind": "video", "method" and
     "strength" used, "frames", "frames_with_faces", "filled_frames", "tracks", "audit"
-    (frames audited, faces still found, identity matches), "identity_leak", "warnings",
-    "needs_annotation" (reasons a person must look; status "needs_review" then).
+    (frames audited, faces still found, identity matches), "identity_leak", "parameters" (the
+    options asked for), "warnings", "needs_annotation" (reasons a person must look; status
+    "needs_review" then).
     """
 
     def __init__(self, config: Any, on_event: EventCallback | None = None) -> None:
@@ -387,6 +427,13 @@ class VideoAnonymizeTask:
                 "identity_matches": report.audit_identity_matches,
             },
             "identity_leak": bool(report.identity_leak),
+            "parameters": {
+                "method": self.config.method, "strength": self.config.strength,
+                "detectors": list(self.config.detectors), "landmarks": self.config.landmarks,
+                "min_confidence": self.config.min_confidence, "transition_margin": self.config.transition_margin,
+                "alpha_from": self.config.alpha_from, "audit": self.config.audit,
+                "audit_detectors": list(self.config.audit_detectors or ()),
+            },
             "warnings": list(report.warnings),
             "needs_annotation": reasons,
             "manifest": Path(report.manifest).name,

@@ -521,7 +521,8 @@ def run_items(
     seen: dict[str, Item] = {}
     claimed: dict[str, Item] = {}  # output file (absolute, normalised) -> the item writing it
     all_items = list(items)
-    check = getattr(task, "output_problem", None)  # a task's (or factory's) own output check
+    # A task's (or factory object's) own check of kept outputs; not a Task class's unbound method.
+    check = None if isinstance(task, type) else getattr(task, "output_problem", None)
     inputs = {
         os.path.normcase(os.path.abspath(item.source)): item for item in all_items if item.source is not None
     }

@@ -273,6 +273,7 @@ def _matte_files(
     # with videos in the run too, they are matted over it and the images are left out, said so.
     from p3m.errors import ConfigError
 
+    scale = options["scale"]
     images_refused = None
     try:
         backdrop = _image_backdrop(backdrop, kinds) if inputs else "white"
@@ -282,14 +283,17 @@ def _matte_files(
         images_refused = str(error)
     video_failures: list[tuple[str, str]] = []
     video_report = None
+    video_matter = None  # loaded once for the videos and the images of a local run
     if videos:
         video = options["video"]
+        if inputs and images_refused is None and scale["executor"] is None:
+            video_matter = _load_matter(options, out.print, lambda text: err.print(text, soft_wrap=True))
         video_failures, video_report = matte_video_inputs(
             videos, out_dir, save=video["save"], video_format=video["format"],
             background=video["background"], temporal=video["temporal"], model=options["model"],
             weights=options["weights"], strategy=options["strategy"], device=options["device"],
             max_pixels=video["max_pixels"], overwrite=overwrite, download=options["download"],
-            selfie_config=options["selfie"],
+            selfie_config=options["selfie"], matter=video_matter,
         )  # fmt: skip
         if images_refused is not None or not inputs:
             _scale.print_run_summary(out, video_report, unit="video")
@@ -300,7 +304,6 @@ def _matte_files(
         if not inputs:
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
             return
-    scale = options["scale"]
     plan = plan_matte(
         inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
         input_lists=scale["input_lists"], shard_size=scale["shard_size"],
@@ -340,14 +343,14 @@ def _matte_files(
         err.print(text, soft_wrap=True)
 
     executor = scale["executor"]
-    matter = None
+    matter = video_matter
     earlier = not plan.overwrite and any(path.exists() for job in plan.jobs for path in job.outputs.values())
     if earlier:
         # Outputs are kept (or written beside) only if this command made them: load the model
         # (one that is not there fails here, as on a fresh folder) and compare with what the
         # manifest recorded. With an executor the driver only checks the options and resolves
         # "auto" (on the CPU).
-        matter = _load_matter({**options, "device": "cpu"} if executor is not None else options, out.print, note)
+        matter = matter or _load_matter({**options, "device": "cpu"} if executor is not None else options, out.print, note)
         check_kept_outputs(plan, run_settings(matter, plan.kinds, backdrop))
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")

@@ -195,6 +195,7 @@ def matte_video_inputs(
     overwrite: bool,
     download: bool = False,
     selfie_config: Any = None,
+    matter: Any = None,
 ) -> tuple[list[tuple[str, str]], Any]:
     """Matte each video into `out_dir` with `p3m.video.runs` (one engine run, the journal
     `out_dir/manifest.jsonl`), printing what was written; returns ((video, reason) failures,
@@ -204,7 +205,8 @@ def matte_video_inputs(
     other settings) stops the run; a video that cannot be matted is reported and the next goes
     on. `max_pixels` as `p3m matte --max-pixels` (0 default, -1 none); `download` fetches the
     model's published weights first when they are not cached; `selfie_config` refines selfie-cf
-    (as `p3m matte --trimap-band/--threshold`).
+    (as `p3m matte --trimap-band/--threshold`); `matter`: the `Matter` those options make, when
+    the caller loaded it already (for the run's images too).
     """
     from rich.console import Console
 
@@ -217,10 +219,11 @@ def matte_video_inputs(
     err = Console(emoji=False, stderr=True)
     plan = plan_video_matte(videos, out_dir, save, video_format, overwrite)  # usage errors before any work
     budget = pixel_budget_from_option(max_pixels, "--max-pixels")
-    spec = MatterSpec(model, weights, strategy, device, budget, selfie_config)
-    matter = spec.build(download, on_download=lambda name: out.print(f"downloading the {name} weights ..."))
-    if matter.note:
-        err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
+    if matter is None:
+        spec = MatterSpec(model, weights, strategy, device, budget, selfie_config)
+        matter = spec.build(download, on_download=lambda name: out.print(f"downloading the {name} weights ..."))
+        if matter.note:
+            err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
 
     def describe(record: Any, live: Console) -> None:
         details = record.details

@@ -377,6 +377,31 @@ def test_resume_redoes_an_output_that_exists_but_is_damaged(tmp_path):
     assert (tmp_path / "b_alpha.png").read_bytes() == whole  # redone whole
 
 
+class CheckedCopyTask(CopyTask):
+    """A CopyTask whose own check finds a kept output shorter than its journal record says."""
+
+    def output_problem(self, item: Item, record: ItemRecord | None) -> tuple[Path, str] | None:
+        path = Path(item.outputs["upper"])
+        if record is not None and len(path.read_text()) < record.details["length"]:
+            return path, "shorter than recorded"
+        return None
+
+
+def test_a_task_checks_its_own_kept_outputs_with_their_record(tmp_path):
+    items = make_items(tmp_path, {"a": "hello", "b": "world", "c": "again"})
+    journal = tmp_path / "manifest.jsonl"
+    run_items(items, CheckedCopyTask(), journal, RunOptions(io_threads=0))
+    (tmp_path / "out" / "b.upper").write_text("WOR")  # cut short: the task's check finds it
+    events: list = []
+    task = CheckedCopyTask()
+    report = run_items(items, task, journal, RunOptions(io_threads=0), on_event=events.append)
+    assert task.computed == ["b"] and report.counts == {"kept": 2, "done": 1}
+    assert events[0].redone == (f"{tmp_path / 'out' / 'b.upper'}: damaged (shorter than recorded); redoing {items[1].source}",)
+    assert (tmp_path / "out" / "b.upper").read_text() == "WORLD"
+    # A Task class given as the factory: its unbound check is not called.
+    assert run_items(items, CheckedCopyTask, journal, RunOptions(io_threads=0)).counts == {"kept": 3}
+
+
 def test_ctrl_c_reports_how_far_the_run_got_and_resume_finishes_it(tmp_path):
     from p3m.runs import RunInterrupted
 

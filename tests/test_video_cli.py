@@ -110,7 +110,12 @@ def test_bad_video_inputs(clip, tmp_path: Path) -> None:
     (tmp_path / "notes.mov").write_text("this is not a video\n" * 10)
     bad = runner.invoke(app, ["matte", str(tmp_path / "notes.mov"), "-o", str(tmp_path / "o")])
     assert bad.exit_code == 1 and "notes.mov: not a video" in bad.output
-    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+    # No output; the run journal records the failure with its reason, as for images.
+    assert [path.name for path in (tmp_path / "o").iterdir()] == ["manifest.jsonl"]
+    from p3m.runs import read_journal
+
+    failed = read_journal(tmp_path / "o" / "manifest.jsonl")["notes.mov"]
+    assert failed.status == "failed" and "not a video" in failed.error
     wrong_kind = runner.invoke(app, ["matte", str(path), "-o", str(tmp_path), "--save", "trimap"])
     assert isinstance(wrong_kind.exception, P3MError) and "video outputs are" in str(
         wrong_kind.exception
@@ -220,7 +225,13 @@ def test_anonymize_a_folder_runs_its_videos_as_matte_does(tmp_path, monkeypatch)
     assert [path.name for path in videos] == ["p.MP4", "named.mov"]
 
     handed: list = []
-    monkeypatch.setattr(video_cmd, "anonymize_video_inputs", lambda videos, out, config: handed.extend(videos) or [])
+    from p3m.runs import RunReport
+
+    def handed_over(videos, out, config):
+        handed.extend(videos)
+        return [], RunReport([])
+
+    monkeypatch.setattr(video_cmd, "anonymize_video_inputs", handed_over)
     only = tmp_path / "vonly"
     only.mkdir()
     (only / "ok.mp4").write_bytes(b"x")

@@ -270,6 +270,7 @@ def anonymize_command(
     from p3m.inference.batch import leave_out_own_outputs
 
     images, _, named_like_outputs = leave_out_own_outputs(images, named=files_given)
+    videos, _, _ = leave_out_own_outputs(videos, named=files_given)  # <stem>.mp4 a run journal lists
     if named_like_outputs:
         shown = ", ".join(path.name for path in named_like_outputs[:3])
         more = f", ... ({len(named_like_outputs)} in all)" if len(named_like_outputs) > 3 else ""
@@ -277,9 +278,15 @@ def anonymize_command(
             f"note: passed over {len(named_like_outputs)} file(s) named like p3m's outputs, which are "
             f"never inputs ({shown}{more})", highlight=False, soft_wrap=True,
         )  # fmt: skip
-    video_failed = bool(videos) and bool(anonymize_video_inputs(videos, out, config))
-    if videos and not images:
-        raise typer.Exit(code=1 if video_failed else 0)
+    video_failures, video_run = anonymize_video_inputs(videos, out, config) if videos else ([], None)
+    video_records = video_run.records if video_run is not None else []
+    if videos and not images and not dataset_mode:
+        # The clips' manifest.json, manifest.csv and privacy report, as a run of images writes.
+        report = anonymize_samples([], out, config, others=video_records)
+        _scale.print_run_summary(
+            out_console, video_run, unit="video", labels={"needs_review": "needs review"},
+        )  # fmt: skip
+        raise typer.Exit(code=1 if video_failures else 0)
     if dataset_mode:
         if alphas_dir is None:
             raise ConfigError("dataset mode needs --alphas DIR (the mattes are written to mask/)")
@@ -326,6 +333,7 @@ def anonymize_command(
         report = anonymize_samples(
             samples, out, config, on_event,
             options=RunOptions(threads=threads), executor=executor, shard_size=shard_size,
+            others=video_records,
         )  # fmt: skip
 
     _print_summary(out_console, err, report)
@@ -335,7 +343,7 @@ def anonymize_command(
             labels={"needs_annotation": "not written (no face found)"},
             counts={("failed" if status == "error" else status): n for status, n in report.counts.items()},
         )
-    if report.failed or video_failed:
+    if report.failed or video_failures:
         raise typer.Exit(code=1)
 
 
@@ -371,7 +379,8 @@ def _print_table(out_console: Console, report: FolderReport) -> None:
         table.add_row(
             record["name"],
             record["status"],
-            str(len(record.get("faces", []))) if "faces" in record else "",
+            f"{record.get('tracks', 0)} tracked" if record.get("kind") == "video"
+            else str(len(record.get("faces", []))) if "faces" in record else "",
             str(record.get("mask_area", "")),
             str(audit.get("faces_found", "")),
             str(audit.get("identity_matches", "")),
@@ -422,6 +431,8 @@ def _print_totals(out_console: Console, err: Console, report: FolderReport) -> N
             soft_wrap=True,
         )
     for record in report.records:
+        if record.get("kind") == "video":
+            continue  # a clip's warnings were printed when it was written
         written_now = record["status"] in ("done", "needs_review") and not record.get("resumed")
         for warning in record.get("warnings", []) if written_now else []:
             err.print(

@@ -215,21 +215,13 @@ def _selfie_config(trimap_band: float | None, threshold: float | None) -> Any:
 
 def _load_matter(options: dict[str, Any], say: Any, note: Any) -> Any:
     """The `Matter` the options ask for (downloading weights first with --download)."""
-    from p3m.inference.api import Matter
+    from p3m.inference.batch import MatterSpec
 
-    model, weights = options["model"], options["weights"]
-    if options["download"] and weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
-        from p3m.inference.api import AUTO_PREFERRED_MODEL
-        from p3m.models.hub import download_weights, installed_weights
-
-        wanted_model = AUTO_PREFERRED_MODEL if model == "auto" else model
-        if installed_weights(wanted_model) is None:
-            say(f"downloading the {wanted_model} weights ...")
-            download_weights(wanted_model)
-    matter = Matter(
-        model, weights=weights, strategy=options["strategy"], device=options["device"],
-        max_pixels=options["max_pixels"], selfie_config=options["selfie"],
-    )
+    spec = MatterSpec(
+        options["model"], options["weights"], options["strategy"], options["device"], options["max_pixels"],
+        options["selfie"],
+    )  # fmt: skip
+    matter = spec.build(options["download"], on_download=lambda name: say(f"downloading the {name} weights ..."))
     say(f"model: [bold]{_describe_model(matter)}[/bold]")
     if matter.note:
         note(f"[yellow]note:[/yellow] {matter.note}")
@@ -281,6 +273,7 @@ def _matte_files(
     # with videos in the run too, they are matted over it and the images are left out, said so.
     from p3m.errors import ConfigError
 
+    scale = options["scale"]
     images_refused = None
     try:
         backdrop = _image_backdrop(backdrop, kinds) if inputs else "white"
@@ -289,15 +282,21 @@ def _matte_files(
             raise
         images_refused = str(error)
     video_failures: list[tuple[str, str]] = []
+    video_report = None
+    video_matter = None  # loaded once for the videos and the images of a local run
     if videos:
         video = options["video"]
-        video_failures = matte_video_inputs(
+        if inputs and images_refused is None and scale["executor"] is None:
+            video_matter = _load_matter(options, out.print, lambda text: err.print(text, soft_wrap=True))
+        video_failures, video_report = matte_video_inputs(
             videos, out_dir, save=video["save"], video_format=video["format"],
             background=video["background"], temporal=video["temporal"], model=options["model"],
             weights=options["weights"], strategy=options["strategy"], device=options["device"],
             max_pixels=video["max_pixels"], overwrite=overwrite, download=options["download"],
-            selfie_config=options["selfie"],
+            selfie_config=options["selfie"], matter=video_matter,
         )  # fmt: skip
+        if images_refused is not None or not inputs:
+            _scale.print_run_summary(out, video_report, unit="video")
         if images_refused is not None:
             err.print(f"[red]error:[/red] images left out: {images_refused}", highlight=False, soft_wrap=True)
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
@@ -305,7 +304,6 @@ def _matte_files(
         if not inputs:
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
             return
-    scale = options["scale"]
     plan = plan_matte(
         inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
         input_lists=scale["input_lists"], shard_size=scale["shard_size"],
@@ -332,6 +330,7 @@ def _matte_files(
     _note_left_out(err, plan.left_out, videos)
     if not plan.jobs:
         if videos:  # the folders held videos (run above) and p3m's own outputs only
+            _scale.print_run_summary(out, video_report, unit="video")
             exit_if_failed(err, failures, "skipped {count} input(s)")
             return
         err.print("[yellow]no images found[/yellow]")
@@ -344,18 +343,23 @@ def _matte_files(
         err.print(text, soft_wrap=True)
 
     executor = scale["executor"]
-    matter = None
+    matter = video_matter
     earlier = not plan.overwrite and any(path.exists() for job in plan.jobs for path in job.outputs.values())
     if earlier:
         # Outputs are kept (or written beside) only if this command made them: load the model
         # (one that is not there fails here, as on a fresh folder) and compare with what the
         # manifest recorded. With an executor the driver only checks the options and resolves
         # "auto" (on the CPU).
-        matter = _load_matter({**options, "device": "cpu"} if executor is not None else options, out.print, note)
+        matter = matter or _load_matter({**options, "device": "cpu"} if executor is not None else options, out.print, note)
         check_kept_outputs(plan, run_settings(matter, plan.kinds, backdrop))
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
     if not todo:
+        if video_report is not None:  # one summary of the run: its videos and its kept images
+            from p3m.runs import KEPT, ItemRecord, RunReport
+
+            kept = [ItemRecord(key, KEPT, str(job.source)) for job, key in zip(plan.jobs, plan.keys, strict=True)]
+            _scale.print_run_summary(out, _with_videos(video_report, RunReport(kept)), unit="input")
         exit_if_failed(err, failures, "skipped {count} input(s)")
         return
 
@@ -379,10 +383,26 @@ def _matte_files(
         name = matter.name
     failures.extend(_failure(record) for record in report.failed)
     done = report.counts.get("done", 0)
-    out.print(f"matted {done} image(s) with {name} into {out_dir}")
-    _scale.print_run_summary(out, report, per_worker=executor is not None)
+    if video_report is None:
+        out.print(f"matted {done} image(s) with {name} into {out_dir}")
+        _scale.print_run_summary(out, report, per_worker=executor is not None)
+    else:  # one summary of the run: its videos (run above) and its images
+        videos_done = video_report.counts.get("done", 0)
+        out.print(f"matted {done} image(s) and {videos_done} video(s) with {name} into {out_dir}")
+        _scale.print_run_summary(out, _with_videos(video_report, report), unit="input", per_worker=executor is not None)
     # One input: its error line is just above; a recap would print it twice.
     exit_if_failed(err, failures, "skipped {count} input(s)", recap=len(plan.jobs) + len(failures) - len(report.failed) > 1)
+
+
+def _with_videos(videos: Any, images: Any) -> Any:
+    """One `RunReport` of a folder run's videos and its images, for one summary line."""
+    from p3m.runs import RunReport
+
+    workers = dict(images.workers)
+    for name, stats in videos.workers.items():
+        workers.setdefault(name, type(stats)()).items += stats.items
+        workers[name].seconds += stats.seconds
+    return RunReport(videos.records + images.records, videos.seconds + images.seconds, workers)
 
 
 def _note_left_out(err: Any, left_out: list[Path], videos: list[Path]) -> None:

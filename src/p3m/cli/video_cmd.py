@@ -54,8 +54,10 @@ def split_video_inputs(
 ) -> tuple[list[str], list[Path]]:
     """(inputs left for the image code, video files): video files named directly, matched by a
     glob, or found in a folder. A folder or pattern with no image in it is not passed on."""
+    from p3m.inference.batch import OwnOutputs
     from p3m.io import is_image_file
 
+    own = OwnOutputs()
     images: list[str] = []
     videos: list[Path] = []
     for text in inputs:
@@ -67,11 +69,13 @@ def split_video_inputs(
             entries = sorted(path.glob("**/*" if recursive else "*"))
         else:
             entries = sorted(Path(match) for match in glob.glob(str(path), recursive=recursive))
-        # Files p3m wrote itself (`<stem>_alpha.mov` ...) are not taken as new inputs.
+        # Files p3m wrote itself (`<stem>_alpha.mov` ..., or a clip a run journal lists, such
+        # as `p3m anonymize`'s `<stem>.mp4`) are not taken as new inputs.
         found = [
             entry
             for entry in entries
             if entry.is_file() and _is_video(entry) and not entry.stem.endswith(_OUTPUT_ENDINGS)
+            and not own.listed(entry)
         ]
         videos += found
         if not found or any(is_image_file(entry) for entry in entries):
@@ -132,25 +136,44 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _check_some_exist(videos: Sequence[Path]) -> None:
-    """Nothing given exists: a usage error (one line, exit 2), as for images."""
-    from p3m.errors import VideoReadError
-
-    missing = [path for path in videos if not path.exists()]
-    if missing and len(missing) == len(videos):
-        if len(missing) == 1:
-            raise VideoReadError("file not found", missing[0])
-        raise VideoReadError(
-            "none of the videos exists: " + ", ".join(str(path) for path in missing)
-        )
+def _failure(record: Any) -> tuple[str, str]:
+    """(video, reason) of a failed run record, the file named once."""
+    prefix = f"{record.source}: "
+    reason = record.error or "failed"
+    return str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
-def _reason(error: BaseException, source: Path) -> str:
-    from p3m.errors import P3MError
+@contextlib.contextmanager
+def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, Console]]:
+    """The frame display of `video_progress` for a `p3m.video.runs` run: yields the `on_event`
+    callback (run and video events) and the console. Damaged kept outputs redone get a note,
+    each failed clip a red line, each finished one `describe(record, live)`."""
+    from rich.markup import escape
 
-    if isinstance(error, P3MError) and error.path == str(source):
-        return error.problem
-    return str(error)
+    from p3m.cli._ui import INTERRUPT_REPORTED
+    from p3m.runs import ItemFinished, RunInterrupted, RunStarted
+    from p3m.video.events import VideoFinished, VideoProgress, VideoStarted
+
+    with video_progress(console) as (on_video, live):
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, (VideoStarted, VideoProgress, VideoFinished)):
+                on_video(event)
+            elif isinstance(event, RunInterrupted):
+                live.print(
+                    f"interrupted: {event.done}/{event.total} done; run again to resume", highlight=False
+                )
+                INTERRUPT_REPORTED.set()
+            elif isinstance(event, RunStarted):
+                for line in event.redone:
+                    live.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+            elif isinstance(event, ItemFinished):
+                if event.record.failed:
+                    live.print(f"[red]error:[/red] {event.record.error}", highlight=False, soft_wrap=True)
+                else:
+                    describe(event.record, live)
+
+        yield on_event, live
 
 
 # --------------------------------------------------------------------------- matte
@@ -172,87 +195,59 @@ def matte_video_inputs(
     overwrite: bool,
     download: bool = False,
     selfie_config: Any = None,
-) -> list[tuple[str, str]]:
-    """Matte each video into `out_dir`, printing what was written; returns (video, reason) failures.
+    matter: Any = None,
+) -> tuple[list[tuple[str, str]], Any]:
+    """Matte each video into `out_dir` with `p3m.video.runs` (one engine run, the journal
+    `out_dir/manifest.jsonl`), printing what was written; returns ((video, reason) failures,
+    the run report).
 
-    The model is loaded once for all of them. Library errors of one video are reported and the
-    next video goes on; a usage error (bad --save / --format / --background, or no video that
-    exists) stops the run. `max_pixels` as `p3m matte --max-pixels` (0 default, -1 none);
-    `download` fetches the model's published weights first when they are not cached;
-    `selfie_config` refines selfie-cf (as `p3m matte --trimap-band/--threshold`).
+    A usage error (bad --save / --format / --background, no video that exists, kept outputs of
+    other settings) stops the run; a video that cannot be matted is reported and the next goes
+    on. `max_pixels` as `p3m matte --max-pixels` (0 default, -1 none); `download` fetches the
+    model's published weights first when they are not cached; `selfie_config` refines selfie-cf
+    (as `p3m matte --trimap-band/--threshold`); `matter`: the `Matter` those options make, when
+    the caller loaded it already (for the run's images too).
     """
     from rich.console import Console
 
-    from p3m.errors import ConfigError, MissingDependencyError, P3MError
-    from p3m.inference.api import Matter
+    from p3m.inference.batch import MatterSpec
     from p3m.inference.budget import pixel_budget_from_option
-    from p3m.video.matte import matte_video, plan_video_outputs
+    from p3m.runs import KEPT
+    from p3m.video.runs import plan_video_matte, run_video_matte
 
     out = Console(emoji=False)
     err = Console(emoji=False, stderr=True)
-    plan_video_outputs(videos[0], out_dir, save, video_format)  # usage errors before any work
-    _check_some_exist(videos)
+    plan = plan_video_matte(videos, out_dir, save, video_format, overwrite)  # usage errors before any work
     budget = pixel_budget_from_option(max_pixels, "--max-pixels")
-    if (
-        download
-        and weights is None
-        and model != "selfie-cf"
-        and not model.lower().endswith(".onnx")
-    ):
-        from p3m.inference.api import AUTO_PREFERRED_MODEL
-        from p3m.models.hub import download_weights, installed_weights
+    if matter is None:
+        spec = MatterSpec(model, weights, strategy, device, budget, selfie_config)
+        matter = spec.build(download, on_download=lambda name: out.print(f"downloading the {name} weights ..."))
+        if matter.note:
+            err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
 
-        wanted = AUTO_PREFERRED_MODEL if model == "auto" else model
-        if installed_weights(wanted) is None:
-            out.print(f"downloading the {wanted} weights ...")
-            download_weights(wanted)
-    matter = Matter(
-        model, weights=weights, strategy=strategy, device=device, max_pixels=budget,
-        selfie_config=selfie_config,
-    )
-    if matter.note:
-        err.print(f"[yellow]note:[/yellow] {matter.note}", soft_wrap=True)
-    failures: list[tuple[str, str]] = []
-    with video_progress(err) as (on_event, live):
-        for source in videos:
-            try:
-                report = matte_video(
-                    source,
-                    out_dir,
-                    save=save,
-                    video_format=video_format,
-                    background=background,
-                    model=matter,
-                    temporal=temporal,
-                    overwrite=overwrite,
-                    on_event=on_event,
-                )
-            except (ConfigError, MissingDependencyError):
-                raise
-            except (P3MError, OSError, ValueError) as error:
-                failures.append((str(source), _reason(error, source)))
-                live.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-                continue
-            if report.kept and not report.frames:
-                live.print(
-                    f"kept {source.name}: its outputs exist (use --overwrite to redo it)",
-                    highlight=False,
-                )
-                continue
-            written = ", ".join(
-                str(path) for kind, path in report.outputs.items() if kind not in report.kept
-            )
+    def describe(record: Any, live: Console) -> None:
+        details = record.details
+        source = Path(record.source)
+        written = ", ".join(
+            str(path) for kind, path in record.outputs.items() if kind not in details.get("kept", ())
+        )
+        live.print(
+            f"{source} -> {written} [dim]({details.get('frames', 0)} frames, "
+            f"{details.get('frames_per_second', 0.0):.2f} frames/s, {details.get('model')}, "
+            f"temporal smoothing {details.get('temporal', 'on')})[/dim]",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        for warning in details.get("warnings", ()):
+            live.print(f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+    with video_run_progress(err, describe) as (on_event, live):
+        report = run_video_matte(plan, matter, background=background, temporal=temporal, on_event=on_event)
+        for record in report.with_status(KEPT):
             live.print(
-                f"{source} -> {written} [dim]({report.frames} frames, {report.frames_per_second:.2f} "
-                f"frames/s, {report.model}, temporal smoothing {'on' if temporal else 'off'})[/dim]",
+                f"kept {Path(record.source or record.key).name}: its outputs exist (use --overwrite to redo it)",
                 highlight=False,
-                soft_wrap=True,
             )
-            for warning in report.warnings:
-                live.print(
-                    f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
-                )
-    return failures
+    return [_failure(record) for record in report.failed], report
 
 
 # --------------------------------------------------------------------------- anonymize
@@ -260,60 +255,48 @@ def matte_video_inputs(
 
 def anonymize_video_inputs(
     videos: Sequence[Path], out_dir: Path, config: Any
-) -> list[tuple[str, str]]:
-    """Anonymise each video into `out_dir` with the options of an `AnonymizeConfig`; returns failures."""
+) -> tuple[list[tuple[str, str]], Any]:
+    """Anonymise each video into `out_dir` with the options of an `AnonymizeConfig`
+    (`p3m.video.runs.anonymize_videos`, one engine run); returns ((video, reason) failures,
+    identity leaks included, the run report)."""
     from rich.console import Console
 
-    from p3m.errors import ConfigError, MissingDependencyError, P3MError
-    from p3m.video.anonymize import anonymize_video
+    from p3m.runs import KEPT
+    from p3m.video.runs import anonymize_videos
 
     err = Console(emoji=False, stderr=True)
-    _check_some_exist(videos)
-    failures: list[tuple[str, str]] = []
-    with video_progress(err) as (on_event, live):
-        for source in videos:
-            try:
-                report = anonymize_video(
-                    source,
-                    out_dir,
-                    config.method,
-                    alpha_from=config.alpha_from,
-                    detectors=config.detectors,
-                    landmarks=config.landmarks,
-                    min_confidence=config.min_confidence,
-                    transition_margin=config.transition_margin,
-                    strength=config.strength,
-                    audit=config.audit,
-                    audit_detectors=config.audit_detectors,
-                    overwrite=not config.resume,
-                    on_event=on_event,
-                )
-            except (ConfigError, MissingDependencyError):
-                raise
-            except (P3MError, OSError, ValueError) as error:
-                failures.append((str(source), _reason(error, source)))
-                live.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-                continue
-            if report.frames == 0:
-                live.print(
-                    f"kept {report.output} (exists; use --overwrite to redo it)", highlight=False
-                )
-                continue
+
+    def describe(record: Any, live: Console) -> None:
+        details = record.details
+        audit = details.get("audit") or {}
+        output = record.outputs.get("video", "")
+        live.print(
+            f"{record.source} -> {output} [dim]({details.get('frames', 0)} frames, faces in "
+            f"{details.get('frames_with_faces', 0)}, tracking filled {details.get('filled_frames', 0)}, audited "
+            f"{audit.get('audited_frames', 0)}: {audit.get('faces_found', 0)} face(s) still found, "
+            f"{audit.get('identity_matches', 0)} identity match(es); manifest {details.get('manifest', '')})[/dim]",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        for warning in details.get("warnings", ()):
             live.print(
-                f"{source} -> {report.output} [dim]({report.frames} frames, faces in "
-                f"{report.frames_with_faces}, tracking filled {report.filled_frames}, audited "
-                f"{report.audited_frames}: {report.audit_faces_found} face(s) still found, "
-                f"{report.audit_identity_matches} identity match(es); manifest {report.manifest.name})[/dim]",
-                highlight=False,
-                soft_wrap=True,
+                f"[yellow]{Path(record.source).name}:[/yellow] {warning}", highlight=False, soft_wrap=True
             )
-            for warning in report.warnings:
-                live.print(
-                    f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True
-                )
-            if report.identity_leak:  # written, but not anonymised: the run fails (exit code 1)
-                failures.append((str(source), "identity leak: see the manifest"))
-    return failures
+
+    with video_run_progress(err, describe) as (on_event, live):
+        report = anonymize_videos(videos, out_dir, config, on_event)
+        for record in report.with_status(KEPT):
+            live.print(
+                f"kept {record.outputs.get('video', record.key)} (exists; use --overwrite to redo it)",
+                highlight=False,
+            )
+    failures = [_failure(record) for record in report.failed]
+    # Written, but not anonymised (also when kept from an earlier run): the run fails (exit code 1).
+    failures += [
+        (str(record.source), "identity leak: see the manifest")
+        for record in report.records
+        if not record.failed and record.details.get("identity_leak")
+    ]
+    return failures, report
 
 
 # --------------------------------------------------------------------------- eval-video

@@ -53,11 +53,14 @@ __all__ = [
     "OwnOutputs",
     "collect_inputs",
     "collect_listed",
+    "leave_out_own_outputs",
     "looks_like_output",
     "output_image",
     "parse_save",
     "plan_matte",
     "plan_outputs",
+    "raise_other_settings",
+    "recorded_other_settings",
     "run_matte",
     "write_outputs",
 ]
@@ -570,30 +573,53 @@ def outputs_of_other_settings(plan: MattePlan, settings: dict[str, Any]) -> list
     not listed (nothing to compare); nothing is listed with `overwrite`."""
     if plan.overwrite:
         return []
-    records = read_journal(plan.out_dir / MANIFEST_NAME)
+    entries = ((key, job.outputs.values()) for job, key in zip(plan.jobs, plan.keys, strict=True))
+    return recorded_other_settings(plan.out_dir / MANIFEST_NAME, entries, settings)
+
+
+def recorded_other_settings(
+    journal: str | os.PathLike[str],
+    entries: Iterable[tuple[str, Iterable[Path]]],
+    settings: dict[str, Any],
+) -> list[tuple[str, dict[str, Any]]]:
+    """(key, recorded settings) of each entry (its run key and its output paths) with an output
+    that exists and a record in the run journal `journal` made with settings other than
+    `settings`, in the entries' order. What `outputs_of_other_settings` does for images, for
+    any run that records `settings` in its records' details (e.g. `p3m.video.runs`)."""
+    records = read_journal(journal)
     found = []
-    for job, key in zip(plan.jobs, plan.keys, strict=True):
+    for key, outputs in entries:
         record = records.get(key)
         made = record.details.get("settings") if record is not None and record.details else None
         if not isinstance(made, dict) or _same_settings(made, settings):
             continue
-        if any(path.exists() for path in job.outputs.values()):
+        outputs = [Path(path) for path in outputs]
+        recorded = {Path(path).name for path in record.outputs.values()}
+        if recorded and not recorded & {path.name for path in outputs}:
+            continue  # the record is about other files (a clip matted into another container)
+        if any(path.exists() for path in outputs):
             found.append((key, made))
     return found
 
 
+OPTIONAL_SETTINGS = ("background", "format")
+"""Settings recorded only when the outputs depend on them (a composite's background, a video's
+container for alpha and rgba): one recorded by only one side of a comparison is no difference."""
+
+
 def _same_settings(made: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Equal, apart from a background recorded by only one side (a run without composites)."""
+    """Equal, apart from an optional setting recorded by only one side (a run without composites)."""
     keys = set(made) | set(now)
-    if ("background" in made) != ("background" in now):
-        keys.discard("background")
+    for name in OPTIONAL_SETTINGS:
+        if (name in made) != (name in now):
+            keys.discard(name)
     return all(made.get(key) == now.get(key) for key in keys)
 
 
 SETTING_OPTIONS = {
     "model": "--model", "weights": "--weights", "strategy": "--strategy", "max_pixels": "--max-pixels",
     "solve_pixels": "--max-pixels", "band_fraction": "--trimap-band", "threshold": "--threshold",
-    "background": "--background",
+    "background": "--background", "format": "--format", "temporal": "--temporal",
 }  # fmt: skip
 """The CLI option behind each recorded setting (for the other-settings message)."""
 
@@ -606,7 +632,7 @@ def settings_difference(made: dict[str, Any], now: dict[str, Any]) -> str:
     parts = []
     for name in names:
         before, after = made.get(name), now.get(name)
-        if before != after and not (name == "background" and (before is None or after is None)):
+        if before != after and not (name in OPTIONAL_SETTINGS and (before is None or after is None)):
             option = SETTING_OPTIONS.get(name, name)
             if f"{option} " not in " ".join(parts) + " ":
                 parts.append(f"{option} {before if before is not None else 'default'} -> {after if after is not None else 'default'}")
@@ -618,12 +644,19 @@ def check_kept_outputs(plan: MattePlan, settings: dict[str, Any]) -> None:
     made (another model, checkpoint, strategy, budget, selfie-cf refinement or composite
     background): a changed command must not silently leave the old mattes in place, nor mix
     them with new ones. The message names what changed, in CLI options, and the way out."""
-    other = outputs_of_other_settings(plan, settings)
+    raise_other_settings(plan.out_dir, outputs_of_other_settings(plan, settings), settings, "image")
+
+
+def raise_other_settings(
+    out_dir: Path, other: Sequence[tuple[str, dict[str, Any]]], settings: dict[str, Any], noun: str
+) -> None:
+    """The ConfigError of `check_kept_outputs` for the `other` (key, recorded settings) found,
+    counted as `noun`s ("image", "video"); nothing when `other` is empty."""
     if not other:
         return
     key, made = other[0]
     raise ConfigError(
-        f"{plan.out_dir} holds the outputs of {len(other)} image(s) made with other settings "
+        f"{out_dir} holds the outputs of {len(other)} {noun}(s) made with other settings "
         f"({key}: {settings_difference(made, settings)}); pass {{overwrite}} to redo them, "
         "or write to another folder",
         options={"overwrite": True},
@@ -649,10 +682,23 @@ class MatterSpec:
     selfie_config: Any = None
     """A `SelfieCFConfig` refining selfie-cf (None: its defaults)."""
 
-    def build(self) -> Any:
-        """The `Matter` (raises what `Matter` raises: unknown model, weights not installed, ...)."""
-        from p3m.inference.api import MATTE_MAX_PIXELS, Matter
+    def build(self, download: bool = False, on_download: Callable[[str], None] | None = None) -> Any:
+        """The `Matter` (raises what `Matter` raises: unknown model, weights not installed, ...).
 
+        `download`: fetch the model's published weights first when they are not cached (no
+        `weights` given; not for selfie-cf or an .onnx file; "auto" fetches
+        `AUTO_PREFERRED_MODEL`), calling `on_download(model name)` before the download."""
+        from p3m.inference.api import AUTO_PREFERRED_MODEL, MATTE_MAX_PIXELS, Matter
+
+        model = self.model
+        if download and self.weights is None and model != "selfie-cf" and not model.lower().endswith(".onnx"):
+            from p3m.models.hub import download_weights, installed_weights
+
+            wanted = AUTO_PREFERRED_MODEL if model == "auto" else model
+            if installed_weights(wanted) is None:
+                if on_download is not None:
+                    on_download(wanted)
+                download_weights(wanted)
         budget = MATTE_MAX_PIXELS if self.max_pixels == "default" else self.max_pixels
         return Matter(
             self.model, self.weights, self.strategy, self.device, budget, selfie_config=self.selfie_config

@@ -651,9 +651,14 @@ def anonymize_samples(
     options: RunOptions | None = None,
     executor: Executor | None = None,
     shard_size: int = 0,
+    others: Sequence[ItemRecord] = (),
 ) -> FolderReport:
     """Anonymise `samples` into `out_dir` as one engine run (see the module doc); never raises
     for one bad image.
+
+    `others`: the records of the run's other items, journalled in the same `manifest.jsonl` by
+    their own run (the clips of `p3m.video.runs.anonymize_videos`): they are entries of the
+    manifest (.json, .csv), the counts and the privacy report too, after the images.
 
     `on_event` receives the run's progress events (`p3m.runs.RunStarted`, `ItemFinished`,
     `RunFinished`). `options`: the engine's options (`threads`: torch threads per worker, the
@@ -675,7 +680,10 @@ def anonymize_samples(
         run = run_items(
             items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, forward, executor=executor
         )
-    report = FolderReport(out_dir, [manifest_record(record) for record in run.records], run)
+    records = [manifest_record(record) for record in [*run.records, *others]]
+    if others:
+        run = RunReport([*run.records, *others], run.seconds + sum(r.seconds for r in others if r.status != KEPT), run.workers)
+    report = FolderReport(out_dir, records, run)
     write_manifest(report, config)
     from p3m.privacy.review import write_contact_sheet
 

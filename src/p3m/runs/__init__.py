@@ -4,8 +4,9 @@ Matting a folder, anonymising a data set, solving a baseline, evaluating a model
 clip, a Ray job: each is a `Task` (load -> compute -> write) over `Item`s. The engine gives them
 the same behaviour:
 
-* **resume**: an item whose outputs all exist (image outputs checked cheaply for damage: a
-  damaged one is redone, said in `RunStarted.redone`), or that the run's journal records as done, is
+* **resume**: an item whose outputs all exist (image outputs checked cheaply for damage, other
+  files by the task's own `output_problem` if it has one: a damaged one is redone, said in
+  `RunStarted.redone`), or that the run's journal records as done, is
   kept (not recomputed) unless `overwrite`;
 * **atomic outputs**: tasks write through `p3m.io` (temporary file, then rename), and the
   journal line of an item is appended only after its outputs are complete;

@@ -72,8 +72,9 @@ class Item:
     sized_like_source: tuple[str, ...] = ()
 
     def outputs_exist(self) -> bool:
-        """True when the item has outputs and every one of them is a file."""
-        return bool(self.outputs) and all(Path(path).is_file() for path in self.outputs.values())
+        """True when the item has outputs and every one of them exists (a file, or a folder for
+        an output that is one, such as a video's PNG sequence)."""
+        return bool(self.outputs) and all(Path(path).exists() for path in self.outputs.values())
 
 
 @dataclass
@@ -107,6 +108,10 @@ class Task(Protocol[LoadedT, ResultT]):
     def compute(self, item: Item, loaded: LoadedT) -> ResultT: ...
 
     def write(self, item: Item, result: ResultT) -> Outcome: ...
+
+    # Optional: `output_problem(item, record) -> (path, problem) | None`, the task's own check
+    # of a kept item's outputs (e.g. a video that does not demux to the end), given the item's
+    # journal record (None without one); see `run_items`.
 
 
 class FunctionTask(Generic[ResultT]):
@@ -382,16 +387,31 @@ def _is_done(item: Item, previous: ItemRecord | None, needs_record: bool = False
     return recorded
 
 
-def _damaged_output(item: Item) -> str | None:
-    """One line naming the first existing output of `item` that is not complete, or None."""
+def _damaged_output(
+    item: Item,
+    check: Callable[[Item, ItemRecord | None], tuple[Path, str] | None] | None = None,
+    record: ItemRecord | None = None,
+) -> str | None:
+    """One line naming the first existing output of `item` that is not complete, or None.
+
+    Image outputs are checked by `p3m.io.output_file_problem` (those of `sized_like_source`
+    also against the source's size, read from its header once); `check` is the task's own
+    check of the item's outputs (its `output_problem`), given the item's journal record."""
+    found: tuple[Path, str] | None = None
     size: tuple[int, int] | None = None
     for kind, path in item.outputs.items():
         if kind in item.sized_like_source and item.source is not None and size is None:
             size = input_size(item.source)  # header only, read once per item
         problem = output_file_problem(path, size if kind in item.sized_like_source else None)
         if problem is not None:
-            return f"{path}: damaged ({problem}); redoing {item.source or item.key}"
-    return None
+            found = (Path(path), problem)
+            break
+    if found is None and check is not None:
+        found = check(item, record)
+    if found is None:
+        return None
+    path, problem = found
+    return f"{path}: damaged ({problem}); redoing {item.source or item.key}"
 
 
 def _pool_context(preload: tuple[str, ...] = ()) -> multiprocessing.context.BaseContext:
@@ -508,6 +528,8 @@ def run_items(
     seen: dict[str, Item] = {}
     claimed: dict[str, Item] = {}  # output file (absolute, normalised) -> the item writing it
     all_items = list(items)
+    # A task's (or factory object's) own check of kept outputs; not a Task class's unbound method.
+    check = None if isinstance(task, type) else getattr(task, "output_problem", None)
     inputs = {
         os.path.normcase(os.path.abspath(item.source)): item for item in all_items if item.source is not None
     }
@@ -543,7 +565,7 @@ def run_items(
         if not options.overwrite and options.resume and _is_done(
             item, previous.get(item.key), options.kept_needs_record
         ):
-            damaged = _damaged_output(item)
+            damaged = _damaged_output(item, check if callable(check) else None, previous.get(item.key))
             if damaged is None:
                 records[index] = _kept_record(item, previous.get(item.key))
                 continue

@@ -10,8 +10,9 @@ Modules: `reader` (PyAV decoding: rotation, timestamps, libvpx alpha), `writer` 
 VP9 with alpha, PNG sequences, H.264; audio), `temporal` (motion-compensated smoothing),
 `pipeline` (bounded queues and ordered worker threads), `matte` (`matte_video`,
 `iter_matte_video`), `background` (colour, image or looping video), `anonymize`
-(`anonymize_video` with face tracking), `events` (typed progress events), `synthetic` (a clip
-with a known alpha). PyAV is the optional extra `p3m[video]`; submodules are imported on first
+(`anonymize_video` with face tracking), `events` (typed progress events), `runs` (clips as
+items of a `p3m.runs` folder run: resume, settings, damage checks, the journal), `synthetic` (a
+clip with a known alpha). PyAV is the optional extra `p3m[video]`; submodules are imported on first
 use, so `import p3m.video` works without it.
 """
 
@@ -46,6 +47,9 @@ _LAZY = {
     "iter_anonymize_video": "p3m.video.anonymize",
     "VideoAnonymizeReport": "p3m.video.anonymize",
     "FaceTracker": "p3m.video.anonymize",
+    "plan_video_matte": "p3m.video.runs",
+    "run_video_matte": "p3m.video.runs",
+    "anonymize_videos": "p3m.video.runs",
 }
 
 __all__ = sorted(_LAZY)

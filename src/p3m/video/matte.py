@@ -44,6 +44,7 @@ from p3m.video.writer import OUTPUT_FORMATS, VideoWriter, get_format
 
 __all__ = [
     "DEFAULT_VIDEO_FORMAT",
+    "OUTPUT_FILE_SUFFIXES",
     "VIDEO_SAVE_KINDS",
     "VideoMatteFrame",
     "VideoMatteReport",
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 VIDEO_SAVE_KINDS: tuple[str, ...] = ("alpha", "rgba", "composite")
 DEFAULT_VIDEO_FORMAT = "mov-prores4444"
 _SUFFIX_FORMATS = {".mov": "mov-prores4444", ".webm": "webm-vp9", ".mp4": "mp4"}
+OUTPUT_FILE_SUFFIXES: tuple[str, ...] = tuple(_SUFFIX_FORMATS)
+"""A destination ending in one of these is one output file, not a folder (`plan_video_outputs`)."""
 _FRAME_KINDS = {"alpha": "gray", "rgba": "rgba", "composite": "rgb"}
 DEFAULT_MAX_PIXELS = MATTE_MAX_PIXELS
 """`p3m.inference.MATTE_MAX_PIXELS` (from `p3m.inference.budget`, which does not load torch)."""

@@ -50,7 +50,9 @@ def test_kept_video_outputs_of_other_settings_stop_the_run_naming_the_difference
             assert result.exit_code == 0, result.output
             continue
         assert isinstance(result.exception, ConfigError), result.output  # exit code 2, one line
-        message = str(result.exception)
+        from p3m.cli import command_line_option
+
+        message = result.exception.worded(command_line_option)  # as `p3m` prints it
         assert "holds the outputs of 1 video(s) made with other settings" in message
         assert f"clip.mp4: {changed}" in message and "--overwrite" in message
     assert (out / "clip_alpha.mov").stat().st_mtime_ns == made  # nothing was touched

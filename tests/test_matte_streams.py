@@ -272,3 +272,47 @@ def test_watch_goes_on_past_an_image_whose_outputs_other_settings_made(portrait,
     by_key = {record.key: record for record in finished}
     assert by_key["a.png"].failed and "--threshold 0.6 -> 0.5" in by_key["a.png"].error
     assert by_key["b.png"].status == "done" and (out / "b_alpha.png").is_file()
+    # The hint names the option as the surface that shows it: Python's keyword, the CLI's flag.
+    from p3m.cli._ui import record_error
+
+    assert "pass overwrite=True" in by_key["a.png"].error
+    assert "pass --overwrite" in record_error(by_key["a.png"]) and "=True" not in record_error(by_key["a.png"])
+
+
+def test_watch_with_overwrite_mattes_again_what_other_settings_made(portrait, tmp_path):
+    """`--watch` said "run with --overwrite" for outputs other settings made, but took no
+    --overwrite: with it, such an image is matted again."""
+    import threading
+
+    from p3m.inference import Matter
+    from p3m.inference.batch import plan_matte, run_matte
+    from p3m.inference.selfie_cf import SelfieCFConfig
+    from p3m.inference.watch import watch_matte
+    from p3m.runs import ItemFinished
+
+    earlier, folder, out = tmp_path / "earlier", tmp_path / "in", tmp_path / "out"
+    earlier.mkdir()
+    folder.mkdir()
+    Image.fromarray(portrait).save(earlier / "a.png")
+    run_matte(plan_matte([str(earlier)], out, "alpha"), Matter("selfie-cf", selfie_config=SelfieCFConfig(threshold=0.9)))
+    before = np.asarray(Image.open(out / "a_alpha.png"))
+    finished: list = []
+    stop = threading.Event()
+
+    def on_event(event):  # type: ignore[no-untyped-def]
+        if isinstance(event, ItemFinished):
+            finished.append(event.record)
+            stop.set()
+
+    watcher = threading.Thread(
+        target=watch_matte, args=(folder, out, Matter("selfie-cf"), ("alpha",)),
+        kwargs={"stop": stop, "poll_seconds": 0.1, "on_event": on_event, "overwrite": True},
+    )  # fmt: skip
+    watcher.start()
+    Image.fromarray(portrait).save(folder / ".a.png.part", format="PNG")
+    (folder / ".a.png.part").rename(folder / "a.png")
+    watcher.join(timeout=180)
+    stop.set()
+    assert not watcher.is_alive()
+    assert [record.status for record in finished] == ["done"], finished
+    assert not np.array_equal(np.asarray(Image.open(out / "a_alpha.png")), before)

@@ -167,6 +167,18 @@ INTERRUPT_REPORTED = threading.Event()
 prints no second line)."""
 
 
+def record_error(record: Any) -> str:
+    """A failed record's error as the command line words it: a `P3MError` the record carries
+    (`attachments["error"]`) names its suggested options as flags (`--overwrite`)."""
+    from p3m.cli import command_line_option
+    from p3m.errors import P3MError
+
+    error = record.attachments.get("error") if getattr(record, "attachments", None) else None
+    if isinstance(error, P3MError):
+        return error.worded(command_line_option)
+    return record.error or "failed"
+
+
 @contextlib.contextmanager
 def run_progress(
     label: str,
@@ -226,7 +238,7 @@ def run_progress(
                 progress.update(state["task"], advance=1, name=record.key, rate=rate)
             if record.failed:
                 if show_failures:
-                    progress.console.print(f"[red]error:[/red] {record.error}", highlight=False, soft_wrap=True)
+                    progress.console.print(f"[red]error:[/red] {record_error(record)}", highlight=False, soft_wrap=True)
             elif describe is not None:
                 line = describe(record)
                 if line:

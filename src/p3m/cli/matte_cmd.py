@@ -186,7 +186,7 @@ def matte_command(
         },
     }
     if watch is not None:
-        _watch_folder(watch, out_dir, kinds, _image_backdrop(background, kinds), options, recursive, poll)
+        _watch_folder(watch, out_dir, kinds, _image_backdrop(background, kinds), options, recursive, poll, overwrite)
     elif to_stdout or inputs == [STDIO]:
         from p3m.io.files import VIDEO_SUFFIXES
 
@@ -240,8 +240,10 @@ def _describe_record(record: Any) -> str:
 def _failure(record: Any) -> tuple[str, str]:
     """(input, reason) of a failed record, the file named once (the error's own path prefix
     is dropped when it is the input)."""
+    from p3m.cli._ui import record_error
+
     prefix = f"{record.source}: "
-    reason = record.error or "could not be matted"
+    reason = record_error(record) if record.error else "could not be matted"
     return str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
@@ -525,7 +527,7 @@ def _stdout_for_the_image() -> Iterator[BinaryIO]:
 
 def _watch_folder(
     folder: Path, out_dir: Path, kinds: tuple[str, ...], backdrop: Any, options: dict[str, Any],
-    recursive: bool, poll: float,
+    recursive: bool, poll: float, overwrite: bool = False,
 ) -> None:
     """`--watch DIR`: matte new images until Ctrl-C or SIGTERM, then exit cleanly (code 0, or 1
     if an image failed)."""
@@ -534,7 +536,7 @@ def _watch_folder(
 
     from rich.console import Console
 
-    from p3m.cli._ui import exit_if_failed
+    from p3m.cli._ui import exit_if_failed, record_error
     from p3m.errors import ImageReadError
     from p3m.inference.watch import watch_matte
     from p3m.runs import ItemFinished
@@ -556,7 +558,7 @@ def _watch_folder(
         if isinstance(event, ItemFinished):
             record = event.record
             if record.failed:
-                err.print(f"[red]error:[/red] {record.error}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/red] {record_error(record)}", highlight=False, soft_wrap=True)
             else:
                 err.print(_describe_record(record), highlight=False, soft_wrap=True)
 
@@ -565,7 +567,7 @@ def _watch_folder(
         err.print(f"watching {folder} (outputs in {out_dir}); Ctrl-C or SIGTERM stops", highlight=False)
         report = watch_matte(
             folder, out_dir, matter, kinds, backdrop, stop=stop, recursive=recursive, poll_seconds=poll,
-            on_event=on_event,
+            on_event=on_event, overwrite=overwrite,
         )
     finally:
         for sig, handler in previous.items():

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from p3m.errors import ImageReadError
+from p3m.errors import ConfigError, ImageReadError
 from p3m.inference.batch import (
     MattePlan,
     collect_inputs,
@@ -117,6 +117,7 @@ def watch_matte(
     settle_seconds: float | None = None,
     on_event: Callable[[Event], None] | None = None,
     batch_size: int = 4,
+    overwrite: bool = False,
 ) -> RunReport:
     """Matte the images of `folder` into `out_dir` as they arrive, until `stop` is set.
 
@@ -146,17 +147,21 @@ def watch_matte(
                     continue
                 jobs = plan_outputs([(file.path, file.relative) for file in part], out_path)
                 keys = [file.relative.as_posix() for file in part]
-                plan = MattePlan(jobs, tuple(kinds), out_path, overwrite=changed, keys=keys)
-                # An image whose earlier outputs other settings made fails alone; the watch goes on.
-                other = dict(outputs_of_other_settings(plan, settings))
+                plan = MattePlan(jobs, tuple(kinds), out_path, overwrite=changed or overwrite, keys=keys)
+                # An image whose earlier outputs other settings made fails alone (unless
+                # `overwrite`: then every image is matted again); the watch goes on.
+                other = {} if overwrite else dict(outputs_of_other_settings(plan, settings))
                 for job, key in zip(jobs, keys, strict=True):
                     if key in other:
-                        record = ItemRecord(
-                            key, "failed", str(job.source),
-                            error=f"{job.source}: its outputs in {out_path} were made with other settings "
+                        error = ConfigError(
+                            f"its outputs in {out_path} were made with other settings "
                             f"({settings_difference(other[key], settings)}); "
-                            "move them away or run with --overwrite",
-                        )  # fmt: skip
+                            "move them away or pass {overwrite}",
+                            job.source,
+                            options={"overwrite": True},
+                        )
+                        # The error rides along so that a surface can word its option.
+                        record = ItemRecord(key, "failed", str(job.source), error=str(error), attachments={"error": error})
                         records.append(record)
                         if on_event is not None:
                             on_event(ItemFinished(record, 0, 0))

@@ -4,6 +4,8 @@ takes its own outputs as inputs, and two inputs that would write the same files 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -272,7 +274,7 @@ def test_a_run_that_adds_outputs_or_changes_weights_or_background_is_refused_too
     first = runner.invoke(app, ["matte", str(folder), "-o", str(composite), "-m", "selfie-cf", "-b", "red"])
     assert first.exit_code == 0, first.output
     again = runner.invoke(app, ["matte", str(folder), "-o", str(composite), "-m", "selfie-cf", "-b", "#00ff00"])
-    assert isinstance(again.exception, ConfigError) and "--background (255, 0, 0) -> (0, 255, 0)" in str(again.exception)
+    assert isinstance(again.exception, ConfigError) and "--background red -> #00ff00" in str(again.exception)
     # Another model is named alone, in the options a user types; a checkpoint file is recorded.
     made = {"model": "selfie-cf", "band_fraction": 0.02, "threshold": 0.5, "solve_pixels": 120000}
     now = {"model": "p3mnet-r34", "strategy": "hybrid", "max_pixels": 200000, "weights": "/w/r34b.pth"}
@@ -383,3 +385,73 @@ def test_resume_redoes_an_output_of_another_size_than_its_input(tmp_path):
     assert _mode_size(out / "turned_alpha.png")[1] == _mode_size(out / "turned_composite.png")[1] == (96, 72)
     assert (out / "turned_foreground.png").stat().st_mtime_ns == foreground  # right size: not rewritten
     assert "kept 1" in matte()  # all of the right size now
+
+
+def _run_ok(*args: str) -> str:
+    result = runner.invoke(app, ["matte", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_kept_output_is_credited_only_to_the_settings_that_made_it(tmp_path):
+    """alpha+rgba at band 0.02, then `--save alpha --trimap-band 0.1 --overwrite` (the record
+    listed the alpha only), then `--save rgba --trimap-band 0.1` kept the band-0.02 rgba and
+    recorded it as band 0.1. The journal keeps the settings of each output file (carried over
+    for the files a run leaves as they were), and a file no record lists counts as other
+    settings, also in a journal written before per-file settings existed."""
+    from p3m.errors import ConfigError
+
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    _photo().save(folder / "portrait.jpg", quality=95)
+    base = [str(folder), "-o", str(out), "-m", "selfie-cf"]
+    _run_ok(*base)
+    assert "done 1" in _run_ok(*base, "--save", "alpha", "--trimap-band", "0.1", "--overwrite")
+    provenance = read_journal(out / "manifest.jsonl")["portrait.jpg"].details["output_settings"]
+    assert provenance["portrait_alpha.png"]["band_fraction"] == 0.1
+    assert provenance["portrait_rgba.png"]["band_fraction"] == 0.02  # carried over: still there
+    rgba = (out / "portrait_rgba.png").read_bytes()
+    kept = runner.invoke(app, ["matte", *base, "--save", "rgba", "--trimap-band", "0.1"])
+    assert isinstance(kept.exception, ConfigError), kept.output
+    assert "(portrait.jpg: --trimap-band 0.02 -> 0.1)" in str(kept.exception)
+    assert (out / "portrait_rgba.png").read_bytes() == rgba
+    # A journal from before: the record's settings are those of the files it lists, and an
+    # existing file it does not list was made by a run p3m has no record of.
+    journal = out / "manifest.jsonl"
+    line = json.loads(journal.read_text())
+    line["details"].pop("output_settings")
+    journal.write_text(json.dumps(line) + "\n")
+    old = runner.invoke(app, ["matte", *base, "--save", "rgba", "--trimap-band", "0.1"])
+    assert isinstance(old.exception, ConfigError), old.output
+    assert "portrait_rgba.png was made by a run with no record of its settings" in str(old.exception)
+    journal.unlink()  # no record at all: the same
+    unknown = runner.invoke(app, ["matte", *base, "--save", "alpha", "--trimap-band", "0.1"])
+    assert isinstance(unknown.exception, ConfigError) and "no record of its settings" in str(unknown.exception)
+    assert "done 1" in _run_ok(*base, "--save", "alpha,rgba", "--trimap-band", "0.1", "--overwrite")
+    assert "kept 1" in _run_ok(*base, "--save", "rgba", "--trimap-band", "0.1")
+
+
+def test_the_difference_shows_options_as_the_user_gave_them(tmp_path):
+    """`--max-pixels 50000` after a default run said `--max-pixels 120000 -> 3429` (selfie-cf's
+    internal solve size), `-1` said `120000 -> default`; backgrounds showed as tuples."""
+    from p3m.errors import ConfigError
+    from p3m.inference.batch import settings_difference
+
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    _photo().save(folder / "portrait.jpg", quality=95)
+    base = [str(folder), "-o", str(out), "-m", "selfie-cf", "--save", "composite"]
+    _run_ok(*base)
+    for option, shown in (
+        (["--max-pixels", "50000"], "--max-pixels default -> 50000"),
+        (["--max-pixels", "-1"], "--max-pixels default -> none"),
+        (["-b", "red"], "--background white (the default) -> red"),
+        (["-b", "#12ab34"], "--background white (the default) -> #12ab34"),
+    ):
+        result = runner.invoke(app, ["matte", *base, *option])
+        assert isinstance(result.exception, ConfigError), result.output
+        assert f"(portrait.jpg: {shown})" in str(result.exception)
+    # A record from before selfie-cf recorded the budget: read back from its solve size.
+    made = {"model": "selfie-cf", "band_fraction": 0.02, "threshold": 0.5, "solve_pixels": 120000}
+    now = {**made, "solve_pixels": None, "max_pixels": None}
+    assert settings_difference(made, now) == "--max-pixels default -> none"

@@ -407,3 +407,54 @@ def test_single_image_mode_never_takes_its_own_outputs(tmp_path):
     assert sorted(path.name for path in folder.iterdir()) == written
     summary = json.loads((folder / "manifest.json").read_text())["summary"]
     assert summary["images"] == 1
+
+
+def test_a_run_with_other_anonymisation_settings_stops_instead_of_keeping_the_old_images(tmp_path):
+    """`p3m anonymize an -o out`, then `--method mosaic` printed "done 0, kept 2" and wrote a
+    manifest and privacy report saying "mosaic" over images still blurred. Each image's record
+    keeps the settings that made it; a changed command stops with the difference (as
+    `p3m matte` does), `--overwrite` redoes, and the summaries then say what the images are."""
+    from skimage import data
+
+    from p3m.errors import ConfigError
+    from p3m.runs import read_journal
+
+    photos, out = tmp_path / "an", tmp_path / "out"
+    photos.mkdir()
+    _save(photos / "face.png", data.astronaut()[:220, 120:340])
+    light = ["--detectors", "mediapipe", "--no-audit", "--verify", "none", "--detect", "standard"]
+    assert "done 1" in _run(str(photos), "-o", str(out), *light).output
+    blurred = (out / "face.png").read_bytes()
+    assert read_journal(out / "manifest.jsonl")["face"].details["settings"]["method"] == "blur"
+    runner = CliRunner()
+    for option, changed in (
+        (["--method", "mosaic"], "face: --method blur -> mosaic"),
+        (["--method", "mask", "--strength", "2"], "face: --method blur -> mask, --strength 1.0 -> 2.0"),
+        (["--transition-margin", "9"], "--transition-margin"),
+    ):
+        result = runner.invoke(app, ["anonymize", str(photos), "-o", str(out), *light, *option])
+        assert isinstance(result.exception, ConfigError), result.output
+        assert "holds the outputs of 1 image(s) made with other settings" in str(result.exception)
+        assert changed in str(result.exception)
+    assert (out / "face.png").read_bytes() == blurred
+    assert json.loads((out / "privacy_report.json").read_text())["config"]["method"] == "blur"
+    # A journal from before settings were recorded is read by its "method" and "parameters".
+    journal = out / "manifest.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    for line in lines:
+        line["details"].pop("settings"), line["details"].pop("output_settings")
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    old = runner.invoke(app, ["anonymize", str(photos), "-o", str(out), *light, "--method", "mosaic"])
+    assert isinstance(old.exception, ConfigError) and "--method blur -> mosaic" in str(old.exception)
+    # Dataset mode the same; --overwrite redoes, and every summary names the method used.
+    alphas, dataset = tmp_path / "alphas", tmp_path / "dataset"
+    alphas.mkdir()
+    _save(alphas / "face.png", np.full((220, 220), 255, np.uint8))
+    assert "done 1" in _run("--images", str(photos), "--alphas", str(alphas), "--out", str(dataset), *light).output
+    refused = runner.invoke(app, ["anonymize", "--images", str(photos), "--alphas", str(alphas), "--out", str(dataset), *light, "--method", "mask"])
+    assert isinstance(refused.exception, ConfigError) and "--method blur -> mask" in str(refused.exception)
+    redo = _run(str(photos), "-o", str(out), *light, "--method", "mosaic", "--overwrite")
+    assert "done 1" in redo.output and (out / "face.png").read_bytes() != blurred
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["method"] == "mosaic" and [image["method"] for image in manifest["images"]] == ["mosaic"]
+    assert "kept 1" in _run(str(photos), "-o", str(out), *light, "--method", "mosaic").output

@@ -191,3 +191,37 @@ def test_anonymize_never_takes_its_own_clips_and_redoes_a_damaged_one(call: Path
     redone = runner.invoke(app, ["anonymize", str(call), *options])
     assert redone.exit_code == 0, redone.output
     assert f"{video}: damaged" in redone.output and probe_video(video).frame_count == 4
+
+
+def test_clips_kept_in_another_container_keep_the_settings_that_made_them(clip: Path, tmp_path: Path) -> None:
+    """`p3m matte vids -o ov`, then `--format webm-vp9` (a record about the .webm files replaced
+    the one about the .mov files), then `--temporal off` kept the .mov files made with smoothing
+    on. The record carries the .mov files' settings over while they exist."""
+    out = tmp_path / "out"
+    assert _matte(str(clip), "-o", str(out), "--save", "alpha").exit_code == 0
+    assert _matte(str(clip), "-o", str(out), "--save", "alpha", "--format", "webm-vp9").exit_code == 0
+    provenance = read_journal(out / "manifest.jsonl")["clip.mp4"].details["output_settings"]
+    assert provenance["clip_alpha.mov"]["format"] == "mov-prores4444" and provenance["clip_alpha.mov"]["temporal"] == "on"
+    result = _matte(str(clip), "-o", str(out), "--save", "alpha", "--temporal", "off")
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "clip.mp4: --temporal on -> off" in str(result.exception)
+
+
+def test_kept_anonymised_clips_of_another_method_stop_the_run(tmp_path: Path) -> None:
+    """`p3m anonymize` kept clips whatever --method was given, and the manifest then said the new
+    method. Each clip's record keeps the settings; another method stops before any clip."""
+    pytest.importorskip("mediapipe")
+    source = SyntheticClip(height=96, width=128, seconds=0.08, fps=25).write(tmp_path / "call.mp4")
+    out = tmp_path / "out"
+    light = ["--detectors", "mediapipe", "--no-audit", "--verify", "none"]
+    first = runner.invoke(app, ["anonymize", str(source), "-o", str(out), *light])
+    assert first.exit_code == 0, first.output
+    assert read_journal(out / "manifest.jsonl")["call.mp4"].details["settings"]["method"] == "blur"
+    made = (out / "call.mp4").read_bytes()
+    again = runner.invoke(app, ["anonymize", str(source), "-o", str(out), *light, "--method", "mosaic"])
+    assert isinstance(again.exception, ConfigError), again.output
+    assert "holds the outputs of 1 video(s) made with other settings (call.mp4: --method blur -> mosaic)" in str(again.exception)
+    assert (out / "call.mp4").read_bytes() == made
+    redo = runner.invoke(app, ["anonymize", str(source), "-o", str(out), *light, "--method", "mosaic", "--overwrite"])
+    assert redo.exit_code == 0, redo.output
+    assert json.loads((out / "manifest.json").read_text())["images"][0]["method"] == "mosaic"

@@ -198,10 +198,13 @@ class SelfieCFBackend:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What decides this backend's mattes besides the image (JSON-able; see `Matter.settings`)."""
+        """What decides this backend's mattes besides the image (JSON-able; see `Matter.settings`):
+        the closed-form size it solves at (`solve_pixels`) and the pixel budget that set it
+        (`max_pixels`, as given: what a message about other settings shows)."""
         return {
             "model": self.name, "band_fraction": self.config.band_fraction,
             "threshold": self.config.threshold, "solve_pixels": self.config.solve_pixels,
+            "max_pixels": self.max_pixels,
         }  # fmt: skip
 
     @staticmethod

@@ -59,6 +59,7 @@ __all__ = [
     "parse_save",
     "plan_matte",
     "plan_outputs",
+    "UNRECORDED",
     "raise_other_settings",
     "recorded_other_settings",
     "run_matte",
@@ -581,62 +582,162 @@ def recorded_other_settings(
     journal: str | os.PathLike[str],
     entries: Iterable[tuple[str, Iterable[Path]]],
     settings: dict[str, Any],
+    unrecorded: bool = True,
+    legacy: Callable[[Any], dict[str, Any] | None] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(key, recorded settings) of each entry (its run key and its output paths) with an output
-    that exists and a record in the run journal `journal` made with settings other than
-    `settings`, in the entries' order. What `outputs_of_other_settings` does for images, for
-    any run that records `settings` in its records' details (e.g. `p3m.video.runs`)."""
+    file that exists and was made with settings other than `settings`, in the entries' order.
+
+    Which settings made a file is what the run journal `journal` records for that file
+    (`p3m.runs.provenance`: per output file, carried over by later runs that left it as it
+    was; in a journal from before that, the record's settings for the outputs it lists). A file
+    with no known provenance (no record of its item, or a record that does not list it: made by
+    a run p3m has no record of) counts as made with other settings, as {UNRECORDED: file name},
+    unless `unrecorded` is False (a run that redoes such files anyway). A record without
+    settings at all (journalled before settings were) is not compared, unless `legacy(record)`
+    reads its settings from what it does record.
+    What `outputs_of_other_settings` does for images, for any run that records `settings` in
+    its records' details (`p3m.video.runs`, `p3m.privacy.dataset`)."""
+    from p3m.runs.provenance import output_key, settings_of_outputs
+
+    folder = Path(journal).parent
     records = read_journal(journal)
     found = []
     for key, outputs in entries:
-        record = records.get(key)
-        made = record.details.get("settings") if record is not None and record.details else None
-        if not isinstance(made, dict) or _same_settings(made, settings):
+        made_by = settings_of_outputs(records.get(key), folder, legacy)
+        if made_by is None:
             continue
-        outputs = [Path(path) for path in outputs]
-        recorded = {Path(path).name for path in record.outputs.values()}
-        if recorded and not recorded & {path.name for path in outputs}:
-            continue  # the record is about other files (a clip matted into another container)
-        if any(path.exists() for path in outputs):
-            found.append((key, made))
+        for path in (Path(path) for path in outputs):
+            if not path.exists():
+                continue
+            made = made_by.get(output_key(path, folder))
+            if made is None:
+                if unrecorded:
+                    found.append((key, {UNRECORDED: path.name}))
+                    break
+            elif not _same_settings(made, settings):
+                found.append((key, made))
+                break
     return found
 
 
-OPTIONAL_SETTINGS = ("background", "format")
+UNRECORDED = "unrecorded"
+"""The key `recorded_other_settings` gives an output file no record tells the settings of."""
+
+OPTIONAL_SETTINGS = ("background", "format", "max_pixels")
 """Settings recorded only when the outputs depend on them (a composite's background, a video's
-container for alpha and rgba): one recorded by only one side of a comparison is no difference."""
+container for alpha and rgba) or only by newer runs (selfie-cf's `max_pixels`, beside the
+`solve_pixels` it sets): one recorded by only one side of a comparison is no difference."""
 
 
-def _same_settings(made: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Equal, apart from an optional setting recorded by only one side (a run without composites)."""
+def _compared(made: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The settings to compare: all, but an optional one recorded by only one side."""
     keys = set(made) | set(now)
     for name in OPTIONAL_SETTINGS:
         if (name in made) != (name in now):
             keys.discard(name)
-    return all(made.get(key) == now.get(key) for key in keys)
+    return sorted(keys)
+
+
+def _same_settings(made: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Equal, apart from an optional setting recorded by only one side (a run without composites)."""
+    return all(made.get(key) == now.get(key) for key in _compared(made, now))
 
 
 SETTING_OPTIONS = {
     "model": "--model", "weights": "--weights", "strategy": "--strategy", "max_pixels": "--max-pixels",
     "solve_pixels": "--max-pixels", "band_fraction": "--trimap-band", "threshold": "--threshold",
     "background": "--background", "format": "--format", "temporal": "--temporal",
+    "method": "--method", "strength": "--strength", "detectors": "--detectors", "landmarks": "--landmarks",
+    "min_confidence": "--min-confidence", "transition_margin": "--transition-margin",
+    "alpha_from": "--alpha-from", "trimap_kernel": "--trimap-kernel", "layout": "--layout",
+    "detection": "--detect", "verify": "--verify", "identity_margin": "--identity-margin",
+    "alpha_estimated": "--alpha-estimated", "audit": "--audit", "audit_detectors": "--audit-detectors",
 }  # fmt: skip
 """The CLI option behind each recorded setting (for the other-settings message)."""
 
 
 def settings_difference(made: dict[str, Any], now: dict[str, Any]) -> str:
-    """What differs, in the options a user types: "--model selfie-cf -> p3mnet-r34", or
-    "--trimap-band 0.02 -> 0.04, --threshold 0.5 -> 0.6". Another model is named alone (its
-    options are another model's)."""
-    names = ["model", "weights"] if made.get("model") != now.get("model") else sorted(set(made) | set(now))
+    """What differs, in the options a user types and their values as typed:
+    "--model selfie-cf -> p3mnet-r34", "--trimap-band 0.02 -> 0.04, --threshold 0.5 -> 0.6",
+    "--max-pixels default -> 50000", "--background white (the default) -> #ff0000". Another
+    model is named alone (its options are another model's). For a file no record tells the
+    settings of ({UNRECORDED: name}): "<name> was made by a run with no record of its settings"."""
+    if UNRECORDED in made:
+        return f"{made[UNRECORDED]} was made by a run with no record of its settings"
+    names = ["model", "weights"] if made.get("model") != now.get("model") else _compared(made, now)
     parts = []
     for name in names:
         before, after = made.get(name), now.get(name)
-        if before != after and not (name in OPTIONAL_SETTINGS and (before is None or after is None)):
-            option = SETTING_OPTIONS.get(name, name)
-            if f"{option} " not in " ".join(parts) + " ":
-                parts.append(f"{option} {before if before is not None else 'default'} -> {after if after is not None else 'default'}")
+        if before == after:
+            continue
+        option = SETTING_OPTIONS.get(name, "--" + name.replace("_", "-"))
+        if name == "solve_pixels":  # selfie-cf's: shown as the budget the user gave
+            before, after = _budget_shown(made), _budget_shown(now)
+        if f"{option} " in " ".join(parts) + " ":
+            continue
+        parts.append(f"{option} {_shown(name, before, name in made)} -> {_shown(name, after, name in now)}")
     return ", ".join(parts[:3])
+
+
+def _budget_shown(settings: dict[str, Any]) -> Any:
+    """The --max-pixels behind recorded settings: as recorded, or (a record from before
+    selfie-cf recorded it) from its `solve_pixels`."""
+    from p3m.inference.api import MATTE_MAX_PIXELS
+    from p3m.inference.selfie_cf import DEFAULT_SOLVE_PIXELS
+
+    if "max_pixels" in settings:
+        return settings["max_pixels"]
+    solve = settings.get("solve_pixels")
+    if solve is None:
+        return None
+    return round(solve * MATTE_MAX_PIXELS / DEFAULT_SOLVE_PIXELS) if DEFAULT_SOLVE_PIXELS else solve
+
+
+def _shown(name: str, value: Any, recorded: bool = True) -> str:
+    """A recorded setting as the user would type it."""
+    if name in ("max_pixels", "solve_pixels"):
+        from p3m.inference.budget import MATTE_MAX_PIXELS
+
+        if value is None:
+            return "none" if recorded else "default"
+        return "default" if value == MATTE_MAX_PIXELS else str(value)
+    if value is None:
+        return "default"
+    if name == "background":
+        return _colour_shown(str(value))
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(part) for part in value) or "none"
+    return str(value)
+
+
+_COLOUR_NAMES = {
+    (255, 255, 255): "white", (0, 0, 0): "black", (255, 0, 0): "red", (0, 0, 255): "blue",
+}  # fmt: skip
+"""Colours shown by name in messages (names whose #rrggbb everyone agrees on); others as #rrggbb."""
+
+
+def _colour_shown(identity: str) -> str:
+    """A recorded background ("(255, 0, 0)", "white", "#ff0000", "image 640x480 sha1 ...") as a
+    user names it: "red", "#12ab34", "white (the default)"; an image or video as recorded."""
+    import re
+
+    numbers = re.fullmatch(r"\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)", identity.strip())
+    if numbers is not None:
+        rgb: tuple[int, ...] | None = tuple(int(part) for part in numbers.groups())
+    else:
+        from p3m.inference.foreground import parse_color
+
+        try:
+            rgb = parse_color(identity)
+        except (ConfigError, ValueError):
+            rgb = None
+    if rgb is None:
+        return identity
+    shown = _COLOUR_NAMES.get(rgb) or "#{:02x}{:02x}{:02x}".format(*rgb)
+    return f"{shown} (the default)" if rgb == (255, 255, 255) else shown
 
 
 def check_kept_outputs(plan: MattePlan, settings: dict[str, Any]) -> None:

@@ -75,6 +75,7 @@ from p3m.runs import (
     run_items,
 )
 from p3m.runs.journal import JOURNAL_NAME
+from p3m.runs.provenance import OUTPUT_SETTINGS
 from p3m.runs.shards import plan_shards, provisional_shard_map
 from p3m.vocabulary import AnonymizeLayout, OutputKind, values
 
@@ -143,6 +144,42 @@ class AnonymizeConfig:
     rotations: tuple[int, ...] = (0, 90, 180, 270)
     detection_preset: str = "thorough"
     """"thorough" or "standard" (`p3m.detection.DETECTION_PRESETS`); the fields above override it."""
+
+    def settings(self, video: bool = False) -> dict[str, Any]:
+        """What shapes the written outputs besides the inputs, JSON-able: recorded with each
+        image (or clip, `video=True`: the options `anonymize_video` takes) in the run journal, so
+        that a later run with other options does not keep them as its own (see
+        `check_kept_outputs`). The obfuscation (method, strength), the face search (detectors,
+        preset, confidences, upscale, rotations, landmarks), the transition margin, where alpha
+        comes from, the identity verification (it strengthens the obfuscation) and the audit
+        (its findings are the records' privacy report)."""
+        settings: dict[str, Any] = {
+            "method": self.method,
+            "strength": self.strength,
+            "detectors": list(self.detectors),
+            "landmarks": self.landmarks,
+            "min_confidence": self.min_confidence,
+            "transition_margin": self.transition_margin,
+            "alpha_from": self.alpha_from,
+            "audit": self.audit,
+            "audit_detectors": list(self.audit_detectors or ()),
+        }
+        if video:
+            return settings
+        from p3m.privacy.verification import resolve_verify
+
+        settings.update(
+            detection=self.detection_preset,
+            centerface_confidence=self.centerface_confidence,
+            upscale=self.upscale,
+            rotations=list(self.rotations),
+            verify=resolve_verify(self.verify),
+            identity_margin=self.identity_margin,
+            alpha_estimated=self.alpha_estimated,
+        )
+        if self.layout == "P3M-500-P":
+            settings["trimap_kernel"] = self.trimap_kernel
+        return settings
 
     def detection(self):
         """The face-search configuration (`p3m.detection.DetectionConfig`) of these options."""
@@ -389,6 +426,7 @@ class AnonymizeTask:
 
     def __init__(self, config: AnonymizeConfig) -> None:
         self.config = config
+        self.settings = config.settings()
 
     def load(
         self, item: Item
@@ -459,6 +497,7 @@ class AnonymizeTask:
             "warnings": ([frames_note] if frames_note else []) + list(result.warnings),
             "report": result.report(),
             "needs_annotation": list(result.needs_annotation),
+            "settings": self.settings,
         }
         if input_alpha is not None:
             record["input_alpha"] = "kept"
@@ -531,6 +570,7 @@ def manifest_record(record: ItemRecord) -> dict:
     that a person must check stays "needs_review" (with "resumed": true), see `STATUSES`."""
     entry: dict[str, Any] = {"name": record.key, "image": record.source}
     entry.update(record.details)
+    entry.pop(OUTPUT_SETTINGS, None)  # the journal's provenance of each file: not a manifest field
     if record.outputs:
         entry["outputs"] = dict(record.outputs)
     status = ERROR if record.status == FAILED else record.status
@@ -614,6 +654,36 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
     )
 
 
+def check_kept_outputs(out_dir: Path, items: Sequence[Item], settings: dict[str, Any], noun: str) -> None:
+    """Raise ConfigError, before any work, when an item's outputs in `out_dir` were made with
+    other settings than `settings` (`AnonymizeConfig.settings`), as its run journal records
+    them per output file: a run with another method or strength must not keep the earlier
+    images and report them as its own. The message is `p3m matte`'s
+    (`p3m.inference.batch.raise_other_settings`: the difference in CLI options, `--overwrite`).
+
+    Outputs with no record are not counted: an anonymise run redoes them anyway (it keeps an
+    item only when the journal records it). A record journalled before settings were is read
+    by its "method" and "parameters" (the options it recorded), the rest taken as equal."""
+    from p3m.inference.batch import raise_other_settings, recorded_other_settings
+
+    other = recorded_other_settings(
+        out_dir / JOURNAL_NAME, ((item.key, item.outputs.values()) for item in items), settings,
+        unrecorded=False, legacy=lambda record: _legacy_settings(record, settings),
+    )  # fmt: skip
+    raise_other_settings(out_dir, other, settings, noun)
+
+
+def _legacy_settings(record: ItemRecord, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings of a record journalled before anonymise runs recorded them: its "method"
+    and the options among its "parameters"; what it does not say is taken as `settings`'."""
+    details = record.details or {}
+    if record.status == FAILED or not isinstance(details.get("method"), str):
+        return None
+    parameters = details.get("parameters") if isinstance(details.get("parameters"), dict) else {}
+    known = {key: value for key, value in parameters.items() if key in settings}
+    return {**settings, **known, "method": details["method"]}
+
+
 def check_config(config: AnonymizeConfig) -> None:
     """Raise ConfigError (or MissingDependencyError) for options that are wrong for every image,
     once, before a run: layout, method, landmark scheme, detector names, verification, and the
@@ -677,6 +747,8 @@ def anonymize_samples(
     options = dataclasses.replace(options, kept_needs_record=True, overwrite=options.overwrite or not config.resume)
     with provisional_shard_map(out_dir, on_event) as forward:
         items = plan_anonymize(samples, out_dir, config.layout, shard_size)
+        if not options.overwrite:
+            check_kept_outputs(out_dir, items, config.settings(), "image")
         run = run_items(
             items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, forward, executor=executor
         )

@@ -20,6 +20,7 @@ from p3m.errors import ConfigError, MissingDependencyError, P3MError
 from p3m.io.atomic import output_folder, remove_stale_temporaries
 from p3m.io.images import input_size, output_file_problem
 from p3m.runs.journal import Journal
+from p3m.runs.provenance import carry_provenance
 from p3m.runs.records import DONE, FAILED, KEPT, ItemRecord
 
 __all__ = [
@@ -588,6 +589,10 @@ def run_items(
         nonlocal finished
         if index in records:
             return  # handed back twice (a retried worker task): journalled once
+        if journal is not None and journalled:
+            # Which settings made each of the item's files: this run's for those it wrote, the
+            # earlier record's for the others that exist (`p3m.runs.provenance`).
+            record = carry_provenance(record, previous.get(record.key), journal.path.parent)
         records[index] = record
         if commit is not None and journalled:
             commit.add(record)

@@ -377,6 +377,7 @@ class VideoAnonymizeTask:
     def __init__(self, config: Any, on_event: EventCallback | None = None) -> None:
         self.config = config
         self.on_event = on_event
+        self.settings = config.settings(video=True)
 
     def output_problem(self, item: Item, record: ItemRecord | None) -> tuple[Path, str] | None:
         frames = _recorded_frames(record)
@@ -434,6 +435,7 @@ class VideoAnonymizeTask:
                 "alpha_from": self.config.alpha_from, "audit": self.config.audit,
                 "audit_detectors": list(self.config.audit_detectors or ()),
             },
+            "settings": self.settings,
             "warnings": list(report.warnings),
             "needs_annotation": reasons,
             "manifest": Path(report.manifest).name,
@@ -468,11 +470,17 @@ def anonymize_videos(
     records to `p3m.privacy.dataset.anonymize_samples(..., others=...)` so that manifest.json,
     the counts and the privacy report cover the clips too). A clip is kept when its outputs
     exist, are complete and the journal has its record (`config.resume`); `config.resume=False`
-    redoes every clip. A clip that cannot be read fails alone."""
+    redoes every clip. Raises ConfigError, before any clip, when kept clips were made with other
+    settings (`p3m.privacy.dataset.check_kept_outputs`). A clip that cannot be read fails alone."""
     items = plan_anonymize_videos(videos, out_dir)
+    task = VideoAnonymizeTask(config, on_event)
+    if config.resume:  # kept clips made with another method, strength, ... stop the run
+        from p3m.privacy.dataset import check_kept_outputs
+
+        check_kept_outputs(Path(out_dir).expanduser(), items, task.settings, "video")
     options = RunOptions(
         overwrite=not config.resume, io_threads=0, kept_needs_record=True,
         fatal=(MissingDependencyError, ConfigError),
     )  # fmt: skip
-    return run_items(items, VideoAnonymizeTask(config, on_event), Path(out_dir).expanduser() / JOURNAL_NAME, options, on_event)
+    return run_items(items, task, Path(out_dir).expanduser() / JOURNAL_NAME, options, on_event)
 

@@ -568,10 +568,11 @@ def background_identity(background: Any) -> str:
 
 
 def outputs_of_other_settings(plan: MattePlan, settings: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The images with outputs from an earlier run (any kind; a run that adds a kind writes it
-    beside them) whose manifest record says other settings made them: (key, the recorded
-    settings), in plan order. Images without a record, or recorded before settings were, are
-    not listed (nothing to compare); nothing is listed with `overwrite`."""
+    """The images with an output file from an earlier run (any kind; a run that adds a kind
+    writes it beside them) that the manifest says other settings made, or that no record
+    lists (see `recorded_other_settings`): (key, the recorded settings), in plan order.
+    Images recorded before settings were are not listed (nothing to compare); nothing is
+    listed with `overwrite`."""
     if plan.overwrite:
         return []
     entries = ((key, job.outputs.values()) for job, key in zip(plan.jobs, plan.keys, strict=True))
@@ -743,8 +744,9 @@ def _colour_shown(identity: str) -> str:
 def check_kept_outputs(plan: MattePlan, settings: dict[str, Any]) -> None:
     """Raise ConfigError when the run would keep, or write beside, outputs that other settings
     made (another model, checkpoint, strategy, budget, selfie-cf refinement or composite
-    background): a changed command must not silently leave the old mattes in place, nor mix
-    them with new ones. The message names what changed, in CLI options, and the way out."""
+    background), or outputs the manifest has no record of: a changed command must not silently
+    leave the old mattes in place, nor mix them with new ones. The message names what changed,
+    in CLI options as typed (`settings_difference`), and the way out."""
     raise_other_settings(plan.out_dir, outputs_of_other_settings(plan, settings), settings, "image")
 
 

@@ -407,7 +407,11 @@ def test_a_kept_output_is_credited_only_to_the_settings_that_made_it(tmp_path):
     base = [str(folder), "-o", str(out), "-m", "selfie-cf"]
     _run_ok(*base)
     assert "done 1" in _run_ok(*base, "--save", "alpha", "--trimap-band", "0.1", "--overwrite")
-    provenance = read_journal(out / "manifest.jsonl")["portrait.jpg"].details["output_settings"]
+    from p3m.runs.provenance import settings_of_outputs
+
+    record = read_journal(out / "manifest.jsonl")["portrait.jpg"]
+    assert record.details["output_settings"]["portrait_alpha.png"] == "settings"  # its own, once
+    provenance = settings_of_outputs(record, out)
     assert provenance["portrait_alpha.png"]["band_fraction"] == 0.1
     assert provenance["portrait_rgba.png"]["band_fraction"] == 0.02  # carried over: still there
     rgba = (out / "portrait_rgba.png").read_bytes()

@@ -450,3 +450,35 @@ def test_the_cli_shows_no_bar_when_every_item_is_kept():
     all_kept = shown(RunStarted(total=2, pending=0, kept=2))
     assert "0/0" not in all_kept and "anonymizing" not in all_kept
     assert "0/1" in shown(RunStarted(total=2, pending=1, kept=1))  # work left: the bar is there
+
+
+def test_the_journal_keeps_which_settings_made_each_output_file(tmp_path):
+    """A record's `output_settings`: this run's settings for the files it wrote, the earlier
+    record's for the item's other files that still exist (also when the item then fails)."""
+    from p3m.runs import FunctionTask, Item, Outcome, RunOptions, read_journal, run_items
+    from p3m.runs.provenance import settings_of_outputs
+
+    journal = tmp_path / "manifest.jsonl"
+    a, b = tmp_path / "x_a.txt", tmp_path / "x_b.txt"
+
+    def writing(paths, settings, fail=False):
+        def process(item):
+            if fail:
+                raise ValueError("broken")
+            for path in paths:
+                path.write_text(str(settings))
+            return Outcome(details={"settings": settings, "written": [path.name for path in paths]})
+
+        return FunctionTask(process)
+
+    both = Item("x", None, {"a": a, "b": b})
+    run_items([both], writing([a, b], {"band": 1}), journal)
+    only_a = Item("x", None, {"a": a})
+    run_items([only_a], writing([a], {"band": 2}), journal, RunOptions(overwrite=True))
+    made = settings_of_outputs(read_journal(journal)["x"], tmp_path)
+    assert made == {"x_a.txt": {"band": 2}, "x_b.txt": {"band": 1}}
+    run_items([only_a], writing([a], {"band": 3}, fail=True), journal, RunOptions(overwrite=True))
+    assert settings_of_outputs(read_journal(journal)["x"], tmp_path) == made  # a failure forgets nothing
+    b.unlink()
+    run_items([only_a], writing([a], {"band": 2}), journal, RunOptions(overwrite=True))
+    assert settings_of_outputs(read_journal(journal)["x"], tmp_path) == {"x_a.txt": {"band": 2}}

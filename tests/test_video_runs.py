@@ -200,7 +200,9 @@ def test_clips_kept_in_another_container_keep_the_settings_that_made_them(clip: 
     out = tmp_path / "out"
     assert _matte(str(clip), "-o", str(out), "--save", "alpha").exit_code == 0
     assert _matte(str(clip), "-o", str(out), "--save", "alpha", "--format", "webm-vp9").exit_code == 0
-    provenance = read_journal(out / "manifest.jsonl")["clip.mp4"].details["output_settings"]
+    from p3m.runs.provenance import settings_of_outputs
+
+    provenance = settings_of_outputs(read_journal(out / "manifest.jsonl")["clip.mp4"], out)
     assert provenance["clip_alpha.mov"]["format"] == "mov-prores4444" and provenance["clip_alpha.mov"]["temporal"] == "on"
     result = _matte(str(clip), "-o", str(out), "--save", "alpha", "--temporal", "off")
     assert isinstance(result.exception, ConfigError), result.output

@@ -4,7 +4,8 @@ A task that records the settings shaping its outputs puts them in its record's d
 "settings", and the files it wrote this time as "written" (paths relative to the journal's
 folder; without "written", every output of the record counts as written). The engine
 (`p3m.runs.run_items`) then stores `details["output_settings"]`: for each output file, keyed by
-its path relative to the journal's folder (posix), the settings that made it. Files of the
+its path relative to the journal's folder (posix), the settings that made it (the string
+"settings" when they are the record's own "settings", as they are for the files it wrote). Files of the
 item that this run did not write but an earlier run did (a kind left as it was, another
 container of a video, the kinds of an `--overwrite` run that asked for fewer) keep the
 settings their earlier record gave them, as long as they exist; a failed item keeps them too.
@@ -31,13 +32,19 @@ SETTINGS = "settings"
 """The details key of the settings a run used for an item (a JSON object)."""
 OUTPUT_SETTINGS = "output_settings"
 """The details key of the per-file provenance: {path relative to the journal folder: settings}."""
+SAME = "settings"
+"""An `OUTPUT_SETTINGS` value: the file was made with the record's own `SETTINGS`."""
 WRITTEN = "written"
 
 
 def output_key(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> str:
     """`path` relative to the journal's `folder`, posix (the key of `OUTPUT_SETTINGS`)."""
-    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
-    return Path(relative).as_posix()
+    absolute, base = os.path.abspath(path), os.path.join(os.path.abspath(folder), "")
+    if absolute.startswith(base):  # the usual case, without relpath's cost (millions of files)
+        relative = absolute[len(base):]
+    else:
+        relative = os.path.relpath(absolute, base)
+    return relative.replace(os.sep, "/")
 
 
 def _stored_key(stored: str, folder: Path) -> str:
@@ -69,7 +76,12 @@ def settings_of_outputs(
     details = record.details or {}
     per_file = details.get(OUTPUT_SETTINGS)
     if isinstance(per_file, Mapping):
-        return {str(key): dict(made) for key, made in per_file.items() if isinstance(made, Mapping)}
+        own = details.get(SETTINGS)
+        return {
+            str(key): dict(own if made == SAME and isinstance(own, Mapping) else made)
+            for key, made in per_file.items()
+            if isinstance(made, Mapping) or (made == SAME and isinstance(own, Mapping))
+        }  # fmt: skip
     made = details.get(SETTINGS)
     if not isinstance(made, Mapping) and legacy is not None:
         made = legacy(record)
@@ -107,7 +119,10 @@ def carry_provenance(
     }
     if not provenance and not carried:
         return record
-    record.details = {**details, OUTPUT_SETTINGS: {**carried, **provenance}}
+    merged = {**carried, **provenance}
+    if isinstance(settings, Mapping):  # the record's own settings once, not once per file
+        merged = {key: SAME if made == settings else made for key, made in merged.items()}
+    record.details = {**details, OUTPUT_SETTINGS: merged}
     return record
 
 

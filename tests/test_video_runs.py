@@ -204,6 +204,9 @@ def test_clips_kept_in_another_container_keep_the_settings_that_made_them(clip: 
 
     provenance = settings_of_outputs(read_journal(out / "manifest.jsonl")["clip.mp4"], out)
     assert provenance["clip_alpha.mov"]["format"] == "mov-prores4444" and provenance["clip_alpha.mov"]["temporal"] == "on"
+    from p3m.inference.batch import OwnOutputs
+
+    assert OwnOutputs().listed(out / "clip_alpha.mov")  # still p3m's own: never an input
     result = _matte(str(clip), "-o", str(out), "--save", "alpha", "--temporal", "off")
     assert isinstance(result.exception, ConfigError), result.output
     assert "clip.mp4: --temporal on -> off" in str(result.exception)

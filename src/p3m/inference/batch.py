@@ -189,6 +189,10 @@ def _read_journal_outputs(folder: Path) -> set[Path]:
             key = PurePosixPath(str(record["key"]))
             outputs = record.get("outputs") or {}
             paths = [Path(str(value)) for value in outputs.values()]
+            # Files of the item an earlier run wrote and this record carried over (another
+            # container of a clip, a kind not asked for again): keyed from the journal's folder.
+            made = (record.get("details") or {}).get("output_settings") or {}
+            listed.update(folder / str(name) for name in made)
         except (ValueError, TypeError, KeyError, AttributeError):
             continue
         for stored in paths:

@@ -459,3 +459,9 @@ def test_the_difference_shows_options_as_the_user_gave_them(tmp_path):
     made = {"model": "selfie-cf", "band_fraction": 0.02, "threshold": 0.5, "solve_pixels": 120000}
     now = {**made, "solve_pixels": None, "max_pixels": None}
     assert settings_difference(made, now) == "--max-pixels default -> none"
+    # p3m anonymize's: a None that is no default is named for what it means.
+    made = {"method": "blur", "alpha_from": None, "audit_detectors": []}
+    now = {**made, "alpha_from": "selfie-cf", "audit_detectors": ["centerface"]}
+    assert settings_difference(made, now) == (
+        "--alpha-from none (--no-alpha) -> selfie-cf, --audit-detectors every available detector -> centerface"
+    )

@@ -707,6 +707,8 @@ def _shown(name: str, value: Any, recorded: bool = True) -> str:
         if value is None:
             return "none" if recorded else "default"
         return "default" if value == MATTE_MAX_PIXELS else str(value)
+    if name in _SHOWN_WHEN_EMPTY and not value:
+        return _SHOWN_WHEN_EMPTY[name]
     if value is None:
         return "default"
     if name == "background":
@@ -717,6 +719,9 @@ def _shown(name: str, value: Any, recorded: bool = True) -> str:
         return ",".join(str(part) for part in value) or "none"
     return str(value)
 
+
+_SHOWN_WHEN_EMPTY = {"alpha_from": "none (--no-alpha)", "audit_detectors": "every available detector"}
+"""Settings whose None / empty value means something other than a default, as a user says it."""
 
 _COLOUR_NAMES = {
     (255, 255, 255): "white", (0, 0, 0): "black", (255, 0, 0): "red", (0, 0, 255): "blue",

@@ -486,3 +486,32 @@ def test_fields_an_endpoint_does_not_read_are_named_in_the_answer(client: TestCl
     assert backdrop.status_code == 200 and backdrop.headers["x-p3m-ignored-fields"] == "background_image"
     used = client.post("/api/matte", files={"image": photo}, data={"output": "composite", "background": "red"})
     assert "x-p3m-ignored-fields" not in used.headers
+
+
+def test_a_face_the_audit_finds_left_visible_is_marked_and_the_default_detectors_find_it(
+    client: TestClient,
+) -> None:
+    """A small face (the astronaut at 96 px in a 384 px frame): MediaPipe alone misses it, the
+    audit finds it left visible and says so in headers of their own; the default detectors (with
+    CenterFace, as the CLI) obfuscate it."""
+    from skimage.data import astronaut
+
+    canvas = np.full((384, 384, 3), 128, np.uint8)
+    canvas[144:240, 144:240] = np.asarray(Image.fromarray(astronaut()).resize((96, 96), Image.Resampling.LANCZOS))
+    photo = ("far.png", png_bytes(canvas), "image/png")
+    options = {"alpha_from": "none", "audit": "true", "audit_detectors": "centerface"}
+    missed = client.post("/api/anonymize", files={"image": photo}, data={**options, "detectors": "mediapipe"})
+    assert missed.status_code == 200, missed.text
+    assert missed.headers["x-p3m-faces"] == "0"
+    assert missed.headers["x-p3m-audit"] == "failed" and int(missed.headers["x-p3m-faces-left-visible"]) >= 1
+    report = missed.json()
+    assert report["audit_passed"] is False and report["faces_left_visible"] >= 1
+    png = client.post("/api/anonymize", files={"image": photo}, data={**options, "detectors": "mediapipe", "output": "png"})
+    assert png.headers["x-p3m-audit"] == "failed" and int(png.headers["x-p3m-faces-left-visible"]) >= 1
+
+    found = client.post("/api/anonymize", files={"image": photo}, data=options)  # default detectors
+    assert found.status_code == 200, found.text
+    assert int(found.headers["x-p3m-faces"]) >= 1 and found.headers["x-p3m-faces-left-visible"] == "0"
+    assert found.json()["faces_left_visible"] == 0
+    without_audit = client.post("/api/anonymize", files={"image": photo}, data={**options, "audit": "false"})
+    assert "x-p3m-audit" not in without_audit.headers and without_audit.json()["audit_passed"] is None

@@ -13,7 +13,9 @@ Endpoints:
   `landmarks`, `min_confidence`, `transition_margin`, `strength`, a matte uploaded as `alpha`
   or estimated with `alpha_from`, `audit`), answering JSON with the per-face report and the
   anonymised image, or (`output=png`) the image alone (face count in `X-P3M-Faces`, warnings
-  in `X-P3M-Warnings`).
+  in `X-P3M-Warnings`). With the audit on, `X-P3M-Audit: passed|failed` and
+  `X-P3M-Faces-Left-Visible: N` (JSON `audit_passed`, `faces_left_visible`): faces the audit
+  found outside every face mask, i.e. left visible in the answer.
 
 Load: inference runs on a bounded pool of worker threads (`p3m.serve.pool`); a full queue
 answers 503 with `Retry-After`, a request over its time bound 504, an upload over the size limit
@@ -368,7 +370,7 @@ _ANONYMIZE_FIELDS: dict[str, dict[str, Any]] = {
     "alpha": {"type": "string", "format": "binary", "description": "its alpha matte (optional; else estimated)"},
     "alpha_from": {"type": "string", "default": "the served model", "description": "auto, selfie-cf, the served model, or none"},
     "method": {"type": "string", "enum": ["blur", "mosaic", "mask"], "default": "blur"},
-    "detectors": {"type": "string", "default": "mediapipe", "description": "comma list: mediapipe, mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib"},
+    "detectors": {"type": "string", "default": "default", "description": "comma list: default (centerface + mediapipe + dlib-hog where installed, as the CLI and p3m.anonymize), centerface, mediapipe, mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib"},
     "landmarks": {"type": "string", "enum": ["mediapipe", "dlib68"], "default": "mediapipe"},
     "min_confidence": {"type": "number", "default": 0.5},
     "transition_margin": {"type": "integer", "default": 3},

@@ -186,7 +186,7 @@ class AnonymizeJob:
     alpha: bytes | None = None
     alpha_from: str | None = "auto"
     method: str = "blur"
-    detectors: tuple[str, ...] = ("mediapipe-short", "mediapipe-full")
+    detectors: tuple[str, ...] = ("default",)
     landmarks: str = "mediapipe"
     min_confidence: float = 0.5
     transition_margin: int = 3
@@ -244,6 +244,11 @@ class AnonymizeJob:
         headers = {**_NO_STORE, "X-P3M-Faces": str(len(faces))}
         if warnings:
             headers["X-P3M-Warnings"] = header_text(" | ".join(warnings))
+        if audit is not None:
+            # A face the audit finds outside every mask is a leak: said in headers of their own
+            # (and in the JSON), so that a client reading only the image cannot miss it.
+            headers["X-P3M-Audit"] = "passed" if audit.passed else "failed"
+            headers["X-P3M-Faces-Left-Visible"] = str(audit.missed_faces)
         image = result.image if result.input_alpha is None else np.dstack([result.image, result.input_alpha])
         if self.output == "png":
             return Reply(200, encode_png(image), "image/png", headers)
@@ -256,6 +261,8 @@ class AnonymizeJob:
             mask_area=mask_area,
             mask_fraction=round(mask_area / max(1, facemask.size), 5),
             audit=jsonable(audit),
+            audit_passed=None if audit is None else audit.passed,
+            faces_left_visible=None if audit is None else audit.missed_faces,
             width=int(result.image.shape[1]),
             height=int(result.image.shape[0]),
             image=data_url(encode_png(image)),

@@ -515,3 +515,16 @@ def test_a_face_the_audit_finds_left_visible_is_marked_and_the_default_detectors
     assert found.json()["faces_left_visible"] == 0
     without_audit = client.post("/api/anonymize", files={"image": photo}, data={**options, "audit": "false"})
     assert "x-p3m-audit" not in without_audit.headers and without_audit.json()["audit_passed"] is None
+
+
+def test_anonymize_keeps_the_uploads_alpha_and_no_colour_under_it(client: TestClient, astronaut_rgb: np.ndarray) -> None:
+    """c18 through the service: the answer keeps the upload's alpha, and what it hid has no colour."""
+    rgba = np.dstack([astronaut_rgb, np.full(astronaut_rgb.shape[:2], 255, np.uint8)])
+    rgba[:, 200:, 3] = 0
+    upload = {"image": ("face.png", png_bytes(rgba), "image/png")}
+    answer = client.post("/api/anonymize", files=upload, data={"audit": "false", "alpha_from": "none", "output": "png"})
+    assert answer.status_code == 200, answer.text
+    with Image.open(io.BytesIO(answer.content)) as image:
+        assert image.mode == "RGBA"
+        pixels = np.asarray(image)
+    assert np.array_equal(pixels[:, :, 3], rgba[:, :, 3]) and not pixels[:, 200:, :3].any()

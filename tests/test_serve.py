@@ -517,6 +517,28 @@ def test_a_face_the_audit_finds_left_visible_is_marked_and_the_default_detectors
     assert "x-p3m-audit" not in without_audit.headers and without_audit.json()["audit_passed"] is None
 
 
+def test_anonymisation_runs_in_the_worker_processes_behind_the_pool(client: TestClient, astronaut_jpeg: bytes) -> None:
+    """dlib's detectors hold the GIL for seconds: anonymisation goes through the same inference
+    pool as matting (admission, queue, deadlines) and from its thread into a worker process,
+    so the event loop keeps answering (measured by `bench_serve.py --anonymize`)."""
+    from p3m.serve.jobs import AnonymizeJob, InProcess
+
+    processes = client.app.state.processes
+    before = (processes.calls, client.get("/api/health").json()["served"])
+    answer = client.post("/api/anonymize", files={"image": ("a.jpg", astronaut_jpeg)}, data={"audit": "false"})
+    assert answer.status_code == 200, answer.text
+    assert (processes.calls, client.get("/api/health").json()["served"]) == (before[0] + 1, before[1] + 1)
+    crashed = InProcess(AnonymizeJob(image=b""), _DeadRunner())(None)
+    assert crashed.status == 503 and crashed.headers["Retry-After"] == "5"
+
+
+class _DeadRunner:
+    def call(self, *_args: object) -> None:
+        from p3m.serve.pool import ProcessCrashed
+
+        raise ProcessCrashed("a worker process died (killed)")
+
+
 def test_anonymize_keeps_the_uploads_alpha_and_no_colour_under_it(client: TestClient, astronaut_rgb: np.ndarray) -> None:
     """c18 through the service: the answer keeps the upload's alpha, and what it hid has no colour."""
     rgba = np.dstack([astronaut_rgb, np.full(astronaut_rgb.shape[:2], 255, np.uint8)])

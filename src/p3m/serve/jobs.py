@@ -1,7 +1,8 @@
 """The work one request does on an inference worker: decode, call the library, encode the answer.
 
 Each job is a plain function of the worker's `Matter` that returns a `Reply` (status, bytes,
-headers); it runs in a worker thread, never on the event loop. Matting is `p3m.inference.Matter`
+headers); it runs in a worker thread, never on the event loop, and anonymisation (whose dlib
+detectors hold the GIL) in a worker process behind that thread (`InProcess`). Matting is `p3m.inference.Matter`
 and anonymisation `p3m.privacy.anonymize`: this module only moves bytes and picks formats.
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "ANONYMIZE_OUTPUTS",
     "MATTE_OUTPUTS",
     "AnonymizeJob",
+    "InProcess",
     "MatteJob",
     "Reply",
     "error_reply",
@@ -172,6 +174,25 @@ class MatteJob:
         else:
             array = result.composite(backdrop)
         return Reply(200, encode_png(array), "image/png", headers)
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """`job` run in one of `processes`' worker processes rather than in the pool's worker thread
+    (which waits for it without the GIL): for jobs whose libraries hold the GIL for seconds
+    (dlib's detectors and face descriptor in anonymisation and its audit), which would stall
+    the event loop. A dead process is answered 503 with `Retry-After`."""
+
+    job: Any
+    processes: Any  # p3m.serve.pool.ProcessRunner
+
+    def __call__(self, _state: Any) -> Reply:
+        from p3m.serve.pool import ProcessCrashed
+
+        try:
+            return self.processes.call(self.job, None)
+        except ProcessCrashed as error:
+            return error_reply(503, f"{error}; retry", {"Retry-After": "5"})
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,17 @@ counts of 200 / 503 / 504 / other, and the health latency under load (p50 and ma
 is max < 1 s), with idle health latency as its baseline and requests/s as a ratio to the first
 configuration. Timings on a shared machine are noisy: compare ratios within one run.
 
+With `--anonymize`, instead: health latency while one `POST /api/anonymize` runs at a time
+(the service's defaults: default detectors, audit with every detector, a matte estimated by the
+served model), anonymisation in worker processes (`ServeConfig.anonymize_processes`, the
+default) against the baseline of the same in the inference threads (dlib's detectors hold the
+GIL), servers started alternately in each round; printed: health p50 / max over all probes,
+anonymise latency p50 and its ratio to the baseline (goal: health max < 1 s).
+
     python benchmarks/bench_serve.py [--model selfie-cf] [--workers 1,2] [--rounds 2]
                                      [--burst 50] [--clients 8] [--requests 40] [--size 512]
     python benchmarks/bench_serve.py --model p3mnet-r34 --random-weights --burst 20
+    python benchmarks/bench_serve.py --anonymize [--rounds 2] [--requests 4] [--workers 2]
 """
 
 from __future__ import annotations
@@ -71,10 +79,23 @@ def random_checkpoint(model: str) -> str:
     return path
 
 
-class Server:
-    """`p3m serve` in a subprocess on 127.0.0.1, stopped on exit."""
+# A server whose anonymisation runs in its inference threads (the baseline of --anonymize):
+# `p3m serve` has no option for it, so the app is built from ServeConfig directly.
+_THREADED_SERVER = """
+import sys, uvicorn
+from p3m.serve import ServeConfig, create_app
+model, weights, workers, queue, timeout, port = sys.argv[1:7]
+config = ServeConfig(model=model, weights=weights or None, workers=int(workers), max_queue=int(queue),
+                     timeout=float(timeout), anonymize_processes=False)
+uvicorn.run(create_app(config, preload=True), host="127.0.0.1", port=int(port), log_level="warning")
+"""
 
-    def __init__(self, args: argparse.Namespace, workers: int) -> None:
+
+class Server:
+    """`p3m serve` in a subprocess on 127.0.0.1, stopped on exit (`anonymize_processes=False`:
+    the same app with anonymisation in its threads)."""
+
+    def __init__(self, args: argparse.Namespace, workers: int, anonymize_processes: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
@@ -84,6 +105,9 @@ class Server:
         ]  # fmt: skip
         if args.weights is not None:
             command += ["--weights", args.weights]
+        if not anonymize_processes:
+            command = [sys.executable, "-c", _THREADED_SERVER, args.model, args.weights or "",
+                       str(workers), str(args.queue), str(args.timeout), str(self.port)]  # fmt: skip
         # The server's log goes to a file: an unread pipe could fill up and stall the server.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
@@ -216,6 +240,66 @@ def idle_health(url: str, count: int = 20) -> float:
     return statistics.median(times)
 
 
+def anonymize_one_at_a_time(url: str, photo: bytes, count: int, timeout: float) -> tuple[list[float], list[float]]:
+    """`count` anonymise requests one after the other, health probed every 0.1 s meanwhile:
+    (request latencies, health latencies)."""
+
+    async def run() -> tuple[list[float], list[float]]:
+        phase = Phase()
+        stop = asyncio.Event()
+        latencies = []
+        async with httpx.AsyncClient(timeout=timeout + 30) as client:
+            prober = asyncio.create_task(probe_health(url, phase, stop))
+            for _ in range(count):
+                start = time.perf_counter()
+                response = await client.post(url + "/api/anonymize", files={"image": ("photo.jpg", photo, "image/jpeg")})
+                if response.status_code != 200:
+                    raise RuntimeError(f"anonymize answered {response.status_code}: {response.text[:200]}")
+                latencies.append(time.perf_counter() - start)
+            stop.set()
+            await prober
+        return latencies, phase.health
+
+    return asyncio.run(run())
+
+
+async def warm_up_anonymize(url: str, photo: bytes, workers: int, timeout: float) -> None:
+    """One anonymisation per worker at once, so that every worker (process) has its models."""
+    async with httpx.AsyncClient(timeout=timeout + 30) as client:
+        files = {"image": ("w.jpg", photo, "image/jpeg")}
+        await asyncio.gather(*(client.post(url + "/api/anonymize", files=files) for _ in range(workers)))
+
+
+def anonymize_main(args: argparse.Namespace, photo: bytes) -> None:
+    workers = int(args.workers.split(",")[0])
+    configs = {"threads (baseline)": False, "processes": True}
+    latency: dict[str, list[float]] = {name: [] for name in configs}
+    health: dict[str, list[float]] = {name: [] for name in configs}
+    print(f"p3m serve --model {args.model} --workers {workers}: POST /api/anonymize (defaults) of a "
+          f"{args.size}x{args.size} JPEG, {args.requests} one at a time, GET /api/health every 0.1 s; "
+          f"{os.cpu_count()} CPU(s), {args.rounds} round(s)")
+    for round_index in range(args.rounds):
+        for name, in_processes in configs.items():
+            server = Server(args, workers, anonymize_processes=in_processes)
+            try:
+                server.wait_ready()
+                asyncio.run(warm_up_anonymize(server.url, photo, workers, args.timeout))
+                times, probes = anonymize_one_at_a_time(server.url, photo, args.requests, args.timeout)
+                latency[name] += times
+                health[name] += probes
+            finally:
+                server.stop()
+            print(f"  round {round_index + 1}: {name} done", flush=True)
+    base = statistics.median(latency["threads (baseline)"])
+    print(f"{'anonymise in':>20} {'n':>3} {'anon p50 s':>10} {'ratio':>6} {'health n':>8} {'health p50 s':>12} {'health max s':>12}")
+    for name in configs:
+        p50 = statistics.median(latency[name])
+        print(f"{name:>20} {len(latency[name]):>3} {p50:>10.2f} {p50 / base:>6.2f} {len(health[name]):>8} "
+              f"{percentile(health[name], 50):>12.3f} {max(health[name]):>12.3f}")
+    worst = max(health["processes"])
+    print("goal (health < 1 s while anonymising):", "met" if worst < 1.0 else f"NOT met: {worst:.2f} s")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -238,6 +322,11 @@ def main() -> None:
         action="store_true",
         help="for a P3M-Net --model: serve a randomly initialised checkpoint (speed does not depend on weights)",
     )
+    parser.add_argument(
+        "--anonymize",
+        action="store_true",
+        help="health while anonymising: worker processes against threads (see the module doc)",
+    )
     args = parser.parse_args()
     args.weights = None
     if args.random_weights:
@@ -245,6 +334,9 @@ def main() -> None:
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.getcwd(), ".cache", "numba"))
 
     photo = photo_jpeg(args.size)
+    if args.anonymize:
+        anonymize_main(args, photo)
+        return
     configs = [int(value) for value in args.workers.split(",")]
     results: dict[int, dict[str, list]] = {w: {"burst": [], "sustained": [], "idle": []} for w in configs}
     print(f"p3m serve --model {args.model}, upload {args.size}x{args.size} JPEG ({len(photo)} bytes), "

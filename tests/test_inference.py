@@ -223,6 +223,34 @@ def test_composite_over_an_image_and_colour_parsing():
         fg.parse_color("not-a-colour")
 
 
+def test_composite_over_an_image_file_given_as_str_or_path(tmp_path, monkeypatch):
+    """As `p3m matte --background FILE`: a file named by a str (relative to the working
+    directory) or a PathLike is read; a missing one is a one-line error naming it."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from p3m.inference.api import MatteResult
+
+    foreground = np.full((8, 10, 3), 200, np.uint8)
+    alpha = np.zeros((8, 10), np.float32)
+    alpha[:, 5:] = 1
+    backdrop = np.zeros((8, 10, 3), np.uint8)
+    backdrop[:, :, 2] = 255
+    Image.fromarray(backdrop).save(tmp_path / "wall.png")
+    monkeypatch.chdir(tmp_path)
+    result = MatteResult(alpha=alpha, image=foreground, model="stub", foreground=foreground)
+    expected = result.composite(backdrop)
+    assert tuple(expected[0, 0]) == (0, 0, 255)
+    for given in ("wall.png", Path("wall.png"), str(tmp_path / "wall.png"), tmp_path / "wall.png"):
+        np.testing.assert_array_equal(result.composite(given), expected)
+    with pytest.raises(p3m.P3MError, match=r"missing\.png: file not found"):
+        result.composite(Path("missing.png"))
+    with pytest.raises(p3m.P3MError, match=r"missing\.png: background image not found"):
+        result.composite("missing.png")
+    assert tuple(result.composite("blue")[0, 0]) == (0, 0, 255)  # a colour still reads as one
+
+
 def test_selfie_cf_mattes_the_astronaut():
     image = data.astronaut()
     result = p3m.matte(image, model="selfie-cf")

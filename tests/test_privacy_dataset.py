@@ -211,7 +211,9 @@ def test_rgba_input_keeps_its_alpha_and_the_report_is_written(tmp_path):
         written = np.asarray(output)
     assert np.array_equal(written[:, :, 3], rgba[:, :, 3])
     facemask = np.asarray(Image.open(tmp_path / "out" / "face_rgba.facemask.png")) > 0
-    assert np.array_equal(written[:, :, :3][~facemask], rgba[:, :, :3][~facemask])
+    visible = ~facemask & (rgba[:, :, 3] > 0)
+    assert np.array_equal(written[:, :, :3][visible], rgba[:, :, :3][visible])
+    assert not written[:, :, :3][rgba[:, :, 3] == 0].any()  # no colour left under alpha 0
     report = json.loads((tmp_path / "out" / "privacy_report.json").read_text())
     assert report["faces"] >= 1 and report["verify"] == "none"
     assert "privacy:" in result.output

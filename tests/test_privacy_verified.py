@@ -9,13 +9,14 @@ import importlib.util
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("mediapipe")
 pytest.importorskip("onnxruntime")
 
 from p3m.detection import detect_faces  # noqa: E402
 from p3m.detection.faces import Face  # noqa: E402
-from p3m.errors import P3MError  # noqa: E402
+from p3m.errors import ImageWriteError, P3MError  # noqa: E402
 from p3m.privacy import anonymize  # noqa: E402
 from p3m.privacy.facemask import face_areas, inner_face_mask, transition_area  # noqa: E402
 from p3m.privacy.landmarks import MESH_FEATURES, add_landmarks, feature_points  # noqa: E402
@@ -202,15 +203,31 @@ def test_landmarks_that_disagree_with_the_detector_fall_back():
     assert checked.landmarks is None and "keypoints" in checked.landmark_note
 
 
-def test_rgba_input_keeps_its_alpha_channel():
+def test_rgba_input_keeps_its_alpha_channel(tmp_path):
     image = _astronaut()
     rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
     rgba[:, 400:, 3] = 0
     result = anonymize(rgba, verify="none")
     assert result.input_alpha is not None and np.array_equal(result.input_alpha, rgba[:, :, 3])
     assert result.faces and result.image.shape == image.shape
+    # What the input's alpha hid stays hidden in every form of the result: black in the RGB
+    # `image` (an RGB save or a dropped alpha shows nothing), alpha 0 in `rgba` and in the file.
+    hidden = rgba[:, :, 3] == 0
+    assert not result.image[hidden].any()
+    assert np.array_equal(result.image[~hidden & ~result.facemask], image[~hidden & ~result.facemask])
+    assert result.rgba.dtype == np.uint8 and np.array_equal(result.rgba, np.dstack([result.image, rgba[:, :, 3]]))
+    result.save(tmp_path / "face.png")
+    with Image.open(tmp_path / "face.png") as saved:
+        assert saved.mode == "RGBA" and np.array_equal(np.asarray(saved), result.rgba)
+    with pytest.raises(ImageWriteError, match="alpha channel"):
+        result.save(tmp_path / "face.jpg")
+    assert not (tmp_path / "face.jpg").exists()
     opaque = anonymize(image, verify="none")
-    assert opaque.input_alpha is None
+    assert opaque.input_alpha is None and opaque.rgba.shape == (*image.shape[:2], 4)
+    assert (opaque.rgba[:, :, 3] == 255).all()
+    opaque.save(tmp_path / "opaque.jpg")
+    with Image.open(tmp_path / "opaque.jpg") as saved:
+        assert saved.mode == "RGB" and saved.size == image.shape[1::-1]
 
 
 def test_report_counts_what_happened():

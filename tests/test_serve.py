@@ -486,3 +486,67 @@ def test_fields_an_endpoint_does_not_read_are_named_in_the_answer(client: TestCl
     assert backdrop.status_code == 200 and backdrop.headers["x-p3m-ignored-fields"] == "background_image"
     used = client.post("/api/matte", files={"image": photo}, data={"output": "composite", "background": "red"})
     assert "x-p3m-ignored-fields" not in used.headers
+
+
+def test_a_face_the_audit_finds_left_visible_is_marked_and_the_default_detectors_find_it(
+    client: TestClient,
+) -> None:
+    """A small face (the astronaut at 96 px in a 384 px frame): MediaPipe alone misses it, the
+    audit finds it left visible and says so in headers of their own; the default detectors (with
+    CenterFace, as the CLI) obfuscate it."""
+    from skimage.data import astronaut
+
+    canvas = np.full((384, 384, 3), 128, np.uint8)
+    canvas[144:240, 144:240] = np.asarray(Image.fromarray(astronaut()).resize((96, 96), Image.Resampling.LANCZOS))
+    photo = ("far.png", png_bytes(canvas), "image/png")
+    options = {"alpha_from": "none", "audit": "true", "audit_detectors": "centerface"}
+    missed = client.post("/api/anonymize", files={"image": photo}, data={**options, "detectors": "mediapipe"})
+    assert missed.status_code == 200, missed.text
+    assert missed.headers["x-p3m-faces"] == "0"
+    assert missed.headers["x-p3m-audit"] == "failed" and int(missed.headers["x-p3m-faces-left-visible"]) >= 1
+    report = missed.json()
+    assert report["audit_passed"] is False and report["faces_left_visible"] >= 1
+    png = client.post("/api/anonymize", files={"image": photo}, data={**options, "detectors": "mediapipe", "output": "png"})
+    assert png.headers["x-p3m-audit"] == "failed" and int(png.headers["x-p3m-faces-left-visible"]) >= 1
+
+    found = client.post("/api/anonymize", files={"image": photo}, data=options)  # default detectors
+    assert found.status_code == 200, found.text
+    assert int(found.headers["x-p3m-faces"]) >= 1 and found.headers["x-p3m-faces-left-visible"] == "0"
+    assert found.json()["faces_left_visible"] == 0
+    without_audit = client.post("/api/anonymize", files={"image": photo}, data={**options, "audit": "false"})
+    assert "x-p3m-audit" not in without_audit.headers and without_audit.json()["audit_passed"] is None
+
+
+def test_anonymisation_runs_in_the_worker_processes_behind_the_pool(client: TestClient, astronaut_jpeg: bytes) -> None:
+    """dlib's detectors hold the GIL for seconds: anonymisation goes through the same inference
+    pool as matting (admission, queue, deadlines) and from its thread into a worker process,
+    so the event loop keeps answering (measured by `bench_serve.py --anonymize`)."""
+    from p3m.serve.jobs import AnonymizeJob, InProcess
+
+    processes = client.app.state.processes
+    before = (processes.calls, client.get("/api/health").json()["served"])
+    answer = client.post("/api/anonymize", files={"image": ("a.jpg", astronaut_jpeg)}, data={"audit": "false"})
+    assert answer.status_code == 200, answer.text
+    assert (processes.calls, client.get("/api/health").json()["served"]) == (before[0] + 1, before[1] + 1)
+    crashed = InProcess(AnonymizeJob(image=b""), _DeadRunner())(None)
+    assert crashed.status == 503 and crashed.headers["Retry-After"] == "5"
+
+
+class _DeadRunner:
+    def call(self, *_args: object) -> None:
+        from p3m.serve.pool import ProcessCrashed
+
+        raise ProcessCrashed("a worker process died (killed)")
+
+
+def test_anonymize_keeps_the_uploads_alpha_and_no_colour_under_it(client: TestClient, astronaut_rgb: np.ndarray) -> None:
+    """c18 through the service: the answer keeps the upload's alpha, and what it hid has no colour."""
+    rgba = np.dstack([astronaut_rgb, np.full(astronaut_rgb.shape[:2], 255, np.uint8)])
+    rgba[:, 200:, 3] = 0
+    upload = {"image": ("face.png", png_bytes(rgba), "image/png")}
+    answer = client.post("/api/anonymize", files=upload, data={"audit": "false", "alpha_from": "none", "output": "png"})
+    assert answer.status_code == 200, answer.text
+    with Image.open(io.BytesIO(answer.content)) as image:
+        assert image.mode == "RGBA"
+        pixels = np.asarray(image)
+    assert np.array_equal(pixels[:, :, 3], rgba[:, :, 3]) and not pixels[:, 200:, :3].any()

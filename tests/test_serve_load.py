@@ -279,3 +279,22 @@ def test_a_full_pool_says_how_many_run_and_how_many_wait() -> None:
         pool.release(ticket)
     finally:
         pool.close(wait=5)
+
+
+def test_the_process_runner_runs_jobs_in_another_process_and_survives_a_crash() -> None:
+    """Anonymisation (dlib holds the GIL) runs in worker processes behind the pool's threads;
+    a process that dies costs its request a 503, not the service."""
+    import os
+
+    from p3m.serve.pool import ProcessCrashed, ProcessRunner
+
+    runner = ProcessRunner(workers=1)
+    try:
+        child = runner.call(os.getpid)
+        assert child != os.getpid()
+        with pytest.raises(ProcessCrashed, match="worker process died"):
+            runner.call(os._exit, 3)
+        assert runner.call(os.getpid) not in (child, os.getpid())  # a new process took over
+        assert (runner.calls, runner.crashes) == (3, 1)
+    finally:
+        runner.close()

@@ -34,6 +34,17 @@ BROWSER_ARGS = [
     "--no-first-run",
 ]
 STEP_LIMIT_MS = 60_000
+RECORD_FORMS = """() => {
+  const send = window.fetch;
+  window.sentForms = [];
+  window.fetch = (url, options) => {
+    if (options && options.body instanceof FormData) {
+      const texts = [...options.body.entries()].filter(([, value]) => typeof value === "string");
+      window.sentForms.push([url, Object.fromEntries(texts)]);
+    }
+    return send(url, options);
+  };
+}"""
 UPLOAD_LIMIT = 2 << 20  # the page learns it from /api/health and refuses larger files itself
 
 
@@ -159,7 +170,17 @@ def test_anonymize_mode_report_and_download(page, photos: dict[str, Path]) -> No
     page.set_input_files("#anon-file", str(photos["face"]))
     page.select_option("#anon-method", "mask")
     page.uncheck("#anon-audit")
+    # The text fields of each form the page posts (Chromium does not hand multipart bodies with
+    # files to Playwright), recorded by wrapping fetch.
+    page.evaluate(RECORD_FORMS)
     page.click("#anon-go")
+    # By default the page asks for the detectors the CLI and p3m.anonymize use (with CenterFace,
+    # which finds the small faces MediaPipe misses), and offers every choice the CLI takes.
+    (url, sent), = page.evaluate("window.sentForms")
+    assert url == "/api/anonymize" and sent["detectors"] == "default" and sent["audit"] == "false"
+    offered = page.eval_on_selector_all("#anon-detectors option", "options => options.map(o => o.value)")
+    names = {name for value in offered for name in value.split(",")}
+    assert names >= {"default", "centerface", "mediapipe", "mediapipe-short", "mediapipe-full", "dlib-hog", "dlib-cnn", "dlib"}
     status = _wait_for_status(page, "Done")
     assert "1 face(s)" in status and "mask" in status
     rows = page.query_selector_all("#faces tbody tr")

@@ -83,8 +83,14 @@ class MatteResult:
         """Straight-alpha RGBA uint8 cut-out with estimated foreground colours (no dark halo)."""
         return cutout_rgba(self.ensure_foreground(), self.alpha)
 
-    def composite(self, background: np.ndarray | str | tuple[int, int, int] = "white") -> np.ndarray:
-        """The subject over a colour or an RGB uint8 image, RGB uint8."""
+    def composite(
+        self, background: np.ndarray | str | os.PathLike | tuple[int, int, int] = "white"
+    ) -> np.ndarray:
+        """The subject over a background, RGB uint8 H x W x 3: a colour (a name, "#rrggbb",
+        "r,g,b" or an (r, g, b) tuple), an RGB uint8 image, or an image file (str or `PathLike`,
+        relative to the working directory), stretched to the photo's size as `p3m matte
+        --background FILE` does. Raises `ConfigError` for a text that is neither a file nor a
+        colour, `ImageReadError` for a missing or unreadable `PathLike` file."""
         return composite(self.ensure_foreground(), self.alpha, background)
 
 

@@ -13,6 +13,9 @@ Multi-Level Foreground Estimation", ICPR 2020) and writes it with straight alpha
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from PIL import ImageColor
 
@@ -117,16 +120,36 @@ def parse_color(color: str | tuple[int, int, int]) -> tuple[int, int, int]:
     return (int(values[0]), int(values[1]), int(values[2]))
 
 
+Background = np.ndarray | str | os.PathLike | tuple[int, int, int]
+
+
+def _background_image(background: Background) -> np.ndarray | str | tuple[int, int, int]:
+    """An image file named by `background` read as RGB uint8 (as `p3m matte --background FILE`):
+    a `PathLike`, or a str naming an existing file (relative to the working directory, `~`
+    expanded); anything else is returned as given (an array, or a colour for `parse_color`)."""
+    if isinstance(background, os.PathLike) or (
+        isinstance(background, str) and Path(background).expanduser().is_file()
+    ):
+        from p3m.io import read_image
+
+        return read_image(Path(background).expanduser())
+    return background
+
+
 def composite(
     foreground: np.ndarray,
     alpha: np.ndarray,
-    background: np.ndarray | str | tuple[int, int, int] = "white",
+    background: Background = "white",
 ) -> np.ndarray:
     """alpha * foreground + (1 - alpha) * background, RGB uint8.
 
-    `background` is a colour (see `parse_color`) or an RGB uint8 image, resized to the
-    foreground's size when it differs (stretched; crop it beforehand to keep its aspect).
+    `background` is a colour (see `parse_color`), an RGB uint8 image, or the path of an image
+    file (str or `PathLike`, relative to the working directory; read with `p3m.io.read_image`,
+    which raises `ImageReadError` naming the file when it is missing or unreadable). An image
+    is resized to the foreground's size when it differs (stretched, as `p3m matte --background
+    FILE`; crop it beforehand to keep its aspect).
     """
+    background = _background_image(background)
     foreground = np.asarray(foreground)
     alpha = np.asarray(alpha, dtype=np.float32)
     _check_pair(foreground, alpha)

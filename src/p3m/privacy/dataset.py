@@ -463,7 +463,7 @@ class AnonymizeTask:
 
     def compute(self, item: Item, loaded: tuple) -> dict[str, Any]:
         from p3m.privacy.audit import audit_anonymized
-        from p3m.privacy.pipeline import anonymize
+        from p3m.privacy.pipeline import anonymize, blank_hidden
 
         config = self.config
         sample: SampleFiles = item.payload
@@ -522,7 +522,9 @@ class AnonymizeTask:
             notes = [f"{len(result.faces)} face(s), {config.method}"] + record["warnings"]
             boxes = audit.boxes if audit is not None else ()
             computed["review"] = self._review(sample.name, result.image, result.facemask, boxes, notes, flagged)
-        computed.update(image=result.image, facemask=result.facemask, alpha=alpha_u8, input_alpha=input_alpha)
+        # The file keeps the input's alpha, and no colour under alpha 0 (what the input hid).
+        image_out = blank_hidden(result.image, input_alpha)
+        computed.update(image=image_out, facemask=result.facemask, alpha=alpha_u8, input_alpha=input_alpha)
         return computed
 
     @staticmethod

@@ -16,6 +16,8 @@ The P3M-10k recipe (paper section 3.2, Fig. 3) for one image, made to hold on re
 
     >>> result = anonymize(image, alpha, method="blur")
     >>> result.image, result.facemask, result.faces          # uint8 H x W x 3, bool H x W, [Face]
+    >>> result.rgba                                           # H x W x 4 with the input's alpha
+    >>> result.save("anonymised.png")                         # RGBA when the input had alpha
     >>> result.report()                                       # the per-image privacy report
 """
 
@@ -52,6 +54,7 @@ from p3m.privacy.verification import DEFAULT_MARGIN, NO_DLIB_NOTE, resolve_verif
 __all__ = [
     "AnonymizeResult",
     "anonymize",
+    "blank_hidden",
     "compute_alpha",
     "face_masks_for_image",
     "input_alpha_channel",
@@ -72,6 +75,13 @@ NO_ALPHA_WARNING = (
 @dataclass(frozen=True)
 class AnonymizeResult:
     """The anonymised image (RGB uint8), the mask that was obfuscated (bool H x W) and the faces.
+
+    `image` (uint8 H x W x 3) holds the colour only: for an input with its own alpha channel
+    (RGBA, LA, palette with a transparent index) that alpha is in `input_alpha`, and the pixels
+    it hid (alpha 0) are black in `image`, so that an RGB save, a viewer or a PNG whose alpha
+    is dropped never shows what the input had erased. `rgba` (uint8 H x W x 4) is the image
+    with that alpha (255 where the input had none); `save(path)` writes it (RGBA when the
+    input had an alpha channel), as `p3m anonymize` does.
 
     `warnings` lists what a person should check (no face found, landmark fallback, no alpha,
     unverified faces); `regions` the obfuscated regions with the blur sigma / mosaic block each
@@ -99,6 +109,36 @@ class AnonymizeResult:
     detection: dict = field(default_factory=dict)
     spared_pixels: int = 0
     needs_annotation: list[str] = field(default_factory=list)
+
+    @property
+    def rgba(self) -> np.ndarray:
+        """The anonymised image with the input's own alpha: uint8 H x W x 4 (alpha 255 where
+        the input had none)."""
+        alpha = self.input_alpha
+        if alpha is None:
+            alpha = np.full(self.image.shape[:2], 255, np.uint8)
+        return np.dstack([self.image, alpha])
+
+    def save(self, path: str | PathLike[str], quality: int = 95) -> None:
+        """Write the anonymised image atomically, without metadata, in the format of the suffix
+        (.png, .jpg, .webp, .tif, .bmp; `quality` for JPEG/WebP). An input with an alpha channel
+        is written with it (RGBA: PNG, WebP or TIFF; `ImageWriteError` for JPEG or BMP, which
+        cannot hold it). Raises `ImageWriteError` for an unknown suffix or a failed write."""
+        from pathlib import Path
+
+        from p3m.errors import ImageWriteError
+        from p3m.io import write_image
+
+        if self.input_alpha is None:
+            write_image(path, self.image, quality)
+            return
+        if Path(path).suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+            raise ImageWriteError(
+                "the input had an alpha channel, which this format cannot hold: save as .png, .webp "
+                "or .tif (or save result.image, whose hidden pixels are black)",
+                path,
+            )
+        write_image(path, self.rgba, quality)
 
     @property
     def strengthened(self) -> int:
@@ -225,6 +265,19 @@ def _as_alpha(alpha: Any, shape: tuple[int, ...]) -> np.ndarray:
             f"alpha matte is {alpha.shape[1]}x{alpha.shape[0]}, image is {shape[1]}x{shape[0]}"
         )
     return alpha.astype(np.float32, copy=False)
+
+
+def blank_hidden(image: np.ndarray, input_alpha: np.ndarray | None) -> np.ndarray:
+    """`image` with the pixels the input's own alpha hid (alpha 0) set to black: what the input
+    had erased carries no colour in the result (see `AnonymizeResult`)."""
+    if input_alpha is None:
+        return image
+    hidden = input_alpha == 0
+    if not hidden.any():
+        return image
+    image = image.copy()
+    image[hidden] = 0
+    return image
 
 
 def input_alpha_channel(source: Any) -> np.ndarray | None:
@@ -439,7 +492,8 @@ def anonymize(
     faces found; see `p3m.detection.DetectionConfig`), set the face search.
 
     With a given (exact) matte, pixels outside the final mask and every pixel with
-    0 < alpha < 1 are bit-identical to the input. Raises `ShapeMismatchError` for a matte or
+    0 < alpha < 1 are bit-identical to the input, except the pixels the input's own alpha hid
+    (alpha 0), which are black (`result.rgba` / `result.save` keep that alpha). Raises `ShapeMismatchError` for a matte or
     mask of another size, `MissingDependencyError` naming the install command for a missing
     detector or for `verify="identity"` without dlib, `ConfigError` for an unknown preset.
     """
@@ -485,8 +539,8 @@ def anonymize(
             final_mask = final_mask & ~kept
         anonymised, regions = obfuscate(image, final_mask, method, strength)
         return AnonymizeResult(
-            image=anonymised, facemask=final_mask, faces=[], method=method, warnings=warnings,
-            regions=regions, alpha=alpha, alpha_estimated=estimated, input_alpha=input_alpha,
+            image=blank_hidden(anonymised, input_alpha), facemask=final_mask, faces=[], method=method,
+            warnings=warnings, regions=regions, alpha=alpha, alpha_estimated=estimated, input_alpha=input_alpha,
             verify="none", identity_margin=identity_margin, spared_pixels=spared_pixels,
         )  # fmt: skip
 
@@ -527,7 +581,7 @@ def anonymize(
     for message in warnings:
         logger.info(message)
     return AnonymizeResult(
-        image=anonymised,
+        image=blank_hidden(anonymised, input_alpha),
         facemask=final_mask,
         faces=faces,
         method=method,

@@ -13,9 +13,12 @@ Endpoints:
   `landmarks`, `min_confidence`, `transition_margin`, `strength`, a matte uploaded as `alpha`
   or estimated with `alpha_from`, `audit`), answering JSON with the per-face report and the
   anonymised image, or (`output=png`) the image alone (face count in `X-P3M-Faces`, warnings
-  in `X-P3M-Warnings`).
+  in `X-P3M-Warnings`). With the audit on, `X-P3M-Audit: passed|failed` and
+  `X-P3M-Faces-Left-Visible: N` (JSON `audit_passed`, `faces_left_visible`): faces the audit
+  found outside every face mask, i.e. left visible in the answer.
 
-Load: inference runs on a bounded pool of worker threads (`p3m.serve.pool`); a full queue
+Load: inference runs on a bounded pool of worker threads (`p3m.serve.pool`), anonymisation in
+worker processes behind them (dlib holds the GIL, which would stall the event loop); a full queue
 answers 503 with `Retry-After`, a request over its time bound 504, an upload over the size limit
 413 (from `Content-Length` before reading, or as soon as the limit is passed). Uploads are parsed
 in memory and never written to disk; answers carry only pixels (no EXIF, ICC or text chunks).
@@ -38,11 +41,18 @@ from p3m.serve.jobs import (
     ANONYMIZE_OUTPUTS,
     MATTE_OUTPUTS,
     AnonymizeJob,
+    InProcess,
     MatteJob,
     Reply,
     error_reply,
 )
-from p3m.serve.pool import InferencePool, ServiceBusy, ServiceTimeout, WorkerSetupError
+from p3m.serve.pool import (
+    InferencePool,
+    ProcessRunner,
+    ServiceBusy,
+    ServiceTimeout,
+    WorkerSetupError,
+)
 from p3m.serve.uploads import BadUpload, Form, UploadTooLarge, check_declared_length, read_form
 
 try:  # FastAPI resolves the endpoint annotations from this module's globals
@@ -174,17 +184,26 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
     pool: InferencePool[Any] = InferencePool(
         config.make_matter, workers=config.worker_count, max_queue=config.max_queue, timeout=config.timeout
     )
+    # Anonymisation runs in worker processes behind the pool's threads: dlib's detectors hold
+    # the GIL for seconds, which from a thread would stall the event loop (GET /api/health).
+    processes = ProcessRunner(workers=config.worker_count)
     if preload:
         pool.load()
+
+    def stop() -> None:
+        pool.close()
+        processes.close()
 
     @asynccontextmanager
     async def lifespan(_app: Any):  # type: ignore[no-untyped-def]
         pool.start()
+        if preload and config.anonymize_processes:
+            processes.start()
         try:
             yield
         finally:
             # Queued jobs are finished; nothing runs on after the server has gone.
-            await asyncio.get_running_loop().run_in_executor(None, pool.close)
+            await asyncio.get_running_loop().run_in_executor(None, stop)
 
     app = FastAPI(
         title="p3m",
@@ -192,6 +211,7 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
         lifespan=lifespan,
     )
     app.state.pool = pool
+    app.state.processes = processes
     app.state.config = config
     app.mount("/static", StaticFiles(packages=[("p3m.serve", "static")]), name="static")
     limit = config.max_upload_bytes
@@ -287,6 +307,10 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
 
     default_alpha_from = _default_alpha_from(config)
 
+    def anonymize_in_process(form: Form) -> InProcess | AnonymizeJob:
+        job = anonymize_job(form)
+        return InProcess(job, processes) if config.anonymize_processes else job
+
     def anonymize_job(form: Form) -> AnonymizeJob:
         from p3m.detection.faces import DEFAULT_DETECTORS
         from p3m.privacy.obfuscation import METHODS
@@ -320,7 +344,7 @@ def create_app(config: ServeConfig | None = None, preload: bool = False) -> Any:
     @app.post("/api/anonymize", openapi_extra=_form_schema(_ANONYMIZE_FIELDS))
     async def anonymize_endpoint(request: Request) -> Any:
         """Obfuscate the faces of one photo the P3M-10k way; JSON report or the PNG alone."""
-        return await handle(request, anonymize_job, ANONYMIZE_FIELDS)
+        return await handle(request, anonymize_in_process, ANONYMIZE_FIELDS)
 
     @app.exception_handler(P3MError)
     async def p3m_error(_request: Any, error: P3MError) -> Any:
@@ -368,7 +392,7 @@ _ANONYMIZE_FIELDS: dict[str, dict[str, Any]] = {
     "alpha": {"type": "string", "format": "binary", "description": "its alpha matte (optional; else estimated)"},
     "alpha_from": {"type": "string", "default": "the served model", "description": "auto, selfie-cf, the served model, or none"},
     "method": {"type": "string", "enum": ["blur", "mosaic", "mask"], "default": "blur"},
-    "detectors": {"type": "string", "default": "mediapipe", "description": "comma list: mediapipe, mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib"},
+    "detectors": {"type": "string", "default": "default", "description": "comma list: default (centerface + mediapipe + dlib-hog where installed, as the CLI and p3m.anonymize), centerface, mediapipe, mediapipe-short, mediapipe-full, dlib-hog, dlib-cnn, dlib"},
     "landmarks": {"type": "string", "enum": ["mediapipe", "dlib68"], "default": "mediapipe"},
     "min_confidence": {"type": "number", "default": 0.5},
     "transition_margin": {"type": "integer", "default": 3},

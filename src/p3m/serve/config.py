@@ -27,7 +27,12 @@ class ServeConfig:
     P3M-Net and ONNX models, which keep both cores busy alone, so that a second worker would
     add memory and not throughput); `max_queue`: requests
     admitted beyond those being computed (a full queue answers 503 with `Retry-After`);
-    `timeout`: seconds from admission to answer (then 504).
+    `timeout`: seconds from admission to answer (then 504). `anonymize_processes`: run
+    anonymisation in worker processes behind the inference threads (one per worker, started on
+    the first anonymisation or at start with `preload`), because dlib's detectors and face
+    descriptor hold the GIL for seconds and would stall the service from a thread; False runs
+    it in the threads (less memory, but `GET /api/health` waits seconds while it runs; the
+    baseline of `bench_serve.py --anonymize`).
     """
 
     model: str | Any = "auto"
@@ -40,6 +45,7 @@ class ServeConfig:
     workers: int | None = None
     max_queue: int = 32
     timeout: float = 120.0
+    anonymize_processes: bool = True
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels != -1 and self.max_pixels < 1024:

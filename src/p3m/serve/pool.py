@@ -14,9 +14,17 @@ still queued when it passes is dropped unrun, and the waiting request gets `Serv
 interrupted (a thread cannot be killed); its ticket is returned when it ends, so abandoned work
 still counts against the queue and the service never takes on more than it can hold.
 
+Work that holds the GIL for long stretches (dlib's HOG and CNN face detectors and its face
+descriptor, run by anonymisation and its audit, hold it for seconds at a time) would stall the
+event loop from a thread, so such a job is handed on by its worker thread to a `ProcessRunner`,
+a few spawned worker processes: the thread waits for it without the GIL, and the job keeps its
+place in the pool's admission, queue and deadlines.
+
     >>> pool = InferencePool(lambda: Matter("selfie-cf"), workers=1, max_queue=8, timeout=60)
     >>> ticket = pool.admit()                       # ServiceBusy when full
     >>> result = await pool.run(ticket, lambda matter: matter(image))
+    >>> processes = ProcessRunner(workers=1)
+    >>> result = await pool.run(ticket, lambda _: processes.call(job))   # job: picklable
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import multiprocessing
 import queue
 import threading
 import time
@@ -32,7 +41,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["InferencePool", "ServiceBusy", "ServiceTimeout", "Ticket", "WorkerSetupError"]
+__all__ = [
+    "InferencePool",
+    "ProcessCrashed",
+    "ProcessRunner",
+    "ServiceBusy",
+    "ServiceTimeout",
+    "Ticket",
+    "WorkerSetupError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -325,3 +342,75 @@ class InferencePool(Generic[State]):
                 "rejected_busy": self._rejected,
                 "timed_out": self._timed_out,
             }
+
+
+class ProcessCrashed(Exception):
+    """A worker process of a `ProcessRunner` died while running a job (killed, out of memory, a
+    crash in native code); the runner starts new processes for the next job."""
+
+
+class ProcessRunner:
+    """`workers` spawned worker processes for jobs that would hold the GIL in a thread.
+
+    `call(function, *args)` runs `function(*args)` in one of them and returns its result (all
+    picklable: module-level functions and dataclasses). It blocks the calling thread (an
+    `InferencePool` worker), never the event loop, and without the GIL. The processes start
+    on the first call (or `start()`), each loading what its jobs need once (models are cached
+    per process), and are spawned, not forked: the server's threads are not copied into them.
+    """
+
+    def __init__(self, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.calls = 0
+        self.crashes = 0
+
+    def _current(self) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise ServiceBusy("the service is shutting down", retry_after=5)
+            if self._executor is None:
+                self._executor = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            return self._executor
+
+    def start(self) -> None:
+        """Start the processes now (in the background) so that the first job does not wait."""
+        executor = self._current()
+        for _ in range(self.workers):
+            executor.submit(_warm_up)
+
+    def call(self, function: Callable[..., Result], *args: Any) -> Result:
+        """`function(*args)` in a worker process. Raises what it raises, `ProcessCrashed` when
+        the process died on the way (new processes are started for the next call)."""
+        executor = self._current()
+        with self._lock:
+            self.calls += 1
+        try:
+            return executor.submit(function, *args).result()
+        except concurrent.futures.BrokenExecutor as error:  # BrokenProcessPool
+            with self._lock:
+                self.crashes += 1
+                if self._executor is executor:
+                    self._executor = None
+            executor.shutdown(wait=False, cancel_futures=True)
+            logger.error("a worker process died: %s", error)
+            raise ProcessCrashed(f"a worker process died ({error})") from None
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the processes (after their current jobs with `wait`); idempotent."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+
+def _warm_up() -> None:
+    """Import the anonymisation pipeline in a fresh worker process (its first job is then faster)."""
+    import p3m.privacy  # noqa: F401

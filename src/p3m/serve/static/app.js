@@ -187,6 +187,12 @@ $("anonymize-form").addEventListener("submit", (event) => {
     }
     $("anonymize-results").hidden = false;
     const faces = (result.faces || []).length;
-    say("Done: " + faces + " face(s), " + result.method + ", matte: " + result.alpha_source + ".");
+    const done = "Done: " + faces + " face(s), " + result.method + ", matte: " + result.alpha_source + ".";
+    if (result.faces_left_visible) {
+      // A leak is the one thing this mode must not hide: said first, in the error style.
+      say("Audit failed: " + result.faces_left_visible + " face(s) left visible; do not share this image. " + done, true);
+    } else {
+      say(done + (result.audit_passed === false ? " Audit: see the warnings." : ""));
+    }
   });
 });

@@ -191,3 +191,22 @@ def test_anonymize_never_takes_its_own_clips_and_redoes_a_damaged_one(call: Path
     redone = runner.invoke(app, ["anonymize", str(call), *options])
     assert redone.exit_code == 0, redone.output
     assert f"{video}: damaged" in redone.output and probe_video(video).frame_count == 4
+
+
+def test_a_shell_glob_into_the_same_folder_leaves_out_its_own_video_outputs(clip: Path, tmp_path: Path) -> None:
+    from p3m.io import write_png
+
+    for name, options in (("mov", []), ("sequence", ["--format", "png-sequence", "--save", "alpha"])):
+        same = tmp_path / name
+        same.mkdir()
+        (same / "clip.mp4").write_bytes(clip.read_bytes())
+        write_png(same / "photo.png", np.full((24, 32, 3), 120, np.uint8))
+        first = _matte(str(same), "-o", str(same), *options)
+        assert first.exit_code == 0, first.output
+        # `p3m matte same/* -o same`: the shell names clip_alpha.mov (or the clip_alpha/ PNG sequence).
+        everything = sorted(str(path) for path in same.iterdir())
+        again = _matte(*everything, "-o", str(same), *options)
+        assert again.exit_code == 0, again.output
+        assert "error" not in again.output and "_alpha_alpha" not in again.output
+        assert "done 0, kept 2, failed 0" in again.output
+        assert read_journal(same / "manifest.jsonl")["clip.mp4"].status == "done"

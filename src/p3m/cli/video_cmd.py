@@ -63,8 +63,15 @@ def split_video_inputs(
     for text in inputs:
         path = Path(text).expanduser()
         if path.is_file() or (not path.exists() and not glob.has_magic(text)):
-            (videos.append(path) if _is_video(path) else images.append(text))
+            if not _is_video(path):
+                images.append(text)
+            elif not (path.exists() and _wrote_it(own, path)):
+                # A clip a run journal lists (or in a folder p3m marked as its output) is p3m's
+                # own, also when a shell expanded `photos/*` into its name: left out, as images are.
+                videos.append(path)
             continue
+        if path.is_dir() and own.folder_kind(path.resolve()) == "marked":
+            continue  # a PNG sequence p3m wrote (`photos/*` expanded into `photos/clip_alpha`)
         if path.is_dir():
             entries = sorted(path.glob("**/*" if recursive else "*"))
         else:
@@ -75,12 +82,21 @@ def split_video_inputs(
             entry
             for entry in entries
             if entry.is_file() and _is_video(entry) and not entry.stem.endswith(_OUTPUT_ENDINGS)
-            and not own.listed(entry)
+            and not _wrote_it(own, entry)
         ]
         videos += found
         if not found or any(is_image_file(entry) for entry in entries):
             images.append(text)
     return images, list(dict.fromkeys(videos))
+
+
+def _wrote_it(own: Any, path: Path) -> bool:
+    """True for a file p3m wrote: a run journal in its folder or above lists it, or it lies in a
+    folder p3m marked as one of its outputs (`p3m.inference.batch.OwnOutputs`)."""
+    if own.listed(path):
+        return True
+    folder = own.output_folder(path)
+    return folder is not None and folder[1] == "marked"
 
 
 # --------------------------------------------------------------------------- progress

@@ -148,7 +148,7 @@ def test_folders_give_their_videos_but_not_p3m_outputs(tmp_path: Path) -> None:
     for name in ("a.mp4", "b.MOV", "a_alpha.mov", "a_composite.mp4", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     images, videos = split_video_inputs([str(tmp_path), str(tmp_path / "a_alpha.mov"), "photo.jpg"])
-    assert [v.name for v in videos] == ["a.mp4", "b.MOV", "a_alpha.mov"]  # named files are taken
+    assert [v.name for v, _ in videos] == ["a.mp4", "b.MOV", "a_alpha.mov"]  # named files are taken
     assert images == ["photo.jpg"]  # the folder has no image, so it is not passed on
 
 

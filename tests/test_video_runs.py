@@ -210,3 +210,23 @@ def test_a_shell_glob_into_the_same_folder_leaves_out_its_own_video_outputs(clip
         assert "error" not in again.output and "_alpha_alpha" not in again.output
         assert "done 0, kept 2, failed 0" in again.output
         assert read_journal(same / "manifest.jsonl")["clip.mp4"].status == "done"
+
+
+def test_recursive_runs_mirror_the_tree_for_videos_so_same_named_clips_do_not_collide(clip: Path, tmp_path: Path) -> None:
+    from p3m.io import write_png
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    (photos / "sub").mkdir(parents=True)
+    for folder in (photos, photos / "sub"):
+        (folder / "clip.mp4").write_bytes(clip.read_bytes())
+    write_png(photos / "sub" / "face.png", np.full((24, 32, 3), 120, np.uint8))
+    result = _matte(str(photos), "-r", "-o", str(out), "--save", "alpha")
+    assert result.exit_code == 0, result.output
+    assert "same name" not in result.output and "done 3, kept 0, failed 0" in result.output
+    assert (out / "clip_alpha.mov").is_file() and (out / "sub" / "clip_alpha.mov").is_file()
+    assert (out / "sub" / "face_alpha.png").is_file()
+    journal = read_journal(out / "manifest.jsonl")
+    assert set(journal) == {"clip.mp4", "sub/clip.mp4", "sub/face.png"}
+    assert journal["sub/clip.mp4"].outputs == {"alpha": str(out / "sub" / "clip_alpha.mov")}
+    again = _matte(str(photos), "-r", "-o", str(out), "--save", "alpha")
+    assert again.exit_code == 0 and "done 0, kept 3, failed 0" in again.output

@@ -318,9 +318,9 @@ def _matte_files(
         raise ImageReadError(
             "none of the inputs exists: " + "; ".join(f"{name} ({reason})" for name, reason in failures)
         )
-    failures += video_failures
     for name, reason in failures:
         err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
+    failures += video_failures  # each printed as its clip failed: only in the recap at the end
     if plan.passed_over:
         shown = ", ".join(path.name for path in plan.passed_over[:3])
         more = f", ... ({len(plan.passed_over)} in all)" if len(plan.passed_over) > 3 else ""
@@ -329,7 +329,7 @@ def _matte_files(
             f"never inputs ({shown}{more}); name a file to matte it anyway",
             highlight=False, soft_wrap=True,
         )
-    _note_left_out(err, plan.left_out, videos)
+    _note_left_out(err, plan.left_out, [path for path, _ in videos])
     if not plan.jobs:
         if videos:  # the folders held videos (run above) and p3m's own outputs only
             _scale.print_run_summary(out, video_report, unit="video")

@@ -51,15 +51,17 @@ def _is_video(path: Path) -> bool:
 
 def split_video_inputs(
     inputs: Sequence[str], recursive: bool = False
-) -> tuple[list[str], list[Path]]:
-    """(inputs left for the image code, video files): video files named directly, matched by a
-    glob, or found in a folder. A folder or pattern with no image in it is not passed on."""
+) -> tuple[list[str], list[tuple[Path, Path]]]:
+    """(inputs left for the image code, (video file, path relative to its input root)): video
+    files named directly or matched by a glob (relative: the file name), or found in a folder
+    (relative to it: `sub/a.mp4` with `recursive`, so the outputs mirror the tree as images'
+    do). A folder or pattern with no image in it is not passed on."""
     from p3m.inference.batch import OwnOutputs
     from p3m.io import is_image_file
 
     own = OwnOutputs()
     images: list[str] = []
-    videos: list[Path] = []
+    videos: list[tuple[Path, Path]] = []
     for text in inputs:
         path = Path(text).expanduser()
         if path.is_file() or (not path.exists() and not glob.has_magic(text)):
@@ -68,7 +70,7 @@ def split_video_inputs(
             elif not (path.exists() and _wrote_it(own, path)):
                 # A clip a run journal lists (or in a folder p3m marked as its output) is p3m's
                 # own, also when a shell expanded `photos/*` into its name: left out, as images are.
-                videos.append(path)
+                videos.append((path, Path(path.name)))
             continue
         if path.is_dir() and own.folder_kind(path.resolve()) == "marked":
             continue  # a PNG sequence p3m wrote (`photos/*` expanded into `photos/clip_alpha`)
@@ -84,10 +86,13 @@ def split_video_inputs(
             if entry.is_file() and _is_video(entry) and not entry.stem.endswith(_OUTPUT_ENDINGS)
             and not _wrote_it(own, entry)
         ]
-        videos += found
+        videos += [(entry, entry.relative_to(path) if path.is_dir() else Path(entry.name)) for entry in found]
         if not found or any(is_image_file(entry) for entry in entries):
             images.append(text)
-    return images, list(dict.fromkeys(videos))
+    taken: dict[Path, tuple[Path, Path]] = {}
+    for video in videos:  # each file once, as first found
+        taken.setdefault(video[0].resolve() if video[0].exists() else video[0], video)
+    return images, list(taken.values())
 
 
 def _wrote_it(own: Any, path: Path) -> bool:
@@ -196,7 +201,7 @@ def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, C
 
 
 def matte_video_inputs(
-    videos: Sequence[Path],
+    videos: Sequence[Any],
     out_dir: Path,
     *,
     save: str,
@@ -213,7 +218,8 @@ def matte_video_inputs(
     selfie_config: Any = None,
     matter: Any = None,
 ) -> tuple[list[tuple[str, str]], Any]:
-    """Matte each video into `out_dir` with `p3m.video.runs` (one engine run, the journal
+    """Matte each video (a path, or (path, relative path) as `split_video_inputs` gives: the
+    outputs mirror the tree) into `out_dir` with `p3m.video.runs` (one engine run, the journal
     `out_dir/manifest.jsonl`), printing what was written; returns ((video, reason) failures,
     the run report).
 

@@ -227,7 +227,7 @@ def test_anonymize_a_folder_runs_its_videos_as_matte_does(tmp_path, monkeypatch)
     handed: list = []
     from p3m.runs import RunReport
 
-    def handed_over(videos, out, config):
+    def handed_over(videos, out, config, images=0):
         handed.extend(videos)
         return [], RunReport([])
 

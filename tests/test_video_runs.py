@@ -230,3 +230,33 @@ def test_recursive_runs_mirror_the_tree_for_videos_so_same_named_clips_do_not_co
     assert journal["sub/clip.mp4"].outputs == {"alpha": str(out / "sub" / "clip_alpha.mov")}
     again = _matte(str(photos), "-r", "-o", str(out), "--save", "alpha")
     assert again.exit_code == 0 and "done 0, kept 3, failed 0" in again.output
+
+
+def test_an_interrupted_folder_run_counts_its_videos_and_its_images(clip: Path, tmp_path: Path, monkeypatch) -> None:
+    from p3m.inference.batch import MatteTask
+    from p3m.io import write_png
+    from p3m.video.runs import VideoMatteTask
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "clip.mp4").write_bytes(clip.read_bytes())
+    for name in ("a", "b", "c"):
+        write_png(photos / f"{name}.png", np.full((24, 32, 3), 120, np.uint8))
+    compute = MatteTask.compute
+
+    def stop_at_b(self, item, loaded):
+        if item.key == "b.png":
+            raise KeyboardInterrupt
+        return compute(self, item, loaded)
+
+    monkeypatch.setattr(MatteTask, "compute", stop_at_b)
+    after_a = _matte(str(photos), "-o", str(tmp_path / "out"), "--save", "alpha")
+    assert after_a.exit_code == 130
+    assert "interrupted: 2/4 done; run again to resume" in after_a.output  # the clip and a.png
+
+    def stop(self, item, loaded):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VideoMatteTask, "compute", stop)
+    mid_clip = _matte(str(photos), "-o", str(tmp_path / "other"), "--save", "alpha")
+    assert mid_clip.exit_code == 130 and "interrupted: 0/4 done; run again to resume" in mid_clip.output

@@ -278,7 +278,7 @@ def anonymize_command(
             f"note: passed over {len(named_like_outputs)} file(s) named like p3m's outputs, which are "
             f"never inputs ({shown}{more})", highlight=False, soft_wrap=True,
         )  # fmt: skip
-    video_failures, video_run = anonymize_video_inputs(videos, out, config) if videos else ([], None)
+    video_failures, video_run = anonymize_video_inputs(videos, out, config, len(images)) if videos else ([], None)
     video_records = video_run.records if video_run is not None else []
     if videos and not images and not dataset_mode:
         # The clips' manifest.json, manifest.csv and privacy report, as a run of images writes.
@@ -329,7 +329,9 @@ def anonymize_command(
 
     if executor is not None:
         out_console.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
-    with run_progress("[bold]anonymizing", err, unit="images") as on_event:
+    # The videos ran first: an interrupted line counts them too (every input of the command).
+    others = (len(video_records) - len(video_run.failed), len(video_records)) if video_run is not None else (0, 0)
+    with run_progress("[bold]anonymizing", err, unit="images", others=others) as on_event:
         report = anonymize_samples(
             samples, out, config, on_event,
             options=RunOptions(threads=threads), executor=executor, shard_size=shard_size,

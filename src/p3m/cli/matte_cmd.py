@@ -286,6 +286,12 @@ def _matte_files(
     video_failures: list[tuple[str, str]] = []
     video_report = None
     video_matter = None  # loaded once for the videos and the images of a local run
+    plan = None
+    if videos and inputs and images_refused is None:  # planned first: an interrupted line counts all
+        plan = plan_matte(
+            inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
+            input_lists=scale["input_lists"], shard_size=scale["shard_size"],
+        )  # fmt: skip
     if videos:
         video = options["video"]
         if inputs and images_refused is None and scale["executor"] is None:
@@ -295,7 +301,7 @@ def _matte_files(
             background=video["background"], temporal=video["temporal"], model=options["model"],
             weights=options["weights"], strategy=options["strategy"], device=options["device"],
             max_pixels=video["max_pixels"], overwrite=overwrite, download=options["download"],
-            selfie_config=options["selfie"], matter=video_matter,
+            selfie_config=options["selfie"], matter=video_matter, images=len(plan.jobs) if plan is not None else 0,
         )  # fmt: skip
         if images_refused is not None or not inputs:
             _scale.print_run_summary(out, video_report, unit="video")
@@ -306,10 +312,11 @@ def _matte_files(
         if not inputs:
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
             return
-    plan = plan_matte(
-        inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
-        input_lists=scale["input_lists"], shard_size=scale["shard_size"],
-    )  # fmt: skip
+    if plan is None:
+        plan = plan_matte(
+            inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
+            input_lists=scale["input_lists"], shard_size=scale["shard_size"],
+        )  # fmt: skip
     failures = list(plan.missing)
     if inputs and len(failures) == len(inputs) and not scale["input_lists"]:
         # Nothing given exists: a usage error (exit 2), not a partly failed run.
@@ -366,6 +373,8 @@ def _matte_files(
         return
 
     run_options = RunOptions(threads=scale["threads"])
+    # The videos ran first: an interrupted line counts them too (every input of the command).
+    others = (0, 0) if video_report is None else (len(video_report.records) - len(video_report.failed), len(video_report.records))
     if executor is not None:
         # Each worker builds the same model itself, on --device (a GPU node's, not the driver's).
         matter = matter or _load_matter({**options, "device": "cpu"}, out.print, note)
@@ -375,12 +384,12 @@ def _matte_files(
         )  # fmt: skip
         del matter
         out.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
-        with run_progress("[bold]matting", err, describe=_describe_record, unit="images") as on_event:
+        with run_progress("[bold]matting", err, describe=_describe_record, unit="images", others=others) as on_event:
             report = run_matte(plan, spec, backdrop, on_event=on_event, options=run_options, executor=executor)
         name = spec.model
     else:
         matter = matter or _load_matter(options, out.print, note)
-        with run_progress("[bold]matting", err, describe=_describe_record, unit="images") as on_event:
+        with run_progress("[bold]matting", err, describe=_describe_record, unit="images", others=others) as on_event:
             report = run_matte(plan, matter, backdrop, on_event=on_event, options=run_options)
         name = matter.name
     failures.extend(_failure(record) for record in report.failed)

@@ -165,13 +165,17 @@ def _failure(record: Any) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, Console]]:
+def video_run_progress(
+    console: Console, describe: Any, others: tuple[int, int] = (0, 0)
+) -> Iterator[tuple[Any, Console]]:
     """The frame display of `video_progress` for a `p3m.video.runs` run: yields the `on_event`
     callback (run and video events) and the console. Damaged kept outputs redone get a note,
-    each failed clip a red line, each finished one `describe(record, live)`."""
+    each failed clip a red line, each finished one `describe(record, live)`; Ctrl-C one line
+    counting every input of the command (`others`: (done, total) of the images, see
+    `p3m.cli._ui.interrupted_line`)."""
     from rich.markup import escape
 
-    from p3m.cli._ui import INTERRUPT_REPORTED
+    from p3m.cli._ui import INTERRUPT_REPORTED, interrupted_line
     from p3m.runs import ItemFinished, RunInterrupted, RunStarted
     from p3m.video.events import VideoFinished, VideoProgress, VideoStarted
 
@@ -181,9 +185,7 @@ def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, C
             if isinstance(event, (VideoStarted, VideoProgress, VideoFinished)):
                 on_video(event)
             elif isinstance(event, RunInterrupted):
-                live.print(
-                    f"interrupted: {event.done}/{event.total} done; run again to resume", highlight=False
-                )
+                live.print(interrupted_line(event, others), highlight=False)
                 INTERRUPT_REPORTED.set()
             elif isinstance(event, RunStarted):
                 for line in event.redone:
@@ -217,6 +219,7 @@ def matte_video_inputs(
     download: bool = False,
     selfie_config: Any = None,
     matter: Any = None,
+    images: int = 0,
 ) -> tuple[list[tuple[str, str]], Any]:
     """Matte each video (a path, or (path, relative path) as `split_video_inputs` gives: the
     outputs mirror the tree) into `out_dir` with `p3m.video.runs` (one engine run, the journal
@@ -228,7 +231,8 @@ def matte_video_inputs(
     on. `max_pixels` as `p3m matte --max-pixels` (0 default, -1 none); `download` fetches the
     model's published weights first when they are not cached; `selfie_config` refines selfie-cf
     (as `p3m matte --trimap-band/--threshold`); `matter`: the `Matter` those options make, when
-    the caller loaded it already (for the run's images too).
+    the caller loaded it already (for the run's images too); `images`: how many images the
+    command runs after the videos (counted in the line an interrupted run ends with).
     """
     from rich.console import Console
 
@@ -262,7 +266,7 @@ def matte_video_inputs(
         for warning in details.get("warnings", ()):
             live.print(f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
-    with video_run_progress(err, describe) as (on_event, live):
+    with video_run_progress(err, describe, (0, images)) as (on_event, live):
         report = run_video_matte(plan, matter, background=background, temporal=temporal, on_event=on_event)
         for record in report.with_status(KEPT):
             live.print(
@@ -276,11 +280,12 @@ def matte_video_inputs(
 
 
 def anonymize_video_inputs(
-    videos: Sequence[Path], out_dir: Path, config: Any
+    videos: Sequence[Any], out_dir: Path, config: Any, images: int = 0
 ) -> tuple[list[tuple[str, str]], Any]:
     """Anonymise each video into `out_dir` with the options of an `AnonymizeConfig`
     (`p3m.video.runs.anonymize_videos`, one engine run); returns ((video, reason) failures,
-    identity leaks included, the run report)."""
+    identity leaks included, the run report). `images`: how many images the command runs
+    after the videos (counted in the line an interrupted run ends with)."""
     from rich.console import Console
 
     from p3m.runs import KEPT
@@ -304,7 +309,7 @@ def anonymize_video_inputs(
                 f"[yellow]{Path(record.source).name}:[/yellow] {warning}", highlight=False, soft_wrap=True
             )
 
-    with video_run_progress(err, describe) as (on_event, live):
+    with video_run_progress(err, describe, (0, images)) as (on_event, live):
         report = anonymize_videos(videos, out_dir, config, on_event)
         for record in report.with_status(KEPT):
             live.print(

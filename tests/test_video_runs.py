@@ -170,6 +170,19 @@ def test_anonymize_summary_and_manifest_include_the_videos(call: Path) -> None:
     assert manifest["summary"]["done"] == 2 and "call.mov" in (folder / "manifest.csv").read_text()
     assert "│ call.mov" in result.output and "done 2, kept 0, failed 0" in result.output
     assert read_journal(folder / "manifest.jsonl")["call.mov"].outputs["video"] == str(folder / "call.mp4")
+    # The clip is counted apart from the images (it was an image "without faces").
+    privacy = json.loads((folder / "privacy_report.json").read_text())
+    assert privacy["images"] == 1 and privacy["images_with_faces"] == 1
+    assert privacy["videos"] == 1 and privacy["video_frames"] == 4
+    assert privacy["video_frames_with_faces"] == entries["call.mov"]["frames_with_faces"] > 0
+    assert privacy["video_tracks"] == entries["call.mov"]["tracks"] > 0
+    assert manifest["summary"]["images"] == 1 and manifest["summary"]["videos"] == 1
+    import csv
+
+    rows = {row["name"]: row for row in csv.DictReader((folder / "manifest.csv").open())}
+    assert rows["call.mov"]["kind"] == "video" and rows["astro"]["kind"] == "image"
+    assert rows["call.mov"]["faces"] == str(entries["call.mov"]["tracks"]) and rows["call.mov"]["frames"] == "4"
+    assert "videos: 1 video(s): 4 frames" in " ".join(result.output.split())  # folded at 80 columns
 
 
 def test_anonymize_never_takes_its_own_clips_and_redoes_a_damaged_one(call: Path) -> None:

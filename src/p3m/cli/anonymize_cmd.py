@@ -381,7 +381,8 @@ def _print_table(out_console: Console, report: FolderReport) -> None:
         table.add_row(
             record["name"],
             record["status"],
-            f"{record.get('tracks', 0)} tracked" if record.get("kind") == "video"
+            f"{record.get('tracks', 0)} tracked, in {record.get('frames_with_faces', 0)}/{record.get('frames', 0)} frames"
+            if record.get("kind") == "video"
             else str(len(record.get("faces", []))) if "faces" in record else "",
             str(record.get("mask_area", "")),
             str(audit.get("faces_found", "")),
@@ -395,12 +396,13 @@ def _print_table(out_console: Console, report: FolderReport) -> None:
 def _print_totals(out_console: Console, err: Console, report: FolderReport) -> None:
     privacy = report.privacy_report()
     distance = privacy.min_identity_distance
+    videos = f"; videos: {privacy.describe_videos()}" if privacy.videos else ""
     out_console.print(
-        f"privacy: {privacy.faces} face(s) found "
+        f"privacy: {privacy.images} image(s): {privacy.faces} face(s) found "
         f"({', '.join(f'{k} {v}' for k, v in sorted(privacy.faces_by_detector.items())) or 'none'}), "
         f"{privacy.faces_masked} masked, {privacy.spared_pixels} px spared as transition area, "
         f"{privacy.strengthened} strengthened, {privacy.unverified} unverified, minimum identity "
-        f"distance {'n/a' if distance is None else f'{distance:.3f}'}. "
+        f"distance {'n/a' if distance is None else f'{distance:.3f}'}{videos}. "
         f"Report: {report.out_dir / 'privacy_report.json'} and privacy_report.html",
         highlight=False,
     )

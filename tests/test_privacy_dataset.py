@@ -194,6 +194,14 @@ def test_train_layout_is_accepted_by_the_training_loader(folder, tmp_path):
     assert sample.facemask == out / "facemask" / "astronaut.png"
     record = json.loads((out / "manifest.json").read_text())["images"][0]
     assert record["method"] == "mosaic" and record["parameters"]["mosaic_block"][0] >= 2
+    # A kept output of another size than its image is damaged: redone, with a note (as p3m matte does).
+    blurred = out / "blurred_image" / "astronaut.png"
+    _save(blurred, np.zeros((20, 30, 3), np.uint8))
+    again = _run("--images", str(images), "--alphas", str(folder / "alphas"), "--out", str(out),
+                 "--method", "mosaic", "--no-audit")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "damaged (it is 30x20 pixels, its input 512x512)" in " ".join(again.output.split())
+    assert Image.open(blurred).size == (512, 512)
 
 
 def test_rgba_input_keeps_its_alpha_and_the_report_is_written(tmp_path):

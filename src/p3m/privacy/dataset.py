@@ -364,7 +364,8 @@ def plan_anonymize(
 ) -> list[Item]:
     """One run item per sample: key = its name, outputs = its files in `layout` under `out_dir`
     (with `shard_size` > 0, under the sample's shard folder `<out_dir>/<shard>`, recorded in
-    `<out_dir>/shards.jsonl` before anything is written)."""
+    `<out_dir>/shards.jsonl` before anything is written). Every output is an image of the
+    source's size (`Item.sized_like_source`): a kept one of another size is redone."""
     samples = list(samples)
     out_dir = Path(out_dir)
     folders: dict[str, Path] = {}
@@ -372,10 +373,11 @@ def plan_anonymize(
         names = [sample.name for sample in samples]
         shards = plan_shards(out_dir, names, shard_size, lambda name: _shard_outputs(name, layout))
         folders = {name: out_dir / shard for name, shard in shards.items()}
-    return [
-        Item(sample.name, sample.image, _output_paths(folders.get(sample.name, out_dir), sample.name, layout), sample)
-        for sample in samples
-    ]
+    items = []
+    for sample in samples:
+        outputs = _output_paths(folders.get(sample.name, out_dir), sample.name, layout)
+        items.append(Item(sample.name, sample.image, outputs, sample, sized_like_source=tuple(outputs)))
+    return items
 
 
 class AnonymizeTask:

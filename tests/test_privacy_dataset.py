@@ -183,10 +183,12 @@ def test_train_layout_is_accepted_by_the_training_loader(folder, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     (images / "astronaut.png").write_bytes((folder / "images" / "astronaut.png").read_bytes())
+    (images / "clip.mp4").write_bytes(b"x")  # a dataset holds images: the clip is left out, said so
     out = tmp_path / "P3M-10k" / "train"
     result = _run("--images", str(images), "--alphas", str(folder / "alphas"), "--out", str(out),
                   "--method", "mosaic", "--no-audit")  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "note: left out 1 video(s) in" in result.output and "(clip.mp4): videos are not part of" in result.output
     assert not (out / "trimap").exists()
     layout = pytest.importorskip("p3m.data.layout")
     (sample,) = layout.find_samples(tmp_path / "P3M-10k", "train")

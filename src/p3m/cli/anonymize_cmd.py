@@ -291,6 +291,7 @@ def anonymize_command(
         if alphas_dir is None:
             raise ConfigError("dataset mode needs --alphas DIR (the mattes are written to mask/)")
         samples = match_folder(images_dir, alphas_dir, facemask_dir) if images_dir is not None else []
+        _note_dataset_videos(err, images_dir)
         if input_lists:
             taken = {sample.image.resolve() for sample in samples}
             listed = [path for listing in input_lists for path in read_path_list(listing)]
@@ -347,6 +348,23 @@ def anonymize_command(
         )
     if report.failed or video_failures:
         raise typer.Exit(code=1)
+
+
+def _note_dataset_videos(err: Console, images_dir: Path | None) -> None:
+    """One line on the clips of a dataset run's --images folder: a dataset (blurred_image/,
+    mask/, ...) holds images only, so they are left out, said so, with how to anonymise them."""
+    from p3m.io import is_video_file
+
+    if images_dir is None or not images_dir.is_dir():
+        return
+    clips = sorted(path for path in images_dir.iterdir() if is_video_file(path))
+    if clips:
+        shown = ", ".join(path.name for path in clips[:3]) + (", ..." if len(clips) > 3 else "")
+        err.print(
+            f"note: left out {len(clips)} video(s) in {images_dir} ({shown}): videos are not part of a "
+            f"dataset run; anonymise them with p3m anonymize {images_dir}/{clips[0].name} -o DIR",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 TABLE_ROWS = 200

@@ -417,3 +417,27 @@ def test_single_image_mode_never_takes_its_own_outputs(tmp_path):
     assert sorted(path.name for path in folder.iterdir()) == written
     summary = json.loads((folder / "manifest.json").read_text())["summary"]
     assert summary["images"] == 1
+
+
+def test_recursive_single_image_mode_mirrors_the_tree_and_a_flat_run_names_what_it_left_out(tmp_path):
+    from skimage import data
+
+    from p3m.video.runs import plan_anonymize_videos
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    (photos / "sub").mkdir(parents=True)
+    face = np.ascontiguousarray(data.astronaut()[::4, ::4])
+    for folder in (photos, photos / "sub"):
+        _save(folder / "face.png", face)
+    flat = _run(str(photos), "-o", str(out), "--no-alpha", "--no-audit", "--detect", "standard")
+    assert flat.exit_code == 0, flat.output
+    assert "note: left out 1 sub-folder(s) with images or videos (sub; -r searches them)" in flat.output
+    tree = _run(str(photos), "-r", "-o", str(out), "--no-alpha", "--no-audit", "--detect", "standard")
+    assert tree.exit_code == 0, tree.output
+    names = {r["name"]: r["status"] for r in json.loads((out / "manifest.json").read_text())["images"]}
+    assert names == {"face": "kept", "sub/face": "done"}
+    assert Image.open(out / "sub" / "face.png").size == (128, 128) and (out / "sub" / "face.facemask.png").is_file()
+    # Clips found under sub-folders are keyed and written the same way.
+    (photos / "sub" / "clip.mov").write_bytes(b"x")
+    (item,) = plan_anonymize_videos([(photos / "sub" / "clip.mov", Path("sub/clip.mov"))], out)
+    assert item.key == "sub/clip.mov" and item.outputs["video"] == out / "sub" / "clip.mp4"

@@ -237,4 +237,4 @@ def test_anonymize_a_folder_runs_its_videos_as_matte_does(tmp_path, monkeypatch)
     (only / "ok.mp4").write_bytes(b"x")
     result = runner.invoke(app, ["anonymize", str(only), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert handed == [only / "ok.mp4"] and "no images found" not in result.output
+    assert handed == [(only / "ok.mp4", Path("ok.mp4"))] and "no images found" not in result.output

@@ -469,22 +469,26 @@ class VideoAnonymizeTask:
         return Outcome(status=NEEDS_REVIEW if reasons else "done", outputs=outputs, details=details)
 
 
-def plan_anonymize_videos(videos: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> list[Item]:
+def plan_anonymize_videos(videos: Iterable[VideoInput], out_dir: str | os.PathLike[str]) -> list[Item]:
     """One item per clip, keyed by its file name: outputs `<out_dir>/<stem>.mp4` ("video") and
-    `<stem>.faces.jsonl` ("faces"). VideoReadError when none of the clips exists."""
+    `<stem>.faces.jsonl` ("faces"); a clip given as (path, relative path) (`VideoInput`) is keyed
+    by the relative path, its outputs in the same sub-folder of `out_dir` (the tree mirrored).
+    VideoReadError when none of the clips exists."""
     from p3m.video.anonymize import MANIFEST_SUFFIX
 
-    sources = [Path(video).expanduser() for video in videos]
-    _check_some_exist(sources)
+    pairs = _relative_sources(videos)
+    _check_some_exist([source for source, _ in pairs])
     out_dir = Path(out_dir).expanduser()
-    return [
-        Item(source.name, source, {"video": out_dir / f"{source.stem}.mp4", "faces": out_dir / f"{source.stem}{MANIFEST_SUFFIX}"})
-        for source in sources
-    ]  # fmt: skip
+    items = []
+    for source, relative in pairs:
+        folder = out_dir / relative.parent
+        outputs = {"video": folder / f"{source.stem}.mp4", "faces": folder / f"{source.stem}{MANIFEST_SUFFIX}"}
+        items.append(Item(relative.as_posix(), source, outputs))
+    return items
 
 
 def anonymize_videos(
-    videos: Iterable[str | os.PathLike[str]],
+    videos: Iterable[VideoInput],
     out_dir: str | os.PathLike[str],
     config: Any,
     on_event: RunEventCallback | None = None,

@@ -363,12 +363,14 @@ def _matte_files(
         check_kept_outputs(plan, run_settings(matter, plan.kinds, backdrop))
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
-    if not todo:
-        if video_report is not None:  # one summary of the run: its videos and its kept images
-            from p3m.runs import KEPT, ItemRecord, RunReport
+    if not todo:  # one summary of the run, as a run that matted some: its kept images (and its videos)
+        from p3m.runs import KEPT, ItemRecord, RunReport
 
-            kept = [ItemRecord(key, KEPT, str(job.source)) for job, key in zip(plan.jobs, plan.keys, strict=True)]
-            _scale.print_run_summary(out, _with_videos(video_report, RunReport(kept)), unit="input")
+        kept = RunReport([ItemRecord(key, KEPT, str(job.source)) for job, key in zip(plan.jobs, plan.keys, strict=True)])
+        if video_report is not None:
+            _scale.print_run_summary(out, _with_videos(video_report, kept), unit="input")
+        else:
+            _scale.print_run_summary(out, kept)
         exit_if_failed(err, failures, "skipped {count} input(s)")
         return
 
@@ -547,7 +549,7 @@ def _watch_folder(
 
     from p3m.cli._ui import exit_if_failed, record_error
     from p3m.errors import ImageReadError
-    from p3m.inference.watch import watch_matte
+    from p3m.inference.watch import VideoNotWatched, watch_matte
     from p3m.runs import ItemFinished
 
     out = Console(emoji=False)
@@ -564,7 +566,12 @@ def _watch_folder(
         err.print("stopping after the current image ...", highlight=False)
 
     def on_event(event: Any) -> None:
-        if isinstance(event, ItemFinished):
+        if isinstance(event, VideoNotWatched):
+            err.print(
+                f"note: {event.path}: videos are not watched, images only (matte it with p3m matte "
+                f"{event.path} -o {out_dir})", highlight=False, soft_wrap=True,
+            )  # fmt: skip
+        elif isinstance(event, ItemFinished):
             record = event.record
             if record.failed:
                 err.print(f"[red]error:[/red] {record_error(record)}", highlight=False, soft_wrap=True)

@@ -609,3 +609,17 @@ def test_an_interrupted_study_says_how_far_it_got(capsys) -> None:
         on_event(CellProgress("b", 1, 2, ItemFinished(ItemRecord("x.png", "failed", error="x.png: bad"), 1, 3)))
         raise KeyboardInterrupt
     assert capsys.readouterr().err.splitlines()[-1] == "interrupted: 3/6 done; run again to resume"
+
+
+def test_a_heatmap_sheet_of_an_image_of_tile_size_leaves_the_image_alone() -> None:
+    """An image as large as a tile (256 px) was drawn on in place: cv2 failed on a read-only
+    one, so `p3m experiment sensitivity` failed on every 256 x 256 image."""
+    from p3m.experiments.heatmap import heatmap_sheet
+
+    image = np.full((256, 200, 3), 90, np.uint8)
+    image.flags.writeable = False
+    mask = np.zeros((256, 200), bool)
+    mask[60:120, 50:150] = True
+    change = np.zeros((256, 200), np.float32)
+    sheet = heatmap_sheet(image, change, [image], [change], ["blur"], mask, mask)
+    assert sheet.dtype == np.uint8 and (image == 90).all()

@@ -273,3 +273,20 @@ def test_an_interrupted_folder_run_counts_its_videos_and_its_images(clip: Path, 
     monkeypatch.setattr(VideoMatteTask, "compute", stop)
     mid_clip = _matte(str(photos), "-o", str(tmp_path / "other"), "--save", "alpha")
     assert mid_clip.exit_code == 130 and "interrupted: 0/4 done; run again to resume" in mid_clip.output
+
+
+def test_an_interrupted_anonymize_run_counts_its_videos_and_its_images(tmp_path: Path, monkeypatch) -> None:
+    from p3m.io import write_png
+    from p3m.video.runs import VideoAnonymizeTask
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "clip.mp4").write_bytes(b"x")  # never read: the clip is interrupted first
+    write_png(photos / "a.png", np.full((24, 32, 3), 120, np.uint8))
+
+    def stop(self, item, loaded):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VideoAnonymizeTask, "compute", stop)
+    result = runner.invoke(app, ["anonymize", str(photos), "-o", str(tmp_path / "out"), "--no-audit"])
+    assert result.exit_code == 130 and "interrupted: 0/2 done; run again to resume" in result.output

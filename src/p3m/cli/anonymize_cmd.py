@@ -352,7 +352,7 @@ def anonymize_command(
     _print_summary(out_console, err, report)
     if report.run is not None:
         _scale.print_run_summary(
-            out_console, report.run, per_worker=executor is not None,
+            out_console, report.run, unit="input" if video_records else "image", per_worker=executor is not None,
             labels={"needs_annotation": "not written (no face found)"},
             counts={("failed" if status == "error" else status): n for status, n in report.counts.items()},
         )

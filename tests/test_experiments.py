@@ -590,3 +590,36 @@ def test_table_footers_tell_checkpoints_with_the_same_file_name_apart() -> None:
     assert distinct_path_labels(["same.pth", "same.pth"]) == ["same.pth", "same.pth"]
     note = checkpoint_note("hybrid", {"bb": Path("/r/bb/best.pth"), "bn": Path("/r/bn/best.pth")})
     assert note == "hybrid test strategy; checkpoints: bb=bb/best.pth, bn=bn/best.pth."
+
+
+def test_an_interrupted_study_says_how_far_it_got(capsys) -> None:
+    """`p3m experiment sensitivity/baselines ... --fresh` stopped by Ctrl-C printed nothing (Typer
+    makes a KeyboardInterrupt exit code 130 silently): one line, as folder runs end with."""
+    from rich.console import Console
+
+    from p3m.cli.experiment_cmd import _study_progress
+    from p3m.runs import ItemRecord, RunStarted
+
+    console = Console(file=None, stderr=True, width=100)
+    with pytest.raises(KeyboardInterrupt), _study_progress("study", console) as on_event:
+        on_event(StudyStarted("sensitivity", ("a", "b"), items=6))
+        on_event(CellProgress("a", 0, 2, RunStarted(total=3, pending=1, kept=2)))
+        on_event(CellProgress("a", 0, 2, ItemFinished(ItemRecord("x.png", "done"), 1, 1)))
+        on_event(CellProgress("b", 1, 2, RunStarted(total=3, pending=3, kept=0)))
+        on_event(CellProgress("b", 1, 2, ItemFinished(ItemRecord("x.png", "failed", error="x.png: bad"), 1, 3)))
+        raise KeyboardInterrupt
+    assert capsys.readouterr().err.splitlines()[-1] == "interrupted: 3/6 done; run again to resume"
+
+
+def test_a_heatmap_sheet_of_an_image_of_tile_size_leaves_the_image_alone() -> None:
+    """An image as large as a tile (256 px) was drawn on in place: cv2 failed on a read-only
+    one, so `p3m experiment sensitivity` failed on every 256 x 256 image."""
+    from p3m.experiments.heatmap import heatmap_sheet
+
+    image = np.full((256, 200, 3), 90, np.uint8)
+    image.flags.writeable = False
+    mask = np.zeros((256, 200), bool)
+    mask[60:120, 50:150] = True
+    change = np.zeros((256, 200), np.float32)
+    sheet = heatmap_sheet(image, change, [image], [change], ["blur"], mask, mask)
+    assert sheet.dtype == np.uint8 and (image == 90).all()

@@ -80,6 +80,7 @@ def test_folder_run_writes_outputs_skips_bad_images_and_exits_nonzero(photo_fold
     stamp = (out / "astronaut_alpha.png").stat().st_mtime_ns
     again = runner.invoke(app, ["matte", str(photo_folder / "astronaut.png"), "-o", str(out)])
     assert again.exit_code == 0 and "kept 1" in again.output
+    assert "done 0, kept 1, failed 0" in again.output  # the summary line of every folder run
     assert (out / "astronaut_alpha.png").stat().st_mtime_ns == stamp
     forced = runner.invoke(
         app, ["matte", str(photo_folder / "astronaut.png"), "-o", str(out), "--overwrite"]

@@ -316,3 +316,26 @@ def test_watch_with_overwrite_mattes_again_what_other_settings_made(portrait, tm
     assert not watcher.is_alive()
     assert [record.status for record in finished] == ["done"], finished
     assert not np.array_equal(np.asarray(Image.open(out / "a_alpha.png")), before)
+
+
+def test_watch_says_once_per_clip_that_videos_are_not_watched(tmp_path):
+    """A clip copied into a watched folder was passed over without a word."""
+    import threading
+
+    from p3m.inference import Matter
+    from p3m.inference.watch import FolderWatcher, VideoNotWatched, watch_matte
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"x")
+    watcher = FolderWatcher(folder)
+    assert watcher.new_videos() == [folder / "clip.mp4"] and watcher.new_videos() == []  # once
+    stop = threading.Event()
+    seen: list = []
+
+    def on_event(event):  # type: ignore[no-untyped-def]
+        seen.append(event)
+        stop.set()
+
+    watch_matte(folder, tmp_path / "out", Matter("selfie-cf"), ("alpha",), stop=stop, poll_seconds=0.05, on_event=on_event)
+    assert seen == [VideoNotWatched(folder / "clip.mp4")]

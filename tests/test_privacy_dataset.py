@@ -183,10 +183,12 @@ def test_train_layout_is_accepted_by_the_training_loader(folder, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     (images / "astronaut.png").write_bytes((folder / "images" / "astronaut.png").read_bytes())
+    (images / "clip.mp4").write_bytes(b"x")  # a dataset holds images: the clip is left out, said so
     out = tmp_path / "P3M-10k" / "train"
     result = _run("--images", str(images), "--alphas", str(folder / "alphas"), "--out", str(out),
                   "--method", "mosaic", "--no-audit")  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "note: left out 1 video(s) in" in result.output and "(clip.mp4): videos are not part of" in result.output
     assert not (out / "trimap").exists()
     layout = pytest.importorskip("p3m.data.layout")
     (sample,) = layout.find_samples(tmp_path / "P3M-10k", "train")
@@ -194,6 +196,14 @@ def test_train_layout_is_accepted_by_the_training_loader(folder, tmp_path):
     assert sample.facemask == out / "facemask" / "astronaut.png"
     record = json.loads((out / "manifest.json").read_text())["images"][0]
     assert record["method"] == "mosaic" and record["parameters"]["mosaic_block"][0] >= 2
+    # A kept output of another size than its image is damaged: redone, with a note (as p3m matte does).
+    blurred = out / "blurred_image" / "astronaut.png"
+    _save(blurred, np.zeros((20, 30, 3), np.uint8))
+    again = _run("--images", str(images), "--alphas", str(folder / "alphas"), "--out", str(out),
+                 "--method", "mosaic", "--no-audit")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "damaged (it is 30x20 pixels, its input 512x512)" in " ".join(again.output.split())
+    assert Image.open(blurred).size == (512, 512)
 
 
 def test_rgba_input_keeps_its_alpha_and_the_report_is_written(tmp_path):
@@ -460,3 +470,27 @@ def test_a_run_with_other_anonymisation_settings_stops_instead_of_keeping_the_ol
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["method"] == "mosaic" and [image["method"] for image in manifest["images"]] == ["mosaic"]
     assert "kept 1" in _run(str(photos), "-o", str(out), *light, "--method", "mosaic").output
+
+
+def test_recursive_single_image_mode_mirrors_the_tree_and_a_flat_run_names_what_it_left_out(tmp_path):
+    from skimage import data
+
+    from p3m.video.runs import plan_anonymize_videos
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    (photos / "sub").mkdir(parents=True)
+    face = np.ascontiguousarray(data.astronaut()[::4, ::4])
+    for folder in (photos, photos / "sub"):
+        _save(folder / "face.png", face)
+    flat = _run(str(photos), "-o", str(out), "--no-alpha", "--no-audit", "--detect", "standard")
+    assert flat.exit_code == 0, flat.output
+    assert "note: left out 1 sub-folder(s) with images or videos (sub; -r searches them)" in flat.output
+    tree = _run(str(photos), "-r", "-o", str(out), "--no-alpha", "--no-audit", "--detect", "standard")
+    assert tree.exit_code == 0, tree.output
+    names = {r["name"]: r["status"] for r in json.loads((out / "manifest.json").read_text())["images"]}
+    assert names == {"face": "kept", "sub/face": "done"}
+    assert Image.open(out / "sub" / "face.png").size == (128, 128) and (out / "sub" / "face.facemask.png").is_file()
+    # Clips found under sub-folders are keyed and written the same way.
+    (photos / "sub" / "clip.mov").write_bytes(b"x")
+    (item,) = plan_anonymize_videos([(photos / "sub" / "clip.mov", Path("sub/clip.mov"))], out)
+    assert item.key == "sub/clip.mov" and item.outputs["video"] == out / "sub" / "clip.mp4"

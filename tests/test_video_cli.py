@@ -148,7 +148,7 @@ def test_folders_give_their_videos_but_not_p3m_outputs(tmp_path: Path) -> None:
     for name in ("a.mp4", "b.MOV", "a_alpha.mov", "a_composite.mp4", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     images, videos = split_video_inputs([str(tmp_path), str(tmp_path / "a_alpha.mov"), "photo.jpg"])
-    assert [v.name for v in videos] == ["a.mp4", "b.MOV", "a_alpha.mov"]  # named files are taken
+    assert [v.name for v, _ in videos] == ["a.mp4", "b.MOV", "a_alpha.mov"]  # named files are taken
     assert images == ["photo.jpg"]  # the folder has no image, so it is not passed on
 
 
@@ -227,7 +227,7 @@ def test_anonymize_a_folder_runs_its_videos_as_matte_does(tmp_path, monkeypatch)
     handed: list = []
     from p3m.runs import RunReport
 
-    def handed_over(videos, out, config):
+    def handed_over(videos, out, config, images=0):
         handed.extend(videos)
         return [], RunReport([])
 
@@ -237,4 +237,4 @@ def test_anonymize_a_folder_runs_its_videos_as_matte_does(tmp_path, monkeypatch)
     (only / "ok.mp4").write_bytes(b"x")
     result = runner.invoke(app, ["anonymize", str(only), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert handed == [only / "ok.mp4"] and "no images found" not in result.output
+    assert handed == [(only / "ok.mp4", Path("ok.mp4"))] and "no images found" not in result.output

@@ -170,6 +170,19 @@ def test_anonymize_summary_and_manifest_include_the_videos(call: Path) -> None:
     assert manifest["summary"]["done"] == 2 and "call.mov" in (folder / "manifest.csv").read_text()
     assert "│ call.mov" in result.output and "done 2, kept 0, failed 0" in result.output
     assert read_journal(folder / "manifest.jsonl")["call.mov"].outputs["video"] == str(folder / "call.mp4")
+    # The clip is counted apart from the images (it was an image "without faces").
+    privacy = json.loads((folder / "privacy_report.json").read_text())
+    assert privacy["images"] == 1 and privacy["images_with_faces"] == 1
+    assert privacy["videos"] == 1 and privacy["video_frames"] == 4
+    assert privacy["video_frames_with_faces"] == entries["call.mov"]["frames_with_faces"] > 0
+    assert privacy["video_tracks"] == entries["call.mov"]["tracks"] > 0
+    assert manifest["summary"]["images"] == 1 and manifest["summary"]["videos"] == 1
+    import csv
+
+    rows = {row["name"]: row for row in csv.DictReader((folder / "manifest.csv").open())}
+    assert rows["call.mov"]["kind"] == "video" and rows["astro"]["kind"] == "image"
+    assert rows["call.mov"]["faces"] == str(entries["call.mov"]["tracks"]) and rows["call.mov"]["frames"] == "4"
+    assert "videos: 1 video(s): 4 frames" in " ".join(result.output.split())  # folded at 80 columns
 
 
 def test_anonymize_never_takes_its_own_clips_and_redoes_a_damaged_one(call: Path) -> None:
@@ -230,3 +243,89 @@ def test_kept_anonymised_clips_of_another_method_stop_the_run(tmp_path: Path) ->
     redo = runner.invoke(app, ["anonymize", str(source), "-o", str(out), *light, "--method", "mosaic", "--overwrite"])
     assert redo.exit_code == 0, redo.output
     assert json.loads((out / "manifest.json").read_text())["images"][0]["method"] == "mosaic"
+
+
+def test_a_shell_glob_into_the_same_folder_leaves_out_its_own_video_outputs(clip: Path, tmp_path: Path) -> None:
+    from p3m.io import write_png
+
+    for name, options in (("mov", []), ("sequence", ["--format", "png-sequence", "--save", "alpha"])):
+        same = tmp_path / name
+        same.mkdir()
+        (same / "clip.mp4").write_bytes(clip.read_bytes())
+        write_png(same / "photo.png", np.full((24, 32, 3), 120, np.uint8))
+        first = _matte(str(same), "-o", str(same), *options)
+        assert first.exit_code == 0, first.output
+        # `p3m matte same/* -o same`: the shell names clip_alpha.mov (or the clip_alpha/ PNG sequence).
+        everything = sorted(str(path) for path in same.iterdir())
+        again = _matte(*everything, "-o", str(same), *options)
+        assert again.exit_code == 0, again.output
+        assert "error" not in again.output and "_alpha_alpha" not in again.output
+        assert "done 0, kept 2, failed 0" in again.output
+        assert read_journal(same / "manifest.jsonl")["clip.mp4"].status == "done"
+
+
+def test_recursive_runs_mirror_the_tree_for_videos_so_same_named_clips_do_not_collide(clip: Path, tmp_path: Path) -> None:
+    from p3m.io import write_png
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    (photos / "sub").mkdir(parents=True)
+    for folder in (photos, photos / "sub"):
+        (folder / "clip.mp4").write_bytes(clip.read_bytes())
+    write_png(photos / "sub" / "face.png", np.full((24, 32, 3), 120, np.uint8))
+    result = _matte(str(photos), "-r", "-o", str(out), "--save", "alpha")
+    assert result.exit_code == 0, result.output
+    assert "same name" not in result.output and "done 3, kept 0, failed 0" in result.output
+    assert (out / "clip_alpha.mov").is_file() and (out / "sub" / "clip_alpha.mov").is_file()
+    assert (out / "sub" / "face_alpha.png").is_file()
+    journal = read_journal(out / "manifest.jsonl")
+    assert set(journal) == {"clip.mp4", "sub/clip.mp4", "sub/face.png"}
+    assert journal["sub/clip.mp4"].outputs == {"alpha": str(out / "sub" / "clip_alpha.mov")}
+    again = _matte(str(photos), "-r", "-o", str(out), "--save", "alpha")
+    assert again.exit_code == 0 and "done 0, kept 3, failed 0" in again.output
+
+
+def test_an_interrupted_folder_run_counts_its_videos_and_its_images(clip: Path, tmp_path: Path, monkeypatch) -> None:
+    from p3m.inference.batch import MatteTask
+    from p3m.io import write_png
+    from p3m.video.runs import VideoMatteTask
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "clip.mp4").write_bytes(clip.read_bytes())
+    for name in ("a", "b", "c"):
+        write_png(photos / f"{name}.png", np.full((24, 32, 3), 120, np.uint8))
+    compute = MatteTask.compute
+
+    def stop_at_b(self, item, loaded):
+        if item.key == "b.png":
+            raise KeyboardInterrupt
+        return compute(self, item, loaded)
+
+    monkeypatch.setattr(MatteTask, "compute", stop_at_b)
+    after_a = _matte(str(photos), "-o", str(tmp_path / "out"), "--save", "alpha")
+    assert after_a.exit_code == 130
+    assert "interrupted: 2/4 done; run again to resume" in after_a.output  # the clip and a.png
+
+    def stop(self, item, loaded):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VideoMatteTask, "compute", stop)
+    mid_clip = _matte(str(photos), "-o", str(tmp_path / "other"), "--save", "alpha")
+    assert mid_clip.exit_code == 130 and "interrupted: 0/4 done; run again to resume" in mid_clip.output
+
+
+def test_an_interrupted_anonymize_run_counts_its_videos_and_its_images(tmp_path: Path, monkeypatch) -> None:
+    from p3m.io import write_png
+    from p3m.video.runs import VideoAnonymizeTask
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "clip.mp4").write_bytes(b"x")  # never read: the clip is interrupted first
+    write_png(photos / "a.png", np.full((24, 32, 3), 120, np.uint8))
+
+    def stop(self, item, loaded):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VideoAnonymizeTask, "compute", stop)
+    result = runner.invoke(app, ["anonymize", str(photos), "-o", str(tmp_path / "out"), "--no-audit"])
+    assert result.exit_code == 130 and "interrupted: 0/2 done; run again to resume" in result.output

@@ -179,6 +179,12 @@ def record_error(record: Any) -> str:
     return record.error or "failed"
 
 
+def interrupted_line(event: Any, others: tuple[int, int] = (0, 0)) -> str:
+    """How far an interrupted run got (a `p3m.runs.RunInterrupted`), with (done, total) of the
+    command's inputs outside that run added, so the line counts every input (images and videos)."""
+    return f"interrupted: {event.done + others[0]}/{event.total + others[1]} done; run again to resume"
+
+
 @contextlib.contextmanager
 def run_progress(
     label: str,
@@ -186,6 +192,7 @@ def run_progress(
     describe: Callable[[ItemRecord], str | None] | None = None,
     show_failures: bool = True,
     unit: str = "items",
+    others: tuple[int, int] = (0, 0),
 ) -> Iterator[Callable[[Event], None]]:
     """Render a `p3m.runs` run: yields the `on_event` callback to pass to the run.
 
@@ -193,7 +200,9 @@ def run_progress(
     when every item is kept), one
     red line per failed item (unless `show_failures` is False: the command lists them at the
     end), and `describe(record)` printed for each finished one when given. Without a terminal
-    (a pipe, a log file) there is no bar, only those lines.
+    (a pipe, a log file) there is no bar, only those lines. Ctrl-C ends it with
+    `interrupted: done/total done; run again to resume`, counting every input of the command:
+    `others` is (done, total) of its inputs outside this run (a folder run's videos, run first).
     """
     from rich.markup import escape
     from rich.progress import (
@@ -229,7 +238,7 @@ def run_progress(
                 state["task"] = progress.add_task(label, total=event.pending, name="", rate="")
             state["start"] = time.perf_counter()
         elif isinstance(event, RunInterrupted):
-            state["interrupted"] = f"interrupted: {event.done}/{event.total} done; run again to resume"
+            state["interrupted"] = interrupted_line(event, others)
         elif isinstance(event, ItemFinished):
             record = event.record
             elapsed = max(time.perf_counter() - float(state.get("start", 0.0)), 1e-9)

@@ -169,6 +169,10 @@ def anonymize_command(
     resume: bool = typer.Option(
         True, "--resume/--overwrite", help="Keep images whose outputs already exist."
     ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r",
+        help="Single-image mode: descend into the sub-folders of folders given (the outputs mirror the tree).",
+    ),
     input_lists: list[Path] | None = _scale.INPUT_LIST_OPTION,
     shard_size: int = _scale.SHARD_SIZE_OPTION,
     engine: _scale.Engine = _scale.ENGINE_OPTION,
@@ -223,6 +227,8 @@ def anonymize_command(
                 "writes <stem>.png and <stem>.facemask.png beside the photos); choose another -o"
             )
     dataset_mode = images_dir is not None or bool(input_lists)
+    if recursive and dataset_mode:
+        raise ConfigError("-r is for folders given as inputs; a dataset run reads its --images folder alone")
     if bool(images) == dataset_mode:
         raise ConfigError(
             "give either image files (single-image mode) or --images DIR / --input-list FILE "
@@ -261,11 +267,13 @@ def anonymize_command(
     check_alpha_from(config.alpha_from, "--alpha-from")  # before any image: a typo fails once
     # Video files go to p3m.video; when only videos were given, that is the whole run.
     from p3m.cli.video_cmd import anonymize_video_inputs
-    from p3m.io import expand_folders
 
     folders_given = [path for path in images or () if path.is_dir()]
     files_given = [path for path in images or () if not path.is_dir()]
-    images, videos = expand_folders(images or ())  # videos in folders run too, as in p3m matte
+    # Videos in folders run too, as in p3m matte; with -r sub-folders too, the outputs mirroring the tree.
+    images, videos, relative = _expand_inputs(images or (), recursive, out)
+    if not recursive:
+        _note_sub_folders(err, folders_given, out)
     # p3m never takes its own outputs as inputs (`photos/*` after a run into photos/).
     from p3m.inference.batch import leave_out_own_outputs
 
@@ -278,7 +286,8 @@ def anonymize_command(
             f"note: passed over {len(named_like_outputs)} file(s) named like p3m's outputs, which are "
             f"never inputs ({shown}{more})", highlight=False, soft_wrap=True,
         )  # fmt: skip
-    video_failures, video_run = anonymize_video_inputs(videos, out, config) if videos else ([], None)
+    videos = [(path, relative[path]) for path in videos]
+    video_failures, video_run = anonymize_video_inputs(videos, out, config, len(images)) if videos else ([], None)
     video_records = video_run.records if video_run is not None else []
     if videos and not images and not dataset_mode:
         # The clips' manifest.json, manifest.csv and privacy report, as a run of images writes.
@@ -291,6 +300,7 @@ def anonymize_command(
         if alphas_dir is None:
             raise ConfigError("dataset mode needs --alphas DIR (the mattes are written to mask/)")
         samples = match_folder(images_dir, alphas_dir, facemask_dir) if images_dir is not None else []
+        _note_dataset_videos(err, images_dir)
         if input_lists:
             taken = {sample.image.resolve() for sample in samples}
             listed = [path for listing in input_lists for path in read_path_list(listing)]
@@ -309,8 +319,9 @@ def anonymize_command(
         masks = files_by_stem(facemask_dir) if facemask_dir is not None else {}
         samples = [
             SampleFiles(
-                path.stem, path, alpha[i] if alpha else alphas.get(path.stem), masks.get(path.stem)
-            )
+                relative[path].with_suffix("").as_posix(), path, alpha[i] if alpha else alphas.get(path.stem),
+                masks.get(path.stem),
+            )  # named by the path relative to its folder: `sub/a` -> OUT/sub/a.png with -r
             for i, path in enumerate(images)
         ]
     from p3m.detection.faces import available_detectors, expand_detector_names
@@ -329,7 +340,9 @@ def anonymize_command(
 
     if executor is not None:
         out_console.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
-    with run_progress("[bold]anonymizing", err, unit="images") as on_event:
+    # The videos ran first: an interrupted line counts them too (every input of the command).
+    others = (len(video_records) - len(video_run.failed), len(video_records)) if video_run is not None else (0, 0)
+    with run_progress("[bold]anonymizing", err, unit="images", others=others) as on_event:
         report = anonymize_samples(
             samples, out, config, on_event,
             options=RunOptions(threads=threads), executor=executor, shard_size=shard_size,
@@ -339,12 +352,76 @@ def anonymize_command(
     _print_summary(out_console, err, report)
     if report.run is not None:
         _scale.print_run_summary(
-            out_console, report.run, per_worker=executor is not None,
+            out_console, report.run, unit="input" if video_records else "image", per_worker=executor is not None,
             labels={"needs_annotation": "not written (no face found)"},
             counts={("failed" if status == "error" else status): n for status, n in report.counts.items()},
         )
     if report.failed or video_failures:
         raise typer.Exit(code=1)
+
+
+def _expand_inputs(
+    given: list[Path], recursive: bool, out: Path
+) -> tuple[list[Path], list[Path], dict[Path, Path]]:
+    """(files for the image code, video files, each file's path relative to its input root) of
+    the files and folders given (`p3m.io.expand_folders`; with `recursive` every sub-folder's
+    too, but not the output folder's). A file named directly is relative as its name alone."""
+    from p3m.io import expand_folders
+
+    images: list[Path] = []
+    videos: list[Path] = []
+    relative: dict[Path, Path] = {}
+    skip = out.resolve()
+    for path in given:
+        folders = [path]
+        if recursive and path.is_dir():
+            folders += sorted(
+                entry for entry in path.rglob("*")
+                if entry.is_dir() and not entry.name.startswith(".") and skip not in (entry.resolve(), *entry.resolve().parents)
+            )  # fmt: skip
+        for folder in folders:
+            found_images, found_videos = expand_folders([folder])
+            for file in found_images + found_videos:
+                relative.setdefault(file, file.relative_to(path) if path.is_dir() else Path(file.name))
+            images += found_images
+            videos += found_videos
+    return list(dict.fromkeys(images)), list(dict.fromkeys(videos)), relative
+
+
+def _note_sub_folders(err: Console, folders: list[Path], out: Path) -> None:
+    """One line on the sub-folders of the folders given that hold images or videos and that a
+    run without -r leaves out (not the output folder)."""
+    from p3m.io import is_image_file, is_video_file
+
+    skip = out.resolve()
+    left = [
+        entry for folder in folders for entry in sorted(folder.iterdir())
+        if entry.is_dir() and not entry.name.startswith(".") and entry.resolve() != skip
+        and any(is_image_file(file) or is_video_file(file) for file in entry.rglob("*"))
+    ]  # fmt: skip
+    if left:
+        shown = ", ".join(path.name for path in left[:3]) + (", ..." if len(left) > 3 else "")
+        err.print(
+            f"note: left out {len(left)} sub-folder(s) with images or videos ({shown}; -r searches them)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+
+def _note_dataset_videos(err: Console, images_dir: Path | None) -> None:
+    """One line on the clips of a dataset run's --images folder: a dataset (blurred_image/,
+    mask/, ...) holds images only, so they are left out, said so, with how to anonymise them."""
+    from p3m.io import is_video_file
+
+    if images_dir is None or not images_dir.is_dir():
+        return
+    clips = sorted(path for path in images_dir.iterdir() if is_video_file(path))
+    if clips:
+        shown = ", ".join(path.name for path in clips[:3]) + (", ..." if len(clips) > 3 else "")
+        err.print(
+            f"note: left out {len(clips)} video(s) in {images_dir} ({shown}): videos are not part of a "
+            f"dataset run; anonymise them with p3m anonymize {images_dir}/{clips[0].name} -o DIR",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 TABLE_ROWS = 200
@@ -379,7 +456,8 @@ def _print_table(out_console: Console, report: FolderReport) -> None:
         table.add_row(
             record["name"],
             record["status"],
-            f"{record.get('tracks', 0)} tracked" if record.get("kind") == "video"
+            f"{record.get('tracks', 0)} tracked, in {record.get('frames_with_faces', 0)}/{record.get('frames', 0)} frames"
+            if record.get("kind") == "video"
             else str(len(record.get("faces", []))) if "faces" in record else "",
             str(record.get("mask_area", "")),
             str(audit.get("faces_found", "")),
@@ -393,12 +471,13 @@ def _print_table(out_console: Console, report: FolderReport) -> None:
 def _print_totals(out_console: Console, err: Console, report: FolderReport) -> None:
     privacy = report.privacy_report()
     distance = privacy.min_identity_distance
+    videos = f"; videos: {privacy.describe_videos()}" if privacy.videos else ""
     out_console.print(
-        f"privacy: {privacy.faces} face(s) found "
+        f"privacy: {privacy.images} image(s): {privacy.faces} face(s) found "
         f"({', '.join(f'{k} {v}' for k, v in sorted(privacy.faces_by_detector.items())) or 'none'}), "
         f"{privacy.faces_masked} masked, {privacy.spared_pixels} px spared as transition area, "
         f"{privacy.strengthened} strengthened, {privacy.unverified} unverified, minimum identity "
-        f"distance {'n/a' if distance is None else f'{distance:.3f}'}. "
+        f"distance {'n/a' if distance is None else f'{distance:.3f}'}{videos}. "
         f"Report: {report.out_dir / 'privacy_report.json'} and privacy_report.html",
         highlight=False,
     )

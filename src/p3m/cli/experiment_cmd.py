@@ -56,15 +56,34 @@ def _progress_callback(label: str, console: Console) -> Iterator[Callable[[Any],
     """A progress bar on `console`; yields a callback taking events with done/total/model/step."""
     from p3m.cli._ui import item_progress
 
-    with item_progress(label, console, show_name=True, show_elapsed=True) as progress:
+    state: dict[str, int] = {}
+    with _interrupted_line(console, state), item_progress(label, console, show_name=True, show_elapsed=True) as progress:
         task_id = progress.add_task(label, total=None, name="")
 
         def on_progress(event: Any) -> None:
+            state.update(done=event.done, total=event.total)
             progress.update(
                 task_id, completed=event.done, total=event.total, name=f"{event.model}: {event.step}"
             )
 
         yield on_progress
+
+
+@contextmanager
+def _interrupted_line(console: Console, state: dict[str, int]) -> Iterator[None]:
+    """On Ctrl-C, after the bar is gone: `interrupted: done/total done; run again to resume`
+    (`state`'s counts, kept up to date by the caller), as folder runs end (Typer turns the
+    KeyboardInterrupt into exit code 130 without a word)."""
+    from p3m.cli._ui import INTERRUPT_REPORTED
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted: {state.get('done', 0)}/{state.get('total', 0)} done; run again to resume", highlight=False
+        )
+        INTERRUPT_REPORTED.set()
+        raise
 
 
 @contextmanager
@@ -89,9 +108,11 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
         name_column(), console=console, transient=True,
     )  # fmt: skip
     state: dict[str, Any] = {}
+    counts = {"done": 0, "total": 0}  # images with results (kept or computed), over all cells
 
     def on_event(event: StudyEvent) -> None:
         if isinstance(event, StudyStarted):
+            counts["total"] = event.items
             state["task"] = progress.add_task(label, total=event.items, name="")
         elif isinstance(event, CellReset):
             progress.console.print(
@@ -103,15 +124,17 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
         elif isinstance(event, CellProgress) and "task" in state:
             inner = event.event
             if isinstance(inner, RunStarted):
+                counts["done"] += inner.kept
                 progress.update(state["task"], advance=inner.kept, name=event.cell)
             elif isinstance(inner, ItemFinished):
+                counts["done"] += not inner.record.failed
                 progress.update(state["task"], advance=1, name=f"{event.cell}: {inner.record.key}")
                 if inner.record.failed:
                     progress.console.print(
                         f"[red]error:[/red] {event.cell}: {inner.record.error}", highlight=False, soft_wrap=True
                     )
 
-    with progress:
+    with _interrupted_line(console, counts), progress:
         yield on_event
 
 

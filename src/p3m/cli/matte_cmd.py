@@ -286,6 +286,12 @@ def _matte_files(
     video_failures: list[tuple[str, str]] = []
     video_report = None
     video_matter = None  # loaded once for the videos and the images of a local run
+    plan = None
+    if videos and inputs and images_refused is None:  # planned first: an interrupted line counts all
+        plan = plan_matte(
+            inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
+            input_lists=scale["input_lists"], shard_size=scale["shard_size"],
+        )  # fmt: skip
     if videos:
         video = options["video"]
         if inputs and images_refused is None and scale["executor"] is None:
@@ -295,7 +301,7 @@ def _matte_files(
             background=video["background"], temporal=video["temporal"], model=options["model"],
             weights=options["weights"], strategy=options["strategy"], device=options["device"],
             max_pixels=video["max_pixels"], overwrite=overwrite, download=options["download"],
-            selfie_config=options["selfie"], matter=video_matter,
+            selfie_config=options["selfie"], matter=video_matter, images=len(plan.jobs) if plan is not None else 0,
         )  # fmt: skip
         if images_refused is not None or not inputs:
             _scale.print_run_summary(out, video_report, unit="video")
@@ -306,10 +312,11 @@ def _matte_files(
         if not inputs:
             exit_if_failed(err, video_failures, "failed on {count} video(s)")
             return
-    plan = plan_matte(
-        inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
-        input_lists=scale["input_lists"], shard_size=scale["shard_size"],
-    )  # fmt: skip
+    if plan is None:
+        plan = plan_matte(
+            inputs, out_dir, kinds, recursive=recursive, overwrite=overwrite,
+            input_lists=scale["input_lists"], shard_size=scale["shard_size"],
+        )  # fmt: skip
     failures = list(plan.missing)
     if inputs and len(failures) == len(inputs) and not scale["input_lists"]:
         # Nothing given exists: a usage error (exit 2), not a partly failed run.
@@ -318,9 +325,9 @@ def _matte_files(
         raise ImageReadError(
             "none of the inputs exists: " + "; ".join(f"{name} ({reason})" for name, reason in failures)
         )
-    failures += video_failures
     for name, reason in failures:
         err.print(f"[red]skipped:[/red] {name}: {reason}", highlight=False, soft_wrap=True)
+    failures += video_failures  # each printed as its clip failed: only in the recap at the end
     if plan.passed_over:
         shown = ", ".join(path.name for path in plan.passed_over[:3])
         more = f", ... ({len(plan.passed_over)} in all)" if len(plan.passed_over) > 3 else ""
@@ -329,7 +336,7 @@ def _matte_files(
             f"never inputs ({shown}{more}); name a file to matte it anyway",
             highlight=False, soft_wrap=True,
         )
-    _note_left_out(err, plan.left_out, videos)
+    _note_left_out(err, plan.left_out, [path for path, _ in videos])
     if not plan.jobs:
         if videos:  # the folders held videos (run above) and p3m's own outputs only
             _scale.print_run_summary(out, video_report, unit="video")
@@ -356,16 +363,20 @@ def _matte_files(
         check_kept_outputs(plan, run_settings(matter, plan.kinds, backdrop))
     if skipped:
         out.print(f"kept {skipped} image(s) whose outputs exist (use --overwrite to redo them)")
-    if not todo:
-        if video_report is not None:  # one summary of the run: its videos and its kept images
-            from p3m.runs import KEPT, ItemRecord, RunReport
+    if not todo:  # one summary of the run, as a run that matted some: its kept images (and its videos)
+        from p3m.runs import KEPT, ItemRecord, RunReport
 
-            kept = [ItemRecord(key, KEPT, str(job.source)) for job, key in zip(plan.jobs, plan.keys, strict=True)]
-            _scale.print_run_summary(out, _with_videos(video_report, RunReport(kept)), unit="input")
+        kept = RunReport([ItemRecord(key, KEPT, str(job.source)) for job, key in zip(plan.jobs, plan.keys, strict=True)])
+        if video_report is not None:
+            _scale.print_run_summary(out, _with_videos(video_report, kept), unit="input")
+        else:
+            _scale.print_run_summary(out, kept)
         exit_if_failed(err, failures, "skipped {count} input(s)")
         return
 
     run_options = RunOptions(threads=scale["threads"])
+    # The videos ran first: an interrupted line counts them too (every input of the command).
+    others = (0, 0) if video_report is None else (len(video_report.records) - len(video_report.failed), len(video_report.records))
     if executor is not None:
         # Each worker builds the same model itself, on --device (a GPU node's, not the driver's).
         matter = matter or _load_matter({**options, "device": "cpu"}, out.print, note)
@@ -375,12 +386,12 @@ def _matte_files(
         )  # fmt: skip
         del matter
         out.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
-        with run_progress("[bold]matting", err, describe=_describe_record, unit="images") as on_event:
+        with run_progress("[bold]matting", err, describe=_describe_record, unit="images", others=others) as on_event:
             report = run_matte(plan, spec, backdrop, on_event=on_event, options=run_options, executor=executor)
         name = spec.model
     else:
         matter = matter or _load_matter(options, out.print, note)
-        with run_progress("[bold]matting", err, describe=_describe_record, unit="images") as on_event:
+        with run_progress("[bold]matting", err, describe=_describe_record, unit="images", others=others) as on_event:
             report = run_matte(plan, matter, backdrop, on_event=on_event, options=run_options)
         name = matter.name
     failures.extend(_failure(record) for record in report.failed)
@@ -538,7 +549,7 @@ def _watch_folder(
 
     from p3m.cli._ui import exit_if_failed, record_error
     from p3m.errors import ImageReadError
-    from p3m.inference.watch import watch_matte
+    from p3m.inference.watch import VideoNotWatched, watch_matte
     from p3m.runs import ItemFinished
 
     out = Console(emoji=False)
@@ -555,7 +566,12 @@ def _watch_folder(
         err.print("stopping after the current image ...", highlight=False)
 
     def on_event(event: Any) -> None:
-        if isinstance(event, ItemFinished):
+        if isinstance(event, VideoNotWatched):
+            err.print(
+                f"note: {event.path}: videos are not watched, images only (matte it with p3m matte "
+                f"{event.path} -o {out_dir})", highlight=False, soft_wrap=True,
+            )  # fmt: skip
+        elif isinstance(event, ItemFinished):
             record = event.record
             if record.failed:
                 err.print(f"[red]error:[/red] {record_error(record)}", highlight=False, soft_wrap=True)

@@ -51,20 +51,29 @@ def _is_video(path: Path) -> bool:
 
 def split_video_inputs(
     inputs: Sequence[str], recursive: bool = False
-) -> tuple[list[str], list[Path]]:
-    """(inputs left for the image code, video files): video files named directly, matched by a
-    glob, or found in a folder. A folder or pattern with no image in it is not passed on."""
+) -> tuple[list[str], list[tuple[Path, Path]]]:
+    """(inputs left for the image code, (video file, path relative to its input root)): video
+    files named directly or matched by a glob (relative: the file name), or found in a folder
+    (relative to it: `sub/a.mp4` with `recursive`, so the outputs mirror the tree as images'
+    do). A folder or pattern with no image in it is not passed on."""
     from p3m.inference.batch import OwnOutputs
     from p3m.io import is_image_file
 
     own = OwnOutputs()
     images: list[str] = []
-    videos: list[Path] = []
+    videos: list[tuple[Path, Path]] = []
     for text in inputs:
         path = Path(text).expanduser()
         if path.is_file() or (not path.exists() and not glob.has_magic(text)):
-            (videos.append(path) if _is_video(path) else images.append(text))
+            if not _is_video(path):
+                images.append(text)
+            elif not (path.exists() and _wrote_it(own, path)):
+                # A clip a run journal lists (or in a folder p3m marked as its output) is p3m's
+                # own, also when a shell expanded `photos/*` into its name: left out, as images are.
+                videos.append((path, Path(path.name)))
             continue
+        if path.is_dir() and own.folder_kind(path.resolve()) == "marked":
+            continue  # a PNG sequence p3m wrote (`photos/*` expanded into `photos/clip_alpha`)
         if path.is_dir():
             entries = sorted(path.glob("**/*" if recursive else "*"))
         else:
@@ -75,12 +84,24 @@ def split_video_inputs(
             entry
             for entry in entries
             if entry.is_file() and _is_video(entry) and not entry.stem.endswith(_OUTPUT_ENDINGS)
-            and not own.listed(entry)
+            and not _wrote_it(own, entry)
         ]
-        videos += found
+        videos += [(entry, entry.relative_to(path) if path.is_dir() else Path(entry.name)) for entry in found]
         if not found or any(is_image_file(entry) for entry in entries):
             images.append(text)
-    return images, list(dict.fromkeys(videos))
+    taken: dict[Path, tuple[Path, Path]] = {}
+    for video in videos:  # each file once, as first found
+        taken.setdefault(video[0].resolve() if video[0].exists() else video[0], video)
+    return images, list(taken.values())
+
+
+def _wrote_it(own: Any, path: Path) -> bool:
+    """True for a file p3m wrote: a run journal in its folder or above lists it, or it lies in a
+    folder p3m marked as one of its outputs (`p3m.inference.batch.OwnOutputs`)."""
+    if own.listed(path):
+        return True
+    folder = own.output_folder(path)
+    return folder is not None and folder[1] == "marked"
 
 
 # --------------------------------------------------------------------------- progress
@@ -144,13 +165,17 @@ def _failure(record: Any) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, Console]]:
+def video_run_progress(
+    console: Console, describe: Any, others: tuple[int, int] = (0, 0)
+) -> Iterator[tuple[Any, Console]]:
     """The frame display of `video_progress` for a `p3m.video.runs` run: yields the `on_event`
     callback (run and video events) and the console. Damaged kept outputs redone get a note,
-    each failed clip a red line, each finished one `describe(record, live)`."""
+    each failed clip a red line, each finished one `describe(record, live)`; Ctrl-C one line
+    counting every input of the command (`others`: (done, total) of the images, see
+    `p3m.cli._ui.interrupted_line`)."""
     from rich.markup import escape
 
-    from p3m.cli._ui import INTERRUPT_REPORTED
+    from p3m.cli._ui import INTERRUPT_REPORTED, interrupted_line
     from p3m.runs import ItemFinished, RunInterrupted, RunStarted
     from p3m.video.events import VideoFinished, VideoProgress, VideoStarted
 
@@ -160,9 +185,7 @@ def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, C
             if isinstance(event, (VideoStarted, VideoProgress, VideoFinished)):
                 on_video(event)
             elif isinstance(event, RunInterrupted):
-                live.print(
-                    f"interrupted: {event.done}/{event.total} done; run again to resume", highlight=False
-                )
+                live.print(interrupted_line(event, others), highlight=False)
                 INTERRUPT_REPORTED.set()
             elif isinstance(event, RunStarted):
                 for line in event.redone:
@@ -180,7 +203,7 @@ def video_run_progress(console: Console, describe: Any) -> Iterator[tuple[Any, C
 
 
 def matte_video_inputs(
-    videos: Sequence[Path],
+    videos: Sequence[Any],
     out_dir: Path,
     *,
     save: str,
@@ -196,8 +219,10 @@ def matte_video_inputs(
     download: bool = False,
     selfie_config: Any = None,
     matter: Any = None,
+    images: int = 0,
 ) -> tuple[list[tuple[str, str]], Any]:
-    """Matte each video into `out_dir` with `p3m.video.runs` (one engine run, the journal
+    """Matte each video (a path, or (path, relative path) as `split_video_inputs` gives: the
+    outputs mirror the tree) into `out_dir` with `p3m.video.runs` (one engine run, the journal
     `out_dir/manifest.jsonl`), printing what was written; returns ((video, reason) failures,
     the run report).
 
@@ -206,7 +231,8 @@ def matte_video_inputs(
     on. `max_pixels` as `p3m matte --max-pixels` (0 default, -1 none); `download` fetches the
     model's published weights first when they are not cached; `selfie_config` refines selfie-cf
     (as `p3m matte --trimap-band/--threshold`); `matter`: the `Matter` those options make, when
-    the caller loaded it already (for the run's images too).
+    the caller loaded it already (for the run's images too); `images`: how many images the
+    command runs after the videos (counted in the line an interrupted run ends with).
     """
     from rich.console import Console
 
@@ -240,7 +266,7 @@ def matte_video_inputs(
         for warning in details.get("warnings", ()):
             live.print(f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
-    with video_run_progress(err, describe) as (on_event, live):
+    with video_run_progress(err, describe, (0, images)) as (on_event, live):
         report = run_video_matte(plan, matter, background=background, temporal=temporal, on_event=on_event)
         for record in report.with_status(KEPT):
             live.print(
@@ -254,11 +280,12 @@ def matte_video_inputs(
 
 
 def anonymize_video_inputs(
-    videos: Sequence[Path], out_dir: Path, config: Any
+    videos: Sequence[Any], out_dir: Path, config: Any, images: int = 0
 ) -> tuple[list[tuple[str, str]], Any]:
     """Anonymise each video into `out_dir` with the options of an `AnonymizeConfig`
     (`p3m.video.runs.anonymize_videos`, one engine run); returns ((video, reason) failures,
-    identity leaks included, the run report)."""
+    identity leaks included, the run report). `images`: how many images the command runs
+    after the videos (counted in the line an interrupted run ends with)."""
     from rich.console import Console
 
     from p3m.runs import KEPT
@@ -282,7 +309,7 @@ def anonymize_video_inputs(
                 f"[yellow]{Path(record.source).name}:[/yellow] {warning}", highlight=False, soft_wrap=True
             )
 
-    with video_run_progress(err, describe) as (on_event, live):
+    with video_run_progress(err, describe, (0, images)) as (on_event, live):
         report = anonymize_videos(videos, out_dir, config, on_event)
         for record in report.with_status(KEPT):
             live.print(

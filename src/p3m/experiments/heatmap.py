@@ -36,9 +36,11 @@ def colourize(change: np.ndarray, vmax: float = DEFAULT_VMAX) -> np.ndarray:
 
 
 def _fit(tile: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    """`tile` at `size` (height, width), always a new array: outlines are drawn into it, never
+    into the caller's image (a read-only one, as decoded images can be, made cv2 fail)."""
     height, width = size
     if tile.shape[:2] == (height, width):
-        return tile
+        return np.array(tile, copy=True)
     shrinking = tile.shape[0] > height
     interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(tile, (width, height), interpolation=interpolation)

@@ -39,7 +39,7 @@ from p3m.inference.batch import (
 )
 from p3m.runs import Event, ItemFinished, ItemRecord, RunOptions, RunReport
 
-__all__ = ["FolderWatcher", "ReadyFile", "watch_matte"]
+__all__ = ["FolderWatcher", "ReadyFile", "VideoNotWatched", "watch_matte"]
 
 Signature = tuple[int, int]
 """(size in bytes, modification time in ns): what changes while a file is being written."""
@@ -54,6 +54,15 @@ class ReadyFile:
     relative: Path
     changed: bool
     signature: Signature
+
+
+@dataclass(frozen=True)
+class VideoNotWatched:
+    """Emitted once per video file that appears in a watched folder: the watch mattes images
+    only (a clip is matted by `p3m matte CLIP -o OUT`, `p3m.video.runs`), so a surface says so
+    instead of passing over it silently."""
+
+    path: Path
 
 
 class FolderWatcher:
@@ -73,6 +82,24 @@ class FolderWatcher:
         self.settle_seconds = float(settle_seconds)
         self._seen: dict[Path, tuple[Signature, float]] = {}
         self._handled: dict[Path, Signature] = {}
+        self._clips: set[Path] = set()
+
+    def new_videos(self) -> list[Path]:
+        """The video files of the folder (with `recursive`, its sub-folders too) not returned
+        before, p3m's own outputs left out: the watch does not matte them, and says so once."""
+        from p3m.inference.batch import OwnOutputs
+        from p3m.io import is_video_file
+
+        own = OwnOutputs()
+        found = []
+        for entry in sorted(self.folder.glob("**/*" if self.recursive else "*")):
+            if entry in self._clips or not is_video_file(entry):
+                continue
+            self._clips.add(entry)
+            folder = own.output_folder(entry)
+            if not own.listed(entry) and (folder is None or folder[1] != "marked"):
+                found.append(entry)
+        return found
 
     def poll(self, now: float | None = None) -> list[ReadyFile]:
         now = time.monotonic() if now is None else now
@@ -115,7 +142,7 @@ def watch_matte(
     recursive: bool = False,
     poll_seconds: float = 1.0,
     settle_seconds: float | None = None,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[Event | VideoNotWatched], None] | None = None,
     batch_size: int = 4,
     overwrite: bool = False,
 ) -> RunReport:
@@ -124,7 +151,7 @@ def watch_matte(
     `matter` is a `p3m.inference.Matter`; `kinds`, `background` as for `run_matte`.
     `settle_seconds` (default: `poll_seconds`) is how long a file must stay unchanged before it
     is read. Ready images are matted `batch_size` at a time, `stop` checked in between. Events
-    are those of each batch's run (`p3m.runs`). Returns one record per image matted, kept or
+    are those of each batch's run (`p3m.runs`) and a `VideoNotWatched` per clip that appears. Returns one record per image matted, kept or
     failed during the watch, in the order they were handled. Raises `ImageReadError` when
     `folder` is not a folder; fatal run errors (missing dependency) end the watch.
     """
@@ -137,6 +164,9 @@ def watch_matte(
     settings = run_settings(matter, kinds, background)  # once: a background image is hashed
     while not stop.is_set():
         ready = watcher.poll()
+        for clip in watcher.new_videos():
+            if on_event is not None:
+                on_event(VideoNotWatched(clip))
         for start in range(0, len(ready), max(1, batch_size)):
             if stop.is_set():
                 break

@@ -55,6 +55,7 @@ import numpy as np
 from p3m.detection.faces import DEFAULT_DETECTORS
 from p3m.errors import ConfigError, DatasetError, ShapeMismatchError
 from p3m.io import (
+    VIDEO_SUFFIXES,
     atomic_write_text,
     files_by_stem,
     output_folder,
@@ -110,8 +111,11 @@ MANIFEST_FIELDS = (
     "name", "status", "faces", "detectors", "mask_area", "mask_fraction", "facemask_source",
     "method", "parameters", "strengthened", "unverified", "min_identity_distance",
     "spared_pixels", "audit_faces_found", "audit_identity_matches", "needs_annotation",
-    "warnings", "error",
+    "warnings", "error", "kind", "frames", "frames_with_faces",
 )  # fmt: skip
+"""manifest.csv's columns. For a clip ("kind" video) "faces" is its face tracks (each face
+followed through the frames), "frames" / "frames_with_faces" its frame counts; for an image
+"kind" is image and the frame columns are empty."""
 
 
 @dataclass
@@ -397,7 +401,8 @@ def plan_anonymize(
 ) -> list[Item]:
     """One run item per sample: key = its name, outputs = its files in `layout` under `out_dir`
     (with `shard_size` > 0, under the sample's shard folder `<out_dir>/<shard>`, recorded in
-    `<out_dir>/shards.jsonl` before anything is written)."""
+    `<out_dir>/shards.jsonl` before anything is written). Every output is an image of the
+    source's size (`Item.sized_like_source`): a kept one of another size is redone."""
     samples = list(samples)
     out_dir = Path(out_dir)
     folders: dict[str, Path] = {}
@@ -405,10 +410,11 @@ def plan_anonymize(
         names = [sample.name for sample in samples]
         shards = plan_shards(out_dir, names, shard_size, lambda name: _shard_outputs(name, layout))
         folders = {name: out_dir / shard for name, shard in shards.items()}
-    return [
-        Item(sample.name, sample.image, _output_paths(folders.get(sample.name, out_dir), sample.name, layout), sample)
-        for sample in samples
-    ]
+    items = []
+    for sample in samples:
+        outputs = _output_paths(folders.get(sample.name, out_dir), sample.name, layout)
+        items.append(Item(sample.name, sample.image, outputs, sample, sized_like_source=tuple(outputs)))
+    return items
 
 
 class AnonymizeTask:
@@ -592,10 +598,14 @@ def manifest_record(record: ItemRecord) -> dict:
 def _csv_row(record: dict) -> dict:
     audit = record.get("audit") or {}
     report = record.get("report") or {}
+    video = record.get("kind") == "video"
     return {
         "name": record["name"],
         "status": record["status"],
-        "faces": len(record.get("faces", [])),
+        "faces": record.get("tracks", "") if video else len(record.get("faces", [])),
+        "kind": "video" if video else "image",
+        "frames": record.get("frames", "") if video else "",
+        "frames_with_faces": record.get("frames_with_faces", "") if video else "",
         "detectors": ";".join(sorted({d for f in record.get("faces", []) for d in f["detectors"]})),
         "mask_area": record.get("mask_area", ""),
         "mask_fraction": record.get("mask_fraction", ""),
@@ -618,8 +628,10 @@ def write_manifest(report: FolderReport, config: AnonymizeConfig) -> None:
     """manifest.json (everything), manifest.csv (one row per image), needs_annotation.txt."""
 
     out_dir = report.out_dir
+    videos = sum(record.get("kind") == "video" for record in report.records)
     summary = {
-        "images": len(report.records),
+        "images": len(report.records) - videos,
+        "videos": videos,
         "done": report.count(DONE),
         "kept": report.count(KEPT),
         "needs_review": report.count(NEEDS_REVIEW),
@@ -755,6 +767,9 @@ def anonymize_samples(
             items, AnonymizeTaskFactory(config), out_dir / JOURNAL_NAME, options, forward, executor=executor
         )
     records = [manifest_record(record) for record in [*run.records, *others]]
+    for entry in records[len(run.records):]:  # a clip that failed has no details: say what it is
+        if entry.get("image") and Path(entry["image"]).suffix.lower() in VIDEO_SUFFIXES:
+            entry.setdefault("kind", "video")
     if others:
         run = RunReport([*run.records, *others], run.seconds + sum(r.seconds for r in others if r.status != KEPT), run.workers)
     report = FolderReport(out_dir, records, run)

@@ -4,7 +4,9 @@ Totals over the per-image reports (`AnonymizeResult.report()`, kept in each mani
 faces found per detector, faces masked, face-area pixels spared as transition area, faces
 strengthened by the identity check, faces left unverified, the minimum identity distance, the
 images sent to `needs_annotation.txt` and why, and the detection cost in seconds per megapixel.
-Written as `privacy_report.json` and as the header of the HTML review sheet.
+Clips (`p3m anonymize` of videos) are counted apart: videos, frames, frames with faces, face
+tracks, what the audit still found. Written as `privacy_report.json` and as the header of the
+HTML review sheet.
 
     >>> report = PrivacyReport()
     >>> for record in records: report.add(record)
@@ -42,15 +44,34 @@ class PrivacyReport:
     errors: int = 0
     detection_seconds: float = 0.0
     megapixels: float = 0.0
+    videos: int = 0
+    video_errors: int = 0
+    video_frames: int = 0
+    video_frames_with_faces: int = 0
+    video_tracks: int = 0
+    video_audit_faces_found: int = 0
+    video_identity_matches: int = 0
 
     def add(self, record: dict) -> None:
-        """Count one image's manifest record (records without a report count as images only)."""
-        self.images += 1
-        if record.get("status") == "error":
-            self.errors += 1
+        """Count one manifest record: an image's (records without a report count as images
+        only), or a clip's ("kind": "video", from `p3m.video.runs.VideoAnonymizeTask`), counted
+        apart: videos, frames, frames with faces, face tracks and the audit's findings."""
         reasons = list(record.get("needs_annotation") or ())
         if reasons:
             self.needs_annotation[record["name"]] = reasons
+        if record.get("kind") == "video":
+            self.videos += 1
+            self.video_errors += record.get("status") == "error"
+            self.video_frames += int(record.get("frames", 0))
+            self.video_frames_with_faces += int(record.get("frames_with_faces", 0))
+            self.video_tracks += int(record.get("tracks", 0))
+            audit = record.get("audit") or {}
+            self.video_audit_faces_found += int(audit.get("faces_found", 0))
+            self.video_identity_matches += int(audit.get("identity_matches", 0))
+            return
+        self.images += 1
+        if record.get("status") == "error":
+            self.errors += 1
         report = record.get("report")
         if not report:
             return
@@ -100,7 +121,26 @@ class PrivacyReport:
             "detection_seconds_per_megapixel": round(
                 self.detection_seconds / self.megapixels, 3
             ) if self.megapixels else None,
+            "videos": self.videos,
+            "video_errors": self.video_errors,
+            "video_frames": self.video_frames,
+            "video_frames_with_faces": self.video_frames_with_faces,
+            "video_tracks": self.video_tracks,
+            "video_audit_faces_found": self.video_audit_faces_found,
+            "video_identity_matches": self.video_identity_matches,
         }  # fmt: skip
+
+    def describe_videos(self) -> str:
+        """One phrase on the clips, "" without any: `2 video(s) (1 failed): 40 frames, faces in
+        31, 3 face track(s); the audit still found 0 face(s), 0 identity match(es)`."""
+        if not self.videos:
+            return ""
+        failed = f" ({self.video_errors} failed)" if self.video_errors else ""
+        return (
+            f"{self.videos} video(s){failed}: {self.video_frames} frames, faces in {self.video_frames_with_faces}, "
+            f"{self.video_tracks} face track(s); the audit still found {self.video_audit_faces_found} face(s), "
+            f"{self.video_identity_matches} identity match(es)"
+        )
 
     def html_summary(self) -> str:
         """An HTML fragment (a table and the list of images to annotate) for the review sheet."""
@@ -118,6 +158,8 @@ class PrivacyReport:
             ("minimum identity distance", "n/a" if distance is None else f"{distance:.3f} ({data['min_identity_image']})"),
             ("detection", f"{data['detection_seconds_per_megapixel']} s per megapixel"),
         ]  # fmt: skip
+        if self.videos:
+            rows.append(("videos", self.describe_videos()))
         table = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows
         )

@@ -222,8 +222,27 @@ def _check_some_exist(videos: Sequence[Path]) -> None:
         raise VideoReadError("none of the videos exists: " + ", ".join(str(path) for path in missing))
 
 
+VideoInput = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]]
+"""A clip of a folder run: its path, or (path, path relative to its input root) as
+`p3m.inference.batch.collect_inputs` gives for images (`photos/sub/a.mp4` found under
+`photos/` with -r is `(photos/sub/a.mp4, sub/a.mp4)`)."""
+
+
+def _relative_sources(videos: Iterable[VideoInput]) -> list[tuple[Path, Path]]:
+    """(path, relative path) of each clip: a bare path is relative as its name alone."""
+    pairs = []
+    for video in videos:
+        if isinstance(video, tuple):
+            source, relative = Path(video[0]).expanduser(), Path(video[1])
+        else:
+            source = Path(video).expanduser()
+            relative = Path(source.name)
+        pairs.append((source, relative))
+    return pairs
+
+
 def plan_video_matte(
-    videos: Iterable[str | os.PathLike[str]],
+    videos: Iterable[VideoInput],
     out_dir: str | os.PathLike[str],
     save: str | Sequence[str] = ("alpha", "rgba"),
     video_format: str | None = None,
@@ -232,23 +251,31 @@ def plan_video_matte(
     """One item per clip: outputs `<out_dir>/<stem>_<kind><ext>`, or the one file `out_dir`
     names when it ends in .mov / .webm / .mp4 (see `plan_video_outputs`).
 
+    A clip given as (path, relative path) (`VideoInput`: found in a sub-folder with -r) is keyed
+    by its relative path and written into the same sub-folder of `out_dir` (`photos/sub/a.mp4`
+    -> `<out_dir>/sub/a_alpha.mov`), as images are, so same-named clips of two folders do not
+    collide; a bare path is keyed by its file name.
+
     Raises ConfigError for a wrong `save` / `video_format` and VideoReadError when none of the
     clips exists (a clip that is missing among others fails alone when the run reaches it)."""
-    sources = [Path(video).expanduser() for video in videos]
+    pairs = _relative_sources(videos)
+    sources = [source for source, _ in pairs]
     destination = Path(out_dir).expanduser()
     name = video_format or DEFAULT_VIDEO_FORMAT
     kinds = parse_video_save(save)
     folder = destination
-    if destination.suffix.lower() in OUTPUT_FILE_SUFFIXES:  # one output file: its kind and format
+    one_file = destination.suffix.lower() in OUTPUT_FILE_SUFFIXES
+    if one_file:  # one output file: its kind and format
         ((kind, (_, name)),) = plan_video_outputs(destination, destination, save, video_format).items()
         kinds, folder = (kind,), destination.parent
     if sources:
         plan_video_outputs(sources[0], destination, kinds, name)  # usage errors before any work
         _check_some_exist(sources)
-    items = [
-        Item(source.name, source, {kind: path for kind, (path, _) in plan_video_outputs(source, destination, kinds, name).items()}, destination)
-        for source in sources
-    ]  # fmt: skip
+    items = []
+    for source, relative in pairs:
+        target = destination if one_file else destination / relative.parent  # the tree mirrored
+        outputs = {kind: path for kind, (path, _) in plan_video_outputs(source, target, kinds, name).items()}
+        items.append(Item(relative.as_posix(), source, outputs, target))
     return VideoMattePlan(items, folder, kinds, name, overwrite)
 
 
@@ -444,22 +471,26 @@ class VideoAnonymizeTask:
         return Outcome(status=NEEDS_REVIEW if reasons else "done", outputs=outputs, details=details)
 
 
-def plan_anonymize_videos(videos: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> list[Item]:
+def plan_anonymize_videos(videos: Iterable[VideoInput], out_dir: str | os.PathLike[str]) -> list[Item]:
     """One item per clip, keyed by its file name: outputs `<out_dir>/<stem>.mp4` ("video") and
-    `<stem>.faces.jsonl` ("faces"). VideoReadError when none of the clips exists."""
+    `<stem>.faces.jsonl` ("faces"); a clip given as (path, relative path) (`VideoInput`) is keyed
+    by the relative path, its outputs in the same sub-folder of `out_dir` (the tree mirrored).
+    VideoReadError when none of the clips exists."""
     from p3m.video.anonymize import MANIFEST_SUFFIX
 
-    sources = [Path(video).expanduser() for video in videos]
-    _check_some_exist(sources)
+    pairs = _relative_sources(videos)
+    _check_some_exist([source for source, _ in pairs])
     out_dir = Path(out_dir).expanduser()
-    return [
-        Item(source.name, source, {"video": out_dir / f"{source.stem}.mp4", "faces": out_dir / f"{source.stem}{MANIFEST_SUFFIX}"})
-        for source in sources
-    ]  # fmt: skip
+    items = []
+    for source, relative in pairs:
+        folder = out_dir / relative.parent
+        outputs = {"video": folder / f"{source.stem}.mp4", "faces": folder / f"{source.stem}{MANIFEST_SUFFIX}"}
+        items.append(Item(relative.as_posix(), source, outputs))
+    return items
 
 
 def anonymize_videos(
-    videos: Iterable[str | os.PathLike[str]],
+    videos: Iterable[VideoInput],
     out_dir: str | os.PathLike[str],
     config: Any,
     on_event: RunEventCallback | None = None,

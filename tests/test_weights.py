@@ -441,3 +441,19 @@ def test_weights_list_keeps_file_names_and_urls_whole(home):
     spec = hub.weights_status("p3mnet-r34")
     lines = result.output.splitlines()
     assert any(spec.file_name in line and spec.url in line for line in lines), result.output
+
+
+def test_import_of_a_damaged_file_names_its_problem_not_force(home, r34_checkpoint, tmp_path):
+    """With weights already cached, a truncated file was met with "pass --force"; only with
+    --force was it called corrupt. The file is checked first, with or without force."""
+    from p3m.errors import CheckpointError
+
+    path, payload = r34_checkpoint
+    installed = hub.import_weights(path, "p3mnet-r34")
+    truncated = tmp_path / "r34_trunc.pth"
+    truncated.write_bytes(payload[: len(payload) // 2])
+    for force in (False, True):
+        with pytest.raises(CheckpointError, match="truncated or corrupt") as raised:
+            hub.import_weights(truncated, "p3mnet-r34", force=force)
+        assert "force" not in str(raised.value) and str(truncated) in str(raised.value)
+    assert installed.read_bytes() == payload

@@ -68,6 +68,9 @@ logger = logging.getLogger(__name__)
 AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
 """`model="auto"` uses this P3M-Net when its weights are cached, else selfie-cf."""
 
+# File name endings of checkpoints, which a user may give as the model instead of the weights.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".bin", ".pkl", ".safetensors")
+
 
 @dataclass(frozen=True)
 class ResizeInfo:
@@ -313,6 +316,23 @@ def _name_from_weights(path: Path) -> str:
     return variant
 
 
+def _unknown_model(model: str) -> ModelNotFoundError:
+    """What `model=` (`--model`) was given that names no model: a checkpoint file belongs in
+    `weights=`; anything else lists the models this parameter takes."""
+    from p3m.models import list_models
+
+    path = Path(model).expanduser()
+    if path.is_file() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return ModelNotFoundError(
+            "is not a model name; a checkpoint goes to {weights} (with {model} or the P3M-Net "
+            "it belongs to); an .onnx file from `p3m export-onnx` is itself a model",
+            model,
+            options={"weights": model, "model": "auto"},
+        )
+    known = ", ".join(["auto", SELFIE_CF_NAME, *list_models()])
+    return ModelNotFoundError(f"unknown model {model!r} (known models: {known}; or an .onnx file)")
+
+
 def _auto_fallback_note() -> str:
     from p3m.models.hub import install_hint
 
@@ -368,6 +388,7 @@ def resolve_backend(
     if not isinstance(model, str):
         name = str(getattr(model, "variant", type(model).__name__))
         return P3MNetBackend(model, name, strategy, max_pixels)
+    from p3m.models import list_models
     from p3m.models.hub import installed_weights, resolve_weights
 
     if model == "auto":
@@ -387,8 +408,7 @@ def resolve_backend(
         if weights is not None:
             raise ConfigError("selfie-cf takes no weights; drop --weights or pick a P3M-Net model")
         return SelfieCFBackend(selfie_config, max_pixels=max_pixels)
-    from p3m.models import get_spec
-
-    get_spec(model)  # unknown names raise ModelNotFoundError listing the known ones
+    if model not in list_models():
+        raise _unknown_model(model)
     path = resolve_weights(weights if weights is not None else model, model=model)
     return P3MNetBackend(load_p3mnet(model, path, device), model, strategy, max_pixels)

@@ -122,10 +122,26 @@ def test_the_environment_variable_sets_the_cap_the_option_overrides(tmp_path: Pa
     command = ["matte", "-o", str(tmp_path / "out"), "-m", "selfie-cf", "--save", "alpha"]
     refused = runner.invoke(app, [*command, str(image)], env={"P3M_MAX_IMAGE_PIXELS": "100"})
     assert refused.exit_code == 1 and "cap of 100 px" in " ".join(refused.output.split()), refused.output
+    # The error says where the cap came from; the variable's old name is not the pixel budget.
+    assert "set in the environment by P3M_MAX_IMAGE_PIXELS=100" in " ".join(refused.output.split())
+    old = runner.invoke(app, [*command, str(image)], env={"P3M_MAX_IMAGE_PIXELS": "", "P3M_MAX_PIXELS": "100"})
+    said = " ".join(old.output.split())
+    assert "by P3M_MAX_PIXELS=100 (the old name of P3M_MAX_IMAGE_PIXELS" in said and "--max-image-pixels N" in said
     allowed = runner.invoke(app, [*command, str(image), "--max-image-pixels", "5000"], env={"P3M_MAX_IMAGE_PIXELS": "100"})
     assert allowed.exit_code == 0, allowed.output
     raised = runner.invoke(app, [*command, str(bomb)], env={"P3M_MAX_IMAGE_PIXELS": "200000000"})
     assert "cap of" not in raised.output and "blank.png" in raised.output  # past the cap: fails decoding
+
+
+def test_the_cap_error_speaks_python_in_python(tmp_path: Path) -> None:
+    """From Python the cap's error named --max-image-pixels next to the Python way."""
+    image = tmp_path / "small.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    with pytest.raises(ImageTooLargeError) as raised, image_pixel_cap(100):
+        read_image(image)
+    message = str(raised.value)
+    assert "raise the cap: `with p3m.io.image_pixel_cap(N):` around the reads (0 = no cap)" in message
+    assert "--" not in message and "environment" not in message  # the block's cap, not the user's variable
 
 
 def test_anonymize_takes_the_cap_too(tmp_path: Path) -> None:
@@ -476,3 +492,17 @@ def test_a_table_block_with_a_cell_wider_than_the_terminal_keeps_its_row_names_w
     print_table(Console(width=80, file=buffer, force_terminal=True, color_system=None), table)
     output = buffer.getvalue()
     assert "…" not in output and url in output and output.count("p3mnet-r34-tfi-sbfi") >= 2, output
+
+
+def test_library_errors_suggest_options_in_python_terms() -> None:
+    """Messages raised from Python named --flags (`pass --fresh`, `--data-root DIR`); they name
+    keywords, and the command line words them as its flags (some spelled otherwise)."""
+    from p3m.cli import command_line_option
+    from p3m.training.config import TrainConfig
+    from p3m.training.trainer import Trainer
+
+    assert command_line_option("resume", False) == "--fresh"
+    with pytest.raises(ConfigError) as raised:
+        Trainer(TrainConfig(model="p3mnet-r34"))._samples()
+    assert "data.root = DIR in the TrainConfig" in str(raised.value) and "--" not in str(raised.value)
+    assert raised.value.worded(command_line_option).endswith("set it with --data-root DIR")

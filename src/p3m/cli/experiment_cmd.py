@@ -80,7 +80,7 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
         TimeRemainingColumn,
     )
 
-    from p3m.cli._ui import flexible_bar, name_column
+    from p3m.cli._ui import flexible_bar, name_column, record_error
     from p3m.experiments.events import CellProgress, CellReset, StudyResumed, StudyStarted
     from p3m.runs import ItemFinished, RunStarted
 
@@ -108,7 +108,7 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
                 progress.update(state["task"], advance=1, name=f"{event.cell}: {inner.record.key}")
                 if inner.record.failed:
                     progress.console.print(
-                        f"[red]error:[/red] {event.cell}: {inner.record.error}", highlight=False, soft_wrap=True
+                        f"[red]error:[/red] {event.cell}: {record_error(inner.record)}", highlight=False, soft_wrap=True
                     )
 
     with progress:

@@ -407,7 +407,11 @@ def identify_model(checkpoint: Path) -> str:
 
     variant = identify_variant(read_state_dict(checkpoint))
     if variant is None or variant not in list_models():
-        raise CheckpointError("cannot tell which P3M-Net variant this checkpoint is; pass --model", checkpoint)
+        raise CheckpointError(
+            "cannot tell which P3M-Net variant this checkpoint is; name it with {model}",
+            checkpoint,
+            options={"model": "NAME"},
+        )
     return variant
 
 

@@ -372,7 +372,8 @@ def resolve_backend(
         if model not in ("auto", SELFIE_CF_NAME):
             raise ConfigError(
                 "the trimap band and threshold options refine selfie-cf only; drop them or use "
-                "--model selfie-cf (or auto)"
+                "{model} (or auto)",
+                options={"model": SELFIE_CF_NAME},
             )
     if _is_backend(model):  # a backend built by the caller (e.g. a custom method)
         if weights is not None:
@@ -380,7 +381,7 @@ def resolve_backend(
         return model  # type: ignore[return-value]
     if is_onnx_path(model):  # a file written by `p3m export-onnx`, run with onnxruntime
         if weights is not None:
-            raise ConfigError("an ONNX model carries its own weights; drop --weights")
+            raise ConfigError("an ONNX model carries its own weights; give no weights with it")
         from p3m.inference.onnx_runtime import OnnxP3MNet
 
         network = OnnxP3MNet(model, providers=providers)
@@ -406,7 +407,7 @@ def resolve_backend(
         return SelfieCFBackend(selfie_config, max_pixels=max_pixels, note=_auto_fallback_note())
     if model == SELFIE_CF_NAME:
         if weights is not None:
-            raise ConfigError("selfie-cf takes no weights; drop --weights or pick a P3M-Net model")
+            raise ConfigError("selfie-cf takes no weights; give none, or pick a P3M-Net model")
         return SelfieCFBackend(selfie_config, max_pixels=max_pixels)
     if model not in list_models():
         raise _unknown_model(model)

@@ -16,7 +16,10 @@ from typing import Any
 
 import typer
 
-from p3m.vocabulary import MAX_IMAGE_PIXELS
+from p3m.vocabulary import DEVICE_HELP, MAX_IMAGE_PIXELS
+
+DEVICE_OPTION_HELP = f"{DEVICE_HELP} (default: cuda if available, else cpu)."
+"""The help of every `--device` that runs a model (one device, as `p3m.models.resolve_device` takes)."""
 
 MAX_IMAGE_PIXELS_HELP = (
     "Refuse images of more pixels than this (width x height, read from the file header before "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from p3m.cli._options import DEVICE_OPTION_HELP as DEVICE_HELP
 from p3m.cli._options import baseline_budget_option, caps_image_pixels
 from p3m.vocabulary import TestStrategy
 
@@ -42,7 +43,6 @@ FRESH_RESULTS_HELP = "Compute every cell again instead of resuming from the resu
 STRATEGY_HELP = "Official test procedure: hybrid (the paper's) or resize (one pass, faster)."
 METRICS_HELP = "Table columns, comma-separated (sad, mse, mad, sad_t, mse_t, mad_t, grad, conn); the CSVs hold all."
 LIMIT_HELP = "Only the first N images of each test set (a quick look)."
-DEVICE_HELP = "cpu, cuda, cuda:1, ... (default: CUDA when available)."
 
 
 def _split_names(values: list[str] | None) -> tuple[str, ...] | None:

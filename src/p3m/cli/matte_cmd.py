@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 import typer
 
 from p3m.cli import _scale
-from p3m.cli._options import caps_image_pixels
+from p3m.cli._options import DEVICE_OPTION_HELP, caps_image_pixels
 from p3m.cli.video_cmd import TEMPORAL_HELP, VIDEO_FORMAT_HELP, TemporalChoice
 from p3m.vocabulary import OutputKind, values
 from p3m.vocabulary import TestStrategy as StrategyChoice
@@ -94,7 +94,7 @@ def matte_command(
         "(0 = default, about 1080 x 1620; -1 = no budget).",
     ),
     device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)."
+        None, "--device", help=DEVICE_OPTION_HELP
     ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),

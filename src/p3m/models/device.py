@@ -15,11 +15,9 @@ from __future__ import annotations
 import torch
 
 from p3m.errors import DeviceError
+from p3m.vocabulary import DEVICE_HELP
 
-__all__ = ["DEVICE_HELP", "parse_device", "resolve_device"]
-
-DEVICE_HELP = "cpu, cuda, cuda:N or mps"
-"""What `--device` accepts (besides "auto" / nothing: CUDA when available, else CPU)."""
+__all__ = ["DEVICE_HELP", "parse_device", "resolve_device"]  # DEVICE_HELP: from p3m.vocabulary
 
 _TYPES = ("cpu", "cuda", "mps")
 

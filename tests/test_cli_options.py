@@ -357,6 +357,26 @@ def test_verbose_is_a_counted_flag_for_p3m_loggers() -> None:
     assert "P3M-DEBUG" in done.stderr and "MPL-DEBUG" not in done.stderr, done.stderr[-500:]
 
 
+def test_resizing_is_explained_once_per_run_and_lines_stay_short(tmp_path: Path) -> None:
+    """Every image's line repeated "... a larger --max-pixels solves finer, slower" (~300
+    characters a line); the library's words (the service's X-P3M-Resized header) named the flag."""
+    from p3m.inference.backends import ResizeInfo
+
+    assert "--" not in ResizeInfo((100, 200), (20, 40), 0.2, 1024, kind="solve").describe()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(data.astronaut()[::4, ::4]).save(folder / name)
+    result = runner.invoke(
+        app, ["matte", str(folder), "-o", str(tmp_path / "out"), "-m", "selfie-cf", "--save", "alpha", "--max-pixels", "1024"],
+        env={"COLUMNS": "1000"},
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "_alpha.png" in line]
+    assert len(lines) == 2 and all("solved at" in line and len(line.split(" -> ")[1]) < 140 and "--" not in line for line in lines), lines
+    assert result.output.count("(--max-pixels)") == 1 and result.output.count("solves finer, slower") == 1
+
+
 def test_small_budgets_and_failure_only_runs_read_right(tmp_path: Path) -> None:
     """"the 0.00 MP pixel budget" for --max-pixels 1024, and "failed 1 in 0.0 s (465.23
     images/s)" for a run that matted nothing."""

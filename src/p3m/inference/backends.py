@@ -90,17 +90,29 @@ class ResizeInfo:
     kind: str = "budget"
 
     def describe(self) -> str:
+        """This image's sizes in one short clause (a result's line, a log, the service's
+        X-P3M-Resized header); `explain()` says once what it means and what changes it."""
         (h, w), (ph, pw) = self.original_size, self.processed_size
         if self.kind == "solve":
             budget = f"a pixel budget of {pixel_count_text(self.max_pixels)}" if self.max_pixels else "no pixel budget"
-            return (
-                f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px around the people, the "
-                f"solve size for {budget}; a larger --max-pixels solves finer, slower), "
-                f"alpha upsampled back to {w}x{h} with a {self.upsample}"
-            )
+            return f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px, {budget}), alpha upsampled to {w}x{h}"
         return (
             f"{w}x{h} ({pixel_count_text(h * w)}) is above the pixel budget of {pixel_count_text(self.max_pixels)}: "
-            f"matted at {pw}x{ph} ({self.downscale}), alpha upsampled back with a {self.upsample}"
+            f"matted at {pw}x{ph}"
+        )
+
+    def explain(self, budget: str = "pixel budget") -> str:
+        """What resizing of this kind does and how to trade speed for detail, for a note said
+        once per run (`budget`: how the caller's surface names the budget, e.g. "--max-pixels")."""
+        if self.kind == "solve":
+            return (
+                f"selfie-cf finds the people on the whole image but solves the closed-form matte around "
+                f"them at a reduced size when that region is above the pixel budget; the alpha is "
+                f"upsampled back with a {self.upsample}; a larger {budget} solves finer, slower"
+            )
+        return (
+            f"images above the pixel budget are matted shrunk ({self.downscale}) and the alpha is "
+            f"upsampled back with a {self.upsample}; a larger {budget} mattes finer, slower"
         )
 
 

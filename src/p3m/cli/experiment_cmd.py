@@ -67,6 +67,26 @@ def _progress_callback(label: str, console: Console) -> Iterator[Callable[[Any],
         yield on_progress
 
 
+# The options of `p3m experiment ...` that set each setting a study's results depend on, where
+# the option is not the setting's name in kebab case; settings no option sets are named in words.
+SETTING_OPTIONS = {
+    "changed_threshold": "--threshold", "checkpoint": "--checkpoints", "transform": "--obfuscations / --strength",
+    "method": "--methods", "images": "--normal-images", "heatmap": "the heatmap settings",
+    "landmarks": "the face landmarks", "solver": "the solver", "solver_kwargs": "the solver's settings",
+    "implementation": "the solver's implementation",
+}  # fmt: skip
+
+
+def _reset_reason(event: Any) -> str:
+    """Why a cell's results are computed again, in the command line's terms (`--threshold`)."""
+    if event.fresh:
+        return "computed afresh (--fresh)"
+    if event.settings:
+        named = (SETTING_OPTIONS.get(key, "--" + key.replace("_", "-")) for key in event.settings)
+        return f"made with other settings ({', '.join(dict.fromkeys(named))})"
+    return event.reason
+
+
 @contextmanager
 def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEvent], None]]:
     """One bar over every image of a study (`p3m.experiments.events`), the current cell and image
@@ -95,11 +115,11 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
             state["task"] = progress.add_task(label, total=event.items, name="")
         elif isinstance(event, CellReset):
             progress.console.print(
-                f"[yellow]note:[/yellow] {event.cell}: earlier results replaced once computed again, {event.reason}",
+                f"[yellow]note:[/yellow] {event.cell}: earlier results replaced once computed again, {_reset_reason(event)}",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
         elif isinstance(event, StudyResumed):
-            progress.console.print(f"[yellow]note:[/yellow] {event.message}", highlight=False, soft_wrap=True)
+            progress.console.print(f"[yellow]note:[/yellow] {event.worded('--fresh')}", highlight=False, soft_wrap=True)
         elif isinstance(event, CellProgress) and "task" in state:
             inner = event.event
             if isinstance(inner, RunStarted):

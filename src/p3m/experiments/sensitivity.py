@@ -504,7 +504,7 @@ def run_sensitivity(
     # Results replacing earlier ones are computed beside them and moved in once complete.
     work, reason = stage_run_dir(out_dir, _identity(settings, model), fresh, results)
     if reason is not None:
-        emit(CellReset(STUDY, reason))
+        emit(CellReset(STUDY, reason, reason.settings, reason.fresh))
     task = SensitivityTask(settings, matter, work)
     items = [task.item(path) for path in paths]
     journal = work / SENSITIVITY_FILES["journal"]

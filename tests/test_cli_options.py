@@ -122,10 +122,26 @@ def test_the_environment_variable_sets_the_cap_the_option_overrides(tmp_path: Pa
     command = ["matte", "-o", str(tmp_path / "out"), "-m", "selfie-cf", "--save", "alpha"]
     refused = runner.invoke(app, [*command, str(image)], env={"P3M_MAX_IMAGE_PIXELS": "100"})
     assert refused.exit_code == 1 and "cap of 100 px" in " ".join(refused.output.split()), refused.output
+    # The error says where the cap came from; the variable's old name is not the pixel budget.
+    assert "set in the environment by P3M_MAX_IMAGE_PIXELS=100" in " ".join(refused.output.split())
+    old = runner.invoke(app, [*command, str(image)], env={"P3M_MAX_IMAGE_PIXELS": "", "P3M_MAX_PIXELS": "100"})
+    said = " ".join(old.output.split())
+    assert "by P3M_MAX_PIXELS=100 (the old name of P3M_MAX_IMAGE_PIXELS" in said and "--max-image-pixels N" in said
     allowed = runner.invoke(app, [*command, str(image), "--max-image-pixels", "5000"], env={"P3M_MAX_IMAGE_PIXELS": "100"})
     assert allowed.exit_code == 0, allowed.output
     raised = runner.invoke(app, [*command, str(bomb)], env={"P3M_MAX_IMAGE_PIXELS": "200000000"})
     assert "cap of" not in raised.output and "blank.png" in raised.output  # past the cap: fails decoding
+
+
+def test_the_cap_error_speaks_python_in_python(tmp_path: Path) -> None:
+    """From Python the cap's error named --max-image-pixels next to the Python way."""
+    image = tmp_path / "small.png"
+    Image.fromarray(data.astronaut()[::8, ::8]).save(image)
+    with pytest.raises(ImageTooLargeError) as raised, image_pixel_cap(100):
+        read_image(image)
+    message = str(raised.value)
+    assert "raise the cap: `with p3m.io.image_pixel_cap(N):` around the reads (0 = no cap)" in message
+    assert "--" not in message and "environment" not in message  # the block's cap, not the user's variable
 
 
 def test_anonymize_takes_the_cap_too(tmp_path: Path) -> None:
@@ -341,6 +357,26 @@ def test_verbose_is_a_counted_flag_for_p3m_loggers() -> None:
     assert "P3M-DEBUG" in done.stderr and "MPL-DEBUG" not in done.stderr, done.stderr[-500:]
 
 
+def test_resizing_is_explained_once_per_run_and_lines_stay_short(tmp_path: Path) -> None:
+    """Every image's line repeated "... a larger --max-pixels solves finer, slower" (~300
+    characters a line); the library's words (the service's X-P3M-Resized header) named the flag."""
+    from p3m.inference.backends import ResizeInfo
+
+    assert "--" not in ResizeInfo((100, 200), (20, 40), 0.2, 1024, kind="solve").describe()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(data.astronaut()[::4, ::4]).save(folder / name)
+    result = runner.invoke(
+        app, ["matte", str(folder), "-o", str(tmp_path / "out"), "-m", "selfie-cf", "--save", "alpha", "--max-pixels", "1024"],
+        env={"COLUMNS": "1000"},
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "_alpha.png" in line]
+    assert len(lines) == 2 and all("solved at" in line and len(line.split(" -> ")[1]) < 140 and "--" not in line for line in lines), lines
+    assert result.output.count("(--max-pixels)") == 1 and result.output.count("solves finer, slower") == 1
+
+
 def test_small_budgets_and_failure_only_runs_read_right(tmp_path: Path) -> None:
     """"the 0.00 MP pixel budget" for --max-pixels 1024, and "failed 1 in 0.0 s (465.23
     images/s)" for a run that matted nothing."""
@@ -476,3 +512,17 @@ def test_a_table_block_with_a_cell_wider_than_the_terminal_keeps_its_row_names_w
     print_table(Console(width=80, file=buffer, force_terminal=True, color_system=None), table)
     output = buffer.getvalue()
     assert "…" not in output and url in output and output.count("p3mnet-r34-tfi-sbfi") >= 2, output
+
+
+def test_library_errors_suggest_options_in_python_terms() -> None:
+    """Messages raised from Python named --flags (`pass --fresh`, `--data-root DIR`); they name
+    keywords, and the command line words them as its flags (some spelled otherwise)."""
+    from p3m.cli import command_line_option
+    from p3m.training.config import TrainConfig
+    from p3m.training.trainer import Trainer
+
+    assert command_line_option("resume", False) == "--fresh"
+    with pytest.raises(ConfigError) as raised:
+        Trainer(TrainConfig(model="p3mnet-r34"))._samples()
+    assert "data.root = DIR in the TrainConfig" in str(raised.value) and "--" not in str(raised.value)
+    assert raised.value.worded(command_line_option).endswith("set it with --data-root DIR")

@@ -40,7 +40,12 @@ def test_resolve_device_names_and_defaults(no_cuda, monkeypatch):
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(DeviceError) as missing:
         resolve_device("cuda")
-    assert "CUDA is not available" in _one_line(missing.value) and "--device cpu" in str(missing.value)
+    assert "CUDA is not available" in _one_line(missing.value)
+    # Raised from Python, it speaks Python; the command line words it as a flag.
+    from p3m.cli import command_line_option
+
+    assert str(missing.value).endswith("use device='cpu'") and "--" not in str(missing.value)
+    assert missing.value.worded(command_line_option).endswith("use --device cpu")
     for unknown in ("gpu", "banana", "cuda:x", "cpu:0:1", ""):
         with pytest.raises(DeviceError, match="unknown device"):
             resolve_device(unknown)

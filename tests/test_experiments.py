@@ -543,9 +543,24 @@ def test_sensitivity_with_the_offline_default_resumes(data, tmp_path, monkeypatc
     run_sensitivity(changed, out, on_event=events.append)
     resumed = [e.kept for e in events if isinstance(e, StudyResumed)]  # what the stopped run did
     assert any(isinstance(e, CellReset) for e in events) and resumed and processed(events) == 3 - resumed[0]
+    assert [e.settings for e in events if isinstance(e, CellReset)] == [("changed_threshold",)]
     assert json.loads((out / "settings.json").read_text())["changed_threshold"] == 0.2
     assert sorted(path.name for path in out.parent.iterdir() if path.name.startswith(".")) == []
     assert ".p3m-new" not in (out / "manifest.jsonl").read_text()
+
+
+def test_earlier_results_replaced_are_said_in_the_surfaces_terms():
+    """`p3m experiment sensitivity --threshold 0.3` said "made with other settings
+    (changed_threshold, obfuscations)", the settings' Python names; and Python read `--fresh`."""
+    from p3m.cli.experiment_cmd import _reset_reason
+    from p3m.experiments.events import CellReset, StudyResumed
+
+    event = CellReset("sensitivity", "made with other settings (changed_threshold, obfuscations)",
+                      ("changed_threshold", "obfuscations"))  # fmt: skip
+    assert _reset_reason(event) == "made with other settings (--threshold, --obfuscations)"
+    assert _reset_reason(CellReset("a", "computed afresh (fresh=True)", fresh=True)) == "computed afresh (--fresh)"
+    resumed = StudyResumed("sensitivity", 2, 3, "images", "out")
+    assert resumed.message.endswith("(fresh=True recomputes)") and resumed.worded("--fresh").endswith("(--fresh recomputes)")
 
 
 def test_sensitivity_command_detects_faces_and_reports_images_without_one(data, checkpoints, tmp_path):

@@ -389,6 +389,21 @@ def test_matter_runs_any_backend_and_joins_the_notes():
         Matter(HalfBackend(), weights="x.pth")
 
 
+def test_a_checkpoint_given_as_the_model_is_sent_to_weights(tmp_path):
+    """`--model wrongkeys.pth` / `model="bad.pth"` said only "unknown model"; an unknown name
+    lists every model `model=` takes, auto and selfie-cf included."""
+    from p3m.cli import command_line_option
+    from p3m.errors import ModelNotFoundError
+    from p3m.inference.backends import resolve_backend
+
+    with pytest.raises(ModelNotFoundError) as raised:
+        resolve_backend(str(tmp_path / "bad.pth"))
+    assert "weights='" in str(raised.value) and "bad.pth: is not a model name" in str(raised.value)
+    assert f"--weights {tmp_path / 'bad.pth'}" in raised.value.worded(command_line_option)
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'nosuch' \(known models: auto, selfie-cf, basic-r34"):
+        resolve_backend("nosuch")
+
+
 def test_backends_are_chosen_from_the_arguments(filled_r34):
     from p3m.inference.backends import P3MNetBackend, SelfieCFBackend, resolve_backend
 

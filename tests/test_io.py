@@ -586,3 +586,15 @@ def test_a_grey_and_alpha_array_is_read_as_the_same_la_image() -> None:
     from_pil = load_image_and_alpha(Image.fromarray(array, mode="LA"))
     assert np.array_equal(from_array[0], from_pil[0]) and from_array[0].shape == (6, 8, 3)
     assert np.array_equal(from_array[1], from_pil[1]) and from_array[1][0, 0] == 0.0
+
+
+def test_an_output_under_a_file_names_that_file_not_a_folder(tmp_path):
+    """`p3m demo --out afile` said "afile/astronaut.png: cannot create output file: File exists"."""
+    from p3m.errors import ImageWriteError
+    from p3m.io.atomic import atomic_write_bytes
+
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ImageWriteError) as raised:
+        atomic_write_bytes(tmp_path / "afile" / "astronaut.png", b"x")
+    assert raised.value.path == str(tmp_path / "afile") and "is a file, not a folder" in str(raised.value)
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -47,6 +47,14 @@ def test_unknown_model_lists_the_known_ones() -> None:
         get_spec("p3mnet-resnet999")
 
 
+def test_selfie_cf_asked_for_as_a_network_says_it_has_no_weights() -> None:
+    """`p3m export-onnx selfie-cf`, `p3m weights import F --as selfie-cf`: not "unknown model"
+    (it is the default model) but why there is nothing to export or import."""
+    with pytest.raises(ModelNotFoundError, match="selfie-cf is the classical matting pipeline, not a network") as raised:
+        get_spec("selfie-cf")
+    assert "no weights" in str(raised.value) and "ONNX" in str(raised.value) and "unknown" not in str(raised.value)
+
+
 @pytest.fixture(scope="module", params=MODEL_NAMES)
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One model per registered name, its small test input, outputs and saved checkpoint."""

@@ -440,4 +440,47 @@ def test_weights_list_keeps_file_names_and_urls_whole(home):
     assert result.exit_code == 0, result.output
     spec = hub.weights_status("p3mnet-r34")
     lines = result.output.splitlines()
-    assert any(spec.file_name in line and spec.url in line for line in lines), result.output
+    assert any(spec.file_name in line for line in lines) and any(spec.url in line for line in lines), result.output
+    # COLUMNS=80 is kept when piped too: the columns are stacked in blocks, none dropped.
+    headers = [line.split() for line in lines if line.startswith("model")]
+    assert all(len(line) <= 80 for line in lines if line.startswith("model") and "source" not in line)
+    assert {"checkpoint", "installed", "sha256", "source"} <= {word for header in headers for word in header}
+    assert len(headers) > 1
+
+
+def test_weights_import_prints_the_cache_path_whole_and_help_reads_right(home, r34_checkpoint):
+    """At 80 columns the cache path was folded mid-name; usage lines read `{file}`; serve's
+    --device said "cpu or cuda" where matte's said "cpu, cuda, cuda:N or mps"."""
+    from typer.testing import CliRunner
+
+    from p3m.cli import app
+    from p3m.cli._options import DEVICE_OPTION_HELP
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["weights", "import", str(r34_checkpoint[0]), "--as", "p3mnet-r34"], env={"COLUMNS": "40"})
+    assert result.exit_code == 0, result.output
+    assert f"p3mnet-r34: {hub.installed_weights('p3mnet-r34')}" in result.output.splitlines()
+    usages = {}
+    for command in (["weights", "import"], ["export-onnx"], ["matte"], ["serve"]):
+        shown = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output
+        usages[command[0] if len(command) == 1 else command[1]] = shown
+        assert "{" not in shown.split("Usage:")[1].splitlines()[0]
+    assert "[OPTIONS] FILE" in usages["import"] and "[OPTIONS] NAME" in usages["export-onnx"]
+    assert "[OPTIONS] [INPUTS]..." in usages["matte"]
+    assert DEVICE_OPTION_HELP in usages["matte"] and DEVICE_OPTION_HELP in usages["serve"]
+
+
+def test_import_of_a_damaged_file_names_its_problem_not_force(home, r34_checkpoint, tmp_path):
+    """With weights already cached, a truncated file was met with "pass --force"; only with
+    --force was it called corrupt. The file is checked first, with or without force."""
+    from p3m.errors import CheckpointError
+
+    path, payload = r34_checkpoint
+    installed = hub.import_weights(path, "p3mnet-r34")
+    truncated = tmp_path / "r34_trunc.pth"
+    truncated.write_bytes(payload[: len(payload) // 2])
+    for force in (False, True):
+        with pytest.raises(CheckpointError, match="truncated or corrupt") as raised:
+            hub.import_weights(truncated, "p3mnet-r34", force=force)
+        assert "force" not in str(raised.value) and str(truncated) in str(raised.value)
+    assert installed.read_bytes() == payload

@@ -21,7 +21,8 @@ class P3MError(Exception):
     `options`: the options the message suggests, by Python keyword and value, each written
     `{keyword}` in `message`; `str(error)` names them as keyword arguments (`overwrite=True`)
     and `worded(name)` as another surface does (the command line: `--overwrite`), so one text
-    serves both.
+    serves both. `python_wording`: options that Python spells otherwise than `keyword=value`,
+    by keyword, as a template of `{value}` (`"with p3m.io.image_pixel_cap({value}):"`).
     """
 
     def __init__(
@@ -30,12 +31,18 @@ class P3MError(Exception):
         path: str | PathLike[str] | None = None,
         *,
         options: Mapping[str, object] | None = None,
+        python_wording: Mapping[str, str] | None = None,
     ) -> None:
         self.path = None if path is None else str(path)
         self.options = dict(options or {})
+        self.python_wording = dict(python_wording or {})
         self._message = message
-        self.problem = self._fill(keyword_argument)
+        self.problem = self._fill(self._python_option)
         super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+
+    def _python_option(self, keyword: str, value: object) -> str:
+        template = self.python_wording.get(keyword)
+        return template.format(value=value) if template else keyword_argument(keyword, value)
 
     def _fill(self, name: Callable[[str, object], str]) -> str:
         text = self._message

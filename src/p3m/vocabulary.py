@@ -26,6 +26,7 @@ from p3m.errors import ConfigError
 
 __all__ = [
     "DATA_SETS",
+    "DEVICE_HELP",
     "MAX_IMAGE_PIXELS",
     "Accumulate",
     "AnonymizeLayout",
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 EnumT = TypeVar("EnumT", bound=Enum)
+
+DEVICE_HELP = "cpu, cuda, cuda:N or mps"
+"""The devices a model runs on, as `p3m.models.resolve_device` takes them and every `--device` says."""
 
 MAX_IMAGE_PIXELS = 160_000_000
 """Default cap on width x height of every image p3m decodes (decompression-bomb guard), shared by

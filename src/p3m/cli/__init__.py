@@ -29,9 +29,15 @@ app = typer.Typer(
 err_console = Console(emoji=False, stderr=True)
 
 
+# Options whose flag is not the keyword's: `resume=False` is `--fresh`.
+_SPELLED_OTHERWISE: dict[tuple[str, object], str] = {("resume", False): "--fresh"}
+
+
 def command_line_option(keyword: str, value: object) -> str:
     """An option a library error suggests (`P3MError.options`), as the command line spells it:
     `overwrite=True` -> `--overwrite`, `audit=False` -> `--no-audit`, `workers=4` -> `--workers 4`."""
+    if (keyword, value) in _SPELLED_OTHERWISE:
+        return _SPELLED_OTHERWISE[keyword, value]
     flag = "--" + keyword.replace("_", "-")
     if value is True:
         return flag

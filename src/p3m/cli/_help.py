@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     import click
@@ -151,8 +151,24 @@ def _whole_words_tables() -> Iterator[None]:
         rich_utils.Table = original  # type: ignore[misc]
 
 
+def usage_pieces(params: list[Any], ctx: Any) -> list[str]:
+    """The usage line's pieces with arguments as the help names them: `FILE`, `[INPUTS]...`
+    (Typer 0.29 writes `{file}` and `[inputs]...`, which read as placeholders to fill in)."""
+    pieces = []
+    for param in params:
+        if isinstance(param, TyperArgument):
+            name = param.metavar or (param.name or "").upper()
+            pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        else:
+            pieces.extend(param.get_usage_pieces(ctx))
+    return pieces
+
+
 class HelpCommand(TyperCommand):
     """A Typer command whose help keeps option names whole and flags placeholder-free."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*([self.options_metavar] if self.options_metavar else []), *usage_pieces(self.get_params(ctx), ctx)]
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         params = self.get_params(ctx)

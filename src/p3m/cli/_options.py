@@ -16,7 +16,10 @@ from typing import Any
 
 import typer
 
-from p3m.vocabulary import MAX_IMAGE_PIXELS
+from p3m.vocabulary import DEVICE_HELP, MAX_IMAGE_PIXELS
+
+DEVICE_OPTION_HELP = f"{DEVICE_HELP} (default: cuda if available, else cpu)."
+"""The help of every `--device` that runs a model (one device, as `p3m.models.resolve_device` takes)."""
 
 MAX_IMAGE_PIXELS_HELP = (
     "Refuse images of more pixels than this (width x height, read from the file header before "
@@ -41,22 +44,29 @@ def caps_image_pixels(command: Callable[..., Any]) -> Callable[..., Any]:
         raise TypeError(f"{command.__name__} already has a max_image_pixels parameter")
 
     @functools.wraps(command)
-    def run(*args: Any, max_image_pixels: int = MAX_IMAGE_PIXELS, **kwargs: Any) -> Any:
+    def run(*args: Any, max_image_pixels: int = MAX_IMAGE_PIXELS, _context: typer.Context, **kwargs: Any) -> Any:
         from p3m.io import image_pixel_cap
 
+        source = _context.get_parameter_source("max_image_pixels")
+        if source is not None and source.name == "ENVIRONMENT":
+            # Read from P3M_MAX_IMAGE_PIXELS (or its old name): left there, where the library
+            # reads the same cap and an image over it is said to be refused by that variable.
+            return command(*args, **kwargs)
         with image_pixel_cap(max_image_pixels):
             return command(*args, **kwargs)
 
     option = inspect.Parameter(
         "max_image_pixels", inspect.Parameter.KEYWORD_ONLY, default=max_image_pixels_option(), annotation=int
     )
+    context = inspect.Parameter("_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     parameters = [
         parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in signature.parameters.values()
     ]
-    run.__signature__ = signature.replace(parameters=[*parameters, option])  # type: ignore[attr-defined]
+    run.__signature__ = signature.replace(parameters=[*parameters, option, context])  # type: ignore[attr-defined]
     run.__annotations__ = {
         **{parameter.name: parameter.annotation for parameter in parameters},
         "max_image_pixels": int,
+        "_context": typer.Context,
         "return": signature.return_annotation,
     }
     return run

@@ -31,12 +31,17 @@ pipes (at Rich's default of 80 columns their numbers were folded inside the cell
 
 
 def table_console() -> Console:
-    """A stdout console for result tables: the terminal's width, or unbounded when piped."""
+    """A stdout console for result tables: the terminal's width; when piped, the width the
+    COLUMNS environment variable asks for (`COLUMNS=80 p3m weights list | less`), else unbounded."""
+    import os
     import sys
 
     from rich.console import Console
 
-    return Console(emoji=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+    if sys.stdout.isatty():
+        return Console(emoji=False)
+    asked = os.environ.get("COLUMNS", "").strip()
+    return Console(emoji=False, width=int(asked) if asked.isdigit() and int(asked) > 0 else PIPED_WIDTH)
 
 
 def print_table(console: Console, table: Table) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from p3m.cli._options import DEVICE_OPTION_HELP as DEVICE_HELP
 from p3m.cli._options import baseline_budget_option, caps_image_pixels
 from p3m.vocabulary import TestStrategy
 
@@ -42,7 +43,6 @@ FRESH_RESULTS_HELP = "Compute every cell again instead of resuming from the resu
 STRATEGY_HELP = "Official test procedure: hybrid (the paper's) or resize (one pass, faster)."
 METRICS_HELP = "Table columns, comma-separated (sad, mse, mad, sad_t, mse_t, mad_t, grad, conn); the CSVs hold all."
 LIMIT_HELP = "Only the first N images of each test set (a quick look)."
-DEVICE_HELP = "cpu, cuda, cuda:1, ... (default: CUDA when available)."
 
 
 def _split_names(values: list[str] | None) -> tuple[str, ...] | None:
@@ -67,6 +67,26 @@ def _progress_callback(label: str, console: Console) -> Iterator[Callable[[Any],
             )
 
         yield on_progress
+
+
+# The options of `p3m experiment ...` that set each setting a study's results depend on, where
+# the option is not the setting's name in kebab case; settings no option sets are named in words.
+SETTING_OPTIONS = {
+    "changed_threshold": "--threshold", "checkpoint": "--checkpoints", "transform": "--obfuscations / --strength",
+    "method": "--methods", "images": "--normal-images", "heatmap": "the heatmap settings",
+    "landmarks": "the face landmarks", "solver": "the solver", "solver_kwargs": "the solver's settings",
+    "implementation": "the solver's implementation",
+}  # fmt: skip
+
+
+def _reset_reason(event: Any) -> str:
+    """Why a cell's results are computed again, in the command line's terms (`--threshold`)."""
+    if event.fresh:
+        return "computed afresh (--fresh)"
+    if event.settings:
+        named = (SETTING_OPTIONS.get(key, "--" + key.replace("_", "-")) for key in event.settings)
+        return f"made with other settings ({', '.join(dict.fromkeys(named))})"
+    return event.reason
 
 
 @contextmanager
@@ -99,7 +119,7 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
         TimeRemainingColumn,
     )
 
-    from p3m.cli._ui import flexible_bar, name_column
+    from p3m.cli._ui import flexible_bar, name_column, record_error
     from p3m.experiments.events import CellProgress, CellReset, StudyResumed, StudyStarted
     from p3m.runs import ItemFinished, RunStarted
 
@@ -116,11 +136,11 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
             state["task"] = progress.add_task(label, total=event.items, name="")
         elif isinstance(event, CellReset):
             progress.console.print(
-                f"[yellow]note:[/yellow] {event.cell}: earlier results replaced once computed again, {event.reason}",
+                f"[yellow]note:[/yellow] {event.cell}: earlier results replaced once computed again, {_reset_reason(event)}",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
         elif isinstance(event, StudyResumed):
-            progress.console.print(f"[yellow]note:[/yellow] {event.message}", highlight=False, soft_wrap=True)
+            progress.console.print(f"[yellow]note:[/yellow] {event.worded('--fresh')}", highlight=False, soft_wrap=True)
         elif isinstance(event, CellProgress) and "task" in state:
             inner = event.event
             if isinstance(inner, RunStarted):
@@ -131,7 +151,7 @@ def _study_progress(label: str, console: Console) -> Iterator[Callable[[StudyEve
                 progress.update(state["task"], advance=1, name=f"{event.cell}: {inner.record.key}")
                 if inner.record.failed:
                     progress.console.print(
-                        f"[red]error:[/red] {event.cell}: {inner.record.error}", highlight=False, soft_wrap=True
+                        f"[red]error:[/red] {event.cell}: {record_error(inner.record)}", highlight=False, soft_wrap=True
                     )
 
     with _interrupted_line(console, counts), progress:

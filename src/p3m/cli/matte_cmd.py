@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import typer
 
 from p3m.cli import _scale
-from p3m.cli._options import caps_image_pixels
+from p3m.cli._options import DEVICE_OPTION_HELP, caps_image_pixels
 from p3m.cli.video_cmd import TEMPORAL_HELP, VIDEO_FORMAT_HELP, TemporalChoice
 from p3m.vocabulary import OutputKind, values
 from p3m.vocabulary import TestStrategy as StrategyChoice
@@ -94,7 +94,7 @@ def matte_command(
         "(0 = default, about 1080 x 1620; -1 = no budget).",
     ),
     device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)."
+        None, "--device", help=DEVICE_OPTION_HELP
     ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
@@ -228,13 +228,24 @@ def _load_matter(options: dict[str, Any], say: Any, note: Any) -> Any:
     return matter
 
 
-def _describe_record(record: Any) -> str:
-    detail = f"; {record.details['resized']}" if record.details.get("resized") else ""
-    names = ", ".join(record.details.get("written", []))
-    line = f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
-    if record.details.get("note"):
-        line += f"\n[yellow]note:[/yellow] {record.source}: {record.details['note']}"
-    return line
+def _record_describer() -> Callable[[Any], str]:
+    """`describe(record)` for one run: a short line per image; what resizing means and how to
+    change it (the same for every image) is a note the first time only."""
+    explained: set[str] = set()
+
+    def describe(record: Any) -> str:
+        detail = f"; {record.details['resized']}" if record.details.get("resized") else ""
+        names = ", ".join(record.details.get("written", []))
+        line = f"{record.source} -> {names} [dim]({record.details.get('model')}{detail})[/dim]"
+        explanation = record.details.get("resized_explained")
+        if explanation and explanation not in explained:
+            explained.add(explanation)
+            line += f"\n[yellow]note:[/yellow] {explanation} (--max-pixels)"
+        if record.details.get("note"):
+            line += f"\n[yellow]note:[/yellow] {record.source}: {record.details['note']}"
+        return line
+
+    return describe
 
 
 def _failure(record: Any) -> tuple[str, str]:
@@ -386,12 +397,12 @@ def _matte_files(
         )  # fmt: skip
         del matter
         out.print(f"engine: {getattr(executor, 'name', type(executor).__name__)}", highlight=False)
-        with run_progress("[bold]matting", err, describe=_describe_record, unit="images", others=others) as on_event:
+        with run_progress("[bold]matting", err, describe=_record_describer(), unit="images", others=others) as on_event:
             report = run_matte(plan, spec, backdrop, on_event=on_event, options=run_options, executor=executor)
         name = spec.model
     else:
         matter = matter or _load_matter(options, out.print, note)
-        with run_progress("[bold]matting", err, describe=_describe_record, unit="images", others=others) as on_event:
+        with run_progress("[bold]matting", err, describe=_record_describer(), unit="images", others=others) as on_event:
             report = run_matte(plan, matter, backdrop, on_event=on_event, options=run_options)
         name = matter.name
     failures.extend(_failure(record) for record in report.failed)
@@ -565,6 +576,8 @@ def _watch_folder(
         stop.set()
         err.print("stopping after the current image ...", highlight=False)
 
+    describe = _record_describer()
+
     def on_event(event: Any) -> None:
         if isinstance(event, VideoNotWatched):
             err.print(
@@ -576,7 +589,7 @@ def _watch_folder(
             if record.failed:
                 err.print(f"[red]error:[/red] {record_error(record)}", highlight=False, soft_wrap=True)
             else:
-                err.print(_describe_record(record), highlight=False, soft_wrap=True)
+                err.print(describe(record), highlight=False, soft_wrap=True)
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -6,7 +6,7 @@ from enum import Enum
 
 import typer
 
-from p3m.cli._options import max_image_pixels_option
+from p3m.cli._options import DEVICE_OPTION_HELP, max_image_pixels_option
 
 
 class StrategyChoice(str, Enum):
@@ -34,7 +34,7 @@ def serve(
         help="Pixel budget: larger images are matted shrunk and the alpha upsampled back "
         "(0 = default, about 1080 x 1620; -1 = no budget).",
     ),
-    device: str | None = typer.Option(None, help="cpu or cuda (default: what is there)."),
+    device: str | None = typer.Option(None, help=DEVICE_OPTION_HELP),
     max_image_pixels: int = max_image_pixels_option(),
     max_upload_mb: int = typer.Option(40, min=1, help="Largest accepted upload (the whole request), in MiB."),
     workers: int | None = typer.Option(

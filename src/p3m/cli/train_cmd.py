@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from p3m.cli._options import caps_image_pixels
+from p3m.cli._options import DEVICE_OPTION_HELP, caps_image_pixels
 from p3m.vocabulary import TestSet, TestStrategy
 from p3m.vocabulary import TrainingImages as Protocol
 
@@ -181,7 +181,7 @@ def evaluate_model_command(
         None, "--model", help="Model variant (default: identified from the checkpoint)."
     ),
     device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)."
+        None, "--device", help=DEVICE_OPTION_HELP
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     label: str | None = typer.Option(

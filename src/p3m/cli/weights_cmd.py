@@ -72,12 +72,12 @@ def _print_installed(console: Console, name: str, path: Path) -> None:
     from p3m.models.hub import weights_status
 
     status = weights_status(name)
-    console.print(f"{name}: {path}", highlight=False)
+    console.print(f"{name}: {path}", highlight=False, soft_wrap=True)  # whole, to copy
     if status.sha256:
         checked = "matches the registered checksum" if status.verified else (
             "no checksum is registered; recorded in the cache index"
         )
-        console.print(f"sha256 {status.sha256} ({checked})", highlight=False)
+        console.print(f"sha256 {status.sha256} ({checked})", highlight=False, soft_wrap=True)
 
 
 @weights_app.command("import")
@@ -88,7 +88,9 @@ def import_command(
 ) -> None:
     """Check FILE loads strictly into model NAME, then copy it into the cache.
 
-    Other weights cached for NAME are kept unless --force (exit code 2 then).
+    A FILE that is damaged or of another model is refused (exit code 2). If the cache already
+    holds other weights for NAME, they are kept and the command stops (exit code 2) unless
+    --force replaces them.
     """
     from rich.console import Console
 

@@ -544,7 +544,9 @@ def run_complexity(
             old = ComplexityReport.from_dict(json.loads(existing.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError, ExperimentError) as error:
             raise ExperimentError(
-                f"cannot resume from it ({error}); pass --fresh to measure again", existing
+                f"cannot resume from it ({error}); pass {{resume}} to measure again",
+                existing,
+                options={"resume": False},
             ) from None
         if _comparable(old.settings, old.environment) == _comparable(resolved, _environment(resolved)):
             previous = old.rows

@@ -37,10 +37,14 @@ class StudyStarted:
 @dataclass(frozen=True)
 class CellReset:
     """The results in a cell's folder are computed again; `reason` says why. The earlier results
-    stay in place until the new ones are complete (`p3m.experiments.runner.stage_run_dir`)."""
+    stay in place until the new ones are complete (`p3m.experiments.runner.stage_run_dir`).
+    `settings`: the keys of the settings that changed (as the study's settings name them, e.g.
+    "changed_threshold"), if that is why; `fresh`: recomputing was asked for."""
 
     cell: str
     reason: str
+    settings: tuple[str, ...] = ()
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,11 @@ class StudyResumed:
 
     @property
     def message(self) -> str:
-        return (
-            f"resumed: {self.kept} of {self.total} {self.unit} from an earlier run in {self.out_dir} "
-            "(--fresh recomputes)"
-        )
+        return self.worded("fresh=True")
+
+    def worded(self, fresh: str) -> str:
+        """The note with the option that recomputes named as a surface names it (`--fresh`)."""
+        return f"resumed: {self.kept} of {self.total} {self.unit} from an earlier run in {self.out_dir} ({fresh} recomputes)"
 
 
 @dataclass(frozen=True)

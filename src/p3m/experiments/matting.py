@@ -76,7 +76,11 @@ def identify_checkpoint(checkpoint: Path) -> str:
     variant = identify_variant(extract_state_dict(payload, checkpoint))
     del payload
     if variant is None or variant not in list_models():
-        raise CheckpointError("cannot tell which P3M-Net variant this checkpoint is; pass --model", checkpoint)
+        raise CheckpointError(
+            "cannot tell which P3M-Net variant this checkpoint is; name it with {model}",
+            checkpoint,
+            options={"model": "NAME"},
+        )
     return variant
 
 

@@ -186,24 +186,42 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
 
 
-def _discard_reason(run_dir: Path, wanted: Mapping[str, Any], fresh: bool, discard: Sequence[str]) -> str | None:
+class ResetReason(str):
+    """Why earlier results are computed again, as text ("made with other settings
+    (changed_threshold, obfuscations)"), with what a surface needs to word it in its own terms:
+    `settings`, the keys of the settings that changed, and `fresh`, set when it was asked for."""
+
+    settings: tuple[str, ...] = ()
+    fresh: bool = False
+
+    @classmethod
+    def of(cls, text: str, settings: Sequence[str] = (), fresh: bool = False) -> ResetReason:
+        reason = cls(text)
+        reason.settings, reason.fresh = tuple(settings), fresh
+        return reason
+
+
+def _discard_reason(
+    run_dir: Path, wanted: Mapping[str, Any], fresh: bool, discard: Sequence[str]
+) -> ResetReason | None:
     """Why the results in `run_dir` (the names in `discard`) cannot be reused for `wanted`
     (normalised settings), or None when they can or there are none."""
     if not any((run_dir / name).exists() for name in discard):
         return None
     settings_file = run_dir / CELL_FILES["settings"]
     if fresh:
-        return "computed afresh (--fresh)"
+        return ResetReason.of("computed afresh (fresh=True)", fresh=True)
     if not settings_file.is_file():
-        return "results without a settings.json"
+        return ResetReason.of("results without a settings.json")
     try:
         old = json.loads(settings_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old = None
     if not isinstance(old, dict):
-        return "its settings.json is unreadable"
+        return ResetReason.of("its settings.json is unreadable")
     if old != wanted:
-        return f"made with other settings ({', '.join(_differences(old, wanted))})"
+        changed = _differences(old, wanted)
+        return ResetReason.of(f"made with other settings ({', '.join(changed)})", changed)
     return None
 
 
@@ -341,7 +359,7 @@ def stage_run_dir(
     settings: Mapping[str, Any],
     fresh: bool,
     results: Sequence[str],
-) -> tuple[Path, str | None]:
+) -> tuple[Path, ResetReason | None]:
     """Where to compute results with `settings` for `run_dir`, and why the earlier ones there
     are replaced (None when they are kept, resumed, or there are none).
 
@@ -407,7 +425,11 @@ def identify_model(checkpoint: Path) -> str:
 
     variant = identify_variant(read_state_dict(checkpoint))
     if variant is None or variant not in list_models():
-        raise CheckpointError("cannot tell which P3M-Net variant this checkpoint is; pass --model", checkpoint)
+        raise CheckpointError(
+            "cannot tell which P3M-Net variant this checkpoint is; name it with {model}",
+            checkpoint,
+            options={"model": "NAME"},
+        )
     return variant
 
 
@@ -537,7 +559,7 @@ def _run_cell(
     if reason is not None:
         # The earlier results stay where they are until the new ones are complete.
         logger.info("%s: earlier results replaced once computed again: %s", spec.name, reason)
-        emit(CellReset(spec.name, reason))
+        emit(CellReset(spec.name, reason, reason.settings, reason.fresh))
     predictions = work / CELL_FILES["predictions"]
     predictions.mkdir(parents=True, exist_ok=True)
     items = [

@@ -278,11 +278,12 @@ class SensitivityTask:
             elif faces:
                 problem = (
                     f"{len(faces)} face(s) found, but the matte is semi-transparent over all of them "
-                    "(0 < alpha < 1 is left unobfuscated): nothing to obfuscate; pass --facemasks"
+                    "(0 < alpha < 1 is left unobfuscated): nothing to obfuscate; give face masks "
+                    "({facemasks})"
                 )
             else:
-                problem = "no face found to obfuscate; pass a face-mask folder (--facemasks)"
-            raise ExperimentError(problem, item.source)
+                problem = "no face found to obfuscate; give a face-mask folder ({facemasks})"
+            raise ExperimentError(problem, item.source, options={"facemasks": "DIR"})
         band = transition_area(reference, settings.band_margin) & ~facemask
         regions = {"overall": np.ones_like(facemask), "face": facemask, "band": band, "rest": ~(facemask | band)}
         sad_clean = compute_metrics(clean, gt, metrics=("sad",))["sad"] if gt is not None else None
@@ -503,7 +504,7 @@ def run_sensitivity(
     # Results replacing earlier ones are computed beside them and moved in once complete.
     work, reason = stage_run_dir(out_dir, _identity(settings, model), fresh, results)
     if reason is not None:
-        emit(CellReset(STUDY, reason))
+        emit(CellReset(STUDY, reason, reason.settings, reason.fresh))
     task = SensitivityTask(settings, matter, work)
     items = [task.item(path) for path in paths]
     journal = work / SENSITIVITY_FILES["journal"]

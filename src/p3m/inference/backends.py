@@ -68,6 +68,9 @@ logger = logging.getLogger(__name__)
 AUTO_PREFERRED_MODEL = "p3mnet-vitae-s"
 """`model="auto"` uses this P3M-Net when its weights are cached, else selfie-cf."""
 
+# File name endings of checkpoints, which a user may give as the model instead of the weights.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".bin", ".pkl", ".safetensors")
+
 
 @dataclass(frozen=True)
 class ResizeInfo:
@@ -87,17 +90,29 @@ class ResizeInfo:
     kind: str = "budget"
 
     def describe(self) -> str:
+        """This image's sizes in one short clause (a result's line, a log, the service's
+        X-P3M-Resized header); `explain()` says once what it means and what changes it."""
         (h, w), (ph, pw) = self.original_size, self.processed_size
         if self.kind == "solve":
             budget = f"a pixel budget of {pixel_count_text(self.max_pixels)}" if self.max_pixels else "no pixel budget"
-            return (
-                f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px around the people, the "
-                f"solve size for {budget}; a larger --max-pixels solves finer, slower), "
-                f"alpha upsampled back to {w}x{h} with a {self.upsample}"
-            )
+            return f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px, {budget}), alpha upsampled to {w}x{h}"
         return (
             f"{w}x{h} ({pixel_count_text(h * w)}) is above the pixel budget of {pixel_count_text(self.max_pixels)}: "
-            f"matted at {pw}x{ph} ({self.downscale}), alpha upsampled back with a {self.upsample}"
+            f"matted at {pw}x{ph}"
+        )
+
+    def explain(self, budget: str = "pixel budget") -> str:
+        """What resizing of this kind does and how to trade speed for detail, for a note said
+        once per run (`budget`: how the caller's surface names the budget, e.g. "--max-pixels")."""
+        if self.kind == "solve":
+            return (
+                f"selfie-cf finds the people on the whole image but solves the closed-form matte around "
+                f"them at a reduced size when that region is above the pixel budget; the alpha is "
+                f"upsampled back with a {self.upsample}; a larger {budget} solves finer, slower"
+            )
+        return (
+            f"images above the pixel budget are matted shrunk ({self.downscale}) and the alpha is "
+            f"upsampled back with a {self.upsample}; a larger {budget} mattes finer, slower"
         )
 
 
@@ -316,6 +331,23 @@ def _name_from_weights(path: Path) -> str:
     return variant
 
 
+def _unknown_model(model: str) -> ModelNotFoundError:
+    """What `model=` (`--model`) was given that names no model: a checkpoint file belongs in
+    `weights=`; anything else lists the models this parameter takes."""
+    from p3m.models import list_models
+
+    path = Path(model).expanduser()
+    if path.is_file() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return ModelNotFoundError(
+            "is not a model name; a checkpoint goes to {weights} (with {model} or the P3M-Net "
+            "it belongs to); an .onnx file from `p3m export-onnx` is itself a model",
+            model,
+            options={"weights": model, "model": "auto"},
+        )
+    known = ", ".join(["auto", SELFIE_CF_NAME, *list_models()])
+    return ModelNotFoundError(f"unknown model {model!r} (known models: {known}; or an .onnx file)")
+
+
 def _auto_fallback_note() -> str:
     from p3m.models.hub import install_hint
 
@@ -355,7 +387,8 @@ def resolve_backend(
         if model not in ("auto", SELFIE_CF_NAME):
             raise ConfigError(
                 "the trimap band and threshold options refine selfie-cf only; drop them or use "
-                "--model selfie-cf (or auto)"
+                "{model} (or auto)",
+                options={"model": SELFIE_CF_NAME},
             )
     if _is_backend(model):  # a backend built by the caller (e.g. a custom method)
         if weights is not None:
@@ -363,7 +396,7 @@ def resolve_backend(
         return model  # type: ignore[return-value]
     if is_onnx_path(model):  # a file written by `p3m export-onnx`, run with onnxruntime
         if weights is not None:
-            raise ConfigError("an ONNX model carries its own weights; drop --weights")
+            raise ConfigError("an ONNX model carries its own weights; give no weights with it")
         from p3m.inference.onnx_runtime import OnnxP3MNet
 
         network = OnnxP3MNet(model, providers=providers)
@@ -371,6 +404,7 @@ def resolve_backend(
     if not isinstance(model, str):
         name = str(getattr(model, "variant", type(model).__name__))
         return P3MNetBackend(model, name, strategy, max_pixels)
+    from p3m.models import list_models
     from p3m.models.hub import installed_weights, resolve_weights
 
     if model == "auto":
@@ -388,10 +422,9 @@ def resolve_backend(
         return SelfieCFBackend(selfie_config, max_pixels=max_pixels, note=_auto_fallback_note())
     if model == SELFIE_CF_NAME:
         if weights is not None:
-            raise ConfigError("selfie-cf takes no weights; drop --weights or pick a P3M-Net model")
+            raise ConfigError("selfie-cf takes no weights; give none, or pick a P3M-Net model")
         return SelfieCFBackend(selfie_config, max_pixels=max_pixels)
-    from p3m.models import get_spec
-
-    get_spec(model)  # unknown names raise ModelNotFoundError listing the known ones
+    if model not in list_models():
+        raise _unknown_model(model)
     path = resolve_weights(weights if weights is not None else model, model=model)
     return P3MNetBackend(load_p3mnet(model, path, device), model, strategy, max_pixels)

@@ -536,6 +536,7 @@ class MatteTask:
         details: dict[str, Any] = {"written": names, "model": matted.model, "settings": self.settings}
         if matted.resized is not None:
             details["resized"] = matted.resized.describe()
+            details["resized_explained"] = matted.resized.explain()  # said once per run
         notes = [note for note in (frames_note, matted.image_note) if note]
         if notes:
             details["note"] = "; ".join(notes)

@@ -72,7 +72,8 @@ def providers_for_device(device: str | torch.device | None) -> list[Any] | None:
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         raise DeviceError(
             f"{parsed} requested but this onnxruntime has no CUDAExecutionProvider (install "
-            "onnxruntime-gpu on a machine with CUDA); use --device cpu"
+            "onnxruntime-gpu on a machine with CUDA); use {device}",
+            options={"device": "cpu"},
         )
     cuda: Any = "CUDAExecutionProvider"
     if parsed.index is not None:
@@ -242,7 +243,7 @@ class OnnxP3MNet:
         if self.fixed_size is not None and tuple(x.shape[2:]) != self.fixed_size:
             raise InputSizeError(
                 f"{self.path.name} was exported for {self.fixed_size[0]}x{self.fixed_size[1]} "
-                f"inputs only, got {x.shape[2]}x{x.shape[3]} (export it again without --static)"
+                f"inputs only, got {x.shape[2]}x{x.shape[3]} (export it again with dynamic axes, the default)"
             )
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
             raise InputSizeError(

@@ -53,6 +53,9 @@ def atomic_open(
         # (tempfile.mkstemp would leave every output at 0o600).
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as error:
+        blocker = next((folder for folder in target.parents if folder.exists() and not folder.is_dir()), None)
+        if blocker is not None:  # `--out afile`: say so, not "afile/x.png: File exists"
+            raise error_class(f"is a file, not a folder, so {target} cannot be written in it", blocker) from error
         raise error_class(
             f"cannot create output file: {error.strerror or error}", target
         ) from error

@@ -68,11 +68,9 @@ OLD_MAX_PIXELS_ENV = "P3M_MAX_PIXELS"
 """The variable's earlier name, still read (with a deprecation note in the log) when the new
 one is not set: it was easily taken for the pixel budget `--max-pixels`."""
 
-RAISE_CAP_HINT = (
-    "--max-image-pixels N (0 = no cap); in Python `with p3m.io.image_pixel_cap(N):`; "
-    "or the environment variable P3M_MAX_IMAGE_PIXELS"
-)
-"""How to raise the cap, as the one-line error names it (command line, Python, environment)."""
+_BLOCK_CAP_ENV = "P3M_MAX_IMAGE_PIXELS_FROM_BLOCK"
+"""Set by `image_pixel_cap` beside P3M_MAX_IMAGE_PIXELS (same value), so that an error can tell
+a cap the user's environment set from one a block (the command line's option) set."""
 
 PathLike = str | os.PathLike[str]
 
@@ -149,15 +147,16 @@ def image_pixel_cap(max_pixels: int | None) -> Iterator[None]:
         return
     if max_pixels < 0:
         raise ValueError(f"max_pixels must be 0 (no cap) or positive, got {max_pixels}")
-    previous = os.environ.get(MAX_PIXELS_ENV)
-    os.environ[MAX_PIXELS_ENV] = str(int(max_pixels))
+    previous = {name: os.environ.get(name) for name in (MAX_PIXELS_ENV, _BLOCK_CAP_ENV)}
+    os.environ[MAX_PIXELS_ENV] = os.environ[_BLOCK_CAP_ENV] = str(int(max_pixels))
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(MAX_PIXELS_ENV, None)
-        else:
-            os.environ[MAX_PIXELS_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def pixel_count_text(pixels: int) -> str:
@@ -170,14 +169,38 @@ def pixel_count_text(pixels: int) -> str:
     return f"{megapixels:,.{digits}f} MP"
 
 
-def _check_pixels(image: Image.Image, max_pixels: int | None, path: PathLike | None) -> None:
+def _cap_from_environment() -> str | None:
+    """"P3M_MAX_IMAGE_PIXELS=5000" when the user's environment (not an `image_pixel_cap` block)
+    sets the cap of reads without `max_pixels`; the old name is said to be one."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if value:
+        return None if os.environ.get(_BLOCK_CAP_ENV) == value else f"{MAX_PIXELS_ENV}={value}"
+    old = os.environ.get(OLD_MAX_PIXELS_ENV, "").strip()
+    if old:
+        return (
+            f"{OLD_MAX_PIXELS_ENV}={old} (the old name of {MAX_PIXELS_ENV}, the decoding cap; "
+            "not the pixel budget of matting)"
+        )
+    return None
+
+
+def _check_pixels(
+    image: Image.Image, max_pixels: int | None, path: PathLike | None, requested: int | None = None
+) -> None:
+    """Refuse an image over the cap `max_pixels`; `requested` is the `max_pixels` argument the
+    reader was given (None: the cap came from the environment or the default)."""
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
+        variable = _cap_from_environment() if requested is None else None
+        where = f", set in the environment by {variable}" if variable else ""
         raise ImageTooLargeError(
             f"image is {width}x{height} = {pixel_count_text(width * height)}, more than the cap of "
-            f"{pixel_count_text(max_pixels)} (decompression-bomb guard); if the file is trusted, "
-            f"raise the cap: {RAISE_CAP_HINT}",
+            f"{pixel_count_text(max_pixels)} (decompression-bomb guard){where}; if the file is "
+            f"trusted, raise the cap: {{max_image_pixels}} (0 = no cap)"
+            + (f" or change {variable.split('=')[0]}" if variable else ""),
             path,
+            options={"max_image_pixels": "N"},
+            python_wording={"max_image_pixels": "`with p3m.io.image_pixel_cap({value}):` around the reads"},
         )
     if width == 0 or height == 0:
         raise ImageReadError(f"image has no pixels ({width}x{height})", path)
@@ -229,7 +252,7 @@ def _open_loaded(
             raise ImageReadError(f"truncated file ({problem})", name) from error
         raise ImageReadError(f"cannot open image: {problem}", name) from error
     try:
-        _check_pixels(image, cap, name)
+        _check_pixels(image, cap, name, max_pixels)
         try:
             image.load()
         except (OSError, ValueError, SyntaxError, EOFError, IndexError) as error:
@@ -264,7 +287,7 @@ def image_size(path: PathLike, max_pixels: int | None = None) -> tuple[int, int]
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageReadError(f"cannot open image: {str(error) or type(error).__name__}", path) from error
     with image:
-        _check_pixels(image, cap, path)
+        _check_pixels(image, cap, path, max_pixels)
         width, height = image.size
         orientation = 1
         # PNG's getexif() decodes the whole image to look for an eXIf chunk after the pixels;
@@ -649,7 +672,7 @@ def load_image_input(
         return _array_to_rgb(image)
     if isinstance(image, Image.Image):
         cap = _resolve_max_pixels(max_pixels)
-        _check_pixels(image, cap, None)
+        _check_pixels(image, cap, None, max_pixels)
         # The caller's image is neither modified nor closed.
         return _pil_to_rgb_array(_apply_exif_orientation(image, None, close_original=False), None)
     if isinstance(image, bytes | bytearray):
@@ -680,7 +703,7 @@ def load_image_and_alpha(
         return _array_to_rgb(image), alpha
     if isinstance(image, Image.Image):
         cap = _resolve_max_pixels(max_pixels)
-        _check_pixels(image, cap, None)
+        _check_pixels(image, cap, None, max_pixels)
         oriented = _apply_exif_orientation(image, None, close_original=False)
         return _pil_to_rgb_array(oriented, None), _pil_alpha(oriented)
     if isinstance(image, bytes | bytearray):

@@ -15,11 +15,9 @@ from __future__ import annotations
 import torch
 
 from p3m.errors import DeviceError
+from p3m.vocabulary import DEVICE_HELP
 
-__all__ = ["DEVICE_HELP", "parse_device", "resolve_device"]
-
-DEVICE_HELP = "cpu, cuda, cuda:N or mps"
-"""What `--device` accepts (besides "auto" / nothing: CUDA when available, else CPU)."""
+__all__ = ["DEVICE_HELP", "parse_device", "resolve_device"]  # DEVICE_HELP: from p3m.vocabulary
 
 _TYPES = ("cpu", "cuda", "mps")
 
@@ -48,7 +46,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     None and "auto" mean CUDA when available, else CPU. "cuda" / "cuda:N" need CUDA (and N below
     the device count), "mps" Apple's Metal backend. Anything else, or a device this machine
     lacks, raises `DeviceError` (a `ConfigError`) in one line, e.g. "cuda requested but CUDA is
-    not available on this machine (...); use --device cpu".
+    not available on this machine (...); use device='cpu'" (the command line: `--device cpu`).
     """
     if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -57,7 +55,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceError(
                 f"{parsed} requested but CUDA is not available on this machine "
-                "(no NVIDIA GPU or a CPU-only PyTorch build); use --device cpu"
+                "(no NVIDIA GPU or a CPU-only PyTorch build); use {device}",
+                options={"device": "cpu"},
             )
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
@@ -67,5 +66,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     elif parsed.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise DeviceError("mps requested but Apple's Metal backend is not available here; use --device cpu")
+            raise DeviceError(
+                "mps requested but Apple's Metal backend is not available here; use {device}", options={"device": "cpu"}
+            )
     return parsed

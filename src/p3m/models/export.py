@@ -336,9 +336,10 @@ def _verify(
         detail = ", ".join(f"{name} {diffs[name]:.2e}" for name in failed)
         raise ExportError(
             "onnxruntime does not reproduce the torch model at {}x{} (max |diff|: {}); the file "
-            "was not written (--exact exports the reference operator sequence; --no-verify "
+            "was not written ({{exact}} exports the reference operator sequence; {{verify}} "
             "skips this check)".format(*size, detail),
             target,
+            options={"exact": True, "verify": False},
         )
     return diffs, ties
 

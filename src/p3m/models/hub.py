@@ -274,8 +274,9 @@ def import_weights(file: str | os.PathLike[str], name: str, force: bool = False)
     """Check that `file` loads strictly into model `name`, then copy it into the cache.
 
     Other weights already cached for `name` are replaced only with `force` (ConfigError
-    otherwise, before anything is read or written); the same file again is a no-op. Raises
-    CheckpointError (naming the file and the mismatch) when it belongs to another variant.
+    otherwise, once `file` has been checked; nothing is written); the same file again is a
+    no-op. Raises CheckpointError (naming the file and the problem) when it is damaged, not a
+    checkpoint, or belongs to another variant, with or without `force`.
     """
     source = Path(file).expanduser()
     if source.is_dir():
@@ -288,17 +289,19 @@ def import_weights(file: str | os.PathLike[str], name: str, force: bool = False)
     if existing is not None and sha256_of(existing) == sha256_of(source):
         logger.info("%s is already in the cache: %s", source, existing)
         return existing
+    # The file is checked first: a damaged or wrong file is named as such, never met with
+    # "pass force=True" (which would only lead to the same error).
+    from p3m.models import create_model, load_checkpoint
+
+    model = create_model(name, device="cpu")
+    load_checkpoint(model, source, strict=True)
+    del model
     if existing is not None and not force:
         raise ConfigError(
             f"other weights for {name} are already in the cache ({existing}); pass {{force}} "
             f"to replace them with {source}",
             options={"force": True},
         )
-    from p3m.models import create_model, load_checkpoint
-
-    model = create_model(name, device="cpu")
-    load_checkpoint(model, source, strict=True)
-    del model
     checkpoints = _model_spec(name).checkpoints
     file_name = checkpoints[0].file_name if checkpoints else source.name
     destination = weights_dir() / name / file_name

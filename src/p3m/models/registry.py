@@ -25,6 +25,10 @@ from p3m.errors import ModelNotFoundError
 # Where the P3M-Net (Swin-T / ViTAE-S) checkpoints and backbones are published.
 P3M_NET_SOURCE_PAGE = "https://github.com/ViTAE-Transformer/P3M-Net"
 
+# The offline default model of `p3m matte` (`p3m.inference.selfie_cf`): a pipeline, not a
+# network, so not registered here; named so that asking it for weights says why there are none.
+CLASSICAL_PIPELINE = "selfie-cf"
+
 # Modules whose import registers models. Add yours here (Swin-T and ViTAE-S plug in this way).
 BUILTIN_MODEL_MODULES: tuple[str, ...] = (
     "p3m.models.p3mnet_r34",
@@ -106,4 +110,9 @@ def get_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
+        if name == CLASSICAL_PIPELINE:
+            raise ModelNotFoundError(
+                f"{name} is the classical matting pipeline, not a network: it has no weights, "
+                f"checkpoint or ONNX export (networks: {known})"
+            ) from None
         raise ModelNotFoundError(f"unknown model {name!r} (known models: {known})") from None

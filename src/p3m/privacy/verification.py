@@ -80,7 +80,8 @@ def resolve_verify(verify: str) -> str:
         return "identity" if identity_available() else "none"
     if verify == "identity" and not identity_available():
         raise MissingDependencyError(
-            "--verify identity needs dlib and face_recognition_models: pip install 'p3m[dlib]'"
+            "{verify} needs dlib and face_recognition_models: pip install 'p3m[dlib]'",
+            options={"verify": "identity"},
         )
     return verify
 

@@ -322,6 +322,8 @@ def _failed(item: Item, error: BaseException, seconds: float) -> ItemRecord:
         source=None if item.source is None else str(item.source),
         seconds=seconds,
         error=reason,
+        # A P3MError that suggests options: the renderer words them for its surface (--overwrite).
+        attachments={"error": error} if isinstance(error, P3MError) and error.options else {},
     )
 
 

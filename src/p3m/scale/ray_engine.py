@@ -296,9 +296,9 @@ class RayExecutor:
 
     def __post_init__(self) -> None:
         if self.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"the batch size must be at least 1, got {self.batch_size}")
         if self.cpus_per_worker <= 0:
             raise ConfigError(f"CPUs per worker must be above 0, got {self.cpus_per_worker}")
         if self.gpus_per_worker < 0:

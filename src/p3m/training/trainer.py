@@ -208,7 +208,11 @@ class Trainer:
 
         data = self.config.data
         if not data.root:
-            raise ConfigError("data.root is not set (use --data-root DIR or --set data.root=DIR)")
+            raise ConfigError(
+                "data.root (the data set folder) is not set: set it with {data_root}",
+                options={"data_root": "DIR"},
+                python_wording={"data_root": "data.root = {value} in the TrainConfig"},
+            )
         sets = ["train", *self.config.validation.sets] if self._validates() else ["train"]
         report = check_layout(data.root, sets, data.protocol, data.normal_images, deep=data.check_files)
         report.raise_if_problems()

@@ -263,8 +263,7 @@ def matte_video_inputs(
             f"temporal smoothing {details.get('temporal', 'on')})[/dim]",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
-        for warning in details.get("warnings", ()):
-            live.print(f"[yellow]{source.name}:[/yellow] {warning}", highlight=False, soft_wrap=True)
+        _print_warnings(record, live)
 
     with video_run_progress(err, describe, (0, images)) as (on_event, live):
         report = run_video_matte(plan, matter, background=background, temporal=temporal, on_event=on_event)
@@ -274,6 +273,12 @@ def matte_video_inputs(
                 highlight=False,
             )
     return [_failure(record) for record in report.failed], report
+
+
+def _print_warnings(record: Any, live: Console) -> None:
+    """A clip record's warnings, one line each, led by the clip's name."""
+    for warning in record.details.get("warnings", ()):
+        live.print(f"[yellow]{Path(record.source).name}:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- anonymize
@@ -304,10 +309,7 @@ def anonymize_video_inputs(
             f"{audit.get('identity_matches', 0)} identity match(es); manifest {details.get('manifest', '')})[/dim]",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
-        for warning in details.get("warnings", ()):
-            live.print(
-                f"[yellow]{Path(record.source).name}:[/yellow] {warning}", highlight=False, soft_wrap=True
-            )
+        _print_warnings(record, live)
 
     with video_run_progress(err, describe, (0, images)) as (on_event, live):
         report = anonymize_videos(videos, out_dir, config, on_event)

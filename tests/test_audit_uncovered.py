@@ -78,3 +78,27 @@ def test_a_weak_lone_dlib_hit_needs_a_second_look_to_count_as_a_missed_face() ->
     assert not _confirmed(image, Face(box=patch_box, score=0.52, detectors=("dlib-hog",)))
     assert _confirmed(image, Face(box=patch_box, score=0.52, detectors=("dlib-hog", "centerface")))
     assert _confirmed(image, Face(box=patch_box, score=0.65, detectors=("dlib-hog",)))
+
+
+def test_the_verdict_is_the_manifest_status_and_a_weak_unconfirmed_detection_is_no_leak() -> None:
+    """The service said "audit failed" with 0 faces left visible where `p3m anonymize` recorded
+    "done": one verdict (`image_status`, `AuditResult.leaked`) for both."""
+    from types import SimpleNamespace
+
+    from p3m.privacy.audit import AuditResult, image_status
+
+    box = (1.0, 2.0, 30.0, 40.0)
+    weak = AuditResult(faces_found=2, by_detector={}, boxes=[box], identity_distances=[0.9], unconfirmed=[box])
+    assert not weak.passed and not weak.leaked and weak.review_reasons() == []
+    assert "not confirmed by a second look" in (weak.to_check() or "")
+    face = SimpleNamespace(faces=["a face"], needs_annotation=[])
+    assert image_status(face, weak) == ("done", [])
+    visible = AuditResult(faces_found=1, by_detector={}, boxes=[box], uncovered=[box])
+    assert visible.leaked and image_status(face, visible)[0] == "needs_review"
+    match = AuditResult(faces_found=0, by_detector={}, identity_distances=[0.2])
+    assert match.leaked and image_status(face, match) == ("needs_review", ["1 identity match(es) after anonymisation"])
+    unverified = SimpleNamespace(faces=["a face"], needs_annotation=["face 0 unverified"])
+    assert image_status(unverified, None) == ("needs_review", ["face 0 unverified"])
+    nobody = SimpleNamespace(faces=[], needs_annotation=["no face found"])
+    assert image_status(nobody, weak) == ("needs_annotation", ["no face found"])
+    assert image_status(nobody, None, manual_facemask=True)[0] == "needs_review"

@@ -517,6 +517,24 @@ def test_a_face_the_audit_finds_left_visible_is_marked_and_the_default_detectors
     assert "x-p3m-audit" not in without_audit.headers and without_audit.json()["audit_passed"] is None
 
 
+def test_the_service_gives_the_status_p3m_anonymize_records_and_no_failed_audit_without_a_leak(
+    client: TestClient, astronaut_face_png: bytes
+) -> None:
+    """The astronaut's mission patch is a weak dlib detection a second look does not confirm: the
+    service answered `X-P3M-Audit: failed` with 0 faces left visible where the CLI's manifest said
+    done. Now the library's status, the audit failed only on a leak, the patch named apart."""
+    photo = ("astronaut.png", astronaut_face_png, "image/png")
+    reply = client.post("/api/anonymize", files={"image": photo}, data={"method": "mask", "output": "png"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-p3m-faces-left-visible"] == "0"
+    assert reply.headers["x-p3m-audit"] == "passed" and reply.headers["x-p3m-status"] == "done"
+    assert "x-p3m-review-reasons" not in reply.headers
+    assert "not confirmed by a second look" in reply.headers["x-p3m-to-check"]
+    report = client.post("/api/anonymize", files={"image": photo}, data={"method": "mask"}).json()
+    assert report["status"] == "done" and report["review_reasons"] == [] and report["audit_passed"] is True
+    assert report["audit"]["unconfirmed"] and report["to_check"]
+
+
 def test_anonymisation_runs_in_the_worker_processes_behind_the_pool(client: TestClient, astronaut_jpeg: bytes) -> None:
     """dlib's detectors hold the GIL for seconds: anonymisation goes through the same inference
     pool as matting (admission, queue, deadlines) and from its thread into a worker process,

@@ -41,6 +41,7 @@ __all__ = [
     "AuditResult",
     "audit_anonymized",
     "audit_image",
+    "image_status",
     "identity_distances",
 ]
 
@@ -109,7 +110,38 @@ class AuditResult:
 
     @property
     def passed(self) -> bool:
+        """No face found at all and no identity match: a strict test (a face still detected
+        inside its mask, or a weak unconfirmed detection, fails it). Whether the output leaks
+        is `leaked`."""
         return self.faces_found == 0 and self.identity_matches == 0
+
+    @property
+    def leaked(self) -> bool:
+        """A face left visible (outside every face mask, confirmed) or an identity that still
+        matches: the audit's verdict "failed" on every surface (CLI manifest, service)."""
+        return bool(self.uncovered) or self.identity_matches > 0
+
+    def review_reasons(self) -> list[str]:
+        """Why the output must not be shared before a person looks at it (`leaked`): faces left
+        visible, identities that still match. Weak unconfirmed detections are not among them
+        (see `to_check`)."""
+        reasons = []
+        if self.uncovered:
+            reasons.append(f"{self.missed_faces} face(s) found by the audit outside every face mask (left visible)")
+        if self.identity_matches:
+            reasons.append(f"{self.identity_matches} identity match(es) after anonymisation")
+        return reasons
+
+    def to_check(self) -> str | None:
+        """Weak face-like detections outside every mask that a second look did not confirm (the
+        mission patch on scikit-image's astronaut): worth a glance, no evidence of a leak."""
+        if not self.unconfirmed:
+            return None
+        boxes = ", ".join("(" + ", ".join(str(round(v)) for v in box) + ")" for box in self.unconfirmed)
+        return (
+            f"{len(self.unconfirmed)} weak face-like detection(s) outside every face mask at {boxes}, "
+            "not confirmed by a second look"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -123,6 +155,7 @@ class AuditResult:
             "uncovered": [[round(v, 1) for v in box] for box in self.uncovered],
             "unconfirmed": [[round(v, 1) for v in box] for box in self.unconfirmed],
             "passed": self.passed,
+            "leaked": self.leaked,
         }
 
 
@@ -258,6 +291,20 @@ def _confirmed(image: np.ndarray, face: Face) -> bool:
         if run_detector(region, name, min_confidence=threshold):
             return True
     return not looked  # nothing to look with: keep the finding
+
+
+def image_status(result: Any, audit: AuditResult | None, manual_facemask: bool = False) -> tuple[str, list[str]]:
+    """The status of one anonymised image and the reasons a person must look at it, as the
+    CLI's manifest records it and the service answers it (`p3m.privacy.dataset.STATUSES`):
+    "needs_annotation" when no face was found (and no hand-made mask given), "needs_review"
+    when `result.needs_annotation` or the audit (`AuditResult.review_reasons`) gives a reason,
+    else "done"."""
+    reasons = list(getattr(result, "needs_annotation", ()))
+    if not manual_facemask and not getattr(result, "faces", ()):
+        return "needs_annotation", reasons or ["no face found"]
+    if audit is not None:
+        reasons += audit.review_reasons()
+    return ("needs_review" if reasons else "done"), reasons
 
 
 def audit_anonymized(result: Any, original: np.ndarray, detectors: Sequence[str] | None = None) -> AuditResult:

@@ -468,7 +468,7 @@ class AnonymizeTask:
         return image, input_alpha, alpha_u8, manual, first_frame_note(sample.image)
 
     def compute(self, item: Item, loaded: tuple) -> dict[str, Any]:
-        from p3m.privacy.audit import audit_anonymized
+        from p3m.privacy.audit import audit_anonymized, image_status
         from p3m.privacy.pipeline import anonymize, blank_hidden
 
         config = self.config
@@ -518,11 +518,7 @@ class AnonymizeTask:
             record["audit"] = audit.to_dict()
             if not audit.passed:
                 record["warnings"].append(audit.warning())
-            if audit.uncovered:
-                record["needs_annotation"].append(
-                    f"{audit.missed_faces} face(s) found by the audit outside every face mask (left visible)"
-                )
-        record["status"] = NEEDS_REVIEW if record["needs_annotation"] else DONE
+        record["status"], record["needs_annotation"] = image_status(result, audit, manual is not None)
         flagged = bool(record["warnings"]) or bool(record["needs_annotation"])
         if config.review or flagged:
             notes = [f"{len(result.faces)} face(s), {config.method}"] + record["warnings"]

@@ -13,9 +13,13 @@ Endpoints:
   `landmarks`, `min_confidence`, `transition_margin`, `strength`, a matte uploaded as `alpha`
   or estimated with `alpha_from`, `audit`), answering JSON with the per-face report and the
   anonymised image, or (`output=png`) the image alone (face count in `X-P3M-Faces`, warnings
-  in `X-P3M-Warnings`). With the audit on, `X-P3M-Audit: passed|failed` and
-  `X-P3M-Faces-Left-Visible: N` (JSON `audit_passed`, `faces_left_visible`): faces the audit
-  found outside every face mask, i.e. left visible in the answer.
+  in `X-P3M-Warnings`). `X-P3M-Status` (JSON `status`) is the status `p3m anonymize` records
+  in its manifest: done, needs_review (reasons in `X-P3M-Review-Reasons`, JSON
+  `review_reasons`) or needs_annotation (no face found). With the audit on,
+  `X-P3M-Audit: passed|failed` and `X-P3M-Faces-Left-Visible: N` (JSON `audit_passed`,
+  `faces_left_visible`): failed when a face was found outside every face mask (left visible in
+  the answer) or an identity still matches; weak detections a second look did not confirm are
+  no leak, named in `X-P3M-To-Check` (JSON `to_check`).
 
 Load: inference runs on a bounded pool of worker threads (`p3m.serve.pool`), anonymisation in
 worker processes behind them (dlib holds the GIL, which would stall the event loop); a full queue

@@ -258,17 +258,27 @@ class AnonymizeJob:
             return _failure(error, self.image_name or "anonymize", rgb)
 
     def _encode(self, result: Any, audit: Any, alpha_source: str) -> Reply:
+        from p3m.privacy.audit import image_status
+
         faces = getattr(result, "faces", [])
         warnings = [str(w) for w in getattr(result, "warnings", [])]
         if audit is not None and not audit.passed:
             warnings.append(audit.warning())
-        headers = {**_NO_STORE, "X-P3M-Faces": str(len(faces))}
+        # The library's verdict, the status `p3m anonymize` records in its manifest.
+        status, reasons = image_status(result, audit)
+        to_check = None if audit is None else audit.to_check()
+        headers = {**_NO_STORE, "X-P3M-Faces": str(len(faces)), "X-P3M-Status": status}
+        if reasons:
+            headers["X-P3M-Review-Reasons"] = header_text(" | ".join(reasons))
+        if to_check:
+            headers["X-P3M-To-Check"] = header_text(to_check)
         if warnings:
             headers["X-P3M-Warnings"] = header_text(" | ".join(warnings))
         if audit is not None:
-            # A face the audit finds outside every mask is a leak: said in headers of their own
-            # (and in the JSON), so that a client reading only the image cannot miss it.
-            headers["X-P3M-Audit"] = "passed" if audit.passed else "failed"
+            # A face the audit finds outside every mask, or an identity that still matches, is a
+            # leak: said in headers of their own (and in the JSON), so that a client reading only
+            # the image cannot miss it. A weak unconfirmed detection is no leak (X-P3M-To-Check).
+            headers["X-P3M-Audit"] = "failed" if audit.leaked else "passed"
             headers["X-P3M-Faces-Left-Visible"] = str(audit.missed_faces)
         image = result.image if result.input_alpha is None else np.dstack([result.image, result.input_alpha])
         if self.output == "png":
@@ -282,7 +292,10 @@ class AnonymizeJob:
             mask_area=mask_area,
             mask_fraction=round(mask_area / max(1, facemask.size), 5),
             audit=jsonable(audit),
-            audit_passed=None if audit is None else audit.passed,
+            audit_passed=None if audit is None else not audit.leaked,
+            status=status,
+            review_reasons=reasons,
+            to_check=to_check,
             faces_left_visible=None if audit is None else audit.missed_faces,
             width=int(result.image.shape[1]),
             height=int(result.image.shape[0]),

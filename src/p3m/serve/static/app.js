@@ -191,8 +191,12 @@ $("anonymize-form").addEventListener("submit", (event) => {
     if (result.faces_left_visible) {
       // A leak is the one thing this mode must not hide: said first, in the error style.
       say("Audit failed: " + result.faces_left_visible + " face(s) left visible; do not share this image. " + done, true);
+    } else if (result.audit_passed === false) {
+      say("Audit failed: an identity still matches; do not share this image. " + done, true);
+    } else if (result.status && result.status !== "done") {
+      say(done + " Status: " + result.status.replace("_", " ") + " (" + (result.review_reasons || []).join("; ") + ").");
     } else {
-      say(done + (result.audit_passed === false ? " Audit: see the warnings." : ""));
+      say(done + (result.to_check ? " To check: " + result.to_check + "." : ""));
     }
   });
 });

@@ -494,3 +494,21 @@ def test_recursive_single_image_mode_mirrors_the_tree_and_a_flat_run_names_what_
     (photos / "sub" / "clip.mov").write_bytes(b"x")
     (item,) = plan_anonymize_videos([(photos / "sub" / "clip.mov", Path("sub/clip.mov"))], out)
     assert item.key == "sub/clip.mov" and item.outputs["video"] == out / "sub" / "clip.mp4"
+
+
+def test_a_photo_named_like_a_matte_output_is_anonymised_and_own_outputs_are_left_out(tmp_path):
+    """c18: `face_rgba.png` (a user's photo) was passed over for its name with a note and exit 0,
+    a face never anonymised. Only what p3m knows it wrote is left out (c10: `D -o D` twice)."""
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _save(photos / "face_rgba.png", data.astronaut()[:220, 120:340])
+    light = ["--detectors", "mediapipe", "--no-audit", "--verify", "none", "--detect", "standard"]
+    out = photos / "out"
+    first = _run(str(photos), "-r", "-o", str(out), *light)
+    assert "done 1" in first.output and "passed over" not in first.output, first.output
+    assert (out / "face_rgba.facemask.png").exists()
+    again = _run(str(photos), "-r", "-o", str(out), *light)  # out/ is p3m's own, by the journal
+    assert "kept 1" in again.output and "done 0" in again.output, again.output
+    assert not (out / "out").exists()

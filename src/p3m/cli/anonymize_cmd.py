@@ -274,18 +274,13 @@ def anonymize_command(
     images, videos, relative = _expand_inputs(images or (), recursive, out)
     if not recursive:
         _note_sub_folders(err, folders_given, out)
-    # p3m never takes its own outputs as inputs (`photos/*` after a run into photos/).
+    # p3m never takes its own outputs as inputs (`photos/*` after a run into photos/): those a
+    # run journal lists or a marked folder holds. Never by name alone: a user's `face_rgba.png`
+    # passed over would be a face never anonymised.
     from p3m.inference.batch import leave_out_own_outputs
 
-    images, _, named_like_outputs = leave_out_own_outputs(images, named=files_given)
-    videos, _, _ = leave_out_own_outputs(videos, named=files_given)  # <stem>.mp4 a run journal lists
-    if named_like_outputs:
-        shown = ", ".join(path.name for path in named_like_outputs[:3])
-        more = f", ... ({len(named_like_outputs)} in all)" if len(named_like_outputs) > 3 else ""
-        err.print(
-            f"note: passed over {len(named_like_outputs)} file(s) named like p3m's outputs, which are "
-            f"never inputs ({shown}{more})", highlight=False, soft_wrap=True,
-        )  # fmt: skip
+    images, _, _ = leave_out_own_outputs(images, named=files_given, by_name=False)
+    videos, _, _ = leave_out_own_outputs(videos, named=files_given, by_name=False)  # <stem>.mp4 a journal lists
     videos = [(path, relative[path]) for path in videos]
     video_failures, video_run = anonymize_video_inputs(videos, out, config, len(images)) if videos else ([], None)
     video_records = video_run.records if video_run is not None else []

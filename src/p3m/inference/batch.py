@@ -151,16 +151,18 @@ FACEMASK_SUFFIX = ".facemask.png"
 
 
 def leave_out_own_outputs(
-    paths: Sequence[Path], named: Iterable[Path] = ()
+    paths: Sequence[Path], named: Iterable[Path] = (), by_name: bool = True
 ) -> tuple[list[Path], list[Path], list[Path]]:
     """(inputs, files a p3m run wrote, files named like its outputs) of files given as inputs.
 
     A run's journal in the file's folder or above lists it, it lies in a folder p3m marked as
     its output, or it is one of the files runs write beside their outputs (`RUN_FILES`): it is
-    p3m's own, left out quietly, also when a shell expanded `photos/*` into it. A file found in
-    a folder (not in `named`, the files the user named) that is named like an output
-    (`<stem>_<kind>.png`, `<stem>.facemask.png`) and that no journal lists is left out too, to
-    be mentioned in a note; a file named explicitly is taken. As `plan_matte` does for its own."""
+    p3m's own, left out quietly, also when a shell expanded `photos/*` into it. With `by_name`, a
+    file found in a folder (not in `named`, the files the user named) that is named like an
+    output (`<stem>_<kind>.png`, `<stem>.facemask.png`) and that no journal lists is left out
+    too, to be mentioned in a note; a file named explicitly is taken. As `plan_matte` does for
+    its own. Without `by_name` (`p3m anonymize`: a user's `face_rgba.png` left out would be a
+    face never anonymised) only what p3m knows it wrote is left out; the third list is empty."""
     named = {Path(path) for path in named}
     own = OwnOutputs()
     inputs: list[Path] = []
@@ -170,7 +172,7 @@ def leave_out_own_outputs(
         folder = own.output_folder(path) if path.exists() else None
         if path.name in RUN_FILES or (path.exists() and own.listed(path)) or (folder is not None and folder[1] == "marked"):
             wrote.append(path)
-        elif path not in named and (looks_like_output(path) or path.name.lower().endswith(FACEMASK_SUFFIX)):
+        elif by_name and path not in named and (looks_like_output(path) or path.name.lower().endswith(FACEMASK_SUFFIX)):
             named_like.append(path)
         else:
             inputs.append(path)

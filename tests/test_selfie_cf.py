@@ -367,6 +367,13 @@ def test_the_solve_size_follows_the_pixel_budget_and_is_recorded():
     unbounded = Matter("selfie-cf", max_pixels=None)(PORTRAIT, foreground=False)
     assert small.resized is not None and small.resized.kind == "solve"
     assert "closed-form solved at" in small.resized.describe()
+    # The note names the budget that shrank the solve, per person, and the numbers agree: the
+    # region is above it (a 0.26 MP image "above a pixel budget of 1.75 MP" contradicted itself).
+    info = default.resized
+    assert info is not None and info.solve_pixels == 120_000 and info.people == 1
+    assert info.region_pixels > info.solve_pixels * info.people
+    assert f"{info.region_pixels:,} px around 1 person(s) > solve budget 120,000 px/person" in info.describe()
+    assert "above its solve budget (pixels per person" in info.explain()
     assert small.solved_size[0] < default.solved_size[0] <= unbounded.solved_size[0] == 512
     assert unbounded.resized is None and unbounded.solved_size == (512, 384)
     regions = unbounded.details.regions

@@ -78,7 +78,10 @@ class ResizeInfo:
 
     `kind` "budget": the image was above the pixel budget and processed shrunk as a whole
     (P3M-Net). `kind` "solve": the image was analysed whole, and only the closed-form solve ran
-    at `scale` (selfie-cf); `processed_size` is then the whole image at that scale.
+    at `scale` (selfie-cf), because the regions around the people (`region_pixels` in all) are
+    above selfie-cf's own solve budget, `solve_pixels` per person (`people`; set by the pixel
+    budget `max_pixels`, see `SelfieCFBackend.solve_pixels`); `processed_size` is then the
+    whole image at that scale.
     """
 
     original_size: tuple[int, int]
@@ -88,12 +91,21 @@ class ResizeInfo:
     downscale: str = "antialiased bilinear"
     upsample: str = "guided filter"
     kind: str = "budget"
+    solve_pixels: int = 0
+    people: int = 0
+    region_pixels: int = 0
 
     def describe(self) -> str:
         """This image's sizes in one short clause (a result's line, a log, the service's
         X-P3M-Resized header); `explain()` says once what it means and what changes it."""
         (h, w), (ph, pw) = self.original_size, self.processed_size
         if self.kind == "solve":
+            if self.solve_pixels and self.region_pixels:
+                # selfie-cf's own budget (pixels per person), not the pixel budget it derives from.
+                return (
+                    f"closed-form solved at {self.scale:.2f}x ({pw}x{ph} px): {self.region_pixels:,} px around "
+                    f"{max(1, self.people)} person(s) > solve budget {self.solve_pixels:,} px/person"
+                )
             budget = f"a pixel budget of {pixel_count_text(self.max_pixels)}" if self.max_pixels else "no pixel budget"
             return f"closed-form solved at {self.scale:.2f}x (about {pw}x{ph} px, {budget}), alpha upsampled to {w}x{h}"
         return (
@@ -107,8 +119,9 @@ class ResizeInfo:
         if self.kind == "solve":
             return (
                 f"selfie-cf finds the people on the whole image but solves the closed-form matte around "
-                f"them at a reduced size when that region is above the pixel budget; the alpha is "
-                f"upsampled back with a {self.upsample}; a larger {budget} solves finer, slower"
+                f"them at a reduced size when that region is above its solve budget (pixels per person, "
+                f"a fixed share of the {budget}, so a small image can be solved reduced too); the alpha "
+                f"is upsampled back with a {self.upsample}; a larger {budget} solves finer, slower"
             )
         return (
             f"images above the pixel budget are matted shrunk ({self.downscale}) and the alpha is "
@@ -237,7 +250,9 @@ class SelfieCFBackend:
         resized = None
         if result.scale < 1.0:
             resized = ResizeInfo(
-                (height, width), result.solved_size, result.scale, int(self.max_pixels or 0), kind="solve"
+                (height, width), result.solved_size, result.scale, int(self.max_pixels or 0), kind="solve",
+                solve_pixels=int(self.config.solve_pixels or 0), people=len(result.people),
+                region_pixels=sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in (r.box for r in result.regions)),
             )
         return BackendOutput(
             alpha=result.alpha, trimap=result.trimap, resized=resized, note=result.note, details=result

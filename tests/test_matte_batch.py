@@ -465,3 +465,16 @@ def test_the_difference_shows_options_as_the_user_gave_them(tmp_path):
     assert settings_difference(made, now) == (
         "--alpha-from none (--no-alpha) -> selfie-cf, --audit-detectors every available detector -> centerface"
     )
+
+
+def test_an_empty_folder_is_the_same_usage_error_for_matte_and_anonymize(tmp_path):
+    """`p3m matte EMPTY` said "no images found" (exit 1), `p3m anonymize EMPTY` "error: no images
+    found in EMPTY" (exit 2): both now the latter."""
+    from p3m.errors import ConfigError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command in ("matte", "anonymize"):
+        result = runner.invoke(app, [command, str(empty), "-o", str(tmp_path / command)])
+        assert isinstance(result.exception, ConfigError), (command, result.output)
+        assert str(result.exception) == f"no images found in {empty}"

@@ -353,9 +353,12 @@ def _matte_files(
             _scale.print_run_summary(out, video_report, unit="video")
             exit_if_failed(err, failures, "skipped {count} input(s)")
             return
-        err.print("[yellow]no images found[/yellow]")
         exit_if_failed(err, failures, "skipped {count} input(s)")
-        raise typer.Exit(1)
+        from p3m.errors import ConfigError
+
+        # A usage error (exit 2) naming where p3m looked, as `p3m anonymize` says it.
+        looked = [str(text) for text in inputs] + [str(listing) for listing in scale["input_lists"] or ()]
+        raise ConfigError("no images found in " + ", ".join(looked))
     todo = plan.pending
     skipped = len(plan.jobs) - len(todo)
 

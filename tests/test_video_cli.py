@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,10 @@ def test_matte_a_video_then_evaluate_it(clip, tmp_path: Path) -> None:
     )
     assert evaluated.exit_code == 0, evaluated.output
     assert "dtSSD" in evaluated.output and "4 frames" in evaluated.output
+    # `--json -`: the JSON alone on stdout (it wrote a file named "-"), the table on stderr.
+    piped = runner.invoke(app, ["eval-video", str(out / "call_alpha"), str(truth_dir), "--json", "-"])
+    assert piped.exit_code == 0, piped.output
+    assert json.loads(piped.stdout)["frames"] == 4 and "dtSSD" in piped.stderr and not Path("-").exists()
     rows = csv_path.read_text().splitlines()
     assert rows[0] == "frame,sad,mse,mad,dtssd" and len(rows) == 5 and rows[1].endswith(",")
     composite = runner.invoke(app, ["eval-video", str(path), str(truth_dir)])  # the colour source clip

@@ -344,7 +344,8 @@ def eval_video_command(
     json_path: Path | None = typer.Option(
         None, "--json",
         help="Write the means and per-frame rows as JSON (a metric without a value, such as dtSSD "
-        "of frame 0 or of a one-frame clip, is null in both).",
+        "of frame 0 or of a one-frame clip, is null in both); '-' writes it to stdout (the table "
+        "then goes to stderr).",
     ),
 ) -> None:
     """Temporal coherence (dtSSD) and per-frame SAD / MSE / MAD of a matte video against the truth.
@@ -363,8 +364,9 @@ def eval_video_command(
     from p3m.io import atomic_write_text
     from p3m.video.reader import probe_video, read_alpha_frames
 
-    out = Console(emoji=False)
     err = Console(emoji=False, stderr=True)
+    json_to_stdout = json_path is not None and str(json_path) == "-"
+    out = err if json_to_stdout else Console(emoji=False)  # stdout holds the JSON alone
     total = probe_video(pred).frame_count
     probe_video(gt)  # both readable before the long part
     from p3m.cli._ui import item_progress
@@ -400,7 +402,9 @@ def eval_video_command(
             writer.writerow({key: "" if value is None else value for key, value in row.items()})
         atomic_write_text(csv_path, buffer.getvalue())
         out.print(f"per-frame metrics: {csv_path}", highlight=False)
-    if json_path is not None:
+    if json_to_stdout:
+        typer.echo(json.dumps(evaluation.to_dict(), indent=1))
+    elif json_path is not None:
         atomic_write_text(json_path, json.dumps(evaluation.to_dict(), indent=1) + "\n")
         out.print(f"summary: {json_path}", highlight=False)
 

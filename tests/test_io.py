@@ -561,9 +561,10 @@ def test_a_video_named_as_an_image_is_called_a_video(tmp_path, head: bytes, kind
         read_image(path)
     with pytest.raises(ImageReadError, match="is a video"):
         read_image(path.read_bytes())
-    named_right = path.rename(tmp_path / "clip.mp4")  # named as a video: no renaming advice
-    with pytest.raises(ImageReadError, match=r"is a video \(.*\), not an image$"):
+    named_right = path.rename(tmp_path / "clip.mp4")  # named as a video (in a list): the way to run it
+    with pytest.raises(ImageReadError, match=r"is a video \(.*\), not an image; videos run as inputs of their own") as info:
         read_image(named_right)
+    assert "`p3m matte clip.mp4 -o DIR`" in str(info.value) and "suffix" not in str(info.value)
 
 
 def test_an_undecodable_heif_image_is_not_called_a_video(tmp_path) -> None:

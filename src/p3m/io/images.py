@@ -243,7 +243,15 @@ def _open_loaded(
             from p3m.io.files import VIDEO_SUFFIXES
 
             named_as_video = file_path is not None and file_path.suffix.lower() in VIDEO_SUFFIXES
-            fix = "" if named_as_video or file_path is None else "; give it a video suffix (.mp4, .mov, .mkv, .webm)"
+            if file_path is None:
+                fix = ""
+            elif named_as_video:  # reached through a list of images (--input-list, dataset mode)
+                fix = (
+                    f"; videos run as inputs of their own (`p3m matte {file_path.name} -o DIR`, "
+                    f"`p3m anonymize {file_path.name} -o DIR`), not in a list of images"
+                )
+            else:
+                fix = "; give it a video suffix (.mp4, .mov, .mkv, .webm)"
             raise ImageReadError(f"is a video ({video}), not an image{fix}", name) from error
         raise ImageReadError("not an image, or an image format Pillow cannot read", name) from error
     except (OSError, ValueError, SyntaxError, EOFError) as error:

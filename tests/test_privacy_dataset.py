@@ -494,3 +494,31 @@ def test_recursive_single_image_mode_mirrors_the_tree_and_a_flat_run_names_what_
     (photos / "sub" / "clip.mov").write_bytes(b"x")
     (item,) = plan_anonymize_videos([(photos / "sub" / "clip.mov", Path("sub/clip.mov"))], out)
     assert item.key == "sub/clip.mov" and item.outputs["video"] == out / "sub" / "clip.mp4"
+
+
+def test_a_replaced_photo_is_anonymised_again_not_kept(tmp_path):
+    """A photo saved over with another picture of the same size (or the same name from another
+    folder) kept the first picture's anonymised output: the new photo was never anonymised.
+    The engine compares each record's source fingerprint and redoes it, with a note."""
+    import os
+
+    from skimage import data
+
+    photos, other, out = tmp_path / "an", tmp_path / "other", tmp_path / "out"
+    photos.mkdir(), other.mkdir()
+    face = data.astronaut()[:220, 120:340]
+    _save(photos / "face.png", face)
+    light = ["--detectors", "mediapipe", "--no-audit", "--verify", "none", "--detect", "standard", "--no-alpha"]
+    assert "done 1" in _run(str(photos), "-o", str(out), *light).output
+    first = (out / "face.png").read_bytes()
+    before = (photos / "face.png").stat().st_mtime_ns
+    _save(photos / "face.png", np.ascontiguousarray(face[:, ::-1]))
+    os.utime(photos / "face.png", ns=(before + 10**9, before + 10**9))
+    again = _run(str(photos), "-o", str(out), *light)
+    output = " ".join(again.output.split())
+    assert "done 1" in output and "changed since its outputs were made; redoing" in output
+    assert (out / "face.png").read_bytes() != first
+    assert "kept 1" in _run(str(photos), "-o", str(out), *light).output
+    _save(other / "face.png", face)
+    assert "done 1" in _run(str(other / "face.png"), "-o", str(out), *light).output
+    assert (out / "face.png").read_bytes() == first

@@ -11,6 +11,7 @@ fingerprints were) is trusted, as it was then.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +34,7 @@ class SourceResolver:
         given = os.path.abspath(path)
         try:
             status = os.lstat(given)
-            if os.path.islink(given):
+            if stat.S_ISLNK(status.st_mode):
                 resolved = os.path.realpath(given)
                 status = os.stat(resolved)
             else:

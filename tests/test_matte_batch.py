@@ -478,3 +478,55 @@ def test_an_empty_folder_is_the_same_usage_error_for_matte_and_anonymize(tmp_pat
         result = runner.invoke(app, [command, str(empty), "-o", str(tmp_path / command)])
         assert isinstance(result.exception, ConfigError), (command, result.output)
         assert str(result.exception) == f"no images found in {empty}"
+
+
+def _resave(path, image: Image.Image) -> None:
+    """Save `image` over `path` as a later save would (a newer modification time)."""
+    import os
+
+    before = path.stat().st_mtime_ns
+    image.save(path)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_a_replaced_input_is_matted_again_not_kept(tmp_path):
+    """`p3m matte imgs -o o`, then a flipped copy saved over imgs/portrait.png (same size),
+    said "kept 1 image(s) whose outputs exist" and kept the old picture's matte; so did
+    `p3m matte other/portrait.png -o o` (another file, the same name). Each record keeps its
+    source's fingerprint: a changed source is matted again, with a note."""
+    photos, other, out = tmp_path / "imgs", tmp_path / "other", tmp_path / "o"
+    photos.mkdir(), other.mkdir()
+    photo = _photo()
+    photo.save(photos / "portrait.png")
+    flipped = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    _matte(str(photos), "-o", str(out))
+    first = np.asarray(Image.open(out / "portrait_alpha.png"))
+    _resave(photos / "portrait.png", flipped)
+    second = " ".join(_matte(str(photos), "-o", str(out)).split())
+    assert "kept 1" not in second and "done 1" in second
+    assert f"{photos / 'portrait.png'}: changed since its outputs were made; redoing" in second
+    redone = np.asarray(Image.open(out / "portrait_alpha.png"))
+    flipped_first = first[:, ::-1].astype(int)  # the flipped picture's matte, every kind rewritten
+    assert np.abs(redone.astype(int) - flipped_first).mean() < np.abs(redone.astype(int) - first).mean()
+    assert np.array_equal(np.asarray(Image.open(out / "portrait_rgba.png"))[..., 3], redone)
+    assert "kept 1" in _matte(str(photos), "-o", str(out))
+    photo.save(other / "portrait.png")
+    third = " ".join(_matte(str(other / "portrait.png"), "-o", str(out)).split())
+    assert "kept 1" not in third and "changed since its outputs were made" in third
+    assert np.array_equal(np.asarray(Image.open(out / "portrait_alpha.png")), first)
+
+
+def test_an_output_of_another_input_with_the_same_stem_names_that_input(tmp_path):
+    """`p3m matte dup/a.png -o ox`, then `p3m matte dup/a.jpg -o ox` said a_alpha.png "was
+    made by a run with no record of its settings": it was made from dup/a.png."""
+    from p3m.errors import ConfigError
+
+    folder, out = tmp_path / "dup", tmp_path / "ox"
+    folder.mkdir()
+    _photo().save(folder / "a.png")
+    _photo().save(folder / "a.jpg", quality=95)
+    _matte(str(folder / "a.png"), "-o", str(out))
+    result = runner.invoke(app, ["matte", str(folder / "a.jpg"), "-o", str(out), "--save", "alpha,rgba"])
+    assert isinstance(result.exception, ConfigError), result.output
+    message = " ".join(str(result.exception).split())
+    assert f"(a.jpg: a_alpha.png was made from {folder / 'a.png'}, another input with the same name stem)" in message

@@ -318,6 +318,47 @@ def test_watch_with_overwrite_mattes_again_what_other_settings_made(portrait, tm
     assert not np.array_equal(np.asarray(Image.open(out / "a_alpha.png")), before)
 
 
+def test_watch_mattes_again_an_image_replaced_since_an_earlier_run(portrait, tmp_path):
+    """An image replaced while no watch ran (same name, same size) was kept with the old
+    picture's matte; the engine's source fingerprint has it matted again, once, with a note."""
+    import os
+    import threading
+
+    from p3m.inference import Matter
+    from p3m.inference.batch import plan_matte, run_matte
+    from p3m.inference.watch import watch_matte
+    from p3m.runs import ItemFinished, RunStarted
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    Image.fromarray(portrait).save(folder / "a.png")
+    run_matte(plan_matte([str(folder)], out, "alpha"), Matter("selfie-cf"))
+    before = np.asarray(Image.open(out / "a_alpha.png"))
+    stamp = (folder / "a.png").stat().st_mtime_ns + 10**9
+    Image.fromarray(np.ascontiguousarray(portrait[:, ::-1])).save(folder / "a.png")
+    os.utime(folder / "a.png", ns=(stamp, stamp))
+    events: list = []
+    stop = threading.Event()
+
+    def on_event(event):  # type: ignore[no-untyped-def]
+        events.append(event)
+        if isinstance(event, ItemFinished):
+            stop.set()
+
+    watcher = threading.Thread(
+        target=watch_matte, args=(folder, out, Matter("selfie-cf"), ("alpha",)),
+        kwargs={"stop": stop, "poll_seconds": 0.1, "on_event": on_event},
+    )  # fmt: skip
+    watcher.start()
+    watcher.join(timeout=180)
+    stop.set()
+    assert not watcher.is_alive()
+    assert [event.record.status for event in events if isinstance(event, ItemFinished)] == ["done"]
+    started = [event for event in events if isinstance(event, RunStarted)]
+    assert len(started) == 1 and started[0].redone == (f"{folder / 'a.png'}: changed since its outputs were made; redoing",)
+    assert not np.array_equal(np.asarray(Image.open(out / "a_alpha.png")), before)
+
+
 def test_watch_says_once_per_clip_that_videos_are_not_watched(tmp_path):
     """A clip copied into a watched folder was passed over without a word."""
     import threading

@@ -512,3 +512,31 @@ def test_a_photo_named_like_a_matte_output_is_anonymised_and_own_outputs_are_lef
     again = _run(str(photos), "-r", "-o", str(out), *light)  # out/ is p3m's own, by the journal
     assert "kept 1" in again.output and "done 0" in again.output, again.output
     assert not (out / "out").exists()
+
+
+def test_a_replaced_photo_is_anonymised_again_not_kept(tmp_path):
+    """A photo saved over with another picture of the same size (or the same name from another
+    folder) kept the first picture's anonymised output: the new photo was never anonymised.
+    The engine compares each record's source fingerprint and redoes it, with a note."""
+    import os
+
+    from skimage import data
+
+    photos, other, out = tmp_path / "an", tmp_path / "other", tmp_path / "out"
+    photos.mkdir(), other.mkdir()
+    face = data.astronaut()[:220, 120:340]
+    _save(photos / "face.png", face)
+    light = ["--detectors", "mediapipe", "--no-audit", "--verify", "none", "--detect", "standard", "--no-alpha"]
+    assert "done 1" in _run(str(photos), "-o", str(out), *light).output
+    first = (out / "face.png").read_bytes()
+    before = (photos / "face.png").stat().st_mtime_ns
+    _save(photos / "face.png", np.ascontiguousarray(face[:, ::-1]))
+    os.utime(photos / "face.png", ns=(before + 10**9, before + 10**9))
+    again = _run(str(photos), "-o", str(out), *light)
+    output = " ".join(again.output.split())
+    assert "done 1" in output and "changed since its outputs were made; redoing" in output
+    assert (out / "face.png").read_bytes() != first
+    assert "kept 1" in _run(str(photos), "-o", str(out), *light).output
+    _save(other / "face.png", face)
+    assert "done 1" in _run(str(other / "face.png"), "-o", str(out), *light).output
+    assert (out / "face.png").read_bytes() == first

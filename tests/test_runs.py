@@ -482,3 +482,60 @@ def test_the_journal_keeps_which_settings_made_each_output_file(tmp_path):
     b.unlink()
     run_items([only_a], writing([a], {"band": 2}), journal, RunOptions(overwrite=True))
     assert settings_of_outputs(read_journal(journal)["x"], tmp_path) == {"x_a.txt": {"band": 2}}
+
+
+def test_a_source_replaced_since_its_outputs_were_made_is_redone(tmp_path):
+    """Each record stores its source's fingerprint (resolved path, size, mtime_ns): a source
+    saved over with another file of the same size, or a file of the same name from another
+    folder, is redone with a note; a failed redo keeps the old fingerprint (the outputs there
+    are still the old source's); a record without one (an older journal) is trusted, and
+    stamped; a copy of the output folder elsewhere keeps everything."""
+    import os
+    import shutil
+
+    out = tmp_path / "out"
+    items = make_items(tmp_path, {"a": "x", "b": "y"})
+    journal = out / "j.jsonl"
+    run_items(items, CopyTask(), journal)
+    first = read_journal(journal)["a"].input
+    source = tmp_path / "a.txt"
+    assert first == {"path": str(source.resolve()), "bytes": 1, "mtime_ns": source.stat().st_mtime_ns}
+
+    def replace(path: Path, text: str) -> None:  # a later save: another mtime, the same size
+        before = path.stat().st_mtime_ns
+        path.write_text(text)
+        os.utime(path, ns=(before + 10**9, before + 10**9))
+
+    replace(source, "w")
+    task, events = CopyTask(), []
+    report = run_items(items, task, journal, on_event=events.append)
+    assert [r.status for r in report.records] == ["done", "kept"] and task.computed == ["a"]
+    assert events[0].redone == (f"{source}: changed since its outputs were made; redoing",)
+    assert (out / "a.upper").read_text() == "W"
+    assert read_journal(journal)["a"].input["mtime_ns"] == source.stat().st_mtime_ns
+    # Another file of the same name (key) from another folder.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "b.txt").write_text("y")
+    moved = [items[0], Item("b", tmp_path / "other" / "b.txt", items[1].outputs)]
+    task = CopyTask()
+    assert run_items(moved, task, journal).counts == {"kept": 1, "done": 1} and task.computed == ["b"]
+    assert run_items(moved, CopyTask(), journal).counts == {"kept": 2}
+    # The output folder copied elsewhere (sources where they were): nothing redone.
+    shutil.copytree(out, tmp_path / "copy")
+    copied = [Item(i.key, i.source, {"upper": tmp_path / "copy" / Path(i.outputs["upper"]).name}) for i in moved]
+    assert run_items(copied, CopyTask(), tmp_path / "copy" / "j.jsonl").counts == {"kept": 2}
+    # A redo that fails keeps the old fingerprint: the next run redoes it again, not keeps it.
+    replace(source, "unreadable")
+    assert run_items(moved, CopyTask(), journal).counts == {"failed": 1, "kept": 1}
+    assert read_journal(journal)["a"].input["mtime_ns"] != source.stat().st_mtime_ns
+    assert run_items(moved, CopyTask(), journal).counts == {"failed": 1, "kept": 1}
+    replace(source, "v")
+    assert run_items(moved, CopyTask(), journal).counts == {"done": 1, "kept": 1}
+    # An older journal (no fingerprint): trusted as before, and stamped from then on.
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "input"}) + "\n" for line in lines))
+    replace(source, "u")
+    assert run_items(moved, CopyTask(), journal).counts == {"kept": 2}
+    assert read_journal(journal)["a"].input["mtime_ns"] == source.stat().st_mtime_ns
+    replace(source, "t")
+    assert run_items(moved, CopyTask(), journal).counts == {"done": 1, "kept": 1}

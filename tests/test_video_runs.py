@@ -329,3 +329,21 @@ def test_an_interrupted_anonymize_run_counts_its_videos_and_its_images(tmp_path:
     monkeypatch.setattr(VideoAnonymizeTask, "compute", stop)
     result = runner.invoke(app, ["anonymize", str(photos), "-o", str(tmp_path / "out"), "--no-audit"])
     assert result.exit_code == 130 and "interrupted: 0/2 done; run again to resume" in result.output
+
+
+def test_a_replaced_clip_is_matted_again_not_kept(clip: Path, tmp_path: Path) -> None:
+    """A clip saved over with another one (here: another seed, the same size) kept the old
+    clip's mattes; the engine compares the record's source fingerprint and redoes it."""
+    import shutil
+
+    folder, out = tmp_path / "vids", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(clip, folder / "clip.mp4")
+    assert _matte(str(folder), "-o", str(out), "--save", "alpha").exit_code == 0
+    first = (out / "clip_alpha.mov").read_bytes()
+    SyntheticClip(height=48, width=64, seconds=0.12, fps=25, seed=7, motion=3.0).write(folder / "clip.mp4")
+    again = _matte(str(folder), "-o", str(out), "--save", "alpha")
+    assert again.exit_code == 0, again.output
+    assert "changed since its outputs were made; redoing" in " ".join(again.output.split())
+    assert (out / "clip_alpha.mov").read_bytes() != first
+    assert "kept" in _matte(str(folder), "-o", str(out), "--save", "alpha").output

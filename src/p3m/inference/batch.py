@@ -27,7 +27,7 @@ import glob
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -422,12 +422,23 @@ class MattePlan:
     @property
     def pending(self) -> list[MatteJob]:
         """The jobs the run will process: all with `overwrite`, else those missing an output,
-        and those whose outputs an earlier job writes (the run reports them as clashes)."""
+        those whose source changed since the manifest's record of it (`p3m.runs.sources`), and
+        those whose outputs an earlier job writes (the run reports them as clashes)."""
+        from p3m.runs.sources import SourceResolver, fingerprint_changed
+
         pending = []
         claimed: set[Path] = set()
-        for job in self.jobs:
+        records: dict[str, Any] | None = None
+        resolver = SourceResolver()
+        for job, key in zip(self.jobs, self.keys or [job.source.name for job in self.jobs], strict=True):
             outputs = {job.outputs[kind] for kind in self.kinds}
-            if self.overwrite or job.missing(self.kinds) or outputs & claimed:
+            todo = self.overwrite or bool(job.missing(self.kinds)) or bool(outputs & claimed)
+            if not todo:
+                if records is None:
+                    records = read_journal(self.out_dir / MANIFEST_NAME)
+                record = records.get(key)
+                todo = record is not None and fingerprint_changed(record.input, resolver.fingerprint(job.source))
+            if todo:
                 pending.append(job)
             claimed |= outputs
         return pending
@@ -496,7 +507,8 @@ class MatteTask:
     `load` reads the image (RGB uint8, EXIF-rotated; I/O thread); `compute` runs the `Matter`
     and, when a colour output is wanted, estimates the foreground (calling thread: models and
     numba kernels stay on one thread); `write` encodes the PNGs atomically (writer thread).
-    Without `overwrite`, only the kinds whose files are missing are written. The outcome's
+    Without `overwrite`, only the kinds whose files are missing are written (all of them for an
+    item the engine redoes because its source changed, `Item.redo`). The outcome's
     details: the files written ("written"), the model, the resize note if any, and a "note"
     (only the first frame of an animated or multi-page file was used; no person found).
     """
@@ -525,7 +537,7 @@ class MatteTask:
     ) -> tuple[Any, tuple[str, ...], str | None]:
         job: MatteJob = item.payload
         image, input_alpha, frames_note = loaded
-        wanted = self.kinds if self.overwrite else job.missing(self.kinds)
+        wanted = self.kinds if self.overwrite or item.redo else job.missing(self.kinds)
         needs_colour = any(kind in ("rgba", "foreground", "composite") for kind in wanted)
         return self.matter(image, foreground=needs_colour, input_alpha=input_alpha), wanted, frames_note
 
@@ -601,7 +613,9 @@ def recorded_other_settings(
     was; in a journal from before that, the record's settings for the outputs it lists). A file
     with no known provenance (no record of its item, or a record that does not list it: made by
     a run p3m has no record of) counts as made with other settings, as {UNRECORDED: file name},
-    unless `unrecorded` is False (a run that redoes such files anyway). A record without
+    with {MADE_FROM: source} when the record of another input lists the file (an input with the
+    same name stem from an earlier run: `a.png` then `a.jpg` both write `a_alpha.png`), unless
+    `unrecorded` is False (a run that redoes such files anyway). A record without
     settings at all (journalled before settings were) is not compared, unless `legacy(record)`
     reads its settings from what it does record.
     What `outputs_of_other_settings` does for images, for any run that records `settings` in
@@ -610,6 +624,7 @@ def recorded_other_settings(
 
     folder = Path(journal).parent
     records = read_journal(journal)
+    owners: dict[str, str] | None = None  # output key -> the source of the record listing it
     found = []
     for key, outputs in entries:
         made_by = settings_of_outputs(records.get(key), folder, legacy)
@@ -621,7 +636,10 @@ def recorded_other_settings(
             made = made_by.get(output_key(path, folder))
             if made is None:
                 if unrecorded:
-                    found.append((key, {UNRECORDED: path.name}))
+                    if owners is None:
+                        owners = _recorded_owners(records, folder)
+                    owner = owners.get(output_key(path, folder))
+                    found.append((key, {UNRECORDED: path.name, **({MADE_FROM: owner} if owner else {})}))
                     break
             elif not _same_settings(made, settings):
                 found.append((key, made))
@@ -631,6 +649,25 @@ def recorded_other_settings(
 
 UNRECORDED = "unrecorded"
 """The key `recorded_other_settings` gives an output file no record tells the settings of."""
+MADE_FROM = "made_from"
+"""With `UNRECORDED`: the source of another input whose record lists that file."""
+
+
+def _recorded_owners(records: Mapping[str, Any], folder: Path) -> dict[str, str]:
+    """{output key: the source (as the user gave it) of the record that lists the file}, from
+    the per-file provenance or, in older records, the outputs they list."""
+    from p3m.runs.provenance import OUTPUT_SETTINGS, stored_output_key
+
+    owners: dict[str, str] = {}
+    for record in records.values():
+        per_file = (record.details or {}).get(OUTPUT_SETTINGS)
+        if isinstance(per_file, Mapping):
+            keys = [str(key) for key in per_file]
+        else:
+            keys = [stored_output_key(path, folder) for path in record.outputs.values()]
+        for key in keys:
+            owners.setdefault(key, record.source or record.key)
+    return owners
 
 OPTIONAL_SETTINGS = ("background", "format", "max_pixels")
 """Settings recorded only when the outputs depend on them (a composite's background, a video's
@@ -670,7 +707,11 @@ def settings_difference(made: dict[str, Any], now: dict[str, Any]) -> str:
     "--model selfie-cf -> p3mnet-r34", "--trimap-band 0.02 -> 0.04, --threshold 0.5 -> 0.6",
     "--max-pixels default -> 50000", "--background white (the default) -> #ff0000". Another
     model is named alone (its options are another model's). For a file no record tells the
-    settings of ({UNRECORDED: name}): "<name> was made by a run with no record of its settings"."""
+    settings of ({UNRECORDED: name}): "<name> was made by a run with no record of its settings",
+    or one made for another input ({UNRECORDED: name, MADE_FROM: source}): "<name> was made from
+    <source>, another input with the same name stem"."""
+    if UNRECORDED in made and made.get(MADE_FROM):
+        return f"{made[UNRECORDED]} was made from {made[MADE_FROM]}, another input with the same name stem"
     if UNRECORDED in made:
         return f"{made[UNRECORDED]} was made by a run with no record of its settings"
     names = ["model", "weights"] if made.get("model") != now.get("model") else _compared(made, now)

@@ -6,7 +6,9 @@ same at two scans at least `settle_seconds` apart (a copy in progress keeps chan
 file renamed into the folder is complete at once). Each batch of ready images is a folder run
 (`p3m.inference.batch.run_matte`): outputs are written atomically, recorded in the output
 folder's `manifest.jsonl`, a bad image is reported and the watch goes on. Images already matted
-by an earlier run are kept; an image replaced by a new version while watched is matted again.
+by an earlier run are kept, unless replaced since (the run engine compares each record's source
+fingerprint, `p3m.runs.sources`); an image replaced by a new version while watched is matted
+again (as an overwrite: the engine's check is not repeated).
 p3m's own outputs are never inputs, even when the output folder is inside the watched one.
 The watch ends when `stop` is set (the command line sets it on Ctrl-C or SIGTERM), after the
 image being matted.

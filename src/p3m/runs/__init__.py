@@ -7,7 +7,9 @@ the same behaviour:
 * **resume**: an item whose outputs all exist (image outputs checked cheaply for damage, other
   files by the task's own `output_problem` if it has one: a damaged one is redone, said in
   `RunStarted.redone`), or that the run's journal records as done, is
-  kept (not recomputed) unless `overwrite`;
+  kept (not recomputed) unless `overwrite`, or unless its source changed since its record was
+  written (another file saved over it, or of the same name from elsewhere: each record keeps its
+  source's resolved path, size and mtime, `p3m.runs.sources`; redone whole, `Item.redo`);
 * **atomic outputs**: tasks write through `p3m.io` (temporary file, then rename), and the
   journal line of an item is appended only after its outputs are complete;
 * **recorded failures**: a failing item becomes a `failed` record with a one-line reason and the

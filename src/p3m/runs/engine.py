@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from p3m.io.images import input_size, output_file_problem
 from p3m.runs.journal import Journal
 from p3m.runs.provenance import carry_provenance
 from p3m.runs.records import DONE, FAILED, KEPT, ItemRecord
+from p3m.runs.sources import SourceResolver, fingerprint_changed
 
 __all__ = [
     "DONE",
@@ -64,6 +66,9 @@ class Item:
     (paired files, a sample record) and must be picklable for process or Ray workers.
     `sized_like_source`: the output kinds that have the source image's size (EXIF rotation
     applied); a kept one of another size is damaged and redone.
+    `redo`: set by the engine on an item whose outputs all exist but were made from another
+    source than the one there now (`p3m.runs.sources`): the task writes every output, as with
+    `overwrite`, not only the missing ones.
     """
 
     key: str
@@ -71,6 +76,7 @@ class Item:
     outputs: Mapping[str, Path] = field(default_factory=dict)
     payload: Any = None
     sized_like_source: tuple[str, ...] = ()
+    redo: bool = False
 
     def outputs_exist(self) -> bool:
         """True when the item has outputs and every one of them exists (a file, or a folder for
@@ -217,8 +223,9 @@ class RunStarted:
     """Emitted once: `total` items, of which `pending` will be processed and `kept` are done.
 
     `redone`: one line per item whose outputs all exist but one of which is damaged (empty, an
-    unparsable header, a PNG or JPEG cut short: `p3m.io.output_file_problem`), so the run
-    processes it again instead of keeping it.
+    unparsable header, a PNG or JPEG cut short: `p3m.io.output_file_problem`), or whose source
+    changed since its outputs were made (`p3m.runs.sources`), so the run processes it again
+    instead of keeping it.
     """
 
     total: int
@@ -370,14 +377,26 @@ def _timed(step: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - started
 
 
-def _kept_record(item: Item, previous: ItemRecord | None) -> ItemRecord:
+def _kept_record(item: Item, previous: ItemRecord | None, fingerprint: dict[str, Any] | None = None) -> ItemRecord:
+    """A kept item's record; its `input` is the earlier record's fingerprint, or (an earlier
+    record without one, trusted) the source's fingerprint now, journalled from then on."""
     return ItemRecord(
         key=item.key,
         status=KEPT,
         source=None if item.source is None else str(item.source),
         outputs={kind: str(path) for kind, path in item.outputs.items()},
         details=dict(previous.details) if previous is not None else {},
+        input=previous.input if previous is not None and previous.input is not None else fingerprint,
     )
+
+
+def changed_source(item: Item, previous: ItemRecord | None, fingerprint: dict[str, Any] | None) -> str | None:
+    """The one-line note for an item whose source no longer matches the fingerprint its journal
+    record stores (another file saved over it, a file of the same name from another folder),
+    or None (no record, no fingerprint in it, or the same file); see `p3m.runs.sources`."""
+    if previous is None or not fingerprint_changed(previous.input, fingerprint):
+        return None
+    return f"{item.source or item.key}: changed since its outputs were made; redoing"
 
 
 def _is_done(item: Item, previous: ItemRecord | None, needs_record: bool = False) -> bool:
@@ -536,6 +555,10 @@ def run_items(
     inputs = {
         os.path.normcase(os.path.abspath(item.source)): item for item in all_items if item.source is not None
     }
+    # Each record stores its source's fingerprint (`p3m.runs.sources`), taken before the item
+    # runs: a source replaced while it runs is seen as changed by the next run.
+    resolver = SourceResolver()
+    fingerprints: dict[int, dict[str, Any] | None] = {}
     for index, item in enumerate(all_items):
         overwritten = [
             (path, inputs[key]) for path in item.outputs.values()
@@ -565,16 +588,18 @@ def run_items(
             continue
         seen[item.key] = item
         claimed.update((key, item) for key, _ in outputs)
-        if not options.overwrite and options.resume and _is_done(
-            item, previous.get(item.key), options.kept_needs_record
-        ):
-            damaged = _damaged_output(item, check if callable(check) else None, previous.get(item.key))
+        earlier = previous.get(item.key)
+        if journal is not None and item.source is not None:
+            fingerprints[index] = resolver.fingerprint(item.source)
+        if not options.overwrite and options.resume and _is_done(item, earlier, options.kept_needs_record):
+            changed = changed_source(item, earlier, fingerprints.get(index))
+            damaged = changed or _damaged_output(item, check if callable(check) else None, earlier)
             if damaged is None:
-                records[index] = _kept_record(item, previous.get(item.key))
+                records[index] = _kept_record(item, earlier, fingerprints.get(index))
                 continue
             logger.info("%s", damaged)
             redone.append(damaged)
-            pending.append((index, item))
+            pending.append((index, dataclasses.replace(item, redo=True) if changed else item))
         else:
             pending.append((index, item))
 
@@ -595,6 +620,13 @@ def run_items(
             # Which settings made each of the item's files: this run's for those it wrote, the
             # earlier record's for the others that exist (`p3m.runs.provenance`).
             record = carry_provenance(record, previous.get(record.key), journal.path.parent)
+            # The source's fingerprint: this run's for an item it wrote, the earlier record's
+            # for a failed one (its existing outputs are still those of that source).
+            if record.status == FAILED:
+                earlier = previous.get(record.key)
+                record.input = None if earlier is None else earlier.input
+            elif record.status != KEPT:
+                record.input = fingerprints.get(index)
         records[index] = record
         if commit is not None and journalled:
             commit.add(record)
@@ -652,7 +684,12 @@ def _compact(journal: Journal, report: RunReport, previous: Mapping[str, ItemRec
             continue  # a duplicate key: its failure is reported, not journalled twice
         keys.add(record.key)
         earlier = previous.get(record.key)
-        lines.append(earlier if record.status == KEPT and earlier is not None else record)
+        if record.status == KEPT and earlier is not None:
+            if earlier.input is None and record.input is not None:  # trusted: stamped from now on
+                earlier = dataclasses.replace(earlier, input=record.input)
+            lines.append(earlier)
+        else:
+            lines.append(record)
     lines.extend(record for key, record in previous.items() if key not in keys)
     journal.rewrite(lines)
 

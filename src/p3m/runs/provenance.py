@@ -26,7 +26,7 @@ from typing import Any
 
 from p3m.runs.records import FAILED, KEPT, ItemRecord
 
-__all__ = ["OUTPUT_SETTINGS", "SETTINGS", "carry_provenance", "output_key", "settings_of_outputs"]
+__all__ = ["OUTPUT_SETTINGS", "SETTINGS", "carry_provenance", "output_key", "settings_of_outputs", "stored_output_key"]
 
 SETTINGS = "settings"
 """The details key of the settings a run used for an item (a JSON object)."""
@@ -47,7 +47,7 @@ def output_key(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> 
     return relative.replace(os.sep, "/")
 
 
-def _stored_key(stored: str, folder: Path) -> str:
+def stored_output_key(stored: str, folder: Path) -> str:
     """The key of an output path as an older record stored it (absolute, or relative to the
     directory that run was started in): the longest tail of it that exists in `folder`."""
     path = Path(stored)
@@ -88,7 +88,7 @@ def settings_of_outputs(
     if not isinstance(made, Mapping):
         return None
     folder = Path(folder)
-    return {_stored_key(path, folder): dict(made) for path in record.outputs.values()}
+    return {stored_output_key(path, folder): dict(made) for path in record.outputs.values()}
 
 
 def carry_provenance(

@@ -27,6 +27,9 @@ class ItemRecord:
     `attachments` travel with the record to the driver (its events and report, also from a Ray
     worker) but are never journalled: what a run needs at its end and no later run does (e.g. a
     review thumbnail), too big for a journal line.
+    `input`: the fingerprint of the item's source when its outputs were made (resolved path,
+    size, modification time; `p3m.runs.sources`), None when not known (no source, an older
+    journal): a kept item whose source no longer matches it is redone.
     """
 
     key: str
@@ -36,6 +39,7 @@ class ItemRecord:
     seconds: float = 0.0
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, Any] | None = None
     attachments: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -47,6 +51,8 @@ class ItemRecord:
         data: dict[str, Any] = {"key": self.key, "status": self.status}
         if self.source is not None:
             data["source"] = self.source
+        if self.input is not None:
+            data["input"] = dict(self.input)
         if self.outputs:
             data["outputs"] = dict(self.outputs)
         data["seconds"] = round(float(self.seconds), 4)
@@ -66,4 +72,5 @@ class ItemRecord:
             seconds=float(data.get("seconds", 0.0)),
             error=data.get("error"),
             details=dict(data.get("details") or {}),
+            input=dict(data["input"]) if isinstance(data.get("input"), Mapping) else None,
         )

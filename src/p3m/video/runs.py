@@ -282,7 +282,8 @@ def plan_video_matte(
 class VideoMatteTask:
     """The `p3m.runs.Task` of a clip in a matte run: `matte_video` into the item's outputs.
 
-    Only the kinds whose output is missing or damaged are written (all with `overwrite`). The
+    Only the kinds whose output is missing or damaged are written (all with `overwrite`, or
+    when the clip changed since they were made: `Item.redo`). The
     record's details: "written" (file names), "kept" (kinds left as they were), "model",
     "settings" (`video_matte_settings`), "frames", "frames_per_second", "temporal", "warnings".
     Frame progress goes to `on_event` (`p3m.video.events`).
@@ -324,7 +325,7 @@ class VideoMatteTask:
     def compute(self, item: Item, loaded: None) -> Any:
         from p3m.video.matte import matte_video
 
-        if self.overwrite:
+        if self.overwrite or item.redo:  # redo: the clip changed since its outputs were made
             wanted = self.kinds
         else:
             wanted = tuple(

@@ -164,6 +164,18 @@ def usage_pieces(params: list[Any], ctx: Any) -> list[str]:
     return pieces
 
 
+@contextlib.contextmanager
+def _help_formatting(params: list[click.Parameter]) -> Iterator[None]:
+    """Every help rewrite of this module, for the duration of one help screen."""
+    with (
+        _flags_without_placeholder(params),
+        _negations_in_the_description(params),
+        _readable_types(params),
+        _whole_words_tables(),
+    ):
+        yield
+
+
 class HelpCommand(TyperCommand):
     """A Typer command whose help keeps option names whole and flags placeholder-free."""
 
@@ -171,13 +183,7 @@ class HelpCommand(TyperCommand):
         return [*([self.options_metavar] if self.options_metavar else []), *usage_pieces(self.get_params(ctx), ctx)]
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        params = self.get_params(ctx)
-        with (
-            _flags_without_placeholder(params),
-            _negations_in_the_description(params),
-            _readable_types(params),
-            _whole_words_tables(),
-        ):
+        with _help_formatting(self.get_params(ctx)):
             super().format_help(ctx, formatter)
 
 
@@ -185,11 +191,5 @@ class HelpGroup(TyperGroup):
     """`HelpCommand`'s help for a command group (`p3m`, `p3m weights`, ...)."""
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        params = self.get_params(ctx)
-        with (
-            _flags_without_placeholder(params),
-            _negations_in_the_description(params),
-            _readable_types(params),
-            _whole_words_tables(),
-        ):
+        with _help_formatting(self.get_params(ctx)):
             super().format_help(ctx, formatter)

@@ -23,6 +23,7 @@ of interleaved rounds, with the ratio to the old pipeline.
     python benchmarks/bench_default.py                # 80 compositions, 5 timing rounds
     python benchmarks/bench_default.py --only compositions --case 4,25,10 --case 1,10,100
     python benchmarks/bench_default.py --only compositions --explain   # where the failures' error sits
+    python benchmarks/bench_default.py --only compositions --case 4,50,25 --relight 100   # the light's part
 """
 
 from __future__ import annotations
@@ -237,6 +238,8 @@ def run_compositions(args, old, new, astronaut, reference_alpha) -> None:
         seeds = [seed for seed in seeds if grid[seed][:3] in wanted]
         if not seeds:
             raise SystemExit(f"no composition of the {'quick' if args.quick else 'full'} grid matches {args.case}")
+    if args.relight is not None:  # the same layouts, backgrounds and seeds at another exposure
+        grid = [(n, s, args.relight / 100, background) for n, s, _, background in grid]
     print(f"compositions: frame height {args.frame_height}; pass = worst <= 0.02 and out < 0.02")
     print(f"{'n scale  expo  backgr.  frame':<38}{'old worst':>10}{'out':>7}{'s':>6}   {'new worst':>10}{'out':>7}{'s':>6}  pass")
     totals = {"old": [], "new": []}
@@ -311,6 +314,11 @@ def main() -> None:
     parser.add_argument(
         "--case", action="append", default=[], metavar="N,SCALE%,EXPOSURE%",
         help="only this composition of the grid (same background and seed), e.g. --case 4,25,10; repeatable",
+    )
+    parser.add_argument(
+        "--relight", type=float, metavar="EXPOSURE%",
+        help="matte the chosen compositions at this exposure instead (same people, layout, background "
+        "and seed): does a failure depend on the light? e.g. --case 4,50,25 --relight 100",
     )
     parser.add_argument(
         "--explain", action="store_true",

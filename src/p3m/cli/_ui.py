@@ -190,6 +190,14 @@ def interrupted_line(event: Any, others: tuple[int, int] = (0, 0)) -> str:
     return f"interrupted: {event.done + others[0]}/{event.total + others[1]} done; run again to resume"
 
 
+def record_failure(record: Any, default: str = "failed") -> tuple[str, str]:
+    """(input, reason) of a failed record for the end-of-run list: the file named once (the
+    error's own path prefix is dropped when it is the input), its options worded as flags."""
+    prefix = f"{record.source}: "
+    reason = record_error(record) if record.error else default
+    return str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
 @contextlib.contextmanager
 def run_progress(
     label: str,

@@ -249,13 +249,10 @@ def _record_describer() -> Callable[[Any], str]:
 
 
 def _failure(record: Any) -> tuple[str, str]:
-    """(input, reason) of a failed record, the file named once (the error's own path prefix
-    is dropped when it is the input)."""
-    from p3m.cli._ui import record_error
+    """(input, reason) of a failed record (`p3m.cli._ui.record_failure`)."""
+    from p3m.cli._ui import record_failure
 
-    prefix = f"{record.source}: "
-    reason = record_error(record) if record.error else "could not be matted"
-    return str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason
+    return record_failure(record, "could not be matted")
 
 
 def _matte_files(

@@ -158,10 +158,10 @@ def _clock(seconds: float) -> str:
 
 
 def _failure(record: Any) -> tuple[str, str]:
-    """(video, reason) of a failed run record, the file named once."""
-    prefix = f"{record.source}: "
-    reason = record.error or "failed"
-    return str(record.source), reason[len(prefix):] if reason.startswith(prefix) else reason
+    """(video, reason) of a failed run record (`p3m.cli._ui.record_failure`)."""
+    from p3m.cli._ui import record_failure
+
+    return record_failure(record)
 
 
 @contextlib.contextmanager
